@@ -1,0 +1,33 @@
+# croissant-cutouts: two commands do all set-up on a fresh machine.
+#   make demo   create .venv, install, simulate jobs, run the whole flow, print the metrics
+#   make test   create .venv if needed, run the tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: demo test lint bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cutouts simulate -o $(DEMO)/jobs
+	$(BIN)/cutouts run -i $(DEMO)/jobs -o $(DEMO)/dataset
+	@echo "dataset: $(CURDIR)/$(DEMO)/dataset (croissant.json, master_index.csv, metrics.json)"
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_create.py
+
+clean:
+	rm -rf $(DEMO) .prefect .pytest_cache

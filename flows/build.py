@@ -1,0 +1,243 @@
+"""The ``build_dataset`` flow: load, normalize, cutout, index, Croissant, smoke-train.
+
+The flow only sequences and fans out; the science lives in ``tasks/``. Per-job tasks run
+on a bounded thread pool; at most ``cutouts.workers`` jobs are in flight, and each job's
+three tasks run back to back so its images are read while still in the page cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.config import Params
+from tasks.croissant import croissant_task
+from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
+from tasks.errors import JobRejection
+from tasks.index import INDEX_FILE, IndexSummary, index_task
+from tasks.load import JobSpec, discover_jobs, load_task
+from tasks.normalize import normalize_task
+
+__all__ = ["RunSummary", "build_dataset", "describe_dataset", "train_dataset"]
+
+STEPS = ("create", "croissant", "train")
+
+
+@dataclass
+class RunSummary:
+    """What a run did; :meth:`line` is the one-line summary every command ends with."""
+
+    dataset: str
+    jobs: int = 0
+    from_cache: int = 0
+    jobs_rejected: int = 0
+    cutouts: int = 0
+    real: int = 0
+    bogus: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    croissant: str | None = None
+    metrics: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"jobs: {self.jobs} ({self.from_cache} from cache, {self.jobs_rejected} rejected), "
+            f"cutouts: {self.cutouts}, real: {self.real}, bogus: {self.bogus}, "
+            f"rejected: {self.rejected}, seconds: {self.seconds:.1f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _failure_reason(future: PrefectFuture) -> str:
+    try:
+        future.result()
+    except Exception as exc:  # the task's final exception, after its retries
+        return f"{type(exc).__name__}: {exc}"
+    return "task failed"
+
+
+def _cutout_jobs(
+    specs: list[JobSpec], out_dir: Path, params: Params
+) -> tuple[list[JobCutouts | JobRejection], int]:
+    """Run load -> normalize -> cutout for every job, ``workers`` jobs at a time."""
+    logger = get_run_logger()
+    opts = params.cutouts
+    storage = (out_dir / STATE_DIR / "cache").resolve()
+    common = dict(
+        result_storage=storage, retries=opts.retries, retry_delay_seconds=opts.retry_delay_s
+    )
+    load, normalize, cutout = (
+        t.with_options(**common) for t in (load_task, normalize_task, cutout_task)
+    )
+    # A cached cutout result is only good while its files exist: else run and overwrite it.
+    cutout_refresh = cutout.with_options(refresh_cache=True)
+    queue: deque[JobSpec] = deque(specs)
+    inflight: dict[PrefectFuture, tuple[str, JobSpec, list[PrefectFuture]]] = {}
+    results: list[JobCutouts | JobRejection] = []
+    from_cache = 0
+    total = len(specs)
+
+    def start_next() -> None:
+        if queue:
+            spec = queue.popleft()
+            fut = load.submit(spec)
+            inflight[fut] = ("load", spec, [fut])
+
+    for _ in range(opts.workers):
+        start_next()
+    while inflight:
+        fut = next(as_completed(list(inflight)))
+        stage, spec, chain = inflight.pop(fut)
+        fut.wait()
+        if not fut.state.is_completed():
+            reason = f"{stage} failed after {opts.retries + 1} attempts: {_failure_reason(fut)}"
+            logger.error("[%d/%d] %s rejected: %s", len(results) + 1, total, spec.job_id, reason)
+            results.append(JobRejection(spec.job_id, reason))
+            start_next()
+            continue
+        if stage == "load":
+            nxt = normalize.submit(fut)
+            inflight[nxt] = ("normalize", spec, [*chain, nxt])
+            continue
+        if stage == "normalize":
+            task = cutout if outputs_present(out_dir, spec.job_id) else cutout_refresh
+            nxt = task.submit(chain[0], fut, str(out_dir), opts.batch)
+            inflight[nxt] = ("cutout", spec, [*chain, nxt])
+            continue
+        result = fut.result()
+        cached = all(f.state.is_completed() and f.state.name == "Cached" for f in chain)
+        from_cache += cached
+        results.append(result)
+        done = f"[{len(results)}/{total}] {spec.job_id}:"
+        if isinstance(result, JobRejection):
+            logger.warning("%s rejected: %s", done, result.reason)
+        else:
+            logger.info(
+                "%s %d cutouts, %d rows rejected%s",
+                done,
+                len(result.rows),
+                len(result.row_rejects),
+                " (from cache)" if cached else f" in {result.seconds:.2f} s",
+            )
+        start_next()
+    return results, from_cache
+
+
+@flow(name="build_dataset", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def build_dataset(
+    input_dir: str = "./mini_dataset",
+    output_dir: str = "./hackathon_dataset",
+    params: Params | None = None,
+    steps: list[str] | None = None,
+) -> RunSummary:
+    """Build a cutout dataset from the ``jid*`` folders of ``input_dir``.
+
+    Parameters
+    ----------
+    input_dir, output_dir : str
+        Job folders to read; dataset root to write.
+    params : Params, optional
+        All parameters (defaults: ``params.yaml`` values or built-in defaults).
+    steps : list of str, optional
+        Any of ``create`` (load, normalize, cutout, index), ``croissant``, ``train``;
+        default all three.
+    """
+    t0 = time.perf_counter()
+    params = params or Params()
+    steps = list(steps or STEPS)
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
+    logger = get_run_logger()
+    out_dir = Path(output_dir)
+    summary = RunSummary(dataset=str(out_dir.resolve()))
+    if "create" in steps:
+        specs = discover_jobs(input_dir, params.cutouts.layout)
+        logger.info("%d job folders in %s", len(specs), input_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results, summary.from_cache = _cutout_jobs(specs, out_dir, params)
+        index: IndexSummary = index_task(results, str(out_dir))
+        summary.jobs, summary.jobs_rejected = index.jobs, index.jobs_rejected
+        summary.cutouts, summary.real, summary.bogus = index.cutouts, index.real, index.bogus
+        summary.rejected = index.rows_rejected
+        summary.notes = index.notes
+        for note in index.notes:
+            logger.warning(note)
+        if index.cutouts == 0:
+            logger.error("no cutout could be written; see %s", index.rejects_path)
+            summary.seconds = time.perf_counter() - t0
+            return summary
+    else:
+        _fill_from_index(summary, out_dir)
+    csv_path = out_dir / INDEX_FILE
+    if "croissant" in steps:
+        summary.croissant = croissant_task(
+            str(csv_path), str(out_dir / "croissant.json"), params.croissant
+        )
+    if "train" in steps:
+        summary.metrics = _train(out_dir, params)
+    summary.seconds = time.perf_counter() - t0
+    logger.info(summary.line())
+    return summary
+
+
+def _train(out_dir: Path, params: Params) -> dict[str, Any]:
+    """Run the smoke-train task (torch is imported only when training)."""
+    from tasks.train import smoke_train_task
+
+    return smoke_train_task(str(out_dir), str(out_dir / "croissant.json"), params.train)
+
+
+def _fill_from_index(summary: RunSummary, out_dir: Path) -> None:
+    """Counts of an existing dataset, for commands that do not cut."""
+    import pandas as pd
+
+    index = pd.read_csv(out_dir / INDEX_FILE, usecols=["job_id", "label"])
+    summary.jobs = index["job_id"].nunique()
+    summary.cutouts = len(index)
+    summary.real = int((index["label"] == 1).sum())
+    summary.bogus = int((index["label"] == 0).sum())
+    rejects = out_dir / "rejects.csv"
+    if rejects.exists():
+        rej = pd.read_csv(rejects)
+        summary.rejected = int(rej["catalog_row"].notna().sum())
+        summary.jobs_rejected = int(rej["catalog_row"].isna().sum())
+        summary.jobs += summary.jobs_rejected
+
+
+@flow(name="describe_dataset")
+def describe_dataset(csv_path: str, output: str, params: Params | None = None) -> RunSummary:
+    """Write ``croissant.json`` for an existing index (the seed's ``generate_croissant.py``)."""
+    t0 = time.perf_counter()
+    params = params or Params()
+    out_dir = Path(csv_path).parent
+    summary = RunSummary(dataset=str(out_dir.resolve()))
+    _fill_from_index(summary, out_dir)
+    summary.croissant = croissant_task(csv_path, output, params.croissant)
+    summary.seconds = time.perf_counter() - t0
+    get_run_logger().info(summary.line())
+    return summary
+
+
+@flow(name="train_dataset")
+def train_dataset(dataset_dir: str, params: Params | None = None) -> RunSummary:
+    """Smoke-train on an existing dataset (the seed's ``test_croissant_dataset.py``)."""
+    t0 = time.perf_counter()
+    params = params or Params()
+    out_dir = Path(dataset_dir)
+    summary = RunSummary(dataset=str(out_dir.resolve()))
+    _fill_from_index(summary, out_dir)
+    summary.metrics = _train(out_dir, params)
+    summary.seconds = time.perf_counter() - t0
+    get_run_logger().info(summary.line())
+    return summary

@@ -1,0 +1,199 @@
+"""``cutouts``: the command line, mapping the seed's three scripts.
+
+=====================================  ==================================================
+seed                                   here
+- ``python create_dataset.py -i IN -o OUT``      -> ``cutouts create -i IN -o OUT``
+- ``python generate_croissant.py -c CSV -o JSON`` -> ``cutouts croissant -c CSV -o JSON``
+- ``python test_croissant_dataset.py -d DIR``     -> ``cutouts train -d DIR``
+- all three in one flow                           -> ``cutouts run -i IN -o OUT``
+
+Every command ends with one summary line. Exit status: 0 when a dataset was written (even
+with rejections), 1 when none could be, or with ``--strict`` when anything was rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from flows.settings import prepare_environment
+
+__all__ = ["main"]
+
+log = logging.getLogger("flows.cli")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="params file (default: ./params.yaml when present, else built-in defaults)",
+    )
+
+
+def _add_create_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-i",
+        "--input_dir",
+        default="./mini_dataset",
+        help="folder holding jid* job folders (default: ./mini_dataset)",
+    )
+    p.add_argument(
+        "-o",
+        "--output_dir",
+        default="./hackathon_dataset",
+        help="dataset folder to write (default: ./hackathon_dataset)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="jobs processed concurrently")
+    p.add_argument(
+        "--strict", action="store_true", default=None, help="exit 1 when anything was rejected"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cutouts",
+        description="RAPID job folders -> Croissant-described 64x64x4 cutout dataset.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("create", help="load, normalize, cutout, index (create_dataset.py)")
+    _add_create_opts(p)
+    _add_common(p)
+
+    p = sub.add_parser("croissant", help="write croissant.json (generate_croissant.py)")
+    p.add_argument(
+        "-c",
+        "--csv_path",
+        default="./hackathon_dataset/master_index.csv",
+        help="master index CSV (default: ./hackathon_dataset/master_index.csv)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="./hackathon_dataset/croissant.json",
+        help="croissant.json to write (default: ./hackathon_dataset/croissant.json)",
+    )
+    _add_common(p)
+
+    p = sub.add_parser("train", help="smoke-train a CNN (test_croissant_dataset.py)")
+    p.add_argument(
+        "-d",
+        "--dataset_dir",
+        default="./hackathon_dataset",
+        help="dataset folder holding croissant.json (default: ./hackathon_dataset)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    _add_common(p)
+
+    p = sub.add_parser("run", help="the whole flow: create, croissant, train")
+    _add_create_opts(p)
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    _add_common(p)
+
+    p = sub.add_parser("simulate", help="write simulated RAPID job folders")
+    p.add_argument("-o", "--output_dir", default="./mini_dataset", help="folder to write jobs into")
+    p.add_argument("--jobs", type=int, default=None, help="number of jobs (simulate.jobs)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (simulate.size)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (simulate.seed)")
+    p.add_argument("--workers", type=int, default=None, help="jobs simulated in parallel")
+    _add_common(p)
+    return parser
+
+
+def _params(args: argparse.Namespace):
+    from tasks.config import load_params
+
+    params = load_params(args.params)
+    if hasattr(args, "workers") and args.command in ("create", "run"):
+        params = params.override("cutouts", workers=args.workers)
+    if getattr(args, "strict", None):
+        params = params.override("run", strict=True)
+    if getattr(args, "epochs", None):
+        params = params.override("train", epochs=args.epochs)
+    return params
+
+
+def _exit_code(summary, strict: bool) -> int:
+    if summary.cutouts == 0:
+        return 1
+    if strict and (summary.rejected or summary.jobs_rejected):
+        return 1
+    return 0
+
+
+def _print_metrics(metrics: dict | None) -> None:
+    if metrics:
+        print(json.dumps(metrics.get("validation", metrics), indent=2))
+
+
+def _simulate(args: argparse.Namespace, params) -> int:
+    from simulate import format_summary, simulate_jobs
+
+    sim = params.simulate
+    t0 = time.perf_counter()
+    summaries = simulate_jobs(
+        Path(args.output_dir),
+        n_jobs=args.jobs or sim.jobs,
+        size=args.size or sim.size,
+        seed=sim.seed if args.seed is None else args.seed,
+        workers=args.workers or sim.workers,
+        layout=sim.layout,
+    )
+    for s in summaries:
+        print(format_summary(s))
+    n_det = sum(s.n_detections for s in summaries)
+    n_real = sum(s.n_recovered for s in summaries)
+    print(
+        f"jobs: {len(summaries)} (0 from cache), cutouts: 0, real: {n_real}, "
+        f"bogus: {n_det - n_real}, rejected: 0, seconds: {time.perf_counter() - t0:.1f} "
+        f"(wrote {args.output_dir})"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cutouts`` console script."""
+    args = build_parser().parse_args(argv)
+    prepare_environment()
+    try:
+        params = _params(args)
+    except ValueError as exc:
+        print(f"cutouts: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "simulate":
+        return _simulate(args, params)
+
+    from flows.build import build_dataset, describe_dataset, train_dataset
+
+    try:
+        if args.command in ("create", "run"):
+            from prefect.task_runners import ThreadPoolTaskRunner
+
+            steps = ["create"] if args.command == "create" else None
+            flow = build_dataset.with_options(
+                task_runner=ThreadPoolTaskRunner(max_workers=params.cutouts.workers)
+            )
+            summary = flow(args.input_dir, args.output_dir, params, steps)
+        elif args.command == "croissant":
+            summary = describe_dataset(args.csv_path, args.output, params)
+        else:
+            summary = train_dataset(args.dataset_dir, params)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"cutouts: {exc}", file=sys.stderr)
+        return 1
+    _print_metrics(summary.metrics)
+    if summary.croissant:
+        print(f"croissant: {summary.croissant}")
+    print(f"dataset: {summary.dataset}")
+    print(summary.line())
+    return _exit_code(summary, params.run.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Croissant step: describe the dataset in ``croissant.json`` with mlcroissant.
+
+The record set ``transient_candidates`` and its field ids (``transient_candidates/label``,
+``transient_candidates/cutout_path``, ...) are those of the seed's metadata, so clients
+written against it keep working. Fields are generated from :data:`tasks.index.INDEX_SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import mlcroissant as mlc
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.atomic import atomic_write_text
+from tasks.config import CroissantParams
+from tasks.cutout import CUTOUT_DIR
+from tasks.index import INDEX_SCHEMA
+
+__all__ = [
+    "RECORD_SET",
+    "CroissantError",
+    "build_metadata",
+    "croissant_task",
+    "sha256_file",
+    "validate",
+    "write_croissant",
+]
+
+log = logging.getLogger(__name__)
+
+RECORD_SET = "transient_candidates"
+INDEX_ID = "master_index.csv"
+CUTOUTS_ID = "cutout-files"
+
+
+class CroissantError(ValueError):
+    """mlcroissant reported an error or a warning about the metadata."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _data_types() -> dict[str, object]:
+    return {
+        "sc:Integer": mlc.DataType.INTEGER,
+        "sc:Float": mlc.DataType.FLOAT,
+        "sc:Text": mlc.DataType.TEXT,
+    }
+
+
+def build_metadata(
+    csv_path: str | Path, output: str | Path, params: CroissantParams
+) -> mlc.Metadata:
+    """Build the Croissant metadata of the dataset indexed by ``csv_path``.
+
+    Paths inside the metadata are relative to the folder of ``output`` (where
+    ``croissant.json`` will be written), which is normally the dataset root.
+    """
+    csv_path = Path(csv_path).resolve()
+    base = Path(output).resolve().parent
+    root_rel = os.path.relpath(csv_path.parent, base)
+    index_rel = os.path.relpath(csv_path, base)
+    cutouts_glob = CUTOUT_DIR + "/*.npy" if root_rel == "." else f"{root_rel}/{CUTOUT_DIR}/*.npy"
+    columns = list(pd.read_csv(csv_path, nrows=0).columns)
+    missing = [c.name for c in INDEX_SCHEMA if c.name not in columns]
+    if missing:
+        raise CroissantError(f"{csv_path}: index lacks column(s) {', '.join(missing)}")
+    published = (
+        dt.datetime.fromisoformat(params.date_published)
+        if params.date_published
+        else dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    types = _data_types()
+    fields = [
+        mlc.Field(
+            id=f"{RECORD_SET}/{col.field_name}",
+            name=col.field_name,
+            description=col.description,
+            data_types=[types[col.data_type]],
+            source=mlc.Source(file_object=INDEX_ID, extract=mlc.Extract(column=col.name)),
+        )
+        for col in INDEX_SCHEMA
+    ]
+    return mlc.Metadata(
+        name=params.name,
+        description=params.description,
+        url=params.url,
+        license=[params.license],
+        creators=[mlc.Organization(name=params.creator)],
+        date_published=published,
+        version=params.version,
+        cite_as=params.cite_as,
+        distribution=[
+            mlc.FileObject(
+                id=INDEX_ID,
+                name=INDEX_ID,
+                description="One row per cutout: position, label, cutout path, catalog features.",
+                content_url=index_rel,
+                encoding_formats=["text/csv"],
+                sha256=sha256_file(csv_path),
+            ),
+            mlc.FileSet(
+                id=CUTOUTS_ID,
+                name=CUTOUTS_ID,
+                description="Cutout tensors, numpy .npy, shape (64, 64, 4), float32 in [0, 1].",
+                encoding_formats=["application/x-npy"],
+                includes=[cutouts_glob],
+            ),
+        ],
+        record_sets=[
+            mlc.RecordSet(
+                id=RECORD_SET,
+                name=RECORD_SET,
+                description="Transient candidates, one record per cutout.",
+                key=f"{RECORD_SET}/cutout_id",
+                fields=fields,
+            )
+        ],
+    )
+
+
+def _raise_on_issues(issues: mlc.Issues, what: str) -> None:
+    problems = [f"error: {e}" for e in issues.errors] + [f"warning: {w}" for w in issues.warnings]
+    if problems:
+        raise CroissantError(f"{what}: mlcroissant reports\n" + "\n".join(problems))
+
+
+def validate(path: str | Path) -> mlc.Dataset:
+    """Load ``croissant.json`` with mlcroissant; raise on any error or warning."""
+    try:
+        dataset = mlc.Dataset(jsonld=str(path))
+    except mlc.ValidationError as exc:
+        raise CroissantError(f"{path}: {exc}") from exc
+    _raise_on_issues(dataset.metadata.ctx.issues, str(path))
+    return dataset
+
+
+def write_croissant(
+    csv_path: str | Path, output: str | Path, params: CroissantParams | None = None
+) -> Path:
+    """Write ``croissant.json`` for an index and check it with mlcroissant.
+
+    Raises
+    ------
+    CroissantError
+        When mlcroissant reports any error or warning, on building or on reloading.
+    """
+    params = params or CroissantParams()
+    output = Path(output)
+    try:
+        metadata = build_metadata(csv_path, output, params)
+    except mlc.ValidationError as exc:
+        raise CroissantError(str(exc)) from exc
+    _raise_on_issues(metadata.issues, "building croissant.json")
+    text = json.dumps(metadata.to_json(), indent=2, default=str) + "\n"
+    atomic_write_text(output, text)
+    validate(output)
+    log.info("wrote %s", output)
+    return output
+
+
+@task(name="croissant", cache_policy=NO_CACHE, persist_result=False)
+def croissant_task(csv_path: str, output: str, params: CroissantParams) -> str:
+    """Prefect task: :func:`write_croissant`; fails on any mlcroissant error or warning."""
+    return str(write_croissant(csv_path, output, params))

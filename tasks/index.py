@@ -1,0 +1,226 @@
+"""Index step: ``master_index.csv``, ``rejects.csv`` and ``zscale_limits.csv``.
+
+The index schema is declared once here (:data:`INDEX_SCHEMA`); the CSV writer and the
+Croissant fields are both generated from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.atomic import TMP_MARK, atomic_output
+from tasks.cutout import CUTOUT_DIR, JobCutouts
+from tasks.errors import JobRejection
+from tasks.layouts import CHANNELS
+
+__all__ = [
+    "INDEX_FILE",
+    "INDEX_SCHEMA",
+    "LIMITS_FILE",
+    "REJECTS_FILE",
+    "Column",
+    "IndexSummary",
+    "JobRejection",
+    "index_task",
+    "write_index",
+]
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "master_index.csv"
+REJECTS_FILE = "rejects.csv"
+LIMITS_FILE = "zscale_limits.csv"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of ``master_index.csv`` and its Croissant field.
+
+    ``field`` is the Croissant field name when it differs from the column name.
+    """
+
+    name: str
+    dtype: str
+    data_type: str
+    description: str
+    field: str | None = None
+
+    @property
+    def field_name(self) -> str:
+        return self.field or self.name
+
+
+#: Columns of master_index.csv, in order: the seed's nine, then the extras.
+INDEX_SCHEMA: tuple[Column, ...] = (
+    Column(
+        "cutout_id", "int64", "sc:Integer", "Unique cutout identifier, 0 .. N-1 over the dataset."
+    ),
+    Column("job_id", "string", "sc:Text", "RAPID job folder the candidate comes from (jid...)."),
+    Column(
+        "x",
+        "float64",
+        "sc:Float",
+        "Candidate column position in the original image, 0-based pixels (centres on integers).",
+    ),
+    Column(
+        "y",
+        "float64",
+        "sc:Float",
+        "Candidate row position in the original image, 0-based pixels (centres on integers).",
+    ),
+    Column("label", "Int64", "sc:Integer", "Binary label: 1 real transient, 0 bogus."),
+    Column(
+        "cutout_filename",
+        "string",
+        "sc:Text",
+        "Path of the (64, 64, 4) float32 .npy cutout, relative to the dataset root; channels "
+        "science, reference, difference, score, each ZScale-normalised to [0, 1].",
+        field="cutout_path",
+    ),
+    Column(
+        "flux",
+        "float64",
+        "sc:Float",
+        "Catalog flux of the candidate (DN/s), when the catalog has it.",
+    ),
+    Column(
+        "fwhm",
+        "float64",
+        "sc:Float",
+        "Catalog FWHM of the candidate (pixels), when the catalog has it.",
+    ),
+    Column(
+        "elongation",
+        "float64",
+        "sc:Float",
+        "Catalog elongation (major/minor axis), when the catalog has it.",
+    ),
+    Column(
+        "catalog_row",
+        "int64",
+        "sc:Integer",
+        "0-based data row of the candidate in its job's catalog.",
+    ),
+    Column(
+        "flags", "Int64", "sc:Integer", "Catalog flags of the candidate, when the catalog has them."
+    ),
+)
+
+_CUTOUT_NAME = re.compile(r"^jid.*_cutout\d{5,}\.npy$")
+
+
+@dataclass
+class IndexSummary:
+    """Counts and paths of a written index (small; returned by the index task)."""
+
+    out_dir: Path
+    index_path: Path
+    rejects_path: Path
+    limits_path: Path
+    jobs: int
+    jobs_rejected: int
+    cutouts: int
+    real: int
+    bogus: int
+    rows_rejected: int
+    pruned: int
+    notes: list[str]
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_output(path, "w") as fh:
+        df.to_csv(fh, index=False, lineterminator="\n")
+
+
+def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -> IndexSummary:
+    """Write the dataset's tables from per-job results, in job-name order.
+
+    Also removes cutout files of ours (``cutouts/jid*_cutoutNNNNN.npy``) that the new index
+    does not list, such as leftovers of an earlier run with other inputs, and temporary
+    files of interrupted runs, so the index and the folder always agree.
+    """
+    out_dir = Path(out_dir)
+    results = sorted(results, key=lambda r: r.job_id)
+    frames, rejects, limits, notes = [], [], [], []
+    for res in results:
+        if isinstance(res, JobRejection):
+            rejects.append((res.job_id, pd.NA, res.reason))
+            rejects.extend(
+                (res.job_id, k, f"job rejected: {res.reason}") for k in range(res.n_catalog_rows)
+            )
+            continue
+        frame = res.rows.copy()
+        frame.insert(0, "job_id", res.job_id)
+        frames.append(frame)
+        rejects.extend((res.job_id, k, why) for k, why in res.row_rejects)
+        for ch in CHANNELS:
+            lim = res.limits[ch]
+            limits.append((res.job_id, ch, res.image_files[ch], lim.vmin, lim.vmax, lim.status))
+        notes.extend(f"{res.job_id}: {n}" for n in res.notes)
+    names = [c.name for c in INDEX_SCHEMA]
+    if frames:
+        index = pd.concat(frames, ignore_index=True)
+    else:
+        index = pd.DataFrame({n: [] for n in names if n != "cutout_id"})
+    index.insert(0, "cutout_id", range(len(index)))
+    extra = [c for c in index.columns if c not in names]
+    index = index[names + extra].astype({c.name: c.dtype for c in INDEX_SCHEMA})
+    index_path = out_dir / INDEX_FILE
+    rejects_path = out_dir / REJECTS_FILE
+    limits_path = out_dir / LIMITS_FILE
+    _write_csv(index, index_path)
+    _write_csv(
+        pd.DataFrame(rejects, columns=["job_id", "catalog_row", "reason"]).astype(
+            {"catalog_row": "Int64"}
+        ),
+        rejects_path,
+    )
+    _write_csv(
+        pd.DataFrame(limits, columns=["job_id", "channel", "file", "vmin", "vmax", "status"]),
+        limits_path,
+    )
+    pruned = _prune(out_dir, set(index["cutout_filename"]))
+    labels = index["label"]
+    return IndexSummary(
+        out_dir=out_dir,
+        index_path=index_path,
+        rejects_path=rejects_path,
+        limits_path=limits_path,
+        jobs=len(results),
+        jobs_rejected=sum(isinstance(r, JobRejection) for r in results),
+        cutouts=len(index),
+        real=int((labels == 1).sum()),
+        bogus=int((labels == 0).sum()),
+        rows_rejected=sum(1 for _, k, _ in rejects if k is not pd.NA),
+        pruned=pruned,
+        notes=notes,
+    )
+
+
+def _prune(out_dir: Path, listed: set[str]) -> int:
+    folder = out_dir / CUTOUT_DIR
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.iterdir():
+        name = entry.name
+        stale = _CUTOUT_NAME.match(name) and f"{CUTOUT_DIR}/{name}" not in listed
+        if stale or (name.startswith(".") and TMP_MARK in name):
+            entry.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d cutout files the index does not list", removed)
+    return removed
+
+
+@task(name="index", cache_policy=NO_CACHE, persist_result=False)
+def index_task(results: list[JobCutouts | JobRejection], out_dir: str) -> IndexSummary:
+    """Prefect task: :func:`write_index`."""
+    return write_index(results, out_dir)

@@ -1,0 +1,106 @@
+"""Normalise step: per-channel ZScale limits of a whole image, applied when cutting.
+
+Contract (``cutout-contract.md``, Normalisation):
+
+1. ``vmin, vmax = ZScaleInterval().get_limits(image)`` with astropy's defaults; non-finite
+   pixels are ignored by astropy, never replaced by 0 first.
+2. ``norm = clip((image - vmin) / (vmax - vmin), 0, 1)`` as float32 (evaluated in float64,
+   rounded once to float32).
+3. Non-finite values of ``norm`` become 0 (NaN pixels; ``clip`` already maps +inf to 1 and
+   -inf to 0).
+4. No finite pixel, or ``vmax <= vmin``: the channel is all 0 and its status says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.visualization import ZScaleInterval
+from prefect import task
+
+from tasks.caching import ContentPolicy, retry_on_oserror
+from tasks.errors import JobRejection
+from tasks.layouts import CHANNELS
+from tasks.load import JobData, open_image
+
+__all__ = ["ChannelLimits", "apply_limits", "job_limits", "normalize_task", "zscale_limits"]
+
+#: Status of a channel's limits.
+OK, CONSTANT, NO_FINITE = "ok", "constant", "no_finite_pixels"
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """ZScale limits of one channel, in the image's units (DN/s).
+
+    ``status`` is ``"ok"``, ``"constant"`` (``vmax <= vmin``) or ``"no_finite_pixels"``;
+    in the last two cases the channel normalises to all zeros and the limits may be NaN.
+    """
+
+    vmin: float
+    vmax: float
+    status: str
+
+    @property
+    def usable(self) -> bool:
+        return self.status == OK
+
+
+def zscale_limits(image: np.ndarray) -> ChannelLimits:
+    """ZScale limits of a full 2-D image (astropy defaults), with the contract's guards.
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx)
+        Pixel values; NaN and inf are ignored.
+    """
+    if not np.isfinite(image).any():
+        return ChannelLimits(float("nan"), float("nan"), NO_FINITE)
+    vmin, vmax = ZScaleInterval().get_limits(image)
+    vmin, vmax = float(vmin), float(vmax)
+    return ChannelLimits(vmin, vmax, OK if vmax > vmin else CONSTANT)
+
+
+def job_limits(job: JobData) -> dict[str, ChannelLimits]:
+    """Limits of each channel of a job, read through memory maps."""
+    return {c: zscale_limits(open_image(job.images[c])) for c in CHANNELS}
+
+
+def apply_limits(pixels: np.ndarray, limits: ChannelLimits) -> np.ndarray:
+    """Normalise pixel values to [0, 1] float32 (contract steps 2-4).
+
+    Parameters
+    ----------
+    pixels : ndarray
+        Any shape, any real dtype (big-endian allowed).
+    limits : ChannelLimits
+
+    Returns
+    -------
+    ndarray, same shape, float32, finite, in [0, 1].
+    """
+    if not limits.usable:
+        return np.zeros(pixels.shape, np.float32)
+    scaled = (pixels.astype(np.float64) - limits.vmin) / (limits.vmax - limits.vmin)
+    norm = np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    norm[~np.isfinite(norm)] = 0.0
+    return norm
+
+
+NORMALIZE_MODULES = ("tasks.normalize", "tasks.load", "tasks.layouts")
+
+
+@task(
+    name="normalize",
+    cache_policy=ContentPolicy(modules=NORMALIZE_MODULES),
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=1.0,
+    retry_condition_fn=retry_on_oserror,
+)
+def normalize_task(job: JobData | JobRejection) -> dict[str, ChannelLimits] | JobRejection:
+    """Prefect task: :func:`job_limits` (passes a rejection through)."""
+    if isinstance(job, JobRejection):
+        return job
+    return job_limits(job)

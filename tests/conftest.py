@@ -1,0 +1,102 @@
+"""Test harness: an isolated Prefect home per session, and small hand-made job folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# Before anything imports Prefect: its home, database and results live in a throw-away
+# folder of this test session (ephemeral mode, no server to run by hand).
+_PREFECT_HOME = tempfile.mkdtemp(prefix="cutouts-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
+from flows.settings import prepare_environment  # noqa: E402
+
+prepare_environment()
+
+from astropy.io import fits  # noqa: E402
+
+SEED_FILES = {
+    "science": "bkg_subbed_science_image.fits",
+    "reference": "awaicgen_output_mosaic_image_resampled.fits",
+    "difference": "diffimage_masked.fits",
+    "score": "scorrimage_masked.fits",
+}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+def write_fits(path: Path, data: np.ndarray) -> Path:
+    fits.PrimaryHDU(np.asarray(data)).writeto(path, overwrite=True)
+    return path
+
+
+def ramp_image(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A float32 image whose pixel values encode their position plus a little noise."""
+    ny, nx = shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    return (yy * 1000.0 + xx + rng.normal(0, 0.01, shape)).astype(np.float32)
+
+
+@pytest.fixture
+def make_job(tmp_path: Path) -> Callable[..., Path]:
+    """Write a seed-layout job folder; returns its path.
+
+    ``make_job(name, shape=(40, 50), catalog=DataFrame or str, images={channel: array})``.
+    """
+
+    def _make(
+        name: str = "jid0001",
+        shape: tuple[int, int] = (40, 50),
+        catalog: pd.DataFrame | str | None = None,
+        images: dict[str, np.ndarray] | None = None,
+        root: Path | None = None,
+        seed: int = 0,
+    ) -> Path:
+        job = (root or tmp_path / "jobs") / name
+        job.mkdir(parents=True, exist_ok=True)
+        images = images or {}
+        for k, (channel, fname) in enumerate(SEED_FILES.items()):
+            data = images.get(channel)
+            if data is None:
+                data = ramp_image(shape, seed + k) * (k + 1)
+            write_fits(job / fname, data)
+        if catalog is None:
+            rng = np.random.default_rng(seed)
+            n = 12
+            catalog = pd.DataFrame(
+                {
+                    "x": rng.uniform(0, shape[1] - 1, n),
+                    "y": rng.uniform(0, shape[0] - 1, n),
+                    "match": np.where(rng.random(n) < 0.3, np.arange(n), -1),
+                    "flux": rng.uniform(1, 100, n),
+                    "fwhm": rng.uniform(1.5, 3, n),
+                    "elongation": rng.uniform(1, 2, n),
+                }
+            )
+        if isinstance(catalog, pd.DataFrame):
+            catalog.to_csv(job / "psfcat.csv", index=False)
+        else:
+            (job / "psfcat.csv").write_text(catalog)
+        return job
+
+    return _make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_backend():
+    """One temporary Prefect API server (own database) for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

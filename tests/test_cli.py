@@ -1,0 +1,80 @@
+"""The ``cutouts`` command line: seed flags and defaults, summary line, exit status."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from flows.cli import build_parser, main
+
+pytestmark = pytest.mark.flow
+
+SUMMARY = re.compile(
+    r"^jobs: (\d+) \((\d+) from cache, (\d+) rejected\), cutouts: (\d+), real: (\d+), "
+    r"bogus: (\d+), rejected: (\d+), seconds: [\d.]+$"
+)
+
+
+def last_line(capsys) -> tuple[int, ...]:
+    out = capsys.readouterr().out.strip().splitlines()
+    match = SUMMARY.match(out[-1])
+    assert match, out[-1]
+    return tuple(int(g) for g in match.groups())
+
+
+def test_seed_flags_and_defaults():
+    parser = build_parser()
+    a = parser.parse_args(["create"])
+    assert (a.input_dir, a.output_dir) == ("./mini_dataset", "./hackathon_dataset")
+    a = parser.parse_args(["create", "-i", "in", "-o", "out"])
+    assert (a.input_dir, a.output_dir) == ("in", "out")
+    a = parser.parse_args(["croissant"])
+    assert a.csv_path == "./hackathon_dataset/master_index.csv"
+    assert a.output == "./hackathon_dataset/croissant.json"
+    a = parser.parse_args(["croissant", "--csv_path", "c.csv", "--output", "o.json"])
+    assert (a.csv_path, a.output) == ("c.csv", "o.json")
+    assert parser.parse_args(["train"]).dataset_dir == "./hackathon_dataset"
+    assert parser.parse_args(["train", "-d", "x"]).dataset_dir == "x"
+    a = parser.parse_args(["simulate", "-o", "d", "--jobs", "3", "--size", "256", "--seed", "7"])
+    assert (a.output_dir, a.jobs, a.size, a.seed) == ("d", 3, 256, 7)
+
+
+def test_create_then_croissant_with_seed_defaults(tmp_path, make_job, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for k in range(2):
+        make_job(f"jid000{k + 1}", root=tmp_path / "mini_dataset", seed=k)
+    assert main(["create"]) == 0
+    jobs, cached, jrej, cutouts, real, bogus, rej = last_line(capsys)
+    assert (jobs, cached, jrej, cutouts, rej) == (2, 0, 0, 24, 0) and real + bogus == 24
+    assert (tmp_path / "hackathon_dataset" / "master_index.csv").exists()
+
+    assert main(["create"]) == 0
+    assert last_line(capsys)[1] == 2  # both jobs from cache
+
+    assert main(["croissant"]) == 0
+    assert last_line(capsys)[3] == 24
+    assert (tmp_path / "hackathon_dataset" / "croissant.json").exists()
+
+
+def test_rejections_exit_status_and_strict(tmp_path, make_job, capsys):
+    make_job("jid0001", catalog="x,y,match\n1,2,-1\n999,2,-1\n")
+    jobs, out = str(tmp_path / "jobs"), str(tmp_path / "ds")
+    assert main(["create", "-i", jobs, "-o", out]) == 0
+    assert last_line(capsys)[6] == 1
+    assert main(["create", "-i", jobs, "-o", out, "--strict"]) == 1
+
+
+def test_no_dataset_exits_1(tmp_path, make_job, capsys):
+    make_job("jid0001", catalog="x,y,match\n")
+    assert main(["create", "-i", str(tmp_path / "jobs"), "-o", str(tmp_path / "ds")]) == 1
+    assert last_line(capsys)[3] == 0
+    assert main(["create", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "ds")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_params_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("cutouts:\n  wrokers: 3\n")
+    assert main(["create", "--params", str(bad)]) == 2
+    assert "wrokers" in capsys.readouterr().err

@@ -1,0 +1,140 @@
+"""The Prefect flow: a real flow run (ephemeral API), caching and retries."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tasks.load
+from flows.build import build_dataset
+from tasks.config import Params
+
+pytestmark = pytest.mark.flow
+
+FAST = Params().override("cutouts", retry_delay_s=0.0, workers=2)
+
+
+def run(jobs, out, params=FAST, steps=("create",)):
+    return build_dataset(str(jobs), str(out), params, list(steps))
+
+
+@pytest.fixture
+def three_jobs(tmp_path, make_job):
+    for k in range(3):
+        make_job(f"jid000{k + 1}", seed=k)
+    return tmp_path / "jobs"
+
+
+def test_cache_second_run_and_one_changed_job(tmp_path, three_jobs):
+    out = tmp_path / "ds"
+    first = run(three_jobs, out)
+    assert (first.jobs, first.from_cache, first.cutouts) == (3, 0, 36)
+    index1 = (out / "master_index.csv").read_bytes()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "cutouts").iterdir()}
+
+    second = run(three_jobs, out)
+    assert second.from_cache == 3
+    assert (out / "master_index.csv").read_bytes() == index1
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cutouts").iterdir()} == mtimes
+
+    cat = pd.read_csv(three_jobs / "jid0002" / "psfcat.csv")
+    cat.loc[0, "x"] += 1.0
+    cat.to_csv(three_jobs / "jid0002" / "psfcat.csv", index=False)
+    third = run(three_jobs, out)
+    assert third.from_cache == 2
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "cutouts").iterdir()}
+    changed = {n for n in after if after[n] != mtimes[n]}
+    assert changed and all(n.startswith("jid0002") for n in changed)
+
+
+def test_image_change_and_deleted_output_recompute(tmp_path, three_jobs):
+    out = tmp_path / "ds"
+    run(three_jobs, out)
+    from astropy.io import fits
+
+    path = three_jobs / "jid0003" / "scorrimage_masked.fits"
+    data = fits.getdata(path) * 2
+    fits.PrimaryHDU(data).writeto(path, overwrite=True)
+    (out / "cutouts" / "jid0001_cutout00004.npy").unlink()
+    again = run(three_jobs, out)
+    assert again.from_cache == 1  # jid0002 only
+    assert (out / "cutouts" / "jid0001_cutout00004.npy").exists()
+
+
+def test_params_change_cache_key(tmp_path, three_jobs):
+    out = tmp_path / "ds"
+    run(three_jobs, out)
+    # batch is an execution knob: it does not change results, so it stays cached
+    assert run(three_jobs, out, FAST.override("cutouts", batch=3)).from_cache == 3
+
+
+def test_transient_oserror_is_retried(tmp_path, three_jobs, monkeypatch):
+    real = tasks.load.read_image_info
+    calls = {"n": 0}
+
+    def flaky(job_id, path):
+        if job_id == "jid0002":
+            calls["n"] += 1
+            if calls["n"] <= 2:
+                raise OSError(errno.EIO, "Input/output error (injected)", str(path))
+        return real(job_id, path)
+
+    monkeypatch.setattr(tasks.load, "read_image_info", flaky)
+    summary = run(three_jobs, tmp_path / "ds")
+    assert summary.jobs_rejected == 0 and summary.cutouts == 36
+    assert calls["n"] >= 3  # two failures, then success on the third attempt
+
+
+def test_persistent_oserror_rejects_job_after_retries(tmp_path, three_jobs, monkeypatch):
+    real = tasks.load.read_image_info
+    calls = {"n": 0}
+
+    def broken(job_id, path):
+        if job_id == "jid0001":
+            calls["n"] += 1
+            raise OSError(errno.EIO, "Input/output error (injected)", str(path))
+        return real(job_id, path)
+
+    monkeypatch.setattr(tasks.load, "read_image_info", broken)
+    summary = run(three_jobs, tmp_path / "ds")
+    assert calls["n"] == 3  # 1 + 2 retries
+    assert summary.jobs_rejected == 1 and summary.cutouts == 24
+    rejects = pd.read_csv(tmp_path / "ds" / "rejects.csv")
+    assert "failed after 3 attempts" in rejects.reason.iloc[0]
+
+
+def test_bad_input_is_not_retried(tmp_path, three_jobs, monkeypatch):
+    path = three_jobs / "jid0001" / "diffimage_masked.fits"
+    path.write_bytes(path.read_bytes()[:3000])
+    real = tasks.load.read_image_info
+    calls = {"n": 0}
+
+    def counting(job_id, p):
+        if job_id == "jid0001" and p.name == "diffimage_masked.fits":
+            calls["n"] += 1
+        return real(job_id, p)
+
+    monkeypatch.setattr(tasks.load, "read_image_info", counting)
+    summary = run(three_jobs, tmp_path / "ds")
+    assert calls["n"] == 1, calls  # checked once (reject_job re-reads only the catalog)
+    assert summary.jobs_rejected == 1
+    reason = pd.read_csv(tmp_path / "ds" / "rejects.csv").reason.iloc[0]
+    assert "diffimage_masked.fits" in reason and "truncated" in reason
+
+
+def test_full_flow_with_croissant(tmp_path, three_jobs):
+    out = tmp_path / "ds"
+    summary = run(three_jobs, out, steps=("create", "croissant"))
+    assert summary.croissant and (out / "croissant.json").exists()
+    import mlcroissant as mlc
+
+    records = list(mlc.Dataset(jsonld=str(out / "croissant.json")).records("transient_candidates"))
+    assert len(records) == summary.cutouts
+    assert np.load(out / records[0]["transient_candidates/cutout_path"].decode()).shape == (
+        64,
+        64,
+        4,
+    )

@@ -1,0 +1,60 @@
+"""Normalisation clauses of the cutout contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.visualization import ZScaleInterval
+
+from tasks.normalize import ChannelLimits, apply_limits, zscale_limits
+
+
+def test_limits_are_astropy_zscale_defaults():
+    img = np.random.default_rng(1).normal(10, 2, (60, 70)).astype(np.float32)
+    lim = zscale_limits(img)
+    vmin, vmax = ZScaleInterval().get_limits(img)
+    assert (lim.vmin, lim.vmax, lim.status) == (float(vmin), float(vmax), "ok")
+
+
+def test_nan_is_ignored_not_zeroed():
+    """Regression: earlier scripts turned NaN into 0 before ZScale, dragging the limits."""
+    img = np.random.default_rng(2).normal(100, 1, (50, 50)).astype(np.float32)
+    img[:, :20] = np.nan
+    lim = zscale_limits(img)
+    expected = ZScaleInterval().get_limits(img[:, 20:])
+    assert lim.vmin == pytest.approx(float(expected[0]))
+    assert lim.vmin > 90  # zeros would pull vmin to ~0
+
+
+def test_apply_formula_float32_in_unit_interval():
+    lim = ChannelLimits(10.0, 20.0, "ok")
+    pix = np.array([5.0, 10.0, 12.5, 20.0, 25.0, np.nan, np.inf, -np.inf], dtype=">f4")
+    out = apply_limits(pix, lim)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.array([0, 0, 0.25, 1, 1, 0, 1, 0], np.float32))
+
+
+def test_apply_matches_contract_expression_bytes():
+    rng = np.random.default_rng(3)
+    pix = rng.normal(0, 5, (64, 64)).astype(np.float32)
+    lim = ChannelLimits(-3.3, 4.7, "ok")
+    expected = np.clip((pix.astype(np.float64) - lim.vmin) / (lim.vmax - lim.vmin), 0, 1)
+    assert apply_limits(pix, lim).tobytes() == expected.astype(np.float32).tobytes()
+
+
+def test_constant_data():
+    lim = zscale_limits(np.full((30, 30), 7.0, np.float32))
+    assert lim.status == "constant"
+    out = apply_limits(np.full((4, 4), 7.0), lim)
+    assert out.dtype == np.float32 and not out.any()
+
+
+def test_all_nan_data():
+    lim = zscale_limits(np.full((30, 30), np.nan, np.float32))
+    assert lim.status == "no_finite_pixels" and not lim.usable
+    assert not apply_limits(np.full((3, 3), np.nan), lim).any()
+
+
+def test_big_endian_memmap_like_input():
+    img = np.random.default_rng(4).normal(0, 1, (40, 40)).astype(">f4")
+    assert zscale_limits(img) == zscale_limits(img.astype("<f4"))
