@@ -7,6 +7,7 @@ three tasks run back to back so its images are read while still in the page cach
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.caching import module_source_digest, file_digest
 from tasks.config import Params
 from tasks.croissant import croissant_task
 from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
@@ -28,6 +30,11 @@ from tasks.normalize import normalize_task
 __all__ = ["RunSummary", "build_dataset", "describe_dataset", "train_dataset"]
 
 STEPS = ("create", "croissant", "train")
+#: Modules whose source decides the bytes of a dataset.
+CODE_MODULES = (
+    "tasks.load", "tasks.layouts", "tasks.normalize", "tasks.cutout", "tasks.index",
+    "tasks.croissant",
+)
 
 
 @dataclass
@@ -185,17 +192,42 @@ def build_dataset(
             str(csv_path), str(out_dir / "croissant.json"), params.croissant
         )
     if "train" in steps:
-        summary.metrics = _train(out_dir, params)
+        key = dataset_fingerprint(specs, out_dir) if "create" in steps else None
+        summary.metrics = _train(out_dir, params, key)
     summary.seconds = time.perf_counter() - t0
     logger.info(summary.line())
     return summary
 
 
-def _train(out_dir: Path, params: Params) -> dict[str, Any]:
-    """Run the smoke-train task (torch is imported only when training)."""
+def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dict[str, Any]:
+    """Run the smoke-train task (torch is imported only when training).
+
+    With a ``dataset_key`` the result is cached in the dataset's own cache folder, so an
+    unchanged dataset is not trained again while its ``metrics.json`` exists.
+    """
     from tasks.train import smoke_train_task
 
-    return smoke_train_task(str(out_dir), str(out_dir / "croissant.json"), params.train)
+    fresh = dataset_key is None or not (out_dir / "metrics.json").exists()
+    train = smoke_train_task.with_options(
+        result_storage=(out_dir / STATE_DIR / "cache").resolve(), refresh_cache=fresh
+    )
+    return train(str(out_dir), str(out_dir / "croissant.json"), params.train, dataset_key)
+
+
+def dataset_fingerprint(specs: list[JobSpec], out_dir: Path) -> str:
+    """Hash of every job's input bytes, the index and the code that made the dataset."""
+    h = hashlib.sha256()
+    for spec in specs:
+        try:
+            files = spec.input_files()
+        except ValueError:  # a rejected job: its name still counts
+            files = []
+        h.update(spec.job_id.encode())
+        for f in files:
+            h.update(file_digest(f).encode())
+    h.update(file_digest(out_dir / INDEX_FILE).encode())
+    h.update(module_source_digest(CODE_MODULES).encode())
+    return h.hexdigest()
 
 
 def _fill_from_index(summary: RunSummary, out_dir: Path) -> None:

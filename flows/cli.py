@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _print_metrics(summary.metrics)
     if summary.croissant:
-        print(f"croissant: {summary.croissant}")
+        print(f"croissant: {Path(summary.croissant).resolve()}")
     print(f"dataset: {summary.dataset}")
     print(summary.line())
     return _exit_code(summary, params.run.strict)

@@ -8,6 +8,7 @@ the environment win, so a deployment or a test session can point elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -23,3 +24,9 @@ def prepare_environment(home: str | Path | None = None) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    # plain functions log through the same loggers outside flow runs: not an error
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    level = os.environ["PREFECT_LOGGING_LEVEL"]
+    for name in os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"].split(","):
+        if name.strip():
+            logging.getLogger(name.strip()).setLevel(level)

@@ -25,7 +25,7 @@ from typing import Any
 import xxhash
 from prefect.cache_policies import CachePolicy
 
-__all__ = ["ContentPolicy", "file_digest", "retry_on_oserror"]
+__all__ = ["ContentPolicy", "file_digest", "module_source_digest", "retry_on_oserror"]
 
 _memo: dict[tuple[str, int, int, int], str] = {}
 _memo_lock = threading.Lock()
@@ -50,7 +50,7 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _module_source_digest(names: tuple[str, ...]) -> str:
+def module_source_digest(names: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for name in sorted(names):
         h.update(name.encode())
@@ -117,7 +117,7 @@ class ContentPolicy(CachePolicy):
         except (OSError, ValueError):
             return uuid.uuid4().hex  # an input cannot be fingerprinted: run, and report there
         h = hashlib.sha256(repr(described).encode())
-        h.update(_module_source_digest(self.modules).encode())
+        h.update(module_source_digest(self.modules).encode())
         task_name = getattr(getattr(task_ctx, "task", None), "name", "")
         h.update(task_name.encode())
         return h.hexdigest()

@@ -31,7 +31,7 @@ class _Section(BaseModel):
 class SimulateParams(_Section):
     """Simulated job folders (``cutouts simulate``)."""
 
-    jobs: int = Field(4, ge=1, description="Number of job folders to write.")
+    jobs: int = Field(8, ge=1, description="Number of job folders to write.")
     size: int = Field(1024, ge=64, description="Image side length in pixels.")
     seed: int = Field(0, ge=0, description="Master random seed; job k uses child seed k.")
     layout: Literal["seed"] = Field("seed", description="Folder layout to write.")
@@ -81,7 +81,7 @@ class CroissantParams(_Section):
 class TrainParams(_Section):
     """Smoke training of a small CNN on the dataset."""
 
-    epochs: int = Field(5, ge=1, description="Passes over the training split.")
+    epochs: int = Field(8, ge=1, description="Passes over the training split.")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     val_fraction: float = Field(

@@ -78,3 +78,22 @@ def test_bad_params_file_exits_2(tmp_path, capsys):
     bad.write_text("cutouts:\n  wrokers: 3\n")
     assert main(["create", "--params", str(bad)]) == 2
     assert "wrokers" in capsys.readouterr().err
+
+
+def test_simulate_run_train_end_to_end(tmp_path, capsys):
+    jobs, out = str(tmp_path / "jobs"), str(tmp_path / "ds")
+    assert main(["simulate", "-o", jobs, "--jobs", "4", "--size", "512", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("jid0001:") and "detections" in printed[0]
+    assert main(["run", "-i", jobs, "-o", out, "--epochs", "1"]) == 0
+    first = last_line(capsys)
+    assert first[:3] == (4, 0, 0) and first[3] > 50
+    metrics = (tmp_path / "ds" / "metrics.json").read_text()
+    assert '"roc_auc"' in metrics and '"majority_class_accuracy"' in metrics
+    mtime = (tmp_path / "ds" / "metrics.json").stat().st_mtime_ns
+    assert main(["run", "-i", jobs, "-o", out, "--epochs", "1"]) == 0
+    assert last_line(capsys)[1] == 4  # every job from cache
+    assert (tmp_path / "ds" / "metrics.json").stat().st_mtime_ns == mtime  # training cached
+    assert main(["train", "-d", out, "--epochs", "1"]) == 0  # the train command always trains
+    assert last_line(capsys)[3] == first[3]
+    assert (tmp_path / "ds" / "metrics.json").stat().st_mtime_ns != mtime
