@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.caching import module_source_digest, file_digest
+from tasks.caching import file_digest, module_source_digest
 from tasks.config import Params
 from tasks.croissant import croissant_task
 from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present

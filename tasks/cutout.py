@@ -118,10 +118,13 @@ def position_rejects(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> di
     return reasons
 
 
-def extract_stamps(
-    image: np.ndarray, r: np.ndarray, c: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gather the 64x64 neighbourhoods of pixels ``(r, c)`` in one fancy-indexing pass.
+def extract_stamps(image: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Gather the 64x64 neighbourhoods of pixels ``(r, c)``; off-image pixels are NaN.
+
+    Windows wholly inside the image are taken in one fancy-indexing pass over a
+    ``sliding_window_view`` of the (memory-mapped) image, which copies each window's rows
+    as contiguous runs; the few windows that cross an edge are gathered with clipped
+    indices and their off-image pixels set to NaN (normalisation turns NaN into 0).
 
     Parameters
     ----------
@@ -131,31 +134,40 @@ def extract_stamps(
 
     Returns
     -------
-    stamps : ndarray, shape (n, 64, 64), image dtype
-        Pixel values; entries off the image hold an arbitrary in-image value.
-    inside : ndarray of bool, shape (n, 64, 64)
-        True where the stamp pixel lies on the image.
+    stamps : ndarray, shape (n, 64, 64), float64 when an edge window needs NaN, else the
+        image's dtype.
     """
     ny, nx = image.shape
+    r = np.asarray(r, np.int64)
+    c = np.asarray(c, np.int64)
+    inside = (
+        (r >= HALF) & (r + CUTOUT_SIZE - HALF <= ny) & (c >= HALF) & (c + CUTOUT_SIZE - HALF <= nx)
+    )
+    if inside.all() and ny >= CUTOUT_SIZE and nx >= CUTOUT_SIZE:
+        windows = np.lib.stride_tricks.sliding_window_view(image, (CUTOUT_SIZE, CUTOUT_SIZE))
+        return windows[r - HALF, c - HALF]
+    dtype = np.result_type(image.dtype, np.float32)
+    stamps = np.empty((len(r), CUTOUT_SIZE, CUTOUT_SIZE), dtype)
+    if inside.any() and ny >= CUTOUT_SIZE and nx >= CUTOUT_SIZE:
+        windows = np.lib.stride_tricks.sliding_window_view(image, (CUTOUT_SIZE, CUTOUT_SIZE))
+        stamps[inside] = windows[r[inside] - HALF, c[inside] - HALF]
+    edge = ~inside
     offsets = np.arange(-HALF, CUTOUT_SIZE - HALF)
-    rows = r[:, None] + offsets  # (n, 64)
-    cols = c[:, None] + offsets
-    in_r = (rows >= 0) & (rows < ny)
-    in_c = (cols >= 0) & (cols < nx)
-    stamps = image[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
-    return stamps, in_r[:, :, None] & in_c[:, None, :]
+    rows = r[edge, None] + offsets  # (m, 64)
+    cols = c[edge, None] + offsets
+    on = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
+    part = image[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
+    stamps[edge] = np.where(on, part, np.nan)
+    return stamps
 
 
 def make_tensors(
     images: dict[str, np.ndarray], limits: dict[str, ChannelLimits], r: np.ndarray, c: np.ndarray
 ) -> np.ndarray:
     """Normalised cutout tensors, shape (n, 64, 64, 4), float32, zero off the image."""
-    out = np.zeros((len(r), *_TENSOR_SHAPE), np.float32)
+    out = np.empty((len(r), *_TENSOR_SHAPE), np.float32)
     for k, channel in enumerate(CHANNELS):
-        stamps, inside = extract_stamps(images[channel], r, c)
-        norm = apply_limits(stamps, limits[channel])
-        norm[~inside] = 0.0
-        out[..., k] = norm
+        apply_limits(extract_stamps(images[channel], r, c), limits[channel], out=out[..., k])
     return out
 
 
@@ -178,8 +190,12 @@ def _write_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with open(fd, "wb", closefd=True) as fh:
-            fh.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

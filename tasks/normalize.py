@@ -67,25 +67,39 @@ def job_limits(job: JobData) -> dict[str, ChannelLimits]:
     return {c: zscale_limits(open_image(job.images[c])) for c in CHANNELS}
 
 
-def apply_limits(pixels: np.ndarray, limits: ChannelLimits) -> np.ndarray:
+def apply_limits(
+    pixels: np.ndarray, limits: ChannelLimits, out: np.ndarray | None = None
+) -> np.ndarray:
     """Normalise pixel values to [0, 1] float32 (contract steps 2-4).
+
+    ``(pixels - vmin) / (vmax - vmin)`` is evaluated in float64 and clipped with
+    ``fmax``/``fmin``, which send NaN to 0 (step 3) and +inf, -inf to 1, 0 (what ``clip``
+    does), then rounded once to float32.
 
     Parameters
     ----------
     pixels : ndarray
         Any shape, any real dtype (big-endian allowed).
     limits : ChannelLimits
+    out : ndarray of float32, optional
+        Where to write the result (same shape; may be a strided view).
 
     Returns
     -------
     ndarray, same shape, float32, finite, in [0, 1].
     """
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
     if not limits.usable:
-        return np.zeros(pixels.shape, np.float32)
-    scaled = (pixels.astype(np.float64) - limits.vmin) / (limits.vmax - limits.vmin)
-    norm = np.clip(scaled, 0.0, 1.0).astype(np.float32)
-    norm[~np.isfinite(norm)] = 0.0
-    return norm
+        out[...] = 0.0
+        return out
+    work = pixels.astype(np.float64)
+    np.subtract(work, limits.vmin, out=work)
+    np.divide(work, limits.vmax - limits.vmin, out=work)
+    np.fmax(work, 0.0, out=work)
+    np.fmin(work, 1.0, out=work)
+    out[...] = work
+    return out
 
 
 NORMALIZE_MODULES = ("tasks.normalize", "tasks.load", "tasks.layouts")

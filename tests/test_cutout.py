@@ -31,8 +31,7 @@ def reference_stamp(image: np.ndarray, x: float, y: float) -> np.ndarray:
 
 def vector_stamp(image: np.ndarray, x: float, y: float) -> np.ndarray:
     r, c = candidate_pixels(np.array([x]), np.array([y]))
-    stamps, inside = extract_stamps(image, r, c)
-    return np.where(inside, stamps, 0)[0]
+    return np.nan_to_num(extract_stamps(image, r, c)[0], nan=0.0)
 
 
 SHAPE = (70, 45)  # non-square: 70 rows, 45 columns

@@ -1,107 +1,346 @@
-"""Smoke-train: reading through Croissant, split by job, metrics, determinism."""
+"""Smoke-train: reading through Croissant, split by job, metrics by hand, training."""
 
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tasks.config import TrainParams
 from tasks.croissant import write_croissant
-from tasks.cutout import npy_bytes
-from tasks.index import INDEX_SCHEMA
+from tasks.index import INDEX_FILE, INDEX_SCHEMA
 from tasks.train import (
+    CutoutDataset,
+    SmallCNN,
     binary_metrics,
+    cap_by_job,
     fnr_at_fpr,
+    load_cutout,
+    majority_accuracy,
     read_records,
+    resolve_device,
     roc_auc,
     smoke_train,
+    smoke_train_task,
     split_by_job,
 )
 
+N_JOBS, PER_JOB = 4, 30
+#: Rows of job 0 whose label is left empty (to be skipped and counted as unlabelled).
+UNLABELLED_ROWS = (28, 29)
+FAST = TrainParams(epochs=3, batch_size=16, lr=3e-3, val_fraction=0.25, seed=0, device="cpu")
 
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    """5 jobs x 40 cutouts; real ones have a centred blob in difference and score."""
-    root = tmp_path_factory.mktemp("learnable")
-    (root / "cutouts").mkdir()
-    rng = np.random.default_rng(0)
+
+def _blob(dy: int = 0, dx: int = 0, sigma: float = 2.5) -> np.ndarray:
     yy, xx = np.mgrid[0:64, 0:64]
-    blob = np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / 8.0)
+    return np.exp(-((yy - 32 - dy) ** 2 + (xx - 32 - dx) ** 2) / (2 * sigma**2))
+
+
+def _cutout(rng: np.random.Generator, label: int, k: int) -> np.ndarray:
+    """(64, 64, 4) float32 in [0, 1]: real = centred positive blob in difference and score;
+    bogus = noise, a negative centred blob, or an off-centre positive blob."""
+    t = rng.normal(0.4, 0.04, (64, 64, 4))
+    if label:
+        t[..., 0] += 0.3 * _blob()
+        t[..., 2] += 0.5 * _blob()
+        t[..., 3] += 0.5 * _blob()
+    elif k % 3 == 1:
+        t[..., 2] -= 0.3 * _blob()
+    elif k % 3 == 2:
+        dy, dx = rng.choice([-1, 1], 2) * rng.integers(14, 24, 2)
+        t[..., 2] += 0.5 * _blob(dy, dx)
+    return np.clip(t, 0, 1).astype(np.float32)
+
+
+def _write_dataset(root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB) -> Path:
+    (root / "cutouts").mkdir(parents=True)
+    rng = np.random.default_rng(0)
     rows = []
-    for j in range(5):
-        for k in range(40):
-            label = int(k % 5 == 0)
-            t = rng.uniform(0.3, 0.5, (64, 64, 4)).astype(np.float32)
-            if label:
-                t[..., 2] += 0.5 * blob
-                t[..., 3] += 0.5 * blob
-            else:
-                t[..., 0] += 0.3 * np.roll(blob, (rng.integers(-20, 20), 15), axis=(0, 1))
-            name = f"cutouts/jid{j:04d}_cutout{k:05d}.npy"
-            (root / name).write_bytes(npy_bytes(np.clip(t, 0, 1).astype(np.float32)))
-            rows.append({"cutout_id": len(rows), "job_id": f"jid{j:04d}", "x": 1.0, "y": 2.0,
-                         "label": label, "cutout_filename": name, "flux": np.nan,
-                         "fwhm": np.nan, "elongation": np.nan, "catalog_row": k, "flags": None})
-    pd.DataFrame(rows)[[c.name for c in INDEX_SCHEMA]].to_csv(root / "master_index.csv",
-                                                              index=False)
-    write_croissant(root / "master_index.csv", root / "croissant.json")
+    for j in range(1, n_jobs + 1):
+        job = f"jid{j:04d}"
+        for k in range(per_job):
+            label = int(k % 6 == 0)  # 5 of 30 real: 17 %
+            name = f"cutouts/{job}_cutout{k:05d}.npy"
+            np.save(root / name, _cutout(rng, label, k))
+            unlabelled = j == 1 and k in UNLABELLED_ROWS
+            rows.append(
+                {
+                    "cutout_id": len(rows),
+                    "job_id": job,
+                    "x": 100.0 + k,
+                    "y": 200.0 + k,
+                    "label": pd.NA if unlabelled else label,
+                    "cutout_filename": name,
+                    "flux": 10.0 * k if k % 2 else np.nan,
+                    "fwhm": 2.0,
+                    "elongation": 1.1,
+                    "catalog_row": k,
+                    "flags": pd.NA,
+                }
+            )
+    frame = pd.DataFrame(rows)[[c.name for c in INDEX_SCHEMA]]
+    frame = frame.astype({c.name: c.dtype for c in INDEX_SCHEMA})
+    frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
+    write_croissant(root / INDEX_FILE, root / "croissant.json")
     return root
 
 
-def test_read_records_through_croissant(learnable):
-    frame = read_records(learnable / "croissant.json")
-    assert len(frame) == 200 and frame["cutout_path"].map(lambda p: p.startswith("/")).all()
-    assert set(frame["job_id"]) == {f"jid{j:04d}" for j in range(5)}
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """4 jobs x 30 cutouts with a learnable signal; two rows of jid0001 unlabelled."""
+    return _write_dataset(tmp_path_factory.mktemp("learnable"))
 
 
-def test_split_by_job():
-    jobs = np.repeat(["a", "b", "c", "d"], 5)
-    labels = np.tile([0, 1, 0, 0, 0], 4)
-    tr, va = split_by_job(jobs, labels, 0.25, seed=1)
-    assert not set(jobs[tr]) & set(jobs[va]) and len(set(jobs[va])) == 1
-    tr2, va2 = split_by_job(jobs, labels, 0.25, seed=1)
-    assert (va == va2).all()
-    assert len({tuple(split_by_job(jobs, labels, 0.25, s)[1]) for s in range(10)}) > 1
+@pytest.fixture(scope="module")
+def index(dataset) -> pd.DataFrame:
+    return pd.read_csv(dataset / INDEX_FILE, dtype={"label": "Int64"})
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_read_records_through_croissant(dataset, index):
+    frame = read_records(dataset / "croissant.json")
+    assert len(frame) == len(index)
+    assert {"cutout_id", "job_id", "label", "cutout_path", "x", "y"} <= set(frame.columns)
+    assert not any(c.startswith("transient_candidates/") for c in frame.columns)
+    assert frame["job_id"].tolist() == index["job_id"].tolist()
+    assert all(isinstance(j, str) for j in frame["job_id"])
+    assert frame["label"].isna().sum() == len(UNLABELLED_ROWS)
+    assert frame["label"].dropna().tolist() == index["label"].dropna().tolist()
+    paths = [Path(p) for p in frame["cutout_path"]]
+    assert all(p.is_absolute() and p.is_file() for p in paths)
+    assert paths[0] == (dataset / index["cutout_filename"][0]).resolve()
+
+
+def test_read_records_with_croissant_outside_the_root(dataset, tmp_path):
+    """Paths are relative to the index's folder, wherever croissant.json is written."""
+    meta = write_croissant(dataset / INDEX_FILE, tmp_path / "meta" / "croissant.json")
+    frame = read_records(meta)
+    assert all(Path(p).is_file() for p in frame["cutout_path"])
+    assert Path(frame["cutout_path"][0]).parent == (dataset / "cutouts").resolve()
+
+
+# --------------------------------------------------------------------------- splitting
+
+JOBS = np.repeat([f"jid{j}" for j in range(8)], 5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("fraction", [0.01, 0.25, 0.5, 0.99])
+def test_split_never_puts_a_job_on_both_sides(seed, fraction):
+    train, val = split_by_job(JOBS, fraction, seed)
+    assert (train ^ val).all()
+    assert not set(JOBS[train]) & set(JOBS[val])
+    assert JOBS[val].size and JOBS[train].size
+    assert len(set(JOBS[val])) == min(max(1, math.floor(fraction * 8 + 0.5)), 7)
+
+
+def test_split_is_deterministic_and_depends_on_seed():
+    first = split_by_job(JOBS, 0.25, seed=3)
+    again = split_by_job(JOBS, 0.25, seed=3)
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))
+    distinct = {tuple(sorted(set(JOBS[split_by_job(JOBS, 0.25, s)[1]]))) for s in range(10)}
+    assert len(distinct) > 1
+
+
+def test_split_ignores_row_order():
+    order = np.random.default_rng(1).permutation(len(JOBS))
+    _, val = split_by_job(JOBS, 0.25, seed=4)
+    _, val_shuffled = split_by_job(JOBS[order], 0.25, seed=4)
+    assert set(JOBS[val]) == set(JOBS[order][val_shuffled])
+
+
+def test_split_prefers_both_classes_in_validation():
+    labels = np.zeros(len(JOBS), int)
+    labels[JOBS == "jid2"] = 1  # only two jobs hold real candidates
+    labels[(JOBS == "jid5") & (np.arange(len(JOBS)) % 5 == 0)] = 1
+    for seed in range(10):
+        train, val = split_by_job(JOBS, 0.25, seed, labels=labels)
+        assert set(labels[val]) == {0, 1}
+        assert set(labels[train]) == {0, 1}
+        assert not set(JOBS[train]) & set(JOBS[val])
+
+
+def test_split_with_one_job_raises():
     with pytest.raises(ValueError, match="at least 2 jobs"):
-        split_by_job(np.array(["a", "a"]), np.array([0, 1]), 0.5, 0)
+        split_by_job(np.array(["jid1"] * 4), 0.25, 0, labels=np.array([0, 1, 0, 1]))
 
 
-def test_metrics_by_hand():
-    y = np.array([0, 0, 1, 1])
-    assert roc_auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
-    assert roc_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
-    assert roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
-    assert roc_auc(y, np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
-    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
-    # 100 negatives 0..99, 1 % FPR allows one negative above the threshold (98)
-    neg = np.arange(100.0)
-    y2 = np.r_[np.zeros(100), np.ones(4)]
-    s2 = np.r_[neg, [97.0, 98.0, 98.5, 120.0]]
-    assert fnr_at_fpr(y2, s2, 0.01) == 0.5
-    assert np.isnan(fnr_at_fpr(np.zeros(3), np.arange(3.0)))
-    m = binary_metrics(np.array([1, 0, 1, 0]), np.array([0.9, 0.6, 0.2, 0.1]))
-    assert m == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5}
-    assert np.isnan(binary_metrics(np.array([1, 0]), np.array([0.1, 0.2]))["precision"])
+def test_cap_keeps_whole_jobs_deterministically():
+    jobs = np.repeat(["a", "b", "c", "d"], [10, 20, 30, 40])
+    assert cap_by_job(jobs, None, 0).all()
+    assert cap_by_job(jobs, 100, 0).all()
+    keep = cap_by_job(jobs, 55, seed=2)
+    assert keep.sum() <= 55
+    for job in set(jobs):
+        assert keep[jobs == job].all() or not keep[jobs == job].any()
+    assert (keep == cap_by_job(jobs, 55, seed=2)).all()
+    with pytest.raises(ValueError, match="fewer than 2 whole jobs"):
+        cap_by_job(jobs, 25, seed=0)
 
 
-def test_smoke_train_learns_and_reports(learnable, tmp_path):
-    params = TrainParams(epochs=4, batch_size=32, lr=3e-3, val_fraction=0.4, seed=0)
-    metrics = smoke_train(learnable, params=params, output=tmp_path / "m.json")
-    on_disk = json.loads((tmp_path / "m.json").read_text())
+# --------------------------------------------------------------------------- metrics
+
+
+@pytest.mark.parametrize(
+    ("y", "score", "expected"),
+    [
+        ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 1.0),  # perfect
+        ([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1], 0.0),  # inverted
+        ([0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5], 0.5),  # all tied
+        ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),  # 3 of 4 pairs ordered
+        ([0, 1, 0, 1], [0.1, 0.5, 0.5, 0.9], 0.875),  # one pos/neg tie counts 1/2: 3.5 / 4
+        ([1, 0, 0, 0], [-2.0, -3.0, -1.0, -1.0], 1 / 3),  # logits, tie among negatives
+    ],
+)
+def test_roc_auc_by_hand(y, score, expected):
+    assert roc_auc(np.array(y), np.array(score)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("y", "score"),
+    [([1, 1], [0.1, 0.2]), ([0, 0, 0], [0.1, 0.2, 0.3]), ([0, 1], [0.1, np.nan])],
+)
+def test_roc_auc_undefined_is_nan(y, score):
+    assert math.isnan(roc_auc(np.array(y), np.array(score)))
+
+
+def test_fnr_at_fpr_by_hand():
+    # 100 negatives 0..99: 1 % allows one negative above the threshold, so it is 98.
+    y = np.r_[np.zeros(100), np.ones(4)]
+    score = np.r_[np.arange(100.0), [97.0, 98.0, 98.5, 120.0]]
+    assert fnr_at_fpr(y, score, 0.01) == 0.5  # 97 and 98 are not above 98
+    assert fnr_at_fpr(y, score, 0.0) == 0.75  # threshold 99: only 120 is above
+    assert fnr_at_fpr(y, score, 1.0) == 0.0  # every negative may pass: threshold -inf
+    # ties: negatives [0, 1, 2, 3], 25 % allows one above, threshold 2; positive 2 is not above
+    assert fnr_at_fpr(np.array([0, 0, 0, 0, 1, 1]), np.array([0, 1, 2, 3, 2, 2.5]), 0.25) == 0.5
+    # 0.29 * 100 is 28.999... in floating point; 29 negatives may still pass
+    assert fnr_at_fpr(y, np.r_[np.arange(100.0), [70.5, 70.5, 70.5, 70.5]], 0.29) == 0.0
+    assert fnr_at_fpr(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+
+
+@pytest.mark.parametrize("y", [[0, 0, 0], [1, 1, 1]])
+def test_fnr_at_fpr_absent_class_is_nan(y):
+    assert math.isnan(fnr_at_fpr(np.array(y), np.arange(3.0)))
+
+
+def test_binary_metrics_by_hand():
+    m = binary_metrics(np.array([1, 0, 1, 0, 0]), np.array([0.9, 0.6, 0.2, 0.1, 0.5]))
+    assert m == {"accuracy": 0.6, "precision": 0.5, "recall": 0.5}  # 0.5 is not above 0.5
+    nothing_called = binary_metrics(np.array([1, 0]), np.array([0.1, 0.2]))
+    assert math.isnan(nothing_called["precision"]) and nothing_called["recall"] == 0.0
+    assert math.isnan(binary_metrics(np.array([0, 0]), np.array([0.7, 0.2]))["recall"])
+
+
+def test_majority_accuracy_by_hand():
+    assert majority_accuracy(np.array([0, 0, 1]), np.array([0, 1, 0, 0])) == 0.75
+    assert majority_accuracy(np.array([1, 1, 0]), np.array([0, 1, 0, 0])) == 0.25
+    assert majority_accuracy(np.array([0, 1]), np.array([0, 1, 0, 0])) == 0.75  # tie: bogus
+    assert math.isnan(majority_accuracy(np.array([0, 1]), np.array([], int)))
+
+
+# --------------------------------------------------------------------------- data, model
+
+
+def test_cutout_dataset_is_channel_first_in_both_modes(dataset, index):
+    paths = [dataset / p for p in index["cutout_filename"][:6]]
+    stored = np.load(paths[3])
+    eager = CutoutDataset(paths, np.ones(6), in_memory=True)
+    lazy = CutoutDataset(paths, np.ones(6), in_memory=False)
+    assert eager.in_memory and not lazy.in_memory
+    for data in (eager, lazy):
+        x, y = data[3]
+        assert x.shape == (4, 64, 64) and x.dtype == torch.float32 and y.item() == 1.0
+        for c in range(4):
+            np.testing.assert_array_equal(x[c].numpy(), stored[..., c])
+    assert CutoutDataset(paths, np.ones(6)).in_memory  # small: auto loads into memory
+
+
+def test_load_cutout_rejects_wrong_shape(tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((4, 64, 64), np.float32))
+    with pytest.raises(ValueError, match=r"expected a \(64, 64, 4\) float32"):
+        load_cutout(tmp_path / "bad.npy")
+
+
+def test_small_cnn_gives_one_logit_per_cutout():
+    torch.manual_seed(0)
+    assert SmallCNN()(torch.rand(3, 4, 64, 64)).shape == (3,)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _no_nan_tokens(text: str) -> dict:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in metrics.json")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
+    metrics = smoke_train(dataset, params=FAST)  # default croissant.json and metrics.json
+
+    on_disk = _no_nan_tokens((dataset / "metrics.json").read_text())
     assert on_disk == metrics
+    assert set(metrics) >= {
+        "device",
+        "seed",
+        "epochs",
+        "n_jobs",
+        "counts",
+        "loss",
+        "validation",
+        "seconds",
+        "unlabelled",
+    }
+    assert (metrics["device"], metrics["seed"], metrics["epochs"]) == ("cpu", 0, FAST.epochs)
+    assert metrics["unlabelled"] == len(UNLABELLED_ROWS)
+    assert metrics["n_jobs"] == {"train": 3, "validation": 1}
     counts = metrics["counts"]
-    assert sum(c["real"] + c["bogus"] for c in counts.values()) == 200
-    assert metrics["n_jobs"] == {"train": 3, "validation": 2}
-    assert len(metrics["loss"]["train"]) == len(metrics["loss"]["validation"]) == 4
+    labelled = index["label"].dropna()
+    assert sum(c["real"] for c in counts.values()) == (labelled == 1).sum()
+    assert sum(c["bogus"] for c in counts.values()) == (labelled == 0).sum()
+    assert counts["validation"]["real"] > 0 and counts["validation"]["bogus"] > 0
+    assert len(metrics["loss"]["train"]) == len(metrics["loss"]["validation"]) == FAST.epochs
     v = metrics["validation"]
-    for key in ("roc_auc", "accuracy", "precision", "recall", "fnr_at_1pct_fpr",
-                "majority_class_accuracy"):
-        assert key in v
-    assert v["majority_class_accuracy"] == pytest.approx(0.8)
-    assert v["roc_auc"] > 0.9
-    again = smoke_train(learnable, params=params, output=tmp_path / "m2.json")
+    assert set(v) == {
+        "roc_auc",
+        "accuracy",
+        "precision",
+        "recall",
+        "fnr_at_1pct_fpr",
+        "majority_class_accuracy",
+        "threshold",
+    }
+    assert v["threshold"] == 0.5
+    n_val = sum(counts["validation"].values())
+    assert v["majority_class_accuracy"] == pytest.approx(counts["validation"]["bogus"] / n_val)
+    assert v["roc_auc"] > 0.9, metrics
+
+    again = smoke_train(dataset, dataset / "croissant.json", FAST, output=tmp_path / "m.json")
     metrics.pop("seconds"), again.pop("seconds")
     assert again == metrics
+
+
+def test_smoke_train_task_caps_by_whole_jobs(dataset):
+    params = FAST.model_copy(update={"epochs": 1, "max_cutouts": 60, "seed": 1})
+    metrics = smoke_train_task.fn(str(dataset), None, params)  # the Prefect task's body
+    assert metrics["n_jobs"] == {"train": 1, "validation": 1}
+    used = sum(sum(c.values()) for c in metrics["counts"].values())
+    assert used <= 60 and used + metrics["dropped_by_max_cutouts"] == N_JOBS * PER_JOB - 2
+    assert len(metrics["loss"]["train"]) == 1
+    assert json.loads((dataset / "metrics.json").read_text())["n_jobs"] == metrics["n_jobs"]
