@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from prefect import task
+from scipy.stats import rankdata
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -427,19 +428,6 @@ def _binary(y: Any, name: str = "y") -> np.ndarray:
     return arr.astype(bool)
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given the mean of the ranks they span (float64, shape (n,))."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    first = np.r_[True, ordered[1:] != ordered[:-1]]
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(values)]
-    mean_rank = (starts + 1 + ends) / 2.0
-    ranks = np.empty(len(values), np.float64)
-    ranks[order] = mean_rank[np.cumsum(first) - 1]
-    return ranks
-
-
 def roc_auc(y: Any, score: Any) -> float:
     """Area under the ROC curve, by ranks (Mann-Whitney U).
 
@@ -466,7 +454,7 @@ def roc_auc(y: Any, score: Any) -> float:
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0 or np.isnan(score).any():
         return float("nan")
-    ranks = _average_ranks(score)
+    ranks = rankdata(score)  # ties get the mean of the ranks they span
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
