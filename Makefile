@@ -10,6 +10,9 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 .PHONY: demo test lint bench clean venv
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml

@@ -12,7 +12,7 @@ Per-job seconds = (T_large - T_small) / (N_large - N_small), so the fixed start-
 cancels; start-up = T_small - N_small x per-job. Files are in the page cache for all three
 (the jobs were just written or read), so this measures CPU and write cost, not cold disk.
 
-    .venv/bin/python benchmarks/bench_create.py --size 4089 --small 1 --large 4
+    .venv/bin/python benchmarks/bench_create.py --size 4089 --small 1 --large 6 --repeat 3
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=4089)
     ap.add_argument("--small", type=int, default=1)
-    ap.add_argument("--large", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=2, help="runs per point; the minimum counts")
+    ap.add_argument("--large", type=int, default=6)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per point; the minimum counts")
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "create.json")
     args = ap.parse_args()
