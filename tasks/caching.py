@@ -25,7 +25,13 @@ from typing import Any
 import xxhash
 from prefect.cache_policies import CachePolicy
 
-__all__ = ["ContentPolicy", "file_digest", "module_source_digest", "retry_on_oserror"]
+__all__ = [
+    "IO_TASK_OPTIONS",
+    "ContentPolicy",
+    "file_digest",
+    "module_source_digest",
+    "retry_on_oserror",
+]
 
 _memo: dict[tuple[str, int, int, int], str] = {}
 _memo_lock = threading.Lock()
@@ -132,3 +138,13 @@ def retry_on_oserror(task: Any, task_run: Any, state: Any) -> bool:
     except BaseException:
         return False
     return False
+
+
+#: Options shared by the per-job I/O tasks: results persisted (that is the cache), and a
+#: transient ``OSError`` retried twice, a second apart (the flow sets both from params).
+IO_TASK_OPTIONS: dict[str, Any] = {
+    "persist_result": True,
+    "retries": 2,
+    "retry_delay_seconds": 1.0,
+    "retry_condition_fn": retry_on_oserror,
+}

@@ -24,7 +24,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.atomic import TMP_MARK, atomic_write_text
-from tasks.caching import ContentPolicy, retry_on_oserror
+from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
 from tasks.errors import JobError, JobRejection
 from tasks.layouts import CHANNELS
 from tasks.load import JobData, open_image, reject_job
@@ -302,10 +302,7 @@ CUTOUT_MODULES = ("tasks.cutout", "tasks.normalize", "tasks.load", "tasks.layout
 @task(
     name="cutout",
     cache_policy=ContentPolicy(modules=CUTOUT_MODULES, exclude=("batch",)),
-    persist_result=True,
-    retries=2,
-    retry_delay_seconds=1.0,
-    retry_condition_fn=retry_on_oserror,
+    **IO_TASK_OPTIONS,
 )
 def cutout_task(
     job: JobData | JobRejection,

@@ -19,7 +19,7 @@ import pandas as pd
 from astropy.io import fits
 from prefect import task
 
-from tasks.caching import ContentPolicy, retry_on_oserror
+from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
 from tasks.errors import JobError, JobRejection
 from tasks.layouts import CHANNELS, get_layout
 
@@ -217,10 +217,7 @@ LOAD_MODULES = ("tasks.load", "tasks.layouts", "tasks.errors")
 @task(
     name="load",
     cache_policy=ContentPolicy(modules=LOAD_MODULES),
-    persist_result=True,
-    retries=2,
-    retry_delay_seconds=1.0,
-    retry_condition_fn=retry_on_oserror,
+    **IO_TASK_OPTIONS,
 )
 def load_task(spec: JobSpec) -> JobData | JobRejection:
     """Prefect task: :func:`load_job`, bad input returned as a :class:`JobRejection`."""

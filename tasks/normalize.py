@@ -19,7 +19,7 @@ import numpy as np
 from astropy.visualization import ZScaleInterval
 from prefect import task
 
-from tasks.caching import ContentPolicy, retry_on_oserror
+from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
 from tasks.errors import JobRejection
 from tasks.layouts import CHANNELS
 from tasks.load import JobData, open_image
@@ -108,10 +108,7 @@ NORMALIZE_MODULES = ("tasks.normalize", "tasks.load", "tasks.layouts")
 @task(
     name="normalize",
     cache_policy=ContentPolicy(modules=NORMALIZE_MODULES),
-    persist_result=True,
-    retries=2,
-    retry_delay_seconds=1.0,
-    retry_condition_fn=retry_on_oserror,
+    **IO_TASK_OPTIONS,
 )
 def normalize_task(job: JobData | JobRejection) -> dict[str, ChannelLimits] | JobRejection:
     """Prefect task: :func:`job_limits` (passes a rejection through)."""
