@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cutouts: {exc}", file=sys.stderr)
         return 1
     _print_metrics(summary.metrics)
+    for note in summary.notes:
+        print(f"note: {note}")
     if summary.croissant:
         print(f"croissant: {Path(summary.croissant).resolve()}")
     print(f"dataset: {summary.dataset}")

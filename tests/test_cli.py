@@ -65,6 +65,15 @@ def test_rejections_exit_status_and_strict(tmp_path, make_job, capsys):
     assert main(["create", "-i", jobs, "-o", out, "--strict"]) == 1
 
 
+def test_constant_channel_is_reported(tmp_path, make_job, capsys):
+    import numpy as np
+
+    make_job("jid0001", images={"reference": np.zeros((40, 50), np.float32)})
+    assert main(["create", "-i", str(tmp_path / "jobs"), "-o", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "note: jid0001: reference channel constant: all zeros" in out
+
+
 def test_no_dataset_exits_1(tmp_path, make_job, capsys):
     make_job("jid0001", catalog="x,y,match\n")
     assert main(["create", "-i", str(tmp_path / "jobs"), "-o", str(tmp_path / "ds")]) == 1
