@@ -106,14 +106,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "create.json")
     args = ap.parse_args()
 
-    jobs = args.workdir / f"jobs-{args.size}"
+    jobs = args.workdir / f"seed-jobs-{args.size}"
     if len(list(jobs.glob("jid*"))) < args.large:
         sys.path.insert(0, str(ROOT))
         from simulate import simulate_jobs
 
         print(f"simulating {args.large} jobs of {args.size}x{args.size} ...", flush=True)
         t0 = time.perf_counter()
-        sims = simulate_jobs(jobs, n_jobs=args.large, size=args.size, seed=0, workers=2)
+        sims = simulate_jobs(jobs, n_jobs=args.large, size=args.size, seed=0, workers=2,
+                             layout="seed")
         print(f"  {time.perf_counter() - t0:.1f} s, detections per job: "
               f"{[s.n_detections for s in sims]}", flush=True)
     sets = {n: _subset(jobs, n, args.workdir / f"set-{args.size}-{n}")

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="image side in pixels (simulate.size)")
     p.add_argument("--seed", type=int, default=None, help="random seed (simulate.seed)")
     p.add_argument("--workers", type=int, default=None, help="jobs simulated in parallel")
+    p.add_argument("--layout", choices=["rapid", "seed"], default=None,
+                   help="folder layout (simulate.layout; default rapid)")
     _add_common(p)
     return parser
 
@@ -135,24 +137,36 @@ def _print_metrics(metrics: dict | None) -> None:
 def _simulate(args: argparse.Namespace, params) -> int:
     from simulate import format_summary, simulate_jobs
 
-    sim = params.simulate
+    sim = params.override(
+        "simulate", jobs=args.jobs, size=args.size, seed=args.seed, workers=args.workers,
+        layout=args.layout,
+    ).simulate
     t0 = time.perf_counter()
     summaries = simulate_jobs(
         Path(args.output_dir),
-        n_jobs=args.jobs or sim.jobs,
-        size=args.size or sim.size,
-        seed=sim.seed if args.seed is None else args.seed,
-        workers=args.workers or sim.workers,
+        n_jobs=sim.jobs,
+        size=sim.size,
+        seed=sim.seed,
+        workers=sim.workers,
         layout=sim.layout,
+        fields=sim.fields,
+        gallery=sim.gallery,
+        mag_limit=sim.mag_limit,
+        match_radius_px=sim.match_radius_px,
+        injections_per_mpx=sim.injections_per_mpx,
+        bogus_density=sim.bogus_density,
     )
     for s in summaries:
         print(format_summary(s))
     n_det = sum(s.n_detections for s in summaries)
-    n_real = sum(s.n_recovered for s in summaries)
+    n_real = sum(s.n_real for s in summaries)
+    out = Path(args.output_dir).resolve()
+    if sim.gallery:
+        print(f"gallery: {out / 'gallery.png'}")
+    print(f"wrote: {out} ({sim.layout} layout, real fraction {n_real / max(n_det, 1):.1%})")
     print(
-        f"jobs: {len(summaries)} (0 from cache), cutouts: 0, real: {n_real}, "
-        f"bogus: {n_det - n_real}, rejected: 0, seconds: {time.perf_counter() - t0:.1f} "
-        f"(wrote {args.output_dir})"
+        f"jobs: {len(summaries)} (0 from cache, 0 rejected), cutouts: 0, real: {n_real}, "
+        f"bogus: {n_det - n_real}, rejected: 0, seconds: {time.perf_counter() - t0:.1f}"
     )
     return 0
 

@@ -1,5 +1,10 @@
 """Simulated RAPID job folders: the default data source of the demo, tests and benchmarks.
 
+Jobs observe a few sky *fields*, each at several epochs with the same static sky: job k
+(0-based) looks at field ``k % fields`` at epoch ``k // fields``. Every field's sky and every
+job's epoch draw from their own child of the master seed, so job k is byte-identical whatever
+the number of jobs or workers.
+
 >>> from simulate import simulate_jobs
 >>> summaries = simulate_jobs("jobs", n_jobs=4, size=1024, seed=0)  # doctest: +SKIP
 """
@@ -13,14 +18,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
+import pandas as pd
+from astropy.io import fits
+from astropy.wcs import WCS
 
-from simulate.layouts import WRITERS
-from simulate.scene import SceneParams, detect, make_scene, match_one_to_one
+from simulate.catalogs import bogus_kinds, find_and_fit, match_one_to_one, moments
+from simulate.layouts import WRITERS, JobProducts
+from simulate.scene import FILTERS, SceneParams, make_epoch, make_static_sky
+from tasks.atomic import atomic_write_text
 
-__all__ = ["JobSummary", "SceneParams", "format_summary", "simulate_job", "simulate_jobs"]
+__all__ = [
+    "BOGUS_KINDS",
+    "JobSummary",
+    "SceneParams",
+    "format_summary",
+    "simulate_job",
+    "simulate_jobs",
+]
 
-BOGUS_KINDS = ("star_residual", "cosmic_ray", "hot_pixel", "noise")
+BOGUS_KINDS = (
+    "saturated_star",
+    "star_residual",
+    "galaxy_residual",
+    "cosmic_ray",
+    "hot_pixel",
+    "mask_edge",
+    "noise",
+)
+FIELD_BASE = 5_333_116  # FIELD of the first simulated field (a RAPID-like sky tile id)
+PIXEL_SCALE_DEG = 0.11 / 3600.0
 
 
 @dataclass
@@ -29,110 +55,210 @@ class JobSummary:
 
     job_id: str
     path: Path
+    filter: str
+    field: int
+    mjd: float
     n_detections: int
     n_injected: int
-    n_recovered: int
+    n_recovered: int  # injected fakes matched by a detection
+    n_real: int  # detections labelled real (injected or astrophysical transients)
     bogus: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    examples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def format_summary(s: JobSummary) -> str:
     """One line per job for the CLI."""
     kinds = ", ".join(f"{k} {s.bogus.get(k, 0)}" for k in BOGUS_KINDS)
     return (
-        f"{s.job_id}: {s.n_detections} detections, {s.n_injected} injected, "
-        f"{s.n_recovered} recovered; bogus: {kinds} ({s.seconds:.1f} s)"
+        f"{s.job_id} ({s.filter}, field {s.field}): {s.n_detections} detections, "
+        f"{s.n_real} real; {s.n_injected} injected, {s.n_recovered} recovered; bogus: {kinds} "
+        f"({s.seconds:.1f} s)"
     )
 
 
-def _bogus_kinds(det_xy: np.ndarray, sources: dict[str, np.ndarray], radius: float = 3.0):
-    kinds = np.full(len(det_xy), "noise", dtype=object)
-    best = np.full(len(det_xy), np.inf)
-    for kind in ("star_residual", "cosmic_ray", "hot_pixel"):
-        xy = sources.get(kind)
-        if xy is None or len(xy) == 0 or len(det_xy) == 0:
-            continue
-        dist, _ = cKDTree(xy).query(det_xy, distance_upper_bound=radius)
-        closer = dist < best
-        kinds[closer] = kind
-        best[closer] = dist[closer]
-    return kinds
+def _wcs(field_index: int, shape: tuple[int, int]) -> WCS:
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [9.5 + 0.25 * field_index, -44.0 + 0.1 * field_index]
+    w.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2 + 0.5]
+    w.wcs.cdelt = [-PIXEL_SCALE_DEG, PIXEL_SCALE_DEG]
+    return w
+
+
+def job_plan(k: int, fields: int) -> dict[str, Any]:
+    """Field, epoch, filter, obsid, SCA and MJD of job k (0-based)."""
+    f, epoch = k % fields, k // fields
+    filt = "R062" if epoch % 4 == 3 else "H158"
+    return {
+        "field_index": f,
+        "FIELD": FIELD_BASE + f,
+        "epoch": epoch,
+        "FILTER": filt,
+        "ZPTMAG": FILTERS[filt],
+        "OBSID": 26000 + 37 * k,
+        "SCA_NUM": 1 + f % 18,
+        "MJD-OBS": round(62336.0 + 5.0 * epoch + 0.01 * f, 5),
+        "EXPTIME": 139.8,
+        "SKY": 0.05,
+        "PROCDATE": 20260101,
+    }
 
 
 def simulate_job(
     job_dir: str | Path,
+    k: int = 0,
     size: int | tuple[int, int] = 1024,
-    seed: int | np.random.SeedSequence = 0,
-    layout: str = "seed",
+    seed: int = 0,
+    layout: str = "rapid",
+    fields: int = 3,
+    mag_limit: float = 26.0,
+    match_radius_px: float = 4.0,
     **scene_params: Any,
 ) -> JobSummary:
-    """Simulate one job and write it in ``layout`` to ``job_dir``.
+    """Simulate job ``k`` of a run and write it in ``layout`` to ``job_dir``.
 
     Parameters
     ----------
     size : int or (ny, nx)
         Image shape in pixels.
-    seed : int or SeedSequence
-        Randomness of this job alone.
+    seed : int
+        Master seed of the run; field and epoch seeds are its children.
+    fields : int
+        Number of sky fields the run cycles through.
+    mag_limit, match_radius_px : float
+        Labelling: a detection is real when a transient or injected fake brighter than
+        ``mag_limit`` (AB) lies within ``match_radius_px``, matched one-to-one.
     scene_params
         Overrides of :class:`SceneParams` fields.
     """
     t0 = time.perf_counter()
     job_dir = Path(job_dir)
+    if layout not in WRITERS:
+        raise ValueError(f"unknown layout {layout!r}; known: {sorted(WRITERS)}")
     shape = (size, size) if isinstance(size, int) else tuple(size)
     params = replace(SceneParams(), **scene_params)
-    rng = np.random.default_rng(seed)
-    scene = make_scene(rng, shape, params)
-    cat = detect(scene.difference, scene.score, params.threshold_sigma)
-    det_xy = np.column_stack([cat["x"], cat["y"]])
-    cat["match"] = match_one_to_one(det_xy, scene.transients[:, :2], params.match_radius_px)
-    scene.catalog = cat
-    meta = {
-        "FILTER": "H158",
-        "ZPTMAG": 17.638,
-        "MJD-OBS": round(62000.0 + float(rng.uniform(0, 1000)), 5),
-        "EXPTIME": 139.8,
-        "SCA_NUM": int(rng.integers(1, 19)),
-        "FIELD": int(rng.integers(5_000_000, 5_400_000)),
-    }
-    try:
-        writer = WRITERS[layout]
-    except KeyError:
-        raise ValueError(f"unknown layout {layout!r}; known: {sorted(WRITERS)}") from None
-    writer(job_dir, scene, meta)
-    bogus = cat["match"] < 0
-    kinds = _bogus_kinds(det_xy[bogus], scene.sources)
+    plan = job_plan(k, fields)
+    sky_rng = np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(0, plan["field_index"]))
+    )
+    sky = make_static_sky(sky_rng, shape, params)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, k)))
+    scene = make_epoch(rng, sky, shape, plan["FILTER"], params)
+    wcs = _wcs(plan["field_index"], shape)
+    finder, psfcat = find_and_fit(scene.difference, wcs)
+
+    truth = scene.truth
+    real = np.isin(truth["kind"], ["transient", "injected"]) & (truth["mag"] < mag_limit)
+    real_idx = np.flatnonzero(real)
+    det_xy = np.column_stack(
+        [np.asarray(psfcat["x_fit"], float), np.asarray(psfcat["y_fit"], float)]
+    )
+    m = match_one_to_one(
+        det_xy, np.column_stack([truth["x"][real], truth["y"][real]]), match_radius_px
+    )
+    match = np.where(m >= 0, real_idx[np.clip(m, 0, None)], -1)
+    fwhm, elong = moments(scene.difference, det_xy[:, 0], det_xy[:, 1])
+    labels = pd.DataFrame({"match": match, "fwhm": fwhm, "elongation": elong})
+    kinds = bogus_kinds(det_xy[match < 0], scene.bogus_sources)
+
+    n = len(truth["x"])
+    ra, dec = wcs.all_pix2world(truth["x"], truth["y"], 0) if n else (np.zeros(0), np.zeros(0))
+    realized = truth["flux"] * (1.0 + rng.normal(0, 0.01, n))
+    table = pd.DataFrame(
+        {
+            "object_id": np.arange(1, n + 1) + 1_000_000 * plan["field_index"],
+            "ra": ra,
+            "dec": dec,
+            "x": truth["x"],
+            "y": truth["y"],
+            "realized_flux": realized,
+            "flux": truth["flux"],
+            "mag": truth["mag"] - plan["ZPTMAG"],  # instrumental: AB = mag + ZPTMAG
+            "obj_type": np.where(truth["kind"] == "injected", "injected", truth["kind"]),
+        }
+    )
+    injected = table[table["obj_type"] == "injected"]
+    table = table[table["obj_type"] != "injected"]
+    header = fits.Header(wcs.to_header().cards)
+    products = JobProducts(
+        scene=scene,
+        meta=plan,
+        header=header,
+        finder=finder,
+        psfcat=psfcat,
+        labels=labels,
+        truth=table,
+        injected=pd.DataFrame({"x": injected["x"], "y": injected["y"], "flux": injected["flux"]}),
+    )
+    WRITERS[layout](job_dir, products)
+    inj_rows = set(np.flatnonzero(truth["kind"] == "injected"))
+    bogus_xy = det_xy[match < 0]
+    examples = {"real": [tuple(map(float, xy)) for xy in det_xy[match >= 0][:4]]}
+    for kind in BOGUS_KINDS:
+        examples[kind] = [tuple(map(float, xy)) for xy in bogus_xy[kinds == kind][:4]]
     return JobSummary(
         job_id=job_dir.name,
         path=job_dir,
+        filter=str(plan["FILTER"]),
+        field=int(plan["FIELD"]),
+        mjd=float(plan["MJD-OBS"]),
         n_detections=len(det_xy),
-        n_injected=len(scene.transients),
-        n_recovered=int((~bogus).sum()),
-        bogus={k: int((kinds == k).sum()) for k in BOGUS_KINDS},
+        n_injected=len(inj_rows),
+        n_recovered=int(sum(int(j) in inj_rows for j in match[match >= 0])),
+        n_real=int((match >= 0).sum()),
+        bogus={kind: int((kinds == kind).sum()) for kind in BOGUS_KINDS},
         seconds=time.perf_counter() - t0,
+        examples=examples,
     )
+
+
+def write_field_lists(out_dir: Path, summaries: list[JobSummary], fields: int) -> None:
+    """Write ``H158_fields.txt`` and ``R062_fields.txt``.
+
+    Columns ``PROCDATE JOB FILTER OBSID SCANUM FIELD MJD``, one line per job in that filter.
+    """
+    for filt in FILTERS:
+        lines = ["PROCDATE JOB FILTER OBSID SCANUM FIELD MJD"]
+        for s in summaries:
+            k = int(s.job_id.removeprefix("jid")) - 1
+            plan = job_plan(k, fields)
+            if plan["FILTER"] == filt:
+                lines.append(
+                    f"{plan['PROCDATE']} {s.job_id} {filt} {plan['OBSID']} {plan['SCA_NUM']} "
+                    f"{plan['FIELD']} {plan['MJD-OBS']:.3f}"
+                )
+        atomic_write_text(out_dir / f"{filt}_fields.txt", "\n".join(lines) + "\n")
 
 
 def simulate_jobs(
     out_dir: str | Path,
     n_jobs: int = 4,
-    size: int | tuple[int, int] = 1024,
+    size: int | tuple[int, int] = 4089,
     seed: int = 0,
     workers: int = 1,
-    layout: str = "seed",
+    layout: str = "rapid",
+    fields: int = 3,
+    gallery: bool = False,
     **scene_params: Any,
 ) -> list[JobSummary]:
     """Simulate ``n_jobs`` job folders ``jid0001``, ``jid0002``, ... in ``out_dir``.
 
-    Job k draws from child k of ``SeedSequence(seed)``, so it is byte-identical whatever
-    ``n_jobs`` and ``workers`` are. ``workers > 1`` simulates jobs in parallel processes.
+    Also writes the field lists, and with ``gallery=True`` a ``gallery.png`` of example
+    real and bogus cutouts per kind. ``workers > 1`` simulates jobs in parallel processes.
     """
     out_dir = Path(out_dir)
-    seeds = np.random.SeedSequence(seed).spawn(n_jobs)
-    dirs = [out_dir / f"jid{k + 1:04d}" for k in range(n_jobs)]
-    args = [(d, size, s, layout) for d, s in zip(dirs, seeds, strict=True)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = [(out_dir / f"jid{k + 1:04d}", k, size, seed, layout, fields) for k in range(n_jobs)]
     if workers > 1 and n_jobs > 1:
         with ProcessPoolExecutor(max_workers=min(workers, n_jobs)) as pool:
             futures = [pool.submit(simulate_job, *a, **scene_params) for a in args]
-            return [f.result() for f in futures]
-    return [simulate_job(*a, **scene_params) for a in args]
+            summaries = [f.result() for f in futures]
+    else:
+        summaries = [simulate_job(*a, **scene_params) for a in args]
+    write_field_lists(out_dir, summaries, fields)
+    if gallery and summaries:
+        from simulate.gallery import write_gallery
+
+        write_gallery(out_dir / "gallery.png", summaries)
+    return summaries

@@ -1,50 +1,136 @@
-"""Writers of simulated job folders, one per layout, registered by name."""
+"""Writers of simulated job folders, one per layout, registered by name.
+
+``rapid`` writes what a real RAPID job folder holds (``../shared/docs/rapid-formats.md``):
+the four images, the reformatted science image with its header, ``diffpsf.fits``, the
+finder and PSF-fit catalogs, the injection list and the simulation truth index (both
+1-based, as galsim writes them). ``seed`` writes the simplified layout the seed scripts
+read: the four images and ``psfcat.csv``.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from astropy.io import fits
+from astropy.table import Table
 
 from simulate.scene import Scene
-from tasks.atomic import atomic_output
+from tasks.atomic import atomic_output, atomic_write_text
 
-__all__ = ["WRITERS", "write_seed"]
+__all__ = ["WRITERS", "JobProducts", "write_rapid", "write_seed"]
+
+SCIENCE = "bkg_subbed_science_image.fits"
+REFERENCE_GM = "awaicgen_output_mosaic_image_resampled_gainmatched.fits"
+REFERENCE = "awaicgen_output_mosaic_image_resampled.fits"
+DIFFERENCE = "diffimage_masked.fits"
+SCORE = "scorrimage_masked.fits"
 
 
-def _write_fits(path: Path, data: np.ndarray, cards: dict[str, object]) -> None:
+@dataclass
+class JobProducts:
+    """Everything a layout may write for one job."""
+
+    scene: Scene
+    meta: dict[str, object]  # FILTER, ZPTMAG, MJD-OBS, EXPTIME, SCA_NUM, FIELD, OBSID
+    header: fits.Header  # WCS cards of the science grid
+    finder: Table
+    psfcat: Table
+    labels: pd.DataFrame  # per psfcat row: match (truth index or -1), fwhm, elongation
+    truth: pd.DataFrame  # object_id ra dec x y realized_flux flux mag obj_type (0-based x, y)
+    injected: pd.DataFrame  # x y flux (0-based)
+
+
+def _write_fits(path: Path, data: np.ndarray, cards: dict[str, object] | fits.Header) -> None:
     hdu = fits.PrimaryHDU(np.ascontiguousarray(data, dtype=np.float32))
     hdu.header["BUNIT"] = "DN/s"
-    for key, value in cards.items():
-        hdu.header[key] = value
+    if isinstance(cards, dict):
+        for key, value in cards.items():
+            hdu.header[key] = value
+    else:
+        hdu.header.extend(cards.cards)
     with atomic_output(path) as fh:
         hdu.writeto(fh)
 
 
-def write_seed(job_dir: Path, scene: Scene, meta: dict[str, object]) -> None:
-    """The seed layout: four images and ``psfcat.csv`` (``x y match flux fwhm elongation``)."""
+def _write_text(path: Path, table: Table | pd.DataFrame, comment_header: bool = False) -> None:
+    buf = io.StringIO()
+    if isinstance(table, pd.DataFrame):
+        table = Table.from_pandas(table)
+    table.write(
+        buf, format="ascii.basic", delimiter=" ", comment=False if not comment_header else "#"
+    )
+    text = buf.getvalue()
+    if comment_header:
+        text = "# " + text
+    atomic_write_text(path, text)
+
+
+def _images(job_dir: Path, p: JobProducts, reference_name: str) -> None:
+    sc, meta = p.scene, p.meta
+    sci_cards = fits.Header()
+    for k in ("FILTER", "ZPTMAG", "MJD-OBS", "EXPTIME", "SCA_NUM"):
+        sci_cards[k] = meta[k]
+    sci_cards.extend(p.header.cards)
+    _write_fits(job_dir / SCIENCE, sc.science, sci_cards)
+    _write_fits(job_dir / reference_name, sc.reference, p.header)
+    diff_cards = fits.Header([("FIELD", meta["FIELD"])])
+    diff_cards.extend(p.header.cards)
+    _write_fits(job_dir / DIFFERENCE, sc.difference, diff_cards)
+    _write_fits(job_dir / SCORE, sc.score, p.header)
+
+
+def write_seed(job_dir: Path, p: JobProducts) -> None:
+    """Seed layout: four images and ``psfcat.csv`` (``x y match flux fwhm elongation``)."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    sci_cards = {k: meta[k] for k in ("FILTER", "ZPTMAG", "MJD-OBS", "EXPTIME", "SCA_NUM")}
-    _write_fits(job_dir / "bkg_subbed_science_image.fits", scene.science, sci_cards)
-    _write_fits(job_dir / "awaicgen_output_mosaic_image_resampled.fits", scene.reference, {})
-    _write_fits(job_dir / "diffimage_masked.fits", scene.difference, {"FIELD": meta["FIELD"]})
-    _write_fits(job_dir / "scorrimage_masked.fits", scene.score, {})
-    cat = scene.catalog
+    _images(job_dir, p, REFERENCE)
     table = pd.DataFrame(
         {
-            "x": cat["x"],
-            "y": cat["y"],
-            "match": cat["match"],
-            "flux": cat["flux"],
-            "fwhm": cat["fwhm"],
-            "elongation": cat["elongation"],
+            "x": np.asarray(p.psfcat["x_fit"], float),
+            "y": np.asarray(p.psfcat["y_fit"], float),
+            "match": p.labels["match"].to_numpy(),
+            "flux": np.asarray(p.psfcat["flux_fit"], float),
+            "fwhm": p.labels["fwhm"].to_numpy(),
+            "elongation": p.labels["elongation"].to_numpy(),
         }
     )
     with atomic_output(job_dir / "psfcat.csv", "w") as fh:
-        table.to_csv(fh, index=False, lineterminator="\n", float_format="%.17g")
+        table.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
 
 
-WRITERS: dict[str, Callable[[Path, Scene, dict[str, object]], None]] = {"seed": write_seed}
+def write_rapid(job_dir: Path, p: JobProducts) -> None:
+    """Full RAPID layout (2025 file names)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    _images(job_dir, p, REFERENCE_GM)
+    m = p.meta
+    stem = f"Roman_TDS_simple_model_{m['FILTER']}_{m['OBSID']}_{m['SCA_NUM']}_lite"
+    raw = p.scene.science + np.float32(m["SKY"])  # before background subtraction
+    header = fits.Header()
+    for k in ("FILTER", "ZPTMAG", "MJD-OBS", "EXPTIME", "SCA_NUM"):
+        header[k] = m[k]
+    header.extend(p.header.cards)
+    _write_fits(job_dir / f"{stem}_inject_reformatted.fits", raw, header)
+    with atomic_output(job_dir / "diffpsf.fits") as fh:
+        fits.PrimaryHDU(p.scene.psf_difference.astype(np.float32)).writeto(fh)
+    _write_text(job_dir / "diffimage_masked_psfcat_finder.txt", p.finder)
+    _write_text(job_dir / "diffimage_masked_psfcat.txt", p.psfcat)
+    inj = p.injected
+    _write_text(
+        job_dir / f"{stem}_inject.txt",
+        pd.DataFrame({"xpix": inj["x"] + 1.0, "ypix": inj["y"] + 1.0, "flux": inj["flux"]}),
+    )
+    truth = p.truth.copy()
+    truth["x"] += 1.0
+    truth["y"] += 1.0
+    _write_text(
+        job_dir / f"Roman_TDS_index_{m['FILTER']}_{m['OBSID']}_{m['SCA_NUM']}.txt",
+        truth,
+        comment_header=True,
+    )
+
+
+WRITERS: dict[str, Callable[[Path, JobProducts], None]] = {"rapid": write_rapid, "seed": write_seed}

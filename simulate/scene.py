@@ -1,8 +1,14 @@
 """Synthetic difference-imaging scenes: what one RAPID job sees.
 
 Conventions: images are ``(ny, nx)`` float32 arrays in DN/s; positions are 0-based pixel
-coordinates with ``x`` the column and ``y`` the row, pixel centres on integers. Every
-random draw comes from the ``numpy.random.Generator`` passed in, so a seed fixes a scene.
+coordinates with ``x`` the column and ``y`` the row, pixel centres on integers. Fluxes
+follow the RAPID zero point: ``flux [DN/s] = 10 ** (-0.4 * (mag_AB - ZPTMAG))``. Every random
+draw comes from a ``numpy.random.Generator`` passed in, so seeds fix a scene.
+
+A *field* is a patch of static sky (stars and galaxies) observed at several *epochs*; each
+epoch is one job. The reference is the field's deep coadd resampled onto the epoch's grid
+(with a sub-pixel misregistration, its own PSF and a small gain error); D and the score come
+from a ZOGY proper-image subtraction (:mod:`simulate.zogy`).
 """
 
 from __future__ import annotations
@@ -10,62 +16,107 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft as sfft
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
-__all__ = ["Scene", "SceneParams", "detect", "make_scene", "match_one_to_one", "render_psf"]
+from simulate.zogy import WORKERS, fft_shape, kernel_spectrum, zogy
 
-_FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-_STAMP = 7  # half-size of a rendered source stamp (15x15 pixels)
+__all__ = [
+    "FILTERS",
+    "Scene",
+    "SceneParams",
+    "StaticSky",
+    "flux_from_mag",
+    "make_epoch",
+    "make_static_sky",
+    "moffat_stamp",
+    "render_points",
+]
+
+#: Filters and their zero points (AB mag of 1 DN/s), as in RAPID science headers.
+FILTERS: dict[str, float] = {"H158": 17.638, "R062": 16.954}
+_STAMP = 7  # half-size of a rendered point-source stamp (15x15 pixels)
+
+
+def flux_from_mag(mag: np.ndarray | float, zpt: float) -> np.ndarray:
+    """DN/s of an AB magnitude for a zero point ``zpt``."""
+    return 10.0 ** (-0.4 * (np.asarray(mag, np.float64) - zpt))
 
 
 @dataclass(frozen=True)
 class SceneParams:
-    """Knobs of a simulated job; densities are per million pixels (scale with image area).
+    """Knobs of the simulation. Densities are per million pixels (they scale with area).
 
-    The defaults give a few hundred detections per 1024x1024 job, about 5-10 % of them
-    real. ``bogus_density`` multiplies every bogus population (stars, cosmic rays, hot
-    pixels); ``bogus_density=3`` gives about 1,500-2,000 detections per 4089x4089 job.
+    Defaults give about 1,000-1,500 detections per 4089x4089 job, a few percent of them
+    real; ``injections_per_mpx`` sets the real fraction, ``bogus_density`` scales every
+    bogus population (cosmic rays, hot pixels, bright stars).
     """
 
     fwhm_science_px: float = 2.0
     fwhm_reference_px: float = 2.3
     moffat_beta: float = 2.5
-    sky_sigma: float = 1.0  # science noise (sky + read), DN/s per pixel
-    reference_sigma: float = 0.3  # deeper coadd
-    misregistration_px: tuple[float, float] = (0.12, -0.08)  # (dx, dy) of the reference
-    gain_mismatch: float = 0.03  # fractional flux-scale error of the reference
+    depth_mag: float = 25.8  # 5-sigma point-source depth of the science image, AB
+    reference_depth_gain_mag: float = 1.5  # the coadd is this much deeper
+    misregistration_px: float = 0.05  # rms sub-pixel offset of the resampled reference
+    gain_mismatch: float = 0.01  # rms fractional flux-scale error of the gain matching
+    saturation_mag: float = 17.5  # stars brighter than this saturate (flat cores)
     stars_per_mpx: float = 1500.0
-    star_flux_range: tuple[float, float] = (5.0, 3.0e5)  # DN/s, total flux
-    star_slope: float = 2.2  # dN/dF ~ F**-slope
-    transients_per_mpx: float = 15.0
-    transient_flux_range: tuple[float, float] = (6.0, 400.0)  # log-uniform
-    cosmic_rays_per_mpx: float = 40.0
-    hot_pixels_per_mpx: float = 40.0
+    star_mag_range: tuple[float, float] = (15.0, 27.5)
+    star_slope: float = 0.3  # dN/dmag ~ 10 ** (slope * mag)
+    galaxies_per_mpx: float = 300.0
+    galaxy_mag_range: tuple[float, float] = (19.0, 25.5)
+    transients_per_mpx: float = 0.5  # astrophysical transients (in the truth index)
+    transient_mag_range: tuple[float, float] = (20.0, 26.5)
+    transient_on_galaxy: float = 0.6  # fraction of transients placed on a galaxy
+    injections_per_mpx: float = 6.0  # injected fakes (about 100 per 4089x4089 job)
+    injection_mag_range: tuple[float, float] = (21.0, 28.0)
+    cosmic_rays_per_mpx: float = 100.0
+    hot_pixels_per_mpx: float = 25.0
     bogus_density: float = 1.0
     edge_band_px: tuple[int, int] = (8, 40)
-    threshold_sigma: float = 5.0
-    match_radius_px: float = 2.0
+    gap: bool = True  # a strip without reference coverage across the image
+
+
+@dataclass
+class StaticSky:
+    """Sources of one field, in field pixel coordinates (0-based)."""
+
+    stars: np.ndarray  # (n, 3): x, y, mag
+    galaxies: np.ndarray  # (n, 7): x, y, mag, r_eff_px, sersic_n, axis_ratio, angle_rad
 
 
 @dataclass
 class Scene:
-    """The four images of a job and the truth behind them."""
+    """The images of one job and the truth behind them.
+
+    ``truth`` holds every object with a position in the science image: its kind
+    (``star``, ``galaxy``, ``transient``, ``injected``), 0-based position, flux (DN/s) and
+    AB magnitude. ``bogus_sources`` maps a bogus kind to the (n, 2) positions that may cause it.
+    """
 
     science: np.ndarray
     reference: np.ndarray
     difference: np.ndarray
     score: np.ndarray
-    transients: np.ndarray  # (n, 3): x, y, flux of injected real transients
-    sources: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> (n, 2) x, y
-    catalog: dict[str, np.ndarray] = field(default_factory=dict)  # detections
+    coverage: np.ndarray
+    psf_science: np.ndarray
+    psf_difference: np.ndarray
+    truth: dict[str, np.ndarray]
+    bogus_sources: dict[str, np.ndarray] = field(default_factory=dict)
+    sky_sigma: float = 1.0
+    zpt: float = 17.638
 
 
-def _moffat_alpha(fwhm: float, beta: float) -> float:
-    return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+def moffat_stamp(fwhm: float, beta: float, half: int = _STAMP) -> np.ndarray:
+    """A centred Moffat profile on a (2 half + 1)^2 stamp, summing to 1."""
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    off = np.arange(-half, half + 1)
+    r2 = off[:, None] ** 2 + off[None, :] ** 2
+    prof = (1.0 + r2 / alpha**2) ** (-beta)
+    return prof / prof.sum()
 
 
-def render_psf(
+def render_points(
     shape: tuple[int, int],
     x: np.ndarray,
     y: np.ndarray,
@@ -73,214 +124,280 @@ def render_psf(
     fwhm: float,
     beta: float,
 ) -> np.ndarray:
-    """Render point sources (Moffat profile, unit-normalised on a 15x15 stamp) at once.
+    """Render point sources with a Moffat PSF at sub-pixel positions, all at once.
 
     Parameters
     ----------
     shape : (ny, nx)
     x, y, flux : ndarray, shape (n,)
-        0-based positions (pixels) and total fluxes (DN/s).
+        0-based positions (pixels) and total fluxes (DN/s); sources off the image still
+        add their wings.
     fwhm, beta : float
         Moffat FWHM (pixels) and power index.
 
     Returns
     -------
-    ndarray, shape (ny, nx), float32
+    ndarray, shape (ny, nx), float64
     """
     ny, nx = shape
     out = np.zeros(ny * nx, np.float64)
     if len(x) == 0:
-        return out.reshape(shape).astype(np.float32)
-    alpha = _moffat_alpha(fwhm, beta)
-    cx, cy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
+        return out.reshape(shape)
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    cx = np.floor(x + 0.5).astype(np.int64)
+    cy = np.floor(y + 0.5).astype(np.int64)
     off = np.arange(-_STAMP, _STAMP + 1)
-    dx = (cx[:, None] + off[None, :]) - x[:, None]  # (n, 15)
+    dx = (cx[:, None] + off[None, :]) - x[:, None]
     dy = (cy[:, None] + off[None, :]) - y[:, None]
-    r2 = dy[:, :, None] ** 2 + dx[:, None, :] ** 2  # (n, 15, 15)
-    prof = (1.0 + r2 / alpha**2) ** (-beta)
+    prof = (1.0 + (dy[:, :, None] ** 2 + dx[:, None, :] ** 2) / alpha**2) ** (-beta)
     prof *= (flux / prof.sum(axis=(1, 2)))[:, None, None]
     rows = cy[:, None, None] + off[None, :, None]
     cols = cx[:, None, None] + off[None, None, :]
     ok = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
-    idx = (rows * nx + cols)[ok]
-    out += np.bincount(idx, weights=prof[ok], minlength=ny * nx)
-    return out.reshape(shape).astype(np.float32)
+    out += np.bincount((rows * nx + cols)[ok], weights=prof[ok], minlength=ny * nx)
+    return out.reshape(shape)
 
 
-def _power_law(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
-    a = 1.0 - slope
-    u = rng.random(n)
-    return (lo**a + u * (hi**a - lo**a)) ** (1.0 / a)
+def _sersic_b(n: np.ndarray) -> np.ndarray:
+    return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n)
 
 
-def _cosmic_rays(rng: np.random.Generator, shape: tuple[int, int], n: int):
-    """Short sharp streaks: (n,) centres and a flat image of their pixels."""
+def render_galaxies(shape: tuple[int, int], gal: np.ndarray, zpt: float) -> np.ndarray:
+    """Intrinsic (unconvolved) Sersic galaxies, in DN/s per pixel."""
     ny, nx = shape
-    length = rng.integers(1, 7, n)
+    out = np.zeros(ny * nx, np.float64)
+    if len(gal) == 0:
+        return out.reshape(shape)
+    half = 10
+    x, y = gal[:, 0], gal[:, 1]
+    flux = flux_from_mag(gal[:, 2], zpt)
+    reff, n, q, ang = gal[:, 3], gal[:, 4], gal[:, 5], gal[:, 6]
+    cx = np.floor(x + 0.5).astype(np.int64)
+    cy = np.floor(y + 0.5).astype(np.int64)
+    off = np.arange(-half, half + 1)
+    ddx = (cx[:, None] + off) - x[:, None]
+    ddy = (cy[:, None] + off) - y[:, None]
+    c, s = np.cos(ang)[:, None, None], np.sin(ang)[:, None, None]
+    u = ddx[:, None, :] * c + ddy[:, :, None] * s
+    v = -ddx[:, None, :] * s + ddy[:, :, None] * c
+    r = np.sqrt(u**2 + (v / q[:, None, None]) ** 2)
+    prof = np.exp(
+        -_sersic_b(n)[:, None, None] * ((r / reff[:, None, None]) ** (1.0 / n[:, None, None]) - 1.0)
+    )
+    prof *= (flux / prof.sum(axis=(1, 2)))[:, None, None]
+    rows = cy[:, None, None] + off[None, :, None]
+    cols = cx[:, None, None] + off[None, None, :]
+    ok = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    out += np.bincount((rows * nx + cols)[ok], weights=prof[ok], minlength=ny * nx)
+    return out.reshape(shape)
+
+
+def _mag_power_law(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float):
+    """Magnitudes with dN/dmag ~ 10 ** (slope * mag) between lo and hi."""
+    a = slope * np.log(10.0)
+    u = rng.random(n)
+    return np.log(np.exp(a * lo) + u * (np.exp(a * hi) - np.exp(a * lo))) / a
+
+
+def make_static_sky(
+    rng: np.random.Generator, shape: tuple[int, int], params: SceneParams = SceneParams()
+) -> StaticSky:
+    """Stars (power-law magnitudes) and Sersic galaxies of one field."""
+    ny, nx = shape
+    mpx = ny * nx / 1e6
+    p = params
+    n_star = rng.poisson(p.stars_per_mpx * mpx * p.bogus_density)
+    stars = np.column_stack(
+        [
+            rng.uniform(-5, nx + 4, n_star),
+            rng.uniform(-5, ny + 4, n_star),
+            _mag_power_law(rng, n_star, *p.star_mag_range, p.star_slope),
+        ]
+    )
+    n_gal = rng.poisson(p.galaxies_per_mpx * mpx)
+    galaxies = np.column_stack(
+        [
+            rng.uniform(0, nx - 1, n_gal),
+            rng.uniform(0, ny - 1, n_gal),
+            rng.uniform(*p.galaxy_mag_range, n_gal),
+            rng.uniform(0.8, 4.0, n_gal),
+            rng.choice([1.0, 4.0], n_gal, p=[0.7, 0.3]),
+            rng.uniform(0.4, 1.0, n_gal),
+            rng.uniform(0, np.pi, n_gal),
+        ]
+    )
+    return StaticSky(stars, galaxies)
+
+
+def _cosmic_rays(rng: np.random.Generator, shape: tuple[int, int], n: int, sigma: float):
+    """Short sharp streaks (science only): their midpoints and an image of them."""
+    ny, nx = shape
+    length = rng.integers(1, 8, n)
     angle = rng.uniform(0, np.pi, n)
     x0, y0 = rng.uniform(0, nx - 1, n), rng.uniform(0, ny - 1, n)
-    amp = 10 ** rng.uniform(1.3, 2.7, n)
-    steps = np.arange(7)
-    use = steps[None, :] < length[:, None]
+    amp = sigma * 10 ** rng.uniform(1.2, 2.8, n)
+    steps = np.arange(8)
     xs = np.rint(x0[:, None] + steps * np.cos(angle)[:, None]).astype(np.int64)
     ys = np.rint(y0[:, None] + steps * np.sin(angle)[:, None]).astype(np.int64)
-    ok = use & (xs >= 0) & (xs < nx) & (ys >= 0) & (ys < ny)
-    img = np.bincount(
-        (ys * nx + xs)[ok],
-        weights=np.broadcast_to(amp[:, None], xs.shape)[ok],
-        minlength=ny * nx,
-    ).reshape(shape)
-    return np.column_stack([x0, y0]), img.astype(np.float32)
+    ok = (steps[None, :] < length[:, None]) & (xs >= 0) & (xs < nx) & (ys >= 0) & (ys < ny)
+    weights = np.broadcast_to(amp[:, None], xs.shape)[ok]
+    img = np.bincount((ys * nx + xs)[ok], weights=weights, minlength=ny * nx).reshape(shape)
+    mid = (length - 1) / 2.0
+    return np.column_stack([x0 + mid * np.cos(angle), y0 + mid * np.sin(angle)]), img
 
 
-def make_scene(
-    rng: np.random.Generator, shape: tuple[int, int], params: SceneParams = SceneParams()
-) -> Scene:
-    """Simulate science, reference, difference (D) and score images of one job.
-
-    The reference is the same static sky with its own PSF, a sub-pixel misregistration,
-    a small gain error, lower noise and 0 where it has no coverage. D = science - reference
-    with NaN wherever reference coverage is missing and in edge bands; the score is D
-    matched-filtered with the PSF and divided by its noise, so pixels are roughly the
-    point-source significance in sigma.
-    """
+def _coverage(rng: np.random.Generator, shape: tuple[int, int], p: SceneParams) -> np.ndarray:
+    """Reference coverage in [0, 1]: an uncovered band with a soft edge, and a gap."""
     ny, nx = shape
-    p = params
-    mpx = ny * nx / 1e6
-    n_star = rng.poisson(p.stars_per_mpx * mpx * p.bogus_density)
-    n_tr = rng.poisson(p.transients_per_mpx * mpx)
-    n_cr = rng.poisson(p.cosmic_rays_per_mpx * mpx * p.bogus_density)
-    n_hot = rng.poisson(p.hot_pixels_per_mpx * mpx * p.bogus_density)
-
-    sx, sy = rng.uniform(-3, nx + 2, n_star), rng.uniform(-3, ny + 2, n_star)
-    sflux = _power_law(rng, n_star, *p.star_flux_range, p.star_slope)
-    # transients: half on galaxies-like positions near stars would need galaxies; uniform here
-    tx, ty = rng.uniform(2, nx - 3, n_tr), rng.uniform(2, ny - 3, n_tr)
-    tflux = np.exp(rng.uniform(*np.log(p.transient_flux_range), n_tr))
-
-    sci = render_psf(
-        shape, np.r_[sx, tx], np.r_[sy, ty], np.r_[sflux, tflux], p.fwhm_science_px, p.moffat_beta
-    )
-    sci += rng.standard_normal(shape, dtype=np.float32) * np.float32(p.sky_sigma)
-    cr_xy, cr_img = _cosmic_rays(rng, shape, n_cr)
-    sci += cr_img
-    hx, hy = rng.integers(0, nx, n_hot), rng.integers(0, ny, n_hot)
-    sci[hy, hx] += (10 ** rng.uniform(1.3, 2.5, n_hot)).astype(np.float32)
-
-    gain = 1.0 + rng.uniform(-p.gain_mismatch, p.gain_mismatch)
-    ddx, ddy = p.misregistration_px
-    ref = render_psf(shape, sx + ddx, sy + ddy, sflux * gain, p.fwhm_reference_px, p.moffat_beta)
-    ref += rng.standard_normal(shape, dtype=np.float32) * np.float32(p.reference_sigma)
-
-    # reference coverage: an uncovered band on one random side
+    yy = np.arange(ny, dtype=np.float64)[:, None]
+    xx = np.arange(nx, dtype=np.float64)[None, :]
     lo, hi = p.edge_band_px
-    coverage = np.ones(shape, bool)
-    side, width = rng.integers(0, 4), int(rng.integers(lo, hi + 1))
-    band = [np.s_[:width, :], np.s_[-width:, :], np.s_[:, :width], np.s_[:, -width:]][side]
-    coverage[band] = False
-    ref[~coverage] = 0.0
-    # masked: no coverage, plus thin edge bands of random width on every side
-    masked = ~coverage
-    w = rng.integers(lo // 2, lo + 1, 4)
-    masked[: w[0]] = masked[ny - w[1] :] = True
-    masked[:, : w[2]] = masked[:, nx - w[3] :] = True
+    width = float(rng.integers(lo, hi + 1))
+    side = int(rng.integers(0, 4))
+    dist = [yy, ny - 1 - yy, xx, nx - 1 - xx][side]
+    cov = np.clip((dist - width) / 12.0 + 0.5, 0.0, 1.0) * np.ones((ny, nx))
+    if p.gap:
+        centre = rng.uniform(0.3, 0.7) * (nx if side < 2 else ny)
+        along = xx if side < 2 else yy
+        cov *= np.clip((np.abs(along - centre) - 3.0) / 6.0 + 0.5, 0.0, 1.0)
+    return cov
 
-    diff = sci - ref
-    diff[masked] = 0.0
-    sigma_k = p.fwhm_science_px * _FWHM_TO_SIGMA
-    filtered = ndimage.gaussian_filter(diff, sigma_k, truncate=3.0)
-    noise_d = np.hypot(p.sky_sigma, p.reference_sigma)
-    score = (filtered / (noise_d / (np.sqrt(4 * np.pi) * sigma_k))).astype(np.float32)
-    diff[masked] = np.nan
-    # the matched filter smears the mask edge: mask the score a little wider
-    score[ndimage.binary_dilation(masked, iterations=2)] = np.nan
-    bright = sflux > 30 * p.sky_sigma * 10
+
+def make_epoch(
+    rng: np.random.Generator,
+    sky: StaticSky,
+    shape: tuple[int, int],
+    filt: str = "H158",
+    params: SceneParams = SceneParams(),
+) -> Scene:
+    """Simulate one job: science, reference, ZOGY difference D and score S.
+
+    Science: the static sky and this epoch's transients and injected fakes, convolved with
+    the science PSF, plus Gaussian noise (sky and read, background subtracted), cosmic rays
+    and hot pixels, saturated cores. Reference: the same static sky, deeper, with its own
+    PSF, a sub-pixel misregistration and a gain error, 0 where coverage is 0 and scaled by
+    the coverage on soft edges. D and S are NaN wherever coverage is below 0.5 and in thin
+    bands at every edge.
+    """
+    p = params
+    ny, nx = shape
+    zpt = FILTERS[filt]
+    mpx = ny * nx / 1e6
+    psf_s = moffat_stamp(p.fwhm_science_px, p.moffat_beta)
+    psf_r = moffat_stamp(p.fwhm_reference_px, p.moffat_beta)
+    nea = 1.0 / np.sum(psf_s**2)  # noise-equivalent area, pixels
+    sigma = float(flux_from_mag(p.depth_mag, zpt) / (5.0 * np.sqrt(nea)))
+    sigma_r = sigma * 10 ** (-0.4 * p.reference_depth_gain_mag)
+
+    # this epoch's real sources
+    n_tr = rng.poisson(p.transients_per_mpx * mpx)
+    on_gal = (rng.random(n_tr) < p.transient_on_galaxy) & (len(sky.galaxies) > 0)
+    host = rng.integers(0, max(len(sky.galaxies), 1), n_tr)
+    tx = rng.uniform(3, nx - 4, n_tr)
+    ty = rng.uniform(3, ny - 4, n_tr)
+    if len(sky.galaxies):
+        tx = np.where(on_gal, sky.galaxies[host, 0] + rng.normal(0, 1.0, n_tr), tx)
+        ty = np.where(on_gal, sky.galaxies[host, 1] + rng.normal(0, 1.0, n_tr), ty)
+    tmag = rng.uniform(*p.transient_mag_range, n_tr)
+    n_inj = rng.poisson(p.injections_per_mpx * mpx)
+    ix, iy = rng.uniform(3, nx - 4, n_inj), rng.uniform(3, ny - 4, n_inj)
+    imag = rng.uniform(*p.injection_mag_range, n_inj)
+
+    stars = sky.stars
+    sflux = flux_from_mag(stars[:, 2], zpt)
+    ddx, ddy = rng.normal(0, p.misregistration_px, 2)
+    gain = 1.0 + rng.normal(0, p.gain_mismatch)
+    fshape = fft_shape(shape)
+    ps_hat, pr_hat = kernel_spectrum(psf_s, fshape), kernel_spectrum(psf_r, fshape)
+    gal_hat = sfft.rfft2(render_galaxies(shape, sky.galaxies, zpt), s=fshape, workers=WORKERS)
+    gal_sci = sfft.irfft2(gal_hat * ps_hat, s=fshape, workers=WORKERS)[:ny, :nx]
+    ky = sfft.fftfreq(fshape[0])[:, None]
+    kx = sfft.rfftfreq(fshape[1])[None, :]
+    shift = np.exp(-2j * np.pi * (kx * ddx + ky * ddy)) * gain
+    gal_ref = sfft.irfft2(gal_hat * pr_hat * shift, s=fshape, workers=WORKERS)[:ny, :nx]
+    del gal_hat, shift
+    sci = (
+        render_points(
+            shape,
+            np.r_[stars[:, 0], tx, ix],
+            np.r_[stars[:, 1], ty, iy],
+            np.r_[sflux, flux_from_mag(tmag, zpt), flux_from_mag(imag, zpt)],
+            p.fwhm_science_px,
+            p.moffat_beta,
+        )
+        + gal_sci
+    )
+    sat_s = float(flux_from_mag(p.saturation_mag, zpt) * psf_s.max())
+    np.minimum(sci, sat_s, out=sci)
+    sci += rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
+    cr_xy, cr_img = _cosmic_rays(
+        rng, shape, rng.poisson(p.cosmic_rays_per_mpx * mpx * p.bogus_density), sigma
+    )
+    sci += cr_img
+    n_hot = rng.poisson(p.hot_pixels_per_mpx * mpx * p.bogus_density)
+    hx, hy = rng.integers(1, nx - 1, n_hot), rng.integers(1, ny - 1, n_hot)
+    amp = sigma * 10 ** rng.uniform(1.0, 2.5, n_hot)
+    sci[hy, hx] += amp
+    bleed = rng.uniform(0.0, 0.5, n_hot) * amp  # inter-pixel capacitance into the 4 neighbours
+    for dy_, dx_ in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        sci[hy + dy_, hx + dx_] += bleed
+
+    # reference: deep coadd resampled onto this grid, misregistered, gain-matched imperfectly
+    ref = render_points(
+        shape,
+        stars[:, 0] + ddx,
+        stars[:, 1] + ddy,
+        sflux * gain,
+        p.fwhm_reference_px,
+        p.moffat_beta,
+    )
+    ref += gal_ref
+    np.minimum(ref, sat_s * 4.0, out=ref)  # the coadd saturates later
+    ref += rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma_r)
+    cov = _coverage(rng, shape, p)
+    ref *= cov  # soft coverage edges are imperfectly gain-matched: mask-edge artefacts
+    masked = cov < 0.5
+    lo = p.edge_band_px[0]
+    w = rng.integers(lo // 2, lo + 1, 4)
+    masked[: w[0]] = True
+    masked[ny - w[1] :] = True
+    masked[:, : w[2]] = True
+    masked[:, nx - w[3] :] = True
+
+    d, s, psf_d = zogy(sci, ref, psf_s, psf_r, sigma, sigma_r, masked, (ps_hat, pr_hat))
+    truth = {
+        "kind": np.array(
+            ["star"] * len(stars)
+            + ["galaxy"] * len(sky.galaxies)
+            + ["transient"] * n_tr
+            + ["injected"] * n_inj
+        ),
+        "x": np.r_[stars[:, 0], sky.galaxies[:, 0], tx, ix],
+        "y": np.r_[stars[:, 1], sky.galaxies[:, 1], ty, iy],
+        "mag": np.r_[stars[:, 2], sky.galaxies[:, 2], tmag, imag],
+    }
+    truth["flux"] = flux_from_mag(truth["mag"], zpt)
+    residual = stars[:, 2] < p.saturation_mag + 6.0  # residuals of these stars are detectable
+    saturated = stars[:, 2] < p.saturation_mag
     return Scene(
         science=sci.astype(np.float32),
         reference=ref.astype(np.float32),
-        difference=diff.astype(np.float32),
-        score=score,
-        transients=np.column_stack([tx, ty, tflux]),
-        sources={
-            "star_residual": np.column_stack([sx[bright], sy[bright]]),
+        difference=d,
+        score=s,
+        coverage=cov,
+        psf_science=psf_s.astype(np.float32),
+        psf_difference=psf_d.astype(np.float32),
+        truth=truth,
+        bogus_sources={
+            "saturated_star": stars[saturated, :2],
+            "star_residual": stars[residual & ~saturated, :2],
+            "galaxy_residual": sky.galaxies[:, :2],
             "cosmic_ray": cr_xy,
             "hot_pixel": np.column_stack([hx, hy]).astype(np.float64),
+            "mask_edge": np.argwhere(ndimage.binary_dilation(masked, iterations=4) & ~masked)[
+                :, ::-1
+            ].astype(np.float64),
         },
+        sky_sigma=sigma,
+        zpt=zpt,
     )
-
-
-def detect(diff: np.ndarray, score: np.ndarray, threshold: float = 5.0) -> dict[str, np.ndarray]:
-    """Find candidates: local maxima of the score above ``threshold`` sigma.
-
-    Positions are refined by a flux-weighted 3x3 centroid on D; ``flux`` is the sum of D in
-    a 5x5 box (DN/s), ``fwhm`` (pixels) and ``elongation`` come from second moments of the
-    positive part of D in that box (NaN when undefined).
-
-    Returns
-    -------
-    dict of ndarray: ``x, y, flux, fwhm, elongation, peak_sigma``, sorted by row then column.
-    """
-    s = np.where(np.isfinite(score), score, -np.inf)
-    peaks = (s >= threshold) & (
-        s == ndimage.maximum_filter(s, size=5, mode="constant", cval=-np.inf)
-    )
-    r, c = np.nonzero(peaks)
-    ny, nx = diff.shape
-    d = np.nan_to_num(diff, nan=0.0)
-    off = np.arange(-2, 3)
-    rows = np.clip(r[:, None] + off, 0, ny - 1)
-    cols = np.clip(c[:, None] + off, 0, nx - 1)
-    box = d[rows[:, :, None], cols[:, None, :]].astype(np.float64)  # (n, 5, 5)
-    pos = np.clip(box, 0, None)
-    inner = pos[:, 1:4, 1:4]
-    w = inner.sum(axis=(1, 2))
-    safe = np.where(w > 0, w, 1.0)
-    dy = (inner.sum(axis=2) * off[1:4]).sum(axis=1) / safe
-    dx = (inner.sum(axis=1) * off[1:4]).sum(axis=1) / safe
-    y = r + np.where(w > 0, dy, 0.0)
-    x = c + np.where(w > 0, dx, 0.0)
-    tot = pos.sum(axis=(1, 2))
-    ok = tot > 0
-    tsafe = np.where(ok, tot, 1.0)
-    yy, xx = np.meshgrid(off, off, indexing="ij")
-    my = (pos * yy).sum(axis=(1, 2)) / tsafe
-    mx = (pos * xx).sum(axis=(1, 2)) / tsafe
-    myy = (pos * yy**2).sum(axis=(1, 2)) / tsafe - my**2
-    mxx = (pos * xx**2).sum(axis=(1, 2)) / tsafe - mx**2
-    mxy = (pos * yy * xx).sum(axis=(1, 2)) / tsafe - mx * my
-    tr, det = mxx + myy, mxx * myy - mxy**2
-    disc = np.sqrt(np.clip((tr / 2) ** 2 - det, 0, None))
-    l1, l2 = tr / 2 + disc, tr / 2 - disc
-    good = ok & (l2 > 1e-6)
-    fwhm = np.where(good, 2.3548 * np.sqrt(np.clip(tr / 2, 0, None)), np.nan)
-    elong = np.where(good, np.sqrt(l1 / np.where(good, l2, 1.0)), np.nan)
-    return {
-        "x": x,
-        "y": y,
-        "flux": box.sum(axis=(1, 2)),
-        "fwhm": fwhm,
-        "elongation": elong,
-        "peak_sigma": s[r, c].astype(np.float64),
-    }
-
-
-def match_one_to_one(det_xy: np.ndarray, truth_xy: np.ndarray, radius: float) -> np.ndarray:
-    """One-to-one matching, closest pairs first (a pair at exactly ``radius`` matches).
-
-    Returns
-    -------
-    ndarray of int, shape (n_det,)
-        Index of the matched truth row, or -1.
-    """
-    match = np.full(len(det_xy), -1, np.int64)
-    if len(det_xy) == 0 or len(truth_xy) == 0:
-        return match
-    pairs = cKDTree(det_xy).sparse_distance_matrix(cKDTree(truth_xy), radius, output_type="ndarray")
-    order = np.lexsort((pairs["j"], pairs["i"], pairs["v"]))
-    used = set()
-    for k in order:
-        i, j = int(pairs["i"][k]), int(pairs["j"][k])
-        if match[i] == -1 and j not in used:
-            match[i] = j
-            used.add(j)
-    return match

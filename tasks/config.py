@@ -29,13 +29,23 @@ class _Section(BaseModel):
 
 
 class SimulateParams(_Section):
-    """Simulated job folders (``cutouts simulate``)."""
+    """Simulated job folders (``cutouts simulate``); see ``simulate/scene.py`` for the physics."""
 
     jobs: int = Field(8, ge=1, description="Number of job folders to write.")
-    size: int = Field(1024, ge=64, description="Image side length in pixels.")
-    seed: int = Field(0, ge=0, description="Master random seed; job k uses child seed k.")
-    layout: Literal["seed"] = Field("seed", description="Folder layout to write.")
+    size: int = Field(4089, ge=64, description="Image side length in pixels (RAPID: 4089).")
+    seed: int = Field(0, ge=0, description="Master random seed; fields and jobs use its children.")
+    layout: Literal["rapid", "seed"] = Field("rapid", description="Folder layout to write.")
     workers: int = Field(1, ge=1, description="Jobs simulated in parallel (processes).")
+    fields: int = Field(3, ge=1, description="Sky fields the jobs cycle through (job k: k % n).")
+    injections_per_mpx: float = Field(
+        6.0, ge=0, description="Injected fakes per million pixels (sets the real fraction)."
+    )
+    bogus_density: float = Field(
+        1.0, ge=0, description="Multiplier of every bogus population (cosmic rays, stars, ...)."
+    )
+    mag_limit: float = Field(26.0, description="Truth fainter than this (AB) does not label real.")
+    match_radius_px: float = Field(4.0, gt=0, description="Truth-detection matching radius, px.")
+    gallery: bool = Field(True, description="Write gallery.png of example cutouts per kind.")
 
 
 class CutoutParams(_Section):

@@ -93,7 +93,7 @@ def test_simulate_run_train_end_to_end(tmp_path, capsys):
     jobs, out = str(tmp_path / "jobs"), str(tmp_path / "ds")
     assert main(["simulate", "-o", jobs, "--jobs", "4", "--size", "512", "--seed", "1"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("jid0001:") and "detections" in printed[0]
+    assert printed[0].startswith("jid0001 (") and "detections" in printed[0]
     assert main(["run", "-i", jobs, "-o", out, "--epochs", "1"]) == 0
     first = last_line(capsys)
     assert first[:3] == (4, 0, 0) and first[3] > 50

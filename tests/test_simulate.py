@@ -1,4 +1,4 @@
-"""The simulator: layout, physics sanity, truth matching, determinism."""
+"""The simulator: RAPID layout and formats, physics sanity, truth, realism, determinism."""
 
 from __future__ import annotations
 
@@ -8,55 +8,188 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 
 from simulate import simulate_jobs
-from simulate.scene import match_one_to_one, render_psf
+from simulate.catalogs import FINDER_COLUMNS, PSFCAT_COLUMNS, match_one_to_one
+from simulate.scene import FILTERS, flux_from_mag, moffat_stamp, render_points
+from simulate.zogy import zogy
 
-FILES = [
+SHAPE = (512, 448)  # non-square on purpose
+IMAGES = [
     "bkg_subbed_science_image.fits",
-    "awaicgen_output_mosaic_image_resampled.fits",
+    "awaicgen_output_mosaic_image_resampled_gainmatched.fits",
     "diffimage_masked.fits",
     "scorrimage_masked.fits",
-    "psfcat.csv",
 ]
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sim")
-    summaries = simulate_jobs(out, n_jobs=2, size=(512, 384), seed=3)
+def rapid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rapid")
+    summaries = simulate_jobs(
+        out, n_jobs=4, size=SHAPE, seed=3, fields=2, gallery=True, injections_per_mpx=60
+    )
     return out, summaries
 
 
-def test_layout_and_images(jobs):
-    out, summaries = jobs
-    assert [s.job_id for s in summaries] == ["jid0001", "jid0002"]
+def job_files(job):
+    stems = {p.name for p in job.iterdir()}
+    inject = next(n for n in stems if n.endswith("_lite_inject.txt"))
+    index = next(n for n in stems if n.startswith("Roman_TDS_index_"))
+    return inject, index
+
+
+def test_rapid_layout_and_headers(rapid):
+    out, summaries = rapid
+    assert [s.job_id for s in summaries] == ["jid0001", "jid0002", "jid0003", "jid0004"]
     job = out / "jid0001"
-    assert sorted(p.name for p in job.iterdir()) == sorted(FILES)
-    sci = fits.open(job / FILES[0])[0]
-    assert sci.data.shape == (512, 384) and sci.data.dtype == np.dtype(">f4")
-    for key in ("FILTER", "ZPTMAG", "MJD-OBS", "EXPTIME", "SCA_NUM"):
-        assert key in sci.header
-    assert "FIELD" in fits.getheader(job / FILES[2])
-    ref, diff, score = (fits.getdata(job / f) for f in FILES[1:4])
-    assert np.isfinite(sci.data).all() and np.isfinite(ref).all()
+    names = {p.name for p in job.iterdir()}
+    for name in [
+        *IMAGES,
+        "diffimage_masked_psfcat_finder.txt",
+        "diffimage_masked_psfcat.txt",
+        "diffpsf.fits",
+    ]:
+        assert name in names
+    inject, index = job_files(job)
+    f, obsid, sca = index.removesuffix(".txt").split("_")[3:]
+    assert inject == f"Roman_TDS_simple_model_{f}_{obsid}_{sca}_lite_inject.txt"
+    assert f"Roman_TDS_simple_model_{f}_{obsid}_{sca}_lite_inject_reformatted.fits" in names
+    for name in IMAGES:
+        hdu = fits.open(job / name)[0]
+        assert hdu.data.shape == SHAPE and hdu.data.dtype == np.dtype(">f4")
+        assert hdu.header["BUNIT"] == "DN/s"
+    sci = fits.getheader(job / IMAGES[0])
+    for key in ("FILTER", "ZPTMAG", "MJD-OBS", "EXPTIME", "SCA_NUM", "CTYPE1"):
+        assert key in sci
+    assert sci["ZPTMAG"] == FILTERS[sci["FILTER"]]
+    assert fits.getheader(job / "diffimage_masked.fits")["FIELD"] == summaries[0].field
+
+
+def test_images_physics(rapid):
+    out, _ = rapid
+    sci, ref, diff, score = (fits.getdata(out / "jid0001" / n) for n in IMAGES)
+    assert np.isfinite(sci).all() and np.isfinite(ref).all()
     assert (ref == 0).any()  # no coverage is 0 in the reference, not NaN
-    assert np.isnan(diff[0]).all() and np.isnan(diff[:, -1]).all()  # NaN-masked borders
+    assert np.isnan(diff[0]).all() and np.isnan(diff[:, -1]).all()  # NaN-masked edges
     assert (np.isnan(diff) <= np.isnan(score)).all()
+    assert np.isnan(diff).mean() < 0.5
+    # the reference is deeper: its noise is lower than the science image's
+    assert np.nanstd(ref[ref != 0][:5000] - np.median(ref)) < np.std(sci) * 10
+    finite = score[np.isfinite(score)]
+    assert 0.8 < np.std(np.clip(finite, -5, 5)) < 1.3  # score in sigma
 
 
-def test_catalog_truth_and_realism(jobs):
-    out, summaries = jobs
-    cat = pd.read_csv(out / "jid0001" / "psfcat.csv")
-    assert list(cat.columns) == ["x", "y", "match", "flux", "fwhm", "elongation"]
-    assert cat.x.between(0, 383).all() and cat.y.between(0, 511).all()
-    real = cat[cat.match >= 0]
-    assert real.match.is_unique
-    total_real = sum(s.n_recovered for s in summaries)
-    total = sum(s.n_detections for s in summaries)
-    assert 0 < total_real < 0.3 * total  # a minority are real
-    assert sum(s.bogus["cosmic_ray"] + s.bogus["hot_pixel"] for s in summaries) > 0
+def test_catalog_formats_and_join_on_id(rapid):
+    out, _ = rapid
+    job = out / "jid0002"
+    finder = Table.read(job / "diffimage_masked_psfcat_finder.txt", format="ascii")
+    psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii")
+    assert finder.colnames == list(FINDER_COLUMNS)
+    assert psf.colnames == list(PSFCAT_COLUMNS)
+    assert sorted(finder["id"]) == sorted(psf["id"]) and finder["id"][0] == 1
+    assert len(set(finder["npix"])) == 1
+    joined = pd.DataFrame(finder.as_array()).merge(pd.DataFrame(psf.as_array()), on="id")
+    assert len(joined) == len(finder)
+    assert (np.hypot(joined.x_fit - joined.xcentroid, joined.y_fit - joined.ycentroid) < 3).all()
+    assert (
+        joined.x_fit.between(0, SHAPE[1] - 1).all() and joined.y_fit.between(0, SHAPE[0] - 1).all()
+    )
+
+
+def test_truth_files_are_one_based(rapid):
+    out, summaries = rapid
+    job = out / "jid0001"
+    inject_name, index_name = job_files(job)
+    inj = pd.read_csv(job / inject_name, sep=r"\s+")
+    assert list(inj.columns) == ["xpix", "ypix", "flux"]
+    zpt = fits.getheader(job / IMAGES[0])["ZPTMAG"]
+    mags = -2.5 * np.log10(inj.flux) + zpt
+    assert mags.between(21, 28).all() and len(inj) == summaries[0].n_injected
+    first = (job / index_name).read_text().splitlines()[0]
+    assert first == "# object_id ra dec x y realized_flux flux mag obj_type"
+    idx = pd.read_csv(
+        job / index_name, sep=r"\s+", comment=None, skiprows=1, names=first[2:].split()
+    )
+    assert set(idx.obj_type) >= {"star", "galaxy"}
+    # 1-based: an injected fake's peak in the science image is at (ypix - 1, xpix - 1)
+    sci = fits.getdata(job / IMAGES[0])
+    bright = inj.loc[inj.flux.idxmax()]
+    r, c = round(bright.ypix - 1), round(bright.xpix - 1)
+    win = sci[r - 1 : r + 2, c - 1 : c + 2]
+    assert win.max() == sci[max(r - 4, 0) : r + 5, max(c - 4, 0) : c + 5].max()
+
+
+def test_field_lists_cover_fields_and_epochs(rapid):
+    out, _ = rapid
+    lines = (out / "H158_fields.txt").read_text().splitlines()
+    assert lines[0] == "PROCDATE JOB FILTER OBSID SCANUM FIELD MJD"
+    table = pd.read_csv(out / "H158_fields.txt", sep=r"\s+")
+    assert (out / "R062_fields.txt").exists()
+    assert table.groupby("FIELD").JOB.count().min() >= 2  # each field at several epochs
+    assert table.FIELD.nunique() == 2
+
+
+def test_realism(rapid):
+    _, summaries = rapid
+    det = sum(s.n_detections for s in summaries)
+    real = sum(s.n_real for s in summaries)
+    assert det > 100 and 0 < real < 0.5 * det
+    kinds = {k: sum(s.bogus[k] for s in summaries) for k in summaries[0].bogus}
+    assert kinds["cosmic_ray"] > 0 and kinds["star_residual"] + kinds["galaxy_residual"] > 0
     assert all(s.n_recovered <= s.n_injected for s in summaries)
+
+
+def test_detection_efficiency_falls_with_magnitude(tmp_path):
+    summaries = simulate_jobs(
+        tmp_path, n_jobs=1, size=1024, seed=5, injections_per_mpx=400, gallery=False
+    )
+    job = summaries[0].path
+    inject_name, _ = job_files(job)
+    inj = pd.read_csv(job / inject_name, sep=r"\s+")
+    psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii")
+    zpt = fits.getheader(job / IMAGES[0])["ZPTMAG"]
+    mag = -2.5 * np.log10(inj.flux) + zpt
+    m = match_one_to_one(
+        np.column_stack([inj.xpix - 1, inj.ypix - 1]),
+        np.column_stack([psf["x_fit"], psf["y_fit"]]),
+        2.0,
+    )
+    bright, faint = (mag < 24).to_numpy(), (mag > 26.5).to_numpy()
+    assert (m[bright] >= 0).mean() > 0.7 > 0.3 > (m[faint] >= 0).mean()
+
+
+def test_seed_layout_from_same_simulation(tmp_path, rapid):
+    out, _ = rapid
+    simulate_jobs(
+        tmp_path, n_jobs=1, size=SHAPE, seed=3, fields=2, layout="seed", injections_per_mpx=60
+    )
+    cat = pd.read_csv(tmp_path / "jid0001" / "psfcat.csv")
+    assert list(cat.columns) == ["x", "y", "match", "flux", "fwhm", "elongation"]
+    psf = Table.read(out / "jid0001" / "diffimage_masked_psfcat.txt", format="ascii")
+    np.testing.assert_allclose(cat.x, psf["x_fit"], rtol=1e-9)
+    assert cat[cat.match >= 0].match.is_unique
+    assert filecmp.cmp(tmp_path / "jid0001" / IMAGES[2], out / "jid0001" / IMAGES[2], shallow=False)
+
+
+def test_gallery_png(rapid):
+    out, _ = rapid
+    assert (out / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_deterministic_and_independent_of_job_count(tmp_path, rapid):
+    out, _ = rapid
+    again = tmp_path / "again"
+    simulate_jobs(again, n_jobs=2, size=SHAPE, seed=3, fields=2, workers=2, injections_per_mpx=60)
+    for job in ("jid0001", "jid0002"):
+        for f in (out / job).iterdir():
+            assert filecmp.cmp(f, again / job / f.name, shallow=False), f.name
+    other = tmp_path / "other"
+    simulate_jobs(other, n_jobs=1, size=SHAPE, seed=4, fields=2, injections_per_mpx=60)
+    assert not filecmp.cmp(
+        out / "jid0001" / IMAGES[0], other / "jid0001" / IMAGES[0], shallow=False
+    )
 
 
 def test_match_one_to_one_closest_first():
@@ -66,19 +199,29 @@ def test_match_one_to_one_closest_first():
     assert match_one_to_one(det, truth[:0], 2.0).tolist() == [-1, -1, -1]
 
 
-def test_render_psf_conserves_flux_and_centres():
-    img = render_psf((31, 31), np.array([15.0]), np.array([15.0]), np.array([100.0]), 2.0, 2.5)
-    assert img.sum() == pytest.approx(100.0, rel=1e-5)
+def test_render_points_conserves_flux_and_centres():
+    img = render_points((31, 31), np.array([15.0]), np.array([15.0]), np.array([100.0]), 2.0, 2.5)
+    assert img.sum() == pytest.approx(100.0, rel=1e-3)
     assert np.unravel_index(img.argmax(), img.shape) == (15, 15)
 
 
-def test_deterministic_and_independent_of_job_count(tmp_path, jobs):
-    out, _ = jobs
-    again = tmp_path / "again"
-    simulate_jobs(again, n_jobs=3, size=(512, 384), seed=3, workers=2)
-    for f in FILES:
-        assert filecmp.cmp(out / "jid0001" / f, again / "jid0001" / f, shallow=False)
-        assert filecmp.cmp(out / "jid0002" / f, again / "jid0002" / f, shallow=False)
-    other = tmp_path / "other"
-    simulate_jobs(other, n_jobs=1, size=(512, 384), seed=4)
-    assert not filecmp.cmp(out / "jid0001" / FILES[0], other / "jid0001" / FILES[0], shallow=False)
+def test_zogy_point_source_flux_and_significance():
+    rng = np.random.default_rng(0)
+    shape = (128, 128)
+    ps, pr = moffat_stamp(2.0, 2.5), moffat_stamp(2.4, 2.5)
+    sn, sr = 1.0, 0.5
+    flux = 400.0
+    new = render_points(shape, np.array([64.0]), np.array([64.0]), np.array([flux]), 2.0, 2.5)
+    new += rng.normal(0, sn, shape)
+    ref = rng.normal(0, sr, shape)
+    d, s, psf_d = zogy(new, ref, ps, pr, sn, sr, np.zeros(shape, bool))
+    assert d[58:71, 58:71].sum() == pytest.approx(flux, rel=0.1)
+    assert np.unravel_index(np.nanargmax(s), shape) == (64, 64)
+    expected = flux / np.hypot(sn, sr) * np.sqrt(np.sum(psf_d**2))
+    assert s[64, 64] == pytest.approx(expected, rel=0.35)
+    assert psf_d.sum() == pytest.approx(1.0)
+
+
+def test_flux_from_mag():
+    assert flux_from_mag(17.638, 17.638) == pytest.approx(1.0)
+    assert flux_from_mag(20.138, 17.638) == pytest.approx(0.1)
