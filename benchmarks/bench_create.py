@@ -89,7 +89,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> float:
 
 def _subset(jobs: Path, n: int, where: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
-    for job in sorted(jobs.iterdir())[:n]:
+    for job in sorted(jobs.glob("jid*"))[:n]:
         link = where / job.name
         if not link.exists():
             link.symlink_to(job.resolve())
