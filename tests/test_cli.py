@@ -106,3 +106,14 @@ def test_simulate_run_train_end_to_end(tmp_path, capsys):
     assert main(["train", "-d", out, "--epochs", "1"]) == 0  # the train command always trains
     assert last_line(capsys)[3] == first[3]
     assert (tmp_path / "ds" / "metrics.json").stat().st_mtime_ns != mtime
+
+
+def test_simulate_rapid_layout_prints_counts(tmp_path, capsys):
+    out = tmp_path / "rapid"
+    args = ["simulate", "-o", str(out), "--jobs", "2", "--size", "256", "--layout", "rapid"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "injected" in printed[0] and "cosmic_ray" in printed[0]
+    assert any(line.startswith("gallery: ") for line in printed)
+    assert (out / "gallery.png").exists() and (out / "H158_fields.txt").exists()
+    assert (out / "jid0002" / "diffimage_masked_psfcat.txt").exists()
