@@ -20,6 +20,8 @@ from photutils.detection import DAOStarFinder
 from photutils.psf import CircularGaussianPRF, PSFPhotometry
 from scipy.spatial import cKDTree
 
+from tasks.truth import match_one_to_one
+
 __all__ = [
     "FINDER_COLUMNS",
     "PSFCAT_COLUMNS",
@@ -150,28 +152,6 @@ def moments(diff: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray,
     fwhm = np.where(good, 2.3548 * np.sqrt(np.clip(tr / 2, 0, None)), np.nan)
     elong = np.where(good, np.sqrt(l1 / np.where(good, l2, 1.0)), np.nan)
     return fwhm, elong
-
-
-def match_one_to_one(det_xy: np.ndarray, truth_xy: np.ndarray, radius: float) -> np.ndarray:
-    """One-to-one matching, closest pairs first (a pair at exactly ``radius`` matches).
-
-    Returns the index of the matched truth row for each detection, or -1. Ties in distance
-    are broken by detection then truth index, so the result does not depend on file order
-    beyond that.
-    """
-    match = np.full(len(det_xy), -1, np.int64)
-    if len(det_xy) == 0 or len(truth_xy) == 0:
-        return match
-    pairs = cKDTree(det_xy).sparse_distance_matrix(
-        cKDTree(truth_xy), radius * (1 + 1e-12), output_type="ndarray"
-    )
-    used: set[int] = set()
-    for k in np.lexsort((pairs["j"], pairs["i"], pairs["v"])):
-        i, j = int(pairs["i"][k]), int(pairs["j"][k])
-        if match[i] == -1 and j not in used:
-            match[i] = j
-            used.add(j)
-    return match
 
 
 def bogus_kinds(det_xy: np.ndarray, sources: dict[str, np.ndarray], radius: float = 4.0):

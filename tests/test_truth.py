@@ -1,0 +1,75 @@
+"""Labels from truth: one-to-one, closest first, radius inclusive, order-independent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.truth import label_detections, match_one_to_one, to_zero_based
+
+
+def truth(rows):
+    return pd.DataFrame(rows, columns=["x", "y", "mag", "truth_id", "injected"])
+
+
+def test_two_detections_near_one_truth_source():
+    """Regression: greedy truth-by-truth matching let one truth label two detections."""
+    t = truth([(10.0, 10.0, 22.0, "0_inj", True)])
+    out = label_detections(np.array([11.5, 10.5]), np.array([10.0, 10.0]), t)
+    assert out["label"].tolist() == [0, 1]  # only the closer detection is real
+    assert out["match_id"].tolist()[1] == "0_inj" and pd.isna(out["match_id"][0])
+    assert out["match_distance"][1] == pytest.approx(0.5)
+
+
+def test_two_truth_sources_near_one_detection():
+    """Regression: a later truth overwrote an earlier one on the same detection."""
+    t = truth([(13.0, 10.0, 22.0, "0_inj", True), (10.0, 11.0, 23.0, "77_ou", False)])
+    out = label_detections(np.array([10.0]), np.array([10.0]), t)
+    assert out["match_id"].tolist() == ["77_ou"] and not out["injected"][0]
+    assert out["truth_mag"][0] == 23.0
+
+
+def test_truth_exactly_at_radius_matches():
+    t = truth([(14.0, 10.0, 22.0, "0_inj", True)])
+    assert label_detections(np.array([10.0]), np.array([10.0]), t, radius_px=4.0)["label"][0] == 1
+    assert label_detections(np.array([9.999]), np.array([10.0]), t, radius_px=4.0)["label"][0] == 0
+
+
+def test_faint_truth_is_ignored_for_both_kinds():
+    t = truth([(10.0, 10.0, 26.5, "0_inj", True), (20.0, 20.0, 27.0, "5_ou", False),
+               (30.0, 30.0, np.nan, "1_inj", True)])
+    out = label_detections(np.array([10.0, 20.0, 30.0]), np.array([10.0, 20.0, 30.0]), t)
+    assert out["label"].tolist() == [0, 0, 0]
+
+
+def test_one_based_positions_are_converted_once():
+    xpix = np.array([11.0])  # 1-based file value of a source at 0-based x = 10
+    t = truth([(to_zero_based(xpix, 1)[0], 10.0, 22.0, "0_inj", True)])
+    out = label_detections(np.array([10.0]), np.array([10.0]), t, radius_px=0.5)
+    assert out["label"][0] == 1
+    unconverted = truth([(xpix[0], 10.0, 22.0, "0_inj", True)])
+    assert label_detections(np.array([10.0]), np.array([10.0]), unconverted,
+                            radius_px=0.5)["label"][0] == 0
+
+
+def test_order_of_files_does_not_matter():
+    rng = np.random.default_rng(0)
+    det = rng.uniform(0, 50, (80, 2))
+    tr = rng.uniform(0, 50, (60, 2))
+    m = match_one_to_one(det, tr, 4.0)
+    # reverse both orders: the same pairs are found
+    m_rev = match_one_to_one(det[::-1], tr[::-1], 4.0)[::-1]
+    pairs = {(i, j) for i, j in enumerate(m) if j >= 0}
+    pairs_rev = {(i, len(tr) - 1 - j) for i, j in enumerate(m_rev) if j >= 0}
+    assert pairs == pairs_rev
+    assert len({j for _, j in pairs}) == len(pairs)  # one-to-one
+
+
+def test_nan_positions_never_match():
+    assert match_one_to_one(np.array([[np.nan, 1.0]]), np.array([[1.0, 1.0]]), 4).tolist() == [-1]
+
+
+def test_no_truth_gives_all_bogus():
+    out = label_detections(np.array([1.0, 2.0]), np.array([1.0, 2.0]), truth([]))
+    assert out["label"].tolist() == [0, 0] and out["match_id"].isna().all()
