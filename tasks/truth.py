@@ -16,11 +16,21 @@ Magnitudes (AB):
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-__all__ = ["label_detections", "match_one_to_one", "to_zero_based"]
+from tasks.errors import CatalogError
+
+__all__ = [
+    "label_detections",
+    "match_one_to_one",
+    "read_injections",
+    "read_simulation_truth",
+    "to_zero_based",
+]
 
 
 def to_zero_based(values: np.ndarray, origin: float) -> np.ndarray:
@@ -80,9 +90,9 @@ def label_detections(
     det_x, det_y : ndarray
         0-based detection positions, pixels.
     truth : DataFrame
-        Columns ``x``, ``y`` (0-based), ``mag`` (AB), ``truth_id`` (str, e.g. ``3_inj`` or
-        ``1234_ou``), ``injected`` (bool). Rows fainter than ``mag_limit`` or with a NaN
-        magnitude are ignored.
+        Columns ``x``, ``y`` (0-based), ``mag`` (AB), ``match_id`` (``<row>_inj`` or
+        ``<object_id>_ou``), ``truth_id`` (the row or object id), ``injected`` (bool).
+        Rows fainter than ``mag_limit`` or with a NaN magnitude are ignored.
     mag_limit : float
         AB magnitude; only brighter truth labels real.
     radius_px : float
@@ -90,8 +100,8 @@ def label_detections(
 
     Returns
     -------
-    DataFrame, one row per detection: ``label`` (1/0), ``match_id`` (truth id or empty),
-    ``truth_id`` (same, kept for the seed scripts' name), ``injected`` (bool or NA),
+    DataFrame, one row per detection: ``label`` (1/0), ``match_id`` and ``truth_id`` (empty
+    when unmatched), ``injected`` (bool or NA),
     ``match_distance`` (px or NaN), ``truth_mag`` (AB or NaN).
     """
     mag = pd.to_numeric(truth["mag"], errors="coerce").to_numpy(np.float64)
@@ -99,6 +109,7 @@ def label_detections(
     bx = pd.to_numeric(truth["x"], errors="coerce").to_numpy(np.float64)[keep]
     by = pd.to_numeric(truth["y"], errors="coerce").to_numpy(np.float64)[keep]
     bmag = mag[keep]
+    bmatch = truth["match_id"].to_numpy(dtype=object)[keep]
     bid = truth["truth_id"].to_numpy(dtype=object)[keep]
     binj = truth["injected"].to_numpy(dtype=object)[keep]
     det = np.column_stack([np.asarray(det_x, np.float64), np.asarray(det_y, np.float64)])
@@ -107,6 +118,8 @@ def label_detections(
     j = m[hit]
     dist = np.full(len(m), np.nan)
     dist[hit] = np.hypot(det[hit, 0] - bx[j], det[hit, 1] - by[j])
+    match_ids = np.full(len(m), None, dtype=object)
+    match_ids[hit] = bmatch[j]
     ids = np.full(len(m), None, dtype=object)
     ids[hit] = bid[j]
     injected = np.full(len(m), None, dtype=object)
@@ -115,9 +128,77 @@ def label_detections(
     tmag[hit] = bmag[j]
     return pd.DataFrame({
         "label": pd.array(hit.astype(np.int64), dtype="Int64"),
-        "match_id": pd.array(ids, dtype="string"),
+        "match_id": pd.array(match_ids, dtype="string"),
         "truth_id": pd.array(ids, dtype="string"),
         "injected": pd.array(injected, dtype="boolean"),
         "match_distance": dist,
         "truth_mag": tmag,
+    })
+
+
+def _read_whitespace(job_id: str, path: Path, names: list[str] | None = None) -> pd.DataFrame:
+    """A whitespace table (header line, or ``names`` for a commented header)."""
+    try:
+        if names is None:
+            frame = pd.read_csv(path, sep=r"\s+", engine="python")
+        else:
+            frame = pd.read_csv(path, sep=r"\s+", engine="python", comment=None, skiprows=1,
+                                names=names)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CatalogError(job_id, f"truth file does not parse ({exc})", path) from exc
+    return frame
+
+
+def read_injections(job_id: str, path: Path, zpt: float, origin: float = 1.0) -> pd.DataFrame:
+    """Injected fakes (``xpix ypix flux``) as truth rows.
+
+    Positions are converted from ``origin`` (galsim: 1) to 0-based; ``mag`` is
+    ``-2.5 log10(flux) + zpt`` (NaN when flux <= 0); ``match_id`` is ``<row>_inj``.
+
+    Raises
+    ------
+    CatalogError
+        When the file does not parse or lacks a column.
+    """
+    frame = _read_whitespace(job_id, path)
+    missing = [c for c in ("xpix", "ypix", "flux") if c not in frame.columns]
+    if missing:
+        raise CatalogError(job_id, f"injection list lacks column(s) {missing}", path)
+    flux = pd.to_numeric(frame["flux"], errors="coerce").to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(flux > 0, -2.5 * np.log10(flux) + zpt, np.nan)
+    rows = np.arange(len(frame))
+    return pd.DataFrame({
+        "x": to_zero_based(pd.to_numeric(frame["xpix"], errors="coerce"), origin),
+        "y": to_zero_based(pd.to_numeric(frame["ypix"], errors="coerce"), origin),
+        "mag": mag,
+        "match_id": [f"{k}_inj" for k in rows],
+        "truth_id": rows.astype(str),
+        "injected": True,
+    })
+
+
+def read_simulation_truth(
+    job_id: str, path: Path, zpt: float, origin: float = 1.0
+) -> pd.DataFrame:
+    """Transients of the simulation truth index as truth rows (stars and galaxies dropped).
+
+    The file has a commented header ``# object_id ra dec x y realized_flux flux mag obj_type``;
+    ``mag`` is instrumental, AB = ``mag + zpt``; ``match_id`` is ``<object_id>_ou``.
+    """
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().lstrip("#").split()
+    required = ["object_id", "x", "y", "mag", "obj_type"]
+    if any(c not in header for c in required):
+        raise CatalogError(job_id, f"truth index header {header} lacks one of {required}", path)
+    frame = _read_whitespace(job_id, path, header)
+    frame = frame[frame["obj_type"].astype(str) == "transient"]
+    ids = frame["object_id"].astype(str).to_numpy()
+    return pd.DataFrame({
+        "x": to_zero_based(pd.to_numeric(frame["x"], errors="coerce"), origin),
+        "y": to_zero_based(pd.to_numeric(frame["y"], errors="coerce"), origin),
+        "mag": pd.to_numeric(frame["mag"], errors="coerce").to_numpy(np.float64) + zpt,
+        "match_id": [f"{i}_ou" for i in ids],
+        "truth_id": ids,
+        "injected": False,
     })

@@ -10,7 +10,9 @@ from tasks.truth import label_detections, match_one_to_one, to_zero_based
 
 
 def truth(rows):
-    return pd.DataFrame(rows, columns=["x", "y", "mag", "truth_id", "injected"])
+    frame = pd.DataFrame(rows, columns=["x", "y", "mag", "match_id", "injected"])
+    frame["truth_id"] = frame["match_id"].str.split("_").str[0]
+    return frame
 
 
 def test_two_detections_near_one_truth_source():
@@ -73,3 +75,41 @@ def test_nan_positions_never_match():
 def test_no_truth_gives_all_bogus():
     out = label_detections(np.array([1.0, 2.0]), np.array([1.0, 2.0]), truth([]))
     assert out["label"].tolist() == [0, 0] and out["match_id"].isna().all()
+
+
+def test_readers_on_a_simulated_rapid_job_reproduce_its_labels(tmp_path):
+    """Labels from the RAPID truth files equal the simulator's own (seed layout) labels."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from simulate import simulate_jobs
+    from tasks.truth import read_injections, read_simulation_truth
+
+    kw = dict(n_jobs=1, size=(384, 320), seed=11, injections_per_mpx=200,
+              transients_per_mpx=100, gallery=False)
+    simulate_jobs(tmp_path / "rapid", **kw)
+    simulate_jobs(tmp_path / "seed", layout="seed", **kw)
+    job = tmp_path / "rapid" / "jid0001"
+    zpt = fits.getheader(job / "bkg_subbed_science_image.fits")["ZPTMAG"]
+    inj = read_injections("jid0001", next(job.glob("*_lite_inject.txt")), zpt)
+    sim = read_simulation_truth("jid0001", next(job.glob("Roman_TDS_index_*.txt")), zpt)
+    assert len(sim) > 0 and inj["mag"].between(21, 28).all()
+    psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii").to_pandas()
+    labels = label_detections(psf["x_fit"], psf["y_fit"], pd.concat([inj, sim]))
+    seed = pd.read_csv(tmp_path / "seed" / "jid0001" / "psfcat.csv")
+    assert labels["label"].tolist() == (seed["match"] >= 0).astype(int).tolist()
+    assert labels["label"].sum() > 0
+
+
+def test_unparsable_truth_file_names_job_and_file(tmp_path):
+    from tasks.errors import CatalogError
+    from tasks.truth import read_injections, read_simulation_truth
+
+    bad = tmp_path / "x_lite_inject.txt"
+    bad.write_text("xpix ypix\n1 2\n")
+    with pytest.raises(CatalogError, match=r"jid9.*x_lite_inject.txt.*lacks"):
+        read_injections("jid9", bad, 17.6)
+    idx = tmp_path / "Roman_TDS_index_H158_1_1.txt"
+    idx.write_text("# a b c\n1 2 3\n")
+    with pytest.raises(CatalogError, match="header"):
+        read_simulation_truth("jid9", idx, 17.6)
