@@ -2,7 +2,7 @@
 
 The record set ``transient_candidates`` and its field ids (``transient_candidates/label``,
 ``transient_candidates/cutout_path``, ...) are those of the seed's metadata, so clients
-written against it keep working. Fields are generated from :data:`tasks.index.INDEX_SCHEMA`.
+written against it keep working. Fields are generated from :data:`tasks.schema.INDEX_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.atomic import atomic_write_text
 from tasks.config import CroissantParams
 from tasks.cutout import CUTOUT_DIR
-from tasks.index import INDEX_SCHEMA
+from tasks.schema import INDEX_SCHEMA
 
 __all__ = [
     "RECORD_SET",
@@ -59,6 +59,7 @@ def _data_types() -> dict[str, object]:
         "sc:Integer": mlc.DataType.INTEGER,
         "sc:Float": mlc.DataType.FLOAT,
         "sc:Text": mlc.DataType.TEXT,
+        "sc:Boolean": mlc.DataType.BOOL,
     }
 
 

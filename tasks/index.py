@@ -1,7 +1,6 @@
 """Index step: ``master_index.csv``, ``rejects.csv`` and ``zscale_limits.csv``.
 
-The index schema is declared once here (:data:`INDEX_SCHEMA`); the CSV writer and the
-Croissant fields are both generated from it.
+Columns come from :data:`tasks.schema.INDEX_SCHEMA`, declared once.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from tasks.atomic import TMP_MARK, atomic_output
 from tasks.cutout import CUTOUT_DIR, JobCutouts
 from tasks.errors import JobRejection
 from tasks.layouts import CHANNELS
+from tasks.schema import INDEX_SCHEMA, Column
 
 __all__ = [
     "INDEX_FILE",
@@ -38,80 +38,6 @@ INDEX_FILE = "master_index.csv"
 REJECTS_FILE = "rejects.csv"
 LIMITS_FILE = "zscale_limits.csv"
 
-
-@dataclass(frozen=True)
-class Column:
-    """One column of ``master_index.csv`` and its Croissant field.
-
-    ``field`` is the Croissant field name when it differs from the column name.
-    """
-
-    name: str
-    dtype: str
-    data_type: str
-    description: str
-    field: str | None = None
-
-    @property
-    def field_name(self) -> str:
-        return self.field or self.name
-
-
-#: Columns of master_index.csv, in order: the seed's nine, then the extras.
-INDEX_SCHEMA: tuple[Column, ...] = (
-    Column(
-        "cutout_id", "int64", "sc:Integer", "Unique cutout identifier, 0 .. N-1 over the dataset."
-    ),
-    Column("job_id", "string", "sc:Text", "RAPID job folder the candidate comes from (jid...)."),
-    Column(
-        "x",
-        "float64",
-        "sc:Float",
-        "Candidate column position in the original image, 0-based pixels (centres on integers).",
-    ),
-    Column(
-        "y",
-        "float64",
-        "sc:Float",
-        "Candidate row position in the original image, 0-based pixels (centres on integers).",
-    ),
-    Column("label", "Int64", "sc:Integer", "Binary label: 1 real transient, 0 bogus."),
-    Column(
-        "cutout_filename",
-        "string",
-        "sc:Text",
-        "Path of the (64, 64, 4) float32 .npy cutout, relative to the dataset root; channels "
-        "science, reference, difference, score, each ZScale-normalised to [0, 1].",
-        field="cutout_path",
-    ),
-    Column(
-        "flux",
-        "float64",
-        "sc:Float",
-        "Catalog flux of the candidate (DN/s), when the catalog has it.",
-    ),
-    Column(
-        "fwhm",
-        "float64",
-        "sc:Float",
-        "Catalog FWHM of the candidate (pixels), when the catalog has it.",
-    ),
-    Column(
-        "elongation",
-        "float64",
-        "sc:Float",
-        "Catalog elongation (major/minor axis), when the catalog has it.",
-    ),
-    Column(
-        "catalog_row",
-        "int64",
-        "sc:Integer",
-        "0-based data row of the candidate in its job's catalog.",
-    ),
-    Column(
-        "flags", "Int64", "sc:Integer", "Catalog flags of the candidate, when the catalog has them."
-    ),
-)
 
 _CUTOUT_NAME = re.compile(r"^jid.*_cutout\d{5,}\.npy$")
 
@@ -171,7 +97,7 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
         index = pd.DataFrame({n: [] for n in names if n != "cutout_id"})
     index.insert(0, "cutout_id", range(len(index)))
     extra = [c for c in index.columns if c not in names]
-    index = index[names + extra].astype({c.name: c.dtype for c in INDEX_SCHEMA})
+    index = index.reindex(columns=names + extra).astype({c.name: c.dtype for c in INDEX_SCHEMA})
     index_path = out_dir / INDEX_FILE
     rejects_path = out_dir / REJECTS_FILE
     limits_path = out_dir / LIMITS_FILE

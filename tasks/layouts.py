@@ -16,24 +16,12 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import CatalogError, JobError
+from tasks.schema import CANDIDATE_COLUMNS
 
-__all__ = ["CHANNELS", "LAYOUTS", "Layout", "SeedLayout", "candidate_columns", "get_layout"]
+__all__ = ["CHANNELS", "LAYOUTS", "Layout", "SeedLayout", "get_layout"]
 
 #: Channel order of every cutout tensor (last axis).
 CHANNELS: tuple[str, ...] = ("science", "reference", "difference", "score")
-
-#: Internal candidate table: column -> dtype. ``catalog_row`` is the 0-based data row.
-candidate_columns: dict[str, str] = {
-    "catalog_row": "int64",
-    "x": "float64",
-    "y": "float64",
-    "label": "Int64",
-    "flux": "float64",
-    "fwhm": "float64",
-    "elongation": "float64",
-    "flags": "Int64",
-}
-
 
 class Layout:
     """Base class of an input layout.
@@ -142,7 +130,8 @@ class SeedLayout(Layout):
         Returns
         -------
         table : pandas.DataFrame
-            One row per catalog row, columns :data:`candidate_columns`; ``label`` is 0 when
+            One row per catalog row, columns :data:`tasks.schema.CANDIDATE_COLUMNS`;
+            ``label`` is 0 when
             ``match == -1`` else 1.
         rejects : list of (int, str)
             Catalog rows that cannot be used, with a reason (missing or non-finite position,
@@ -189,7 +178,8 @@ class SeedLayout(Layout):
             else:
                 out[column] = values
         rejects = sorted(reasons.items())
-        return out.astype(candidate_columns), rejects
+        out["labelled"] = True
+        return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), rejects
 
 
 LAYOUTS: dict[str, type[Layout]] = {SeedLayout.name: SeedLayout}

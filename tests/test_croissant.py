@@ -13,9 +13,10 @@ import pytest
 from tasks.config import CroissantParams
 from tasks.croissant import CroissantError, sha256_file, validate, write_croissant
 from tasks.cutout import cut_job
-from tasks.index import INDEX_SCHEMA, write_index
+from tasks.index import write_index
 from tasks.load import discover_jobs, load_job
 from tasks.normalize import job_limits
+from tasks.schema import INDEX_SCHEMA
 
 
 @pytest.fixture

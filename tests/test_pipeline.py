@@ -10,9 +10,10 @@ from astropy.visualization import ZScaleInterval
 
 from tasks.cutout import cut_job
 from tasks.errors import JobError
-from tasks.index import INDEX_SCHEMA, write_index
+from tasks.index import write_index
 from tasks.load import JobSpec, discover_jobs, load_job, reject_job
 from tasks.normalize import job_limits
+from tasks.schema import INDEX_SCHEMA
 
 CHANNEL_FILES = ["science", "reference", "difference", "score"]
 

@@ -13,7 +13,8 @@ import torch
 
 from tasks.config import TrainParams
 from tasks.croissant import write_croissant
-from tasks.index import INDEX_FILE, INDEX_SCHEMA
+from tasks.index import INDEX_FILE
+from tasks.schema import INDEX_SCHEMA
 from tasks.train import (
     CutoutDataset,
     SmallCNN,
@@ -83,7 +84,7 @@ def _write_dataset(root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB) -> 
                     "flags": pd.NA,
                 }
             )
-    frame = pd.DataFrame(rows)[[c.name for c in INDEX_SCHEMA]]
+    frame = pd.DataFrame(rows).reindex(columns=[c.name for c in INDEX_SCHEMA])
     frame = frame.astype({c.name: c.dtype for c in INDEX_SCHEMA})
     frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
     write_croissant(root / INDEX_FILE, root / "croissant.json")
