@@ -68,10 +68,12 @@ def _describe(value: Any) -> Any:
     """A stable, JSON-able description of a task input (files by content)."""
     files = getattr(value, "input_files", None)
     if callable(files):
+        describe = getattr(value, "describe", None)
         return {
             "type": type(value).__name__,
             "job_id": getattr(value, "job_id", None),
             "files": [(Path(f).name, file_digest(f)) for f in files()],
+            "more": _describe(describe()) if callable(describe) else None,
         }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {

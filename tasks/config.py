@@ -51,7 +51,9 @@ class SimulateParams(_Section):
 class CutoutParams(_Section):
     """Cutting: geometry is fixed by the contract; these are execution knobs."""
 
-    layout: Literal["seed"] = Field("seed", description="Input job-folder layout.")
+    layout: Literal["auto", "seed", "rapid"] = Field(
+        "auto", description="Input job-folder layout; auto: detected per job."
+    )
     workers: int = Field(2, ge=1, le=64, description="Jobs processed concurrently (threads).")
     batch: int = Field(
         512, ge=1, description="Candidates cut per vectorised batch (bounds memory: 64 KiB each)."

@@ -9,6 +9,7 @@ integers), whatever the file's own convention.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,29 +19,53 @@ import pandas as pd
 from tasks.errors import CatalogError, JobError
 from tasks.schema import CANDIDATE_COLUMNS
 
-__all__ = ["CHANNELS", "LAYOUTS", "Layout", "SeedLayout", "get_layout"]
+__all__ = [
+    "CHANNELS",
+    "LAYOUTS",
+    "LabelOptions",
+    "Layout",
+    "RapidLayout",
+    "SeedLayout",
+    "detect_layout",
+    "get_layout",
+]
 
 #: Channel order of every cutout tensor (last axis).
 CHANNELS: tuple[str, ...] = ("science", "reference", "difference", "score")
 
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How truth labels candidates (``labels:`` section of ``params.yaml``).
+
+    ``truth_origin`` is the pixel coordinate of the first pixel centre in truth files
+    (galsim: 1); ``mag_limit`` the AB magnitude below which truth labels real;
+    ``match_radius_px`` the one-to-one matching radius in pixels (inclusive).
+    """
+
+    truth_origin: float = 1.0
+    mag_limit: float = 26.0
+    match_radius_px: float = 4.0
+
+
 class Layout:
     """Base class of an input layout.
 
-    Subclasses set :attr:`name`, :attr:`images` (channel -> candidate file names, first
-    existing wins) and :attr:`catalog`, and implement :meth:`parse_catalog`.
+    Subclasses set :attr:`name` and :attr:`images` (channel -> candidate file names, first
+    existing wins) and implement :meth:`catalog_files`, :meth:`parse_catalog` and
+    :meth:`count_rows`.
     """
 
     name: ClassVar[str]
     images: ClassVar[dict[str, tuple[str, ...]]]
-    catalog: ClassVar[str]
 
-    def resolve(self, job_dir: Path) -> tuple[dict[str, Path], Path]:
-        """Return the image path of each channel and the catalog path.
+    def resolve_images(self, job_dir: Path) -> dict[str, Path]:
+        """Return the image path of each channel.
 
         Raises
         ------
         JobError
-            When a file is missing (the message lists the names tried).
+            When an image is missing (the message lists the names tried).
         """
         job_id = job_dir.name
         paths: dict[str, Path] = {}
@@ -50,13 +75,28 @@ class Layout:
             if found is None:
                 raise JobError(job_id, f"{channel} image missing (looked for {', '.join(names)})")
             paths[channel] = found
-        catalog = job_dir / self.catalog
-        if not catalog.is_file():
-            raise JobError(job_id, f"candidate catalog missing ({self.catalog})")
-        return paths, catalog
+        return paths
 
-    def parse_catalog(self, job_id: str, path: Path) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-        """Parse a catalog into the candidate table and per-row rejections."""
+    def catalog_files(self, job_dir: Path) -> list[Path]:
+        """Every non-image file the layout reads for a job (raises JobError if one is missing)."""
+        raise NotImplementedError
+
+    def input_files(self, job_dir: Path) -> list[Path]:
+        """Images in channel order, then :meth:`catalog_files`."""
+        images = self.resolve_images(job_dir)
+        return [*(images[c] for c in CHANNELS), *self.catalog_files(job_dir)]
+
+    def parse_catalog(
+        self, job_id: str, job_dir: Path, options: LabelOptions, headers: dict[str, object]
+    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+        """Candidate table (columns :data:`CANDIDATE_COLUMNS`) and per-row rejections.
+
+        ``headers`` holds FITS cards of the job's images (``ZPTMAG``, ``FILTER``, ...).
+        """
+        raise NotImplementedError
+
+    def count_rows(self, job_id: str, job_dir: Path) -> int:
+        """Rows of the job's candidate catalog (for accounting of a rejected job)."""
         raise NotImplementedError
 
 
@@ -124,7 +164,22 @@ class SeedLayout(Layout):
     }
     catalog = "psfcat.csv"
 
-    def parse_catalog(self, job_id: str, path: Path) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    def catalog_files(self, job_dir: Path) -> list[Path]:
+        path = job_dir / self.catalog
+        if not path.is_file():
+            raise JobError(job_dir.name, f"candidate catalog missing ({self.catalog})")
+        return [path]
+
+    def count_rows(self, job_id: str, job_dir: Path) -> int:
+        return len(_read_text_table(job_id, job_dir / self.catalog, sep=","))
+
+    def parse_catalog(
+        self,
+        job_id: str,
+        job_dir: Path,
+        options: LabelOptions | None = None,
+        headers: dict[str, object] | None = None,
+    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
         """Parse ``psfcat.csv``.
 
         Returns
@@ -137,6 +192,7 @@ class SeedLayout(Layout):
             Catalog rows that cannot be used, with a reason (missing or non-finite position,
             non-numeric ``match`` or feature value).
         """
+        path = job_dir / self.catalog
         raw = _read_text_table(job_id, path, sep=",")
         missing = [c for c in ("x", "y", "match") if c not in raw.columns]
         if missing:
@@ -182,7 +238,189 @@ class SeedLayout(Layout):
         return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), rejects
 
 
-LAYOUTS: dict[str, type[Layout]] = {SeedLayout.name: SeedLayout}
+_REFERENCES = (
+    "awaicgen_output_mosaic_image_resampled_gainmatched.fits",
+    "awaicgen_output_mosaic_image_resampled.fits",
+)
+_FINDER = tuple(
+    f"{p}diffimage_masked_psfcat_finder.{e}" for p in ("", "zogy_") for e in ("txt", "parquet")
+)
+_PSFCAT = tuple(
+    f"{p}diffimage_masked_psfcat.{e}" for p in ("", "zogy_") for e in ("txt", "parquet")
+)
+_FINDER_FEATURES = ("sharpness", "roundness1", "roundness2", "npix", "peak", "mag", "daofind_mag")
+_PSF_FEATURES = ("flux_err", "x_err", "y_err", "qfit", "cfit", "flags")
+
+
+def _read_table(job_id: str, path: Path) -> pd.DataFrame:
+    """A RAPID catalog: whitespace text with one header line, or parquet."""
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep=r"\s+", engine="python")
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise CatalogError(job_id, f"does not parse ({exc})", path) from exc
+
+
+def _first(job_dir: Path, names: tuple[str, ...]) -> Path | None:
+    return next((job_dir / n for n in names if (job_dir / n).is_file()), None)
+
+
+class RapidLayout(Layout):
+    """The full RAPID layout, 2025 and 2026 (``zogy_``) names, text or parquet catalogs.
+
+    Candidates are the rows of the PSF-fit catalog (``diffimage_masked_psfcat``) at their
+    fitted positions ``x_fit``, ``y_fit`` (0-based), joined **on ``id``** to the finder catalog
+    (``diffimage_masked_psfcat_finder``) for its centroids and shape features. Labels come
+    from the injection list and the simulation truth index (:mod:`tasks.truth`); a job
+    without either is unlabelled (label empty, ``labelled`` false).
+    """
+
+    name = "rapid"
+    images: ClassVar[dict[str, tuple[str, ...]]] = {
+        "science": ("bkg_subbed_science_image.fits",),
+        "reference": _REFERENCES,
+        "difference": ("diffimage_masked.fits", "zogy_diffimage_masked.fits"),
+        "score": ("scorrimage_masked.fits", "zogy_scorrimage_masked.fits"),
+    }
+
+    @staticmethod
+    def truth_files(job_dir: Path) -> tuple[list[Path], list[Path]]:
+        """Injection lists and simulation truth indexes of a job (either may be empty)."""
+        inject = sorted(job_dir.glob("Roman_TDS_simple_model_*_lite_inject.txt"))
+        index = sorted(job_dir.glob("Roman_TDS_index_*.txt"))
+        return inject, index
+
+    def catalog_files(self, job_dir: Path) -> list[Path]:
+        finder, psfcat = _first(job_dir, _FINDER), _first(job_dir, _PSFCAT)
+        if psfcat is None:
+            raise JobError(
+                job_dir.name, f"PSF-fit catalog missing (looked for {', '.join(_PSFCAT)})"
+            )
+        if finder is None:
+            raise JobError(
+                job_dir.name, f"finder catalog missing (looked for {', '.join(_FINDER)})"
+            )
+        inject, index = self.truth_files(job_dir)
+        return [psfcat, finder, *inject, *index]
+
+    def count_rows(self, job_id: str, job_dir: Path) -> int:
+        psfcat = _first(job_dir, _PSFCAT)
+        if psfcat is None:
+            raise JobError(job_id, "PSF-fit catalog missing")
+        return len(_read_table(job_id, psfcat))
+
+    def parse_catalog(
+        self,
+        job_id: str,
+        job_dir: Path,
+        options: LabelOptions | None = None,
+        headers: dict[str, object] | None = None,
+    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+        """Join the PSF-fit and finder catalogs on ``id`` and label from the truth files.
+
+        Raises
+        ------
+        CatalogError
+            Missing required columns, duplicate ids, no id joining, unparsable files.
+        JobError
+            Truth files present but no ``ZPTMAG`` in the science header.
+        """
+        from tasks.truth import label_detections, read_injections, read_simulation_truth
+
+        options = options or LabelOptions()
+        headers = headers or {}
+        files = self.catalog_files(job_dir)
+        psf_path, finder_path = files[0], files[1]
+        psf = _read_table(job_id, psf_path)
+        finder = _read_table(job_id, finder_path)
+        for table, path, required in (
+            (psf, psf_path, ("id", "x_fit", "y_fit", "flux_fit")),
+            (finder, finder_path, ("id", "xcentroid", "ycentroid")),
+        ):
+            missing = [c for c in required if c not in table.columns]
+            if missing:
+                raise CatalogError(
+                    job_id, f"lacks column(s) {', '.join(missing)}; has {list(table.columns)}", path
+                )
+            dup = table["id"][table["id"].duplicated()]
+            if len(dup):
+                raise CatalogError(job_id, f"id {dup.iloc[0]} appears more than once", path)
+        if len(psf) == 0:
+            raise CatalogError(job_id, "catalog has a header but no rows", psf_path)
+        joined = psf.merge(finder, on="id", how="left", suffixes=("", "_finder"), indicator=True)
+        unmatched = (joined["_merge"] == "left_only").to_numpy()
+        if unmatched.all():
+            raise CatalogError(
+                job_id,
+                f"no id of {psf_path.name} is in {finder_path.name}: the catalogs do not join",
+                psf_path,
+            )
+        n = len(psf)
+        rejects: dict[int, str] = {
+            int(i): f"id {joined['id'].iloc[i]} of {psf_path.name} is not in {finder_path.name}"
+            for i in np.flatnonzero(unmatched)
+        }
+        num = lambda col: pd.to_numeric(joined[col], errors="coerce").to_numpy(np.float64)  # noqa: E731
+        out = pd.DataFrame({"catalog_row": np.arange(n, dtype=np.int64)})
+        out["x"], out["y"] = num("x_fit"), num("y_fit")
+        out["flux"] = out["flux_fit"] = num("flux_fit")
+        out["xcentroid"], out["ycentroid"] = num("xcentroid"), num("ycentroid")
+        for col in (*_FINDER_FEATURES, *_PSF_FEATURES):
+            source = col if col in joined.columns else f"{col}_finder"
+            if source in joined.columns:
+                out[col] = num(source)
+        inject, index = self.truth_files(job_dir)
+        if not inject and not index:
+            out["labelled"] = False
+            return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), sorted(
+                rejects.items()
+            )
+        zpt = headers.get("ZPTMAG")
+        if zpt is None:
+            raise JobError(job_id, "science header has no ZPTMAG: truth magnitudes unknown")
+        truth = pd.concat(
+            [
+                *(read_injections(job_id, p, float(zpt), options.truth_origin) for p in inject),
+                *(
+                    read_simulation_truth(job_id, p, float(zpt), options.truth_origin)
+                    for p in index
+                ),
+            ],
+            ignore_index=True,
+        )
+        labels = label_detections(
+            out["x"], out["y"], truth, options.mag_limit, options.match_radius_px
+        )
+        for col in labels.columns:
+            out[col] = labels[col].to_numpy()
+        out["labelled"] = True
+        return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), sorted(
+            rejects.items()
+        )
+
+
+def detect_layout(job_dir: Path) -> str:
+    """``seed`` when the job has ``psfcat.csv``, ``rapid`` when it has a RAPID PSF-fit catalog.
+
+    Raises
+    ------
+    JobError
+        When it has neither.
+    """
+    if (job_dir / SeedLayout.catalog).is_file():
+        return SeedLayout.name
+    if _first(job_dir, _PSFCAT) is not None:
+        return RapidLayout.name
+    raise JobError(
+        job_dir.name,
+        f"candidate catalog missing (looked for {SeedLayout.catalog}, {', '.join(_PSFCAT)})",
+    )
+
+
+LAYOUTS: dict[str, type[Layout]] = {SeedLayout.name: SeedLayout, RapidLayout.name: RapidLayout}
 
 
 def get_layout(name: str) -> Layout:

@@ -21,7 +21,8 @@ from prefect import task
 
 from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
 from tasks.errors import JobError, JobRejection
-from tasks.layouts import CHANNELS, get_layout
+from tasks.layouts import CHANNELS, LabelOptions, detect_layout, get_layout
+from tasks.schema import CANDIDATE_COLUMNS
 
 __all__ = [
     "ImageInfo",
@@ -37,6 +38,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Header cards kept from each image (job metadata and the photometric zero point).
+_CARDS = ("FILTER", "ZPTMAG", "MJD-OBS", "FIELD", "EXPTIME", "SCA_NUM")
+
 _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
@@ -46,12 +50,21 @@ class JobSpec:
 
     job_id: str
     path: Path
-    layout: str = "seed"
+    layout: str = "auto"
+    labels: LabelOptions = field(default_factory=LabelOptions)
+    meta: tuple[tuple[str, object], ...] = ()  # filter, field, mjd from the field lists
+
+    def resolved_layout(self) -> str:
+        """The layout name; ``auto`` is resolved from the files in the job folder."""
+        return detect_layout(self.path) if self.layout == "auto" else self.layout
 
     def input_files(self) -> list[Path]:
         """The files the layout reads for this job (raises JobError when one is missing)."""
-        paths, catalog = get_layout(self.layout).resolve(self.path)
-        return [*(paths[c] for c in CHANNELS), catalog]
+        return get_layout(self.resolved_layout()).input_files(self.path)
+
+    def describe(self) -> dict[str, object]:
+        """What besides file contents decides the job's results (for cache keys)."""
+        return {"layout": self.resolved_layout(), "labels": repr(self.labels), "meta": self.meta}
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class ImageInfo:
     dtype: str
     offset: int
     scaled: bool
+    cards: tuple[tuple[str, object], ...] = ()  # FILTER, ZPTMAG, MJD-OBS, FIELD when present
 
 
 @dataclass
@@ -79,6 +93,7 @@ class JobData:
     catalog_path: Path
     table: pd.DataFrame
     row_rejects: list[tuple[int, str]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -93,10 +108,13 @@ class JobData:
         return len(self.table)
 
     def input_files(self) -> list[Path]:
-        return [*(self.images[c].path for c in CHANNELS), self.catalog_path]
+        return list(self.files) or [*(self.images[c].path for c in CHANNELS), self.catalog_path]
+
+    def describe(self) -> dict[str, object]:
+        return self.spec.describe()
 
 
-def discover_jobs(input_dir: str | Path, layout: str = "seed") -> list[JobSpec]:
+def discover_jobs(input_dir: str | Path, layout: str = "auto") -> list[JobSpec]:
     """Return the ``jid*`` folders of ``input_dir``, sorted by name.
 
     Raises
@@ -160,7 +178,8 @@ def read_image_info(job_id: str, path: Path) -> ImageInfo:
     if size < need:
         raise JobError(job_id, f"truncated: {size} bytes, the header needs {need}", path)
     scaled = float(header.get("BSCALE", 1.0)) != 1.0 or float(header.get("BZERO", 0.0)) != 0.0
-    return ImageInfo(Path(path), (ny, nx), dtype, offset, scaled)
+    cards = tuple((k, header[k]) for k in _CARDS if k in header)
+    return ImageInfo(Path(path), (ny, nx), dtype, offset, scaled, cards)
 
 
 def open_image(info: ImageInfo) -> np.ndarray:
@@ -177,7 +196,11 @@ def open_image(info: ImageInfo) -> np.ndarray:
 
 
 def load_job(spec: JobSpec) -> JobData:
-    """Resolve a job's files, check its four images, and parse its catalog.
+    """Resolve a job's files, check its four images, parse and label its catalog.
+
+    Job-level columns are filled here: ``reference_file`` (the reference image used), and
+    ``filter``, ``field``, ``mjd`` from the field lists when the run was given them, else from
+    the FITS headers (science FILTER, MJD-OBS; difference FIELD).
 
     Raises
     ------
@@ -185,33 +208,51 @@ def load_job(spec: JobSpec) -> JobData:
         When the job cannot be used at all; per-row problems are returned in
         :attr:`JobData.row_rejects` instead.
     """
-    layout = get_layout(spec.layout)
-    paths, catalog = layout.resolve(spec.path)
+    layout = get_layout(spec.resolved_layout())
+    paths = layout.resolve_images(spec.path)
+    files = layout.input_files(spec.path)
     images = {c: read_image_info(spec.job_id, p) for c, p in paths.items()}
     shapes = {c: i.shape for c, i in images.items()}
     if len(set(shapes.values())) != 1:
         listed = ", ".join(f"{c} {s[0]}x{s[1]}" for c, s in shapes.items())
         raise JobError(spec.job_id, f"images differ in shape (rows x columns): {listed}")
-    table, rejects = layout.parse_catalog(spec.job_id, catalog)
+    headers: dict[str, object] = {}
+    for channel in ("score", "reference", "difference", "science"):  # science wins
+        headers.update(images[channel].cards)
+    table, rejects = layout.parse_catalog(spec.job_id, spec.path, spec.labels, headers)
+    meta = dict(spec.meta)
+    table["reference_file"] = images["reference"].path.name
+    for column, card in (("filter", "FILTER"), ("field", "FIELD"), ("mjd", "MJD-OBS")):
+        value = meta.get(column, headers.get(card))
+        if value is not None:
+            table[column] = value
+    table = table.astype(
+        {c: CANDIDATE_COLUMNS[c] for c in ("reference_file", "filter", "field", "mjd")}
+    )
+    catalog = layout.catalog_files(spec.path)[0]
     log.debug("%s: %d candidates, %d bad rows", spec.job_id, len(table), len(rejects))
-    return JobData(spec, images, catalog, table, rejects)
+    return JobData(spec, images, catalog, table, rejects, files)
 
 
 def reject_job(spec: JobSpec, error: Exception) -> JobRejection:
     """Turn a job-level error into a rejection, counting the catalog's rows when readable."""
     reason = error.message if isinstance(error, JobError) else f"{type(error).__name__}: {error}"
-    layout = get_layout(spec.layout)
     n_rows = 0
     try:
-        table, _ = layout.parse_catalog(spec.job_id, spec.path / layout.catalog)
-        n_rows = len(table)
-    except (JobError, OSError):
+        n_rows = get_layout(spec.resolved_layout()).count_rows(spec.job_id, spec.path)
+    except (JobError, OSError, ValueError):
         pass
     return JobRejection(spec.job_id, reason, n_rows)
 
 
 #: Modules whose source code enters the cache key of the load task.
-LOAD_MODULES = ("tasks.load", "tasks.layouts", "tasks.errors")
+LOAD_MODULES = (
+    "tasks.load",
+    "tasks.layouts",
+    "tasks.errors",
+    "tasks.truth",
+    "tasks.schema",
+)
 
 
 @task(
