@@ -1,0 +1,211 @@
+"""Reading RAPID job folders: layouts, the join on id, labels, metadata, bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from simulate import simulate_jobs
+from tasks.cutout import cut_job
+from tasks.errors import CatalogError, JobError
+from tasks.index import write_index
+from tasks.layouts import LabelOptions, detect_layout
+from tasks.load import JobSpec, discover_jobs, load_job
+from tasks.normalize import job_limits
+
+SHAPE = (384, 320)
+KW = dict(
+    n_jobs=2,
+    size=SHAPE,
+    seed=7,
+    fields=2,
+    injections_per_mpx=200,
+    transients_per_mpx=60,
+    gallery=False,
+)
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sims")
+    simulate_jobs(root / "rapid", **KW)
+    simulate_jobs(root / "seed", layout="seed", **KW)
+    return root
+
+
+def copy_job(sims, tmp_path, name="jid0001"):
+    dst = tmp_path / "jobs" / name
+    shutil.copytree(sims / "rapid" / "jid0001", dst)
+    return dst
+
+
+def spec(job, **kw):
+    return JobSpec(job.name, job, **kw)
+
+
+def test_detects_layout_per_job(sims):
+    assert detect_layout(sims / "rapid" / "jid0001") == "rapid"
+    assert detect_layout(sims / "seed" / "jid0001") == "seed"
+
+
+def test_rapid_labels_equal_the_simulators(sims):
+    rapid = load_job(spec(sims / "rapid" / "jid0001"))
+    seed = pd.read_csv(sims / "seed" / "jid0001" / "psfcat.csv")
+    t = rapid.table
+    assert t["label"].tolist() == (seed["match"] >= 0).astype(int).tolist()
+    assert t["labelled"].all() and t["label"].sum() > 3
+    np.testing.assert_allclose(t["x"], seed["x"], rtol=1e-8)
+    real = t[t.label == 1]
+    assert real["match_id"].str.match(r"^\d+_(inj|ou)$").all()
+    assert (real["match_distance"] <= 4).all() and (real["truth_mag"] < 26).all()
+    assert set(real["injected"]) <= {True, False}
+    assert t[t.label == 0]["match_id"].isna().all()
+
+
+def test_job_metadata_and_features(sims):
+    job = load_job(spec(sims / "rapid" / "jid0002"))
+    t = job.table
+    hdr = fits.getheader(sims / "rapid" / "jid0002" / "bkg_subbed_science_image.fits")
+    assert (t["filter"] == hdr["FILTER"]).all() and (t["mjd"] == hdr["MJD-OBS"]).all()
+    assert (t["field"] == str(fits.getheader(job.images["difference"].path)["FIELD"])).all()
+    assert (t["reference_file"] == "awaicgen_output_mosaic_image_resampled_gainmatched.fits").all()
+    for col in (
+        "sharpness",
+        "roundness1",
+        "npix",
+        "peak",
+        "flux_fit",
+        "flux_err",
+        "qfit",
+        "xcentroid",
+        "ycentroid",
+    ):
+        assert t[col].notna().all(), col
+    assert (np.hypot(t.x - t.xcentroid, t.y - t.ycentroid) < 3).all()
+
+
+def test_join_on_id_not_row_position(sims, tmp_path):
+    """Regression: labels and features were copied between catalogs by row position."""
+    job = copy_job(sims, tmp_path)
+    before = load_job(spec(job)).table.set_index("catalog_row")
+    finder = job / "diffimage_masked_psfcat_finder.txt"
+    lines = finder.read_text().splitlines()
+    body = lines[1:]
+    np.random.default_rng(0).shuffle(body)
+    finder.write_text("\n".join([lines[0], *body]) + "\n")
+    after = load_job(spec(job)).table.set_index("catalog_row")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_zogy_names_and_parquet_catalogs(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    before = load_job(spec(job)).table
+    for old in ("diffimage_masked.fits", "scorrimage_masked.fits"):
+        (job / old).rename(job / f"zogy_{old}")
+    for name in ("diffimage_masked_psfcat.txt", "diffimage_masked_psfcat_finder.txt"):
+        table = pd.read_csv(job / name, sep=r"\s+")
+        table.to_parquet(job / f"zogy_{name.replace('.txt', '.parquet')}")
+        (job / name).unlink()
+    after = load_job(spec(job)).table
+    pd.testing.assert_frame_equal(
+        before.drop(columns="reference_file"), after.drop(columns="reference_file")
+    )
+
+
+def test_plain_reference_when_no_gainmatched(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    (job / "awaicgen_output_mosaic_image_resampled_gainmatched.fits").rename(
+        job / "awaicgen_output_mosaic_image_resampled.fits"
+    )
+    t = load_job(spec(job)).table
+    assert (t["reference_file"] == "awaicgen_output_mosaic_image_resampled.fits").all()
+
+
+def test_unlabelled_job_still_gives_cutouts(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    for p in [*job.glob("Roman_TDS_index_*.txt"), *job.glob("*_lite_inject.txt")]:
+        p.unlink()
+    data = load_job(spec(job))
+    assert data.table["label"].isna().all() and not data.table["labelled"].any()
+    out = tmp_path / "ds"
+    write_index([cut_job(data, job_limits(data), out)], out)
+    index = pd.read_csv(out / "master_index.csv")
+    assert len(index) > 0 and index["label"].isna().all() and (~index["labelled"]).all()
+
+
+def test_truth_origin_and_limits_are_parameters(sims):
+    job = sims / "rapid" / "jid0001"
+    base = load_job(spec(job)).table["label"].sum()
+    zero_based = load_job(
+        spec(job, labels=LabelOptions(truth_origin=0.0, match_radius_px=0.5))
+    ).table
+    assert zero_based["label"].sum() < base  # positions now off by one pixel
+    strict = load_job(spec(job, labels=LabelOptions(mag_limit=22.0))).table
+    assert strict["label"].sum() < base and (strict.loc[strict.label == 1, "truth_mag"] < 22).all()
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        ("drop_column", CatalogError, r"diffimage_masked_psfcat\.txt.*lacks column.*x_fit"),
+        ("no_join", CatalogError, "do not join"),
+        ("bad_truth", CatalogError, r"_lite_inject\.txt.*does not parse|lacks"),
+        ("no_zptmag", JobError, "ZPTMAG"),
+        ("dup_id", CatalogError, "more than once"),
+    ],
+)
+def test_bad_rapid_input_names_job_and_file(sims, tmp_path, damage, error, message):
+    job = copy_job(sims, tmp_path)
+    psf = job / "diffimage_masked_psfcat.txt"
+    if damage == "drop_column":
+        pd.read_csv(psf, sep=r"\s+").drop(columns="x_fit").to_csv(psf, sep=" ", index=False)
+    elif damage == "no_join":
+        t = pd.read_csv(psf, sep=r"\s+")
+        t["id"] += 100000
+        t.to_csv(psf, sep=" ", index=False)
+    elif damage == "dup_id":
+        t = pd.read_csv(psf, sep=r"\s+")
+        t.loc[1, "id"] = t.loc[0, "id"]
+        t.to_csv(psf, sep=" ", index=False)
+    elif damage == "bad_truth":
+        next(job.glob("*_lite_inject.txt")).write_text("xpix ypix\n1 2 3 4 5\n\x00\x01\n")
+    else:
+        path = job / "bkg_subbed_science_image.fits"
+        with fits.open(path, mode="update") as hdul:
+            del hdul[0].header["ZPTMAG"]
+    with pytest.raises(error, match=message):
+        load_job(spec(job))
+
+
+def test_partial_join_rejects_rows(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    finder = job / "diffimage_masked_psfcat_finder.txt"
+    lines = finder.read_text().splitlines()
+    finder.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # drop id 1
+    data = load_job(spec(job))
+    assert (
+        data.row_rejects[0][0] == 0
+        and "not in diffimage_masked_psfcat_finder.txt" in (data.row_rejects[0][1])
+    )
+
+
+def test_mixed_folder_of_both_layouts(sims, tmp_path):
+    root = tmp_path / "jobs"
+    shutil.copytree(sims / "rapid" / "jid0001", root / "jid0001")
+    shutil.copytree(sims / "seed" / "jid0002", root / "jid0002")
+    specs = discover_jobs(root)
+    assert [s.resolved_layout() for s in specs] == ["rapid", "seed"]
+    out = tmp_path / "ds"
+    results = []
+    for s in specs:
+        d = load_job(s)
+        results.append(cut_job(d, job_limits(d), out))
+    summary = write_index(results, out)
+    index = pd.read_csv(out / "master_index.csv")
+    assert summary.cutouts == len(index) and index.labelled.all()
+    assert index[index.job_id == "jid0001"].sharpness.notna().all()
+    assert index[index.job_id == "jid0002"].sharpness.isna().all()
