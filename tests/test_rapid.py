@@ -209,3 +209,79 @@ def test_mixed_folder_of_both_layouts(sims, tmp_path):
     assert summary.cutouts == len(index) and index.labelled.all()
     assert index[index.job_id == "jid0001"].sharpness.notna().all()
     assert index[index.job_id == "jid0002"].sharpness.isna().all()
+
+
+def write_hand_job(root, inject_rows, index_rows, det_xy, zpt=20.0, shape=(40, 40)):
+    """A tiny RAPID folder written by hand: flat images, the given detections and truth."""
+    job = root / "jid0100"
+    job.mkdir(parents=True)
+    for name in (
+        "bkg_subbed_science_image.fits",
+        "awaicgen_output_mosaic_image_resampled_gainmatched.fits",
+        "diffimage_masked.fits",
+        "scorrimage_masked.fits",
+    ):
+        hdu = fits.PrimaryHDU(np.random.default_rng(0).normal(0, 1, shape).astype(np.float32))
+        if name.startswith("bkg"):
+            hdu.header["ZPTMAG"] = zpt
+            hdu.header["FILTER"] = "H158"
+            hdu.header["MJD-OBS"] = 62000.5
+        if name.startswith("diff"):
+            hdu.header["FIELD"] = 42
+        hdu.writeto(job / name)
+    n = len(det_xy)
+    ids = np.arange(1, n + 1)
+    psf = pd.DataFrame(
+        {
+            "id": ids[::-1],
+            "x_fit": [p[0] for p in det_xy][::-1],
+            "y_fit": [p[1] for p in det_xy][::-1],
+            "flux_fit": 1.0,
+        }
+    )
+    finder = pd.DataFrame(
+        {"id": ids, "xcentroid": [p[0] for p in det_xy], "ycentroid": [p[1] for p in det_xy]}
+    )
+    psf.to_csv(job / "diffimage_masked_psfcat.txt", sep=" ", index=False)
+    finder.to_csv(job / "diffimage_masked_psfcat_finder.txt", sep=" ", index=False)
+    pd.DataFrame(inject_rows, columns=["xpix", "ypix", "flux"]).to_csv(
+        job / "Roman_TDS_simple_model_H158_1_1_lite_inject.txt", sep=" ", index=False
+    )
+    lines = ["# object_id ra dec x y realized_flux flux mag obj_type"]
+    lines += [f"{oid} 0 0 {x} {y} 1 1 {mag} {kind}" for oid, x, y, mag, kind in index_rows]
+    (job / "Roman_TDS_index_H158_1_1.txt").write_text("\n".join(lines) + "\n")
+    return job
+
+
+def test_hand_made_rapid_folder_every_label_worked_out(tmp_path):
+    zpt = 20.0
+    flux_22 = 10 ** (-0.4 * (22.0 - zpt))  # an injected fake of AB 22
+    # 0-based detections (psfcat rows are written in reverse order of id)
+    det = [
+        (10.0, 10.0),
+        (11.5, 10.0),  # two detections near injected fake A at (10.4, 10.0)
+        (30.0, 30.0),  # one detection between two transients B (31.0) and C (30.0, 33.0)
+        (5.0, 25.0),  # exactly 4 px from injected fake D at (9.0, 25.0)
+        (20.0, 5.0),
+    ]  # near a star only: bogus
+    inject = [
+        (11.4, 11.0, flux_22),  # A, 1-based
+        (10.0, 26.0, flux_22),
+    ]  # D, 1-based
+    index = [
+        (501, 32.0, 31.0, 2.0, "transient"),  # B: AB 22, 1 px away (1-based 32,31)
+        (502, 31.0, 34.0, 1.0, "transient"),  # C: AB 21, 3 px away
+        (503, 21.0, 6.0, -3.0, "star"),
+    ]  # stars never label real
+    job = write_hand_job(tmp_path, inject, index, det, zpt)
+    t = load_job(JobSpec(job.name, job)).table
+    # catalog rows are psfcat order: ids reversed, so row k holds det[n-1-k]
+    by_det = t.iloc[::-1].reset_index(drop=True)
+    assert by_det["label"].tolist() == [1, 0, 1, 1, 0]
+    assert by_det["match_id"].fillna("").tolist() == ["0_inj", "", "501_ou", "1_inj", ""]
+    assert by_det.loc[0, "match_distance"] == pytest.approx(0.4)
+    assert by_det.loc[2, "match_id"] == "501_ou" and not by_det.loc[2, "injected"]
+    assert by_det.loc[3, "match_distance"] == pytest.approx(4.0)
+    assert by_det.loc[0, "truth_mag"] == pytest.approx(22.0)
+    assert by_det.loc[2, "truth_mag"] == pytest.approx(22.0)  # mag + ZPTMAG
+    assert (t["field"] == "42").all() and (t["filter"] == "H158").all()
