@@ -24,16 +24,25 @@ from tasks.croissant import croissant_task
 from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
 from tasks.errors import JobRejection
 from tasks.index import INDEX_FILE, IndexSummary, index_task
-from tasks.load import JobSpec, discover_jobs, load_task
+from tasks.layouts import LabelOptions
+from tasks.load import JobSpec, load_task
 from tasks.normalize import normalize_task
+from tasks.select import Selection, plan_jobs
 
 __all__ = ["RunSummary", "build_dataset", "describe_dataset", "train_dataset"]
 
 STEPS = ("create", "croissant", "train")
 #: Modules whose source decides the bytes of a dataset.
 CODE_MODULES = (
-    "tasks.load", "tasks.layouts", "tasks.normalize", "tasks.cutout", "tasks.index",
+    "tasks.load",
+    "tasks.layouts",
+    "tasks.normalize",
+    "tasks.cutout",
+    "tasks.index",
     "tasks.croissant",
+    "tasks.truth",
+    "tasks.schema",
+    "tasks.select",
 )
 
 
@@ -169,10 +178,22 @@ def build_dataset(
     out_dir = Path(output_dir)
     summary = RunSummary(dataset=str(out_dir.resolve()))
     if "create" in steps:
-        specs = discover_jobs(input_dir, params.cutouts.layout)
-        logger.info("%d job folders in %s", len(specs), input_dir)
+        specs, unavailable = plan_jobs(
+            input_dir,
+            params.cutouts.layout,
+            LabelOptions(**params.labels.model_dump()),
+            Selection(
+                tuple(params.select.field_files),
+                tuple(str(f) for f in params.select.fields),
+                params.select.mjd_max,
+            ),
+        )
+        logger.info("%d job folders to read in %s", len(specs), input_dir)
+        for rej in unavailable:
+            logger.warning("%s rejected: %s", rej.job_id, rej.reason)
         out_dir.mkdir(parents=True, exist_ok=True)
         results, summary.from_cache = _cutout_jobs(specs, out_dir, params)
+        results = [*results, *unavailable]
         index: IndexSummary = index_task(results, str(out_dir))
         summary.jobs, summary.jobs_rejected = index.jobs, index.jobs_rejected
         summary.cutouts, summary.real, summary.bogus = index.cutouts, index.real, index.bogus

@@ -53,6 +53,32 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strict", action="store_true", default=None, help="exit 1 when anything was rejected"
     )
+    p.add_argument(
+        "--layout",
+        choices=["auto", "seed", "rapid"],
+        default=None,
+        help="input layout (cutouts.layout; default auto, detected per job)",
+    )
+    p.add_argument(
+        "--field_files",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="RAPID field lists naming the jobs to read (select.field_files)",
+    )
+    p.add_argument(
+        "--fields",
+        nargs="+",
+        default=None,
+        metavar="FIELD",
+        help="keep jobs of these sky fields (select.fields)",
+    )
+    p.add_argument(
+        "--mjd_max",
+        type=float,
+        default=None,
+        help="keep jobs observed at or before this MJD (select.mjd_max)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="image side in pixels (simulate.size)")
     p.add_argument("--seed", type=int, default=None, help="random seed (simulate.seed)")
     p.add_argument("--workers", type=int, default=None, help="jobs simulated in parallel")
-    p.add_argument("--layout", choices=["rapid", "seed"], default=None,
-                   help="folder layout (simulate.layout; default rapid)")
+    p.add_argument(
+        "--layout",
+        choices=["rapid", "seed"],
+        default=None,
+        help="folder layout (simulate.layout; default rapid)",
+    )
     _add_common(p)
     return parser
 
@@ -112,8 +142,11 @@ def _params(args: argparse.Namespace):
     from tasks.config import load_params
 
     params = load_params(args.params)
-    if hasattr(args, "workers") and args.command in ("create", "run"):
-        params = params.override("cutouts", workers=args.workers)
+    if args.command in ("create", "run"):
+        params = params.override("cutouts", workers=args.workers, layout=args.layout)
+        params = params.override(
+            "select", field_files=args.field_files, fields=args.fields, mjd_max=args.mjd_max
+        )
     if getattr(args, "strict", None):
         params = params.override("run", strict=True)
     if getattr(args, "epochs", None):
@@ -138,7 +171,11 @@ def _simulate(args: argparse.Namespace, params) -> int:
     from simulate import format_summary, simulate_jobs
 
     sim = params.override(
-        "simulate", jobs=args.jobs, size=args.size, seed=args.seed, workers=args.workers,
+        "simulate",
+        jobs=args.jobs,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
         layout=args.layout,
     ).simulate
     t0 = time.perf_counter()

@@ -157,7 +157,8 @@ def simulate_job(
     m = match_one_to_one(
         det_xy, np.column_stack([truth["x"][real], truth["y"][real]]), match_radius_px
     )
-    match = np.where(m >= 0, real_idx[np.clip(m, 0, None)], -1)
+    match = np.full(len(m), -1, np.int64)
+    match[m >= 0] = real_idx[m[m >= 0]]
     fwhm, elong = moments(scene.difference, det_xy[:, 0], det_xy[:, 1])
     labels = pd.DataFrame({"match": match, "fwhm": fwhm, "elongation": elong})
     kinds = bogus_kinds(det_xy[match < 0], scene.bogus_sources)

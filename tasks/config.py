@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CroissantParams",
     "CutoutParams",
+    "LabelParams",
     "Params",
     "RunParams",
+    "SelectParams",
     "SimulateParams",
     "TrainParams",
     "load_params",
@@ -60,6 +62,30 @@ class CutoutParams(_Section):
     )
     retries: int = Field(2, ge=0, description="Retries of an I/O task after a transient OSError.")
     retry_delay_s: float = Field(1.0, ge=0, description="Delay between retries, in seconds.")
+
+
+class LabelParams(_Section):
+    """Labelling from truth catalogs (RAPID layout)."""
+
+    truth_origin: float = Field(
+        1.0, description="Pixel coordinate of the first pixel centre in truth files (galsim: 1)."
+    )
+    mag_limit: float = Field(26.0, description="Truth fainter than this AB magnitude is ignored.")
+    match_radius_px: float = Field(
+        4.0, gt=0, description="One-to-one matching radius, pixels (a pair at it matches)."
+    )
+
+
+class SelectParams(_Section):
+    """Which jobs to read; empty selects every jid* folder."""
+
+    field_files: list[str] = Field(
+        default_factory=list,
+        description="RAPID field lists (PROCDATE JOB FILTER OBSID SCANUM FIELD MJD), relative "
+        "to the input folder or absolute; when given, only the jobs they list are read.",
+    )
+    fields: list[str] = Field(default_factory=list, description="Keep jobs of these sky fields.")
+    mjd_max: float | None = Field(None, description="Keep jobs observed at or before this MJD.")
 
 
 class CroissantParams(_Section):
@@ -116,6 +142,8 @@ class Params(_Section):
     """All parameters; each section matches a top-level key of ``params.yaml``."""
 
     simulate: SimulateParams = SimulateParams()
+    select: SelectParams = SelectParams()
+    labels: LabelParams = LabelParams()
     cutouts: CutoutParams = CutoutParams()
     croissant: CroissantParams = CroissantParams()
     train: TrainParams = TrainParams()
