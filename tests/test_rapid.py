@@ -285,3 +285,35 @@ def test_hand_made_rapid_folder_every_label_worked_out(tmp_path):
     assert by_det.loc[0, "truth_mag"] == pytest.approx(22.0)
     assert by_det.loc[2, "truth_mag"] == pytest.approx(22.0)  # mag + ZPTMAG
     assert (t["field"] == "42").all() and (t["filter"] == "H158").all()
+
+
+@pytest.mark.flow
+def test_run_on_rapid_jobs_with_an_unlabelled_one(tmp_path, capsys):
+    import json
+
+    import mlcroissant as mlc
+
+    from flows.cli import main
+
+    jobs = tmp_path / "jobs"
+    simulate_jobs(jobs, n_jobs=4, size=(512, 512), seed=9, fields=2, injections_per_mpx=150,
+                  gallery=False)
+    for p in [*(jobs / "jid0004").glob("Roman_TDS_index_*"),
+              *(jobs / "jid0004").glob("*_lite_inject.txt")]:
+        p.unlink()
+    out = tmp_path / "ds"
+    assert main(["run", "-i", str(jobs), "-o", str(out), "--epochs", "1"]) == 0
+    index = pd.read_csv(out / "master_index.csv")
+    unlabelled = int((index.job_id == "jid0004").sum())
+    assert unlabelled > 0 and index[index.job_id == "jid0004"].label.isna().all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unlabelled"] == unlabelled
+    counts = metrics["counts"]
+    assert sum(c["real"] + c["bogus"] for c in counts.values()) == len(index) - unlabelled
+    records = list(mlc.Dataset(jsonld=str(out / "croissant.json")).records(
+        "transient_candidates"))
+    assert len(records) == len(index)
+    assert {r["transient_candidates/labelled"] for r in records} == {True, False}
+    first = records[0]
+    assert first["transient_candidates/filter"] in (b"H158", b"R062")
+    assert first["transient_candidates/sharpness"] is not None
