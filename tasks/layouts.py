@@ -249,7 +249,18 @@ _PSFCAT = tuple(
     f"{p}diffimage_masked_psfcat.{e}" for p in ("", "zogy_") for e in ("txt", "parquet")
 )
 _FINDER_FEATURES = ("sharpness", "roundness1", "roundness2", "npix", "peak", "mag", "daofind_mag")
-_PSF_FEATURES = ("flux_err", "x_err", "y_err", "qfit", "cfit", "flags")
+_PSF_FEATURES = (
+    "flux_err",
+    "x_err",
+    "y_err",
+    "qfit",
+    "cfit",
+    "flags",
+    "local_bkg",
+    "npixfit",
+    "ra",
+    "dec",
+)
 
 
 def _read_table(job_id: str, path: Path) -> pd.DataFrame:
@@ -368,6 +379,8 @@ class RapidLayout(Layout):
         out["x"], out["y"] = num("x_fit"), num("y_fit")
         out["flux"] = out["flux_fit"] = num("flux_fit")
         out["xcentroid"], out["ycentroid"] = num("xcentroid"), num("ycentroid")
+        if "flux" in joined.columns:
+            out["finder_flux"] = num("flux")
         for col in (*_FINDER_FEATURES, *_PSF_FEATURES):
             source = col if col in joined.columns else f"{col}_finder"
             if source in joined.columns:

@@ -79,6 +79,7 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     _c("roundness2", "float64", "DAOStarFinder roundness from marginal Gaussian fits."),
     _c("npix", "Int64", "Pixels in the finder's footprint."),
     _c("peak", "float64", "Peak pixel value of D at the source, DN/s."),
+    _c("finder_flux", "float64", "Finder flux (DAOStarFinder flux column), DN/s."),
     _c("mag", "float64", "Finder instrumental magnitude, -2.5 log10(flux) (NaN for flux <= 0)."),
     _c("daofind_mag", "float64", "DAOStarFinder magnitude relative to the detection threshold."),
     # RAPID PSF photometry (photutils PSFPhotometry seeded by the finder)
@@ -88,6 +89,10 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     _c("y_err", "float64", "Uncertainty of y_fit, pixels."),
     _c("qfit", "float64", "PSF-fit quality: sum of absolute residuals over flux."),
     _c("cfit", "float64", "PSF-fit central pixel residual over flux."),
+    _c("local_bkg", "float64", "Local background subtracted by the PSF fit, DN/s."),
+    _c("npixfit", "Int64", "Pixels used in the PSF fit."),
+    _c("ra", "float64", "Right ascension of the PSF-fit position, degrees (ICRS)."),
+    _c("dec", "float64", "Declination of the PSF-fit position, degrees (ICRS)."),
 )
 
 #: What a layout returns per catalog row: every index column but the ones the index adds.

@@ -296,10 +296,13 @@ def test_run_on_rapid_jobs_with_an_unlabelled_one(tmp_path, capsys):
     from flows.cli import main
 
     jobs = tmp_path / "jobs"
-    simulate_jobs(jobs, n_jobs=4, size=(512, 512), seed=9, fields=2, injections_per_mpx=150,
-                  gallery=False)
-    for p in [*(jobs / "jid0004").glob("Roman_TDS_index_*"),
-              *(jobs / "jid0004").glob("*_lite_inject.txt")]:
+    simulate_jobs(
+        jobs, n_jobs=4, size=(512, 512), seed=9, fields=2, injections_per_mpx=150, gallery=False
+    )
+    for p in [
+        *(jobs / "jid0004").glob("Roman_TDS_index_*"),
+        *(jobs / "jid0004").glob("*_lite_inject.txt"),
+    ]:
         p.unlink()
     out = tmp_path / "ds"
     assert main(["run", "-i", str(jobs), "-o", str(out), "--epochs", "1"]) == 0
@@ -310,8 +313,7 @@ def test_run_on_rapid_jobs_with_an_unlabelled_one(tmp_path, capsys):
     assert metrics["unlabelled"] == unlabelled
     counts = metrics["counts"]
     assert sum(c["real"] + c["bogus"] for c in counts.values()) == len(index) - unlabelled
-    records = list(mlc.Dataset(jsonld=str(out / "croissant.json")).records(
-        "transient_candidates"))
+    records = list(mlc.Dataset(jsonld=str(out / "croissant.json")).records("transient_candidates"))
     assert len(records) == len(index)
     assert {r["transient_candidates/labelled"] for r in records} == {True, False}
     first = records[0]
