@@ -83,6 +83,10 @@ def test_job_metadata_and_features(sims):
         "qfit",
         "xcentroid",
         "ycentroid",
+        "finder_flux",
+        "npixfit",
+        "ra",
+        "dec",
     ):
         assert t[col].notna().all(), col
     assert (np.hypot(t.x - t.xcentroid, t.y - t.ycentroid) < 3).all()
