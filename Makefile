@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv repro
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,6 +28,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# rebuild the DVC pipeline (dvc.yaml) with the venv's tools on PATH
+repro: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_create.py

@@ -59,6 +59,7 @@ __all__ = [
     "read_records",
     "resolve_device",
     "roc_auc",
+    "roc_curve",
     "smoke_train",
     "smoke_train_task",
     "split_by_job",
@@ -566,6 +567,30 @@ def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {"real": int((labels == 1).sum()), "bogus": int((labels == 0).sum())}
 
 
+def roc_curve(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct score threshold (from (0, 0) to (1, 1))."""
+    y = _binary(y)
+    score = np.asarray(score, np.float64)
+    if y.all() or not y.any():
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    order = np.argsort(-score, kind="stable")
+    s, t = score[order], y[order]
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # end of each tie group
+    tps, fps = np.cumsum(t)[last], np.cumsum(~t)[last]
+    return np.r_[0.0, fps / (~y).sum()], np.r_[0.0, tps / y.sum()]
+
+
+def write_plot_data(
+    folder: Path, history: dict[str, list[float]], y_val: np.ndarray, scores: np.ndarray
+) -> None:
+    """``loss.csv`` (epoch, train, validation) and ``roc.csv`` (fpr, tpr) for DVC plots."""
+    loss = pd.DataFrame({"epoch": np.arange(1, len(history["train"]) + 1), **history})
+    atomic_write_text(folder / "loss.csv", loss.to_csv(index=False, lineterminator="\n"))
+    fpr, tpr = roc_curve(y_val, scores) if len(scores) else (np.zeros(0), np.zeros(0))
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+    atomic_write_text(folder / "roc.csv", roc.to_csv(index=False, lineterminator="\n"))
+
+
 def smoke_train(
     dataset_dir: str | Path,
     croissant_path: str | Path | None = None,
@@ -732,6 +757,7 @@ def smoke_train(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     metrics = _none_for_nan(metrics)
+    write_plot_data(Path(output).parent / "plots", history, y_val, logits)
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
     log.info("wrote %s (%.1f s)", output, metrics["seconds"])
     return metrics

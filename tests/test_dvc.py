@@ -1,0 +1,130 @@
+"""DVC: `dvc repro` (first run, no-op, param change), push/pull at a tag, get and import.
+
+Each test works in a temporary git repository holding this project's dvc.yaml, params.yaml
+(shrunk), .dvc/config and the code the stages depend on, with a local remote beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.flow
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git repo with the pipeline, built once with `dvc repro`, tagged and pushed."""
+    base = tmp_path_factory.mktemp("dvc")
+    repo, remote = base / "repo", base / "remote"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("tasks", "flows", "simulate"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["simulate"].update(jobs=3, size=256, workers=1, gallery=False,
+                              injections_per_mpx=400, bogus_density=2.0)
+    params["train"].update(epochs=1)
+    params["croissant"]["date_published"] = "2026-01-01"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".dvc").mkdir()
+    config = (ROOT / ".dvc" / "config").read_text()
+    (repo / ".dvc" / "config").write_text(config.replace("../../croissant-cutouts-dvc-remote",
+                                                         str(remote)))
+    (repo / ".gitignore").write_text(".prefect/\n.cutouts/\n__pycache__/\n")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "DVC_SITE_CACHE_DIR": str(base / "site-cache"), "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    (repo / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "pipeline"], repo, env)
+    first = run(["dvc", "repro"], repo, env)
+    return {"repo": repo, "remote": remote, "env": env, "first": first, "base": base}
+
+
+def test_first_repro_runs_every_stage(project):
+    for stage in ("simulate", "cutouts", "croissant", "train"):
+        assert f"Running stage '{stage}'" in project["first"]
+    ds = project["repo"] / "data" / "dataset"
+    metrics = json.loads((ds / "metrics.json").read_text())
+    assert metrics["epochs"] == 1
+    assert (ds / "plots" / "loss.csv").exists() and (ds / "plots" / "roc.csv").exists()
+
+
+def test_noop_repro_runs_nothing(project):
+    out = run(["dvc", "repro"], project["repo"], project["env"])
+    assert "Running stage" not in out and "up to date" in out
+
+
+def test_training_param_reruns_only_train(project):
+    repo, env = project["repo"], project["env"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["lr"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], repo, env)
+    assert "Running stage 'train'" in out
+    for stage in ("simulate", "cutouts", "croissant"):
+        assert f"Running stage '{stage}'" not in out
+
+
+def test_release_push_then_pull_get_import_at_tag(project):
+    repo, env, base = project["repo"], project["env"], project["base"]
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "dataset v1.0.0"], repo, env)
+    run(["git", "tag", "v1.0.0"], repo, env)
+    run(["dvc", "push"], repo, env)
+
+    clone = base / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], base, env)
+    run(["git", "checkout", "-q", "v1.0.0"], clone, env)
+    run(["dvc", "pull"], clone, env)
+    ds = clone / "data" / "dataset"
+    croissant = json.loads((ds / "croissant.json").read_text())
+    index_obj = next(d for d in croissant["distribution"] if d["@id"] == "master_index.csv")
+    assert sha256(ds / "master_index.csv") == index_obj["sha256"]
+    index = pd.read_csv(ds / "master_index.csv")
+    assert len(index) > 0
+    for rel in index["cutout_filename"]:
+        assert sha256(ds / rel) == sha256(repo / "data" / "dataset" / rel)
+    assert sorted(p.name for p in (ds / "cutouts").iterdir()) == sorted(
+        Path(f).name for f in index["cutout_filename"])
+
+    got = base / "got.csv"
+    run(["dvc", "get", str(repo), "data/dataset/master_index.csv", "--rev", "v1.0.0", "-o",
+         str(got)], base, env)
+    assert sha256(got) == index_obj["sha256"]
+
+    consumer = base / "consumer"
+    consumer.mkdir()
+    run(["git", "init", "-q"], consumer, env)
+    run(["dvc", "init", "-q"], consumer, env)
+    run(["dvc", "import", str(repo), "data/dataset/croissant.json", "--rev", "v1.0.0"],
+        consumer, env)
+    assert (consumer / "croissant.json").read_text() == (ds / "croissant.json").read_text()
+    lock = yaml.safe_load((consumer / "croissant.json.dvc").read_text())
+    assert lock["deps"][0]["repo"]["rev"] == "v1.0.0"
