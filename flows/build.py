@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -195,6 +196,7 @@ def build_dataset(
         results, summary.from_cache = _cutout_jobs(specs, out_dir, params)
         results = [*results, *unavailable]
         index: IndexSummary = index_task(results, str(out_dir))
+        publish_job_table(results)
         summary.jobs, summary.jobs_rejected = index.jobs, index.jobs_rejected
         summary.cutouts, summary.real, summary.bogus = index.cutouts, index.real, index.bogus
         summary.rejected = index.rows_rejected
@@ -217,7 +219,72 @@ def build_dataset(
         summary.metrics = _train(out_dir, params, key)
     summary.seconds = time.perf_counter() - t0
     logger.info(summary.line())
+    publish_summary(summary, out_dir, Path(input_dir) / "gallery.png")
     return summary
+
+
+def job_counts(results: list[JobCutouts | JobRejection]) -> list[dict[str, Any]]:
+    """One row per job: cutouts, real, bogus, rejected rows, and the reason of a rejected job."""
+    rows = []
+    for res in sorted(results, key=lambda r: r.job_id):
+        if isinstance(res, JobRejection):
+            rows.append(
+                {
+                    "job_id": res.job_id,
+                    "cutouts": 0,
+                    "real": 0,
+                    "bogus": 0,
+                    "rejected": res.n_catalog_rows,
+                    "job_rejected": res.reason,
+                }
+            )
+            continue
+        labels = res.rows["label"]
+        rows.append(
+            {
+                "job_id": res.job_id,
+                "cutouts": len(res.rows),
+                "real": int((labels == 1).sum()),
+                "bogus": int((labels == 0).sum()),
+                "rejected": len(res.row_rejects),
+                "job_rejected": "",
+            }
+        )
+    return rows
+
+
+def publish_job_table(results: list[JobCutouts | JobRejection]) -> None:
+    """A table artifact of per-job counts, shown on the flow run in the Prefect UI."""
+    create_table_artifact(
+        key="job-counts",
+        table=job_counts(results),
+        description="Per job: cutouts written, real, bogus, rejected catalog rows.",
+    )
+
+
+def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = None) -> None:
+    """A markdown artifact: the summary line, the metrics, and links to pictures and files."""
+    lines = [f"# Dataset {summary.dataset}", "", f"`{summary.line()}`", ""]
+    if summary.metrics:
+        lines += ["| validation metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in summary.metrics.get("validation", {}).items()]
+        lines.append("")
+    links = [
+        ("croissant.json", out_dir / "croissant.json"),
+        ("master_index.csv", out_dir / INDEX_FILE),
+        ("rejects.csv", out_dir / "rejects.csv"),
+        ("metrics.json", out_dir / "metrics.json"),
+        ("loss curve (CSV)", out_dir / "plots" / "loss.csv"),
+        ("ROC curve (CSV)", out_dir / "plots" / "roc.csv"),
+    ]
+    lines += [f"- [{name}](file://{path.resolve()})" for name, path in links if path.exists()]
+    for note in summary.notes:
+        lines.append(f"- note: {note}")
+    create_markdown_artifact(
+        key="dataset-summary",
+        markdown="\n".join(lines),
+        description="Summary of the dataset build.",
+    )
 
 
 def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dict[str, Any]:

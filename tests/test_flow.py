@@ -138,3 +138,17 @@ def test_full_flow_with_croissant(tmp_path, three_jobs):
         64,
         4,
     )
+
+
+def test_artifacts_are_published(tmp_path, three_jobs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    run(three_jobs, tmp_path / "ds", steps=("create", "croissant"))
+    with get_client(sync_client=True) as client:
+        table = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["job-counts"])))
+        summary = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-summary"])))
+    assert table and summary
+    assert "jid0001" in str(table[0].data) and "croissant.json" in str(summary[0].data)
