@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import numpy as np
 import pandas as pd
@@ -142,13 +143,17 @@ def test_full_flow_with_croissant(tmp_path, three_jobs):
 
 def test_artifacts_are_published(tmp_path, three_jobs):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    run(three_jobs, tmp_path / "ds", steps=("create", "croissant"))
+    state = build_dataset(
+        str(three_jobs), str(tmp_path / "ds"), FAST, ["create", "croissant"], return_state=True
+    )
+    run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        table = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["job-counts"])))
-        summary = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dataset-summary"])))
-    assert table and summary
-    assert "jid0001" in str(table[0].data) and "croissant.json" in str(summary[0].data)
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    by_key = {a.key: a for a in found}
+    table, summary = by_key["job-counts"], by_key["dataset-summary"]
+    assert [row["job_id"] for row in json.loads(table.data)] == ["jid0001", "jid0002", "jid0003"]
+    assert "croissant.json" in summary.data and "jobs: 3" in summary.data
