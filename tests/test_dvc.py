@@ -45,20 +45,27 @@ def project(tmp_path_factory):
     for folder in ("tasks", "flows", "simulate"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["simulate"].update(jobs=3, size=256, workers=1, gallery=False,
-                              injections_per_mpx=400, bogus_density=2.0)
+    params["simulate"].update(
+        jobs=3, size=256, workers=1, gallery=False, injections_per_mpx=400, bogus_density=2.0
+    )
     params["train"].update(epochs=1)
     params["croissant"]["date_published"] = "2026-01-01"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".dvc").mkdir()
     config = (ROOT / ".dvc" / "config").read_text()
-    (repo / ".dvc" / "config").write_text(config.replace("../../croissant-cutouts-dvc-remote",
-                                                         str(remote)))
+    (repo / ".dvc" / "config").write_text(
+        config.replace("../../croissant-cutouts-dvc-remote", str(remote))
+    )
     (repo / ".gitignore").write_text(".prefect/\n.cutouts/\n__pycache__/\n")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "DVC_SITE_CACHE_DIR": str(base / "site-cache"), "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.org"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_SITE_CACHE_DIR": str(base / "site-cache"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
     run(["git", "init", "-q", "-b", "main"], repo, env)
     (repo / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
     run(["git", "add", "-A"], repo, env)
@@ -112,19 +119,77 @@ def test_release_push_then_pull_get_import_at_tag(project):
     for rel in index["cutout_filename"]:
         assert sha256(ds / rel) == sha256(repo / "data" / "dataset" / rel)
     assert sorted(p.name for p in (ds / "cutouts").iterdir()) == sorted(
-        Path(f).name for f in index["cutout_filename"])
+        Path(f).name for f in index["cutout_filename"]
+    )
 
     got = base / "got.csv"
-    run(["dvc", "get", str(repo), "data/dataset/master_index.csv", "--rev", "v1.0.0", "-o",
-         str(got)], base, env)
+    run(
+        [
+            "dvc",
+            "get",
+            str(repo),
+            "data/dataset/master_index.csv",
+            "--rev",
+            "v1.0.0",
+            "-o",
+            str(got),
+        ],
+        base,
+        env,
+    )
     assert sha256(got) == index_obj["sha256"]
 
     consumer = base / "consumer"
     consumer.mkdir()
     run(["git", "init", "-q"], consumer, env)
     run(["dvc", "init", "-q"], consumer, env)
-    run(["dvc", "import", str(repo), "data/dataset/croissant.json", "--rev", "v1.0.0"],
-        consumer, env)
+    run(
+        ["dvc", "import", str(repo), "data/dataset/croissant.json", "--rev", "v1.0.0"],
+        consumer,
+        env,
+    )
     assert (consumer / "croissant.json").read_text() == (ds / "croissant.json").read_text()
     lock = yaml.safe_load((consumer / "croissant.json.dvc").read_text())
     assert lock["deps"][0]["repo"]["rev"] == "v1.0.0"
+
+
+def test_real_jobs_under_dvc_instead_of_simulate(project, tmp_path):
+    """A user's own jobs: delete the `simulate` stage, then `dvc add` (or `dvc import-url`)
+    the jobs folder; the cutouts stage depends on it unchanged."""
+    env = project["env"]
+    repo = tmp_path / "mine"
+    shutil.copytree(
+        project["repo"], repo, ignore=shutil.ignore_patterns(".git", "data", "dvc.lock")
+    )
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    del pipeline["stages"]["simulate"]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    elsewhere = tmp_path / "rapid-jobs"  # e.g. a RAPID processing date's folders
+    shutil.copytree(project["repo"] / "data" / "raw", elsewhere)
+    (repo / "data").mkdir()
+    run(["dvc", "import-url", str(elsewhere), "data/raw"], repo, env)
+    out = run(["dvc", "repro", "cutouts"], repo, env)
+    # the same jobs as the simulated ones: DVC may restore the stage from its run cache
+    assert "Running stage 'cutouts'" in out or "Stage 'cutouts' is cached" in out
+    assert "simulate" not in out
+    assert (repo / "data" / "dataset" / "master_index.csv").exists()
+    # new jobs arrive: the imported folder is updated and only then does cutouts run again
+    assert "Running stage" not in run(["dvc", "repro", "cutouts"], repo, env)
+    shutil.copytree(elsewhere / "jid0001", elsewhere / "jid0004")
+    run(["dvc", "update", "data/raw.dvc"], repo, env)
+    out = run(["dvc", "repro", "cutouts"], repo, env)
+    assert "Running stage 'cutouts'" in out
+    index = pd.read_csv(repo / "data" / "dataset" / "master_index.csv")
+    assert "jid0004" in set(index.job_id)
+
+    added = tmp_path / "added"
+    shutil.copytree(
+        repo, added, ignore=shutil.ignore_patterns(".git", "data", "raw.dvc", "dvc.lock")
+    )
+    run(["git", "init", "-q", "-b", "main"], added, env)
+    shutil.copytree(elsewhere, added / "data" / "raw")
+    run(["dvc", "add", "data/raw"], added, env)
+    out = run(["dvc", "repro", "cutouts"], added, env)
+    assert "Running stage 'cutouts'" in out or "Stage 'cutouts' is cached" in out
+    assert len(pd.read_csv(added / "data" / "dataset" / "master_index.csv")) == len(index)
