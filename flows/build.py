@@ -5,8 +5,9 @@ on a bounded thread pool; at most ``cutouts.workers`` jobs are in flight, and ea
 three tasks run back to back so its images are read while still in the page cache.
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations` here: Prefect validates flow parameters against the
+# evaluated annotations (a served deployment fails to resolve `Params` otherwise).
 import hashlib
 import time
 from collections import deque
@@ -20,7 +21,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.caching import file_digest, module_source_digest
-from tasks.config import Params
+from tasks.config import Params, load_params
 from tasks.croissant import croissant_task
 from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
 from tasks.errors import JobRejection
@@ -156,6 +157,7 @@ def build_dataset(
     output_dir: str = "./hackathon_dataset",
     params: Params | None = None,
     steps: list[str] | None = None,
+    params_file: str | None = None,
 ) -> RunSummary:
     """Build a cutout dataset from the ``jid*`` folders of ``input_dir``.
 
@@ -164,13 +166,16 @@ def build_dataset(
     input_dir, output_dir : str
         Job folders to read; dataset root to write.
     params : Params, optional
-        All parameters (defaults: ``params.yaml`` values or built-in defaults).
+        All parameters. When absent they are read from ``params_file``.
     steps : list of str, optional
         Any of ``create`` (load, normalize, cutout, index), ``croissant``, ``train``;
         default all three.
+    params_file : str, optional
+        A ``params.yaml``; absent: ``./params.yaml`` when it exists, else built-in defaults
+        (what a scheduled deployment uses).
     """
     t0 = time.perf_counter()
-    params = params or Params()
+    params = params or load_params(params_file)
     steps = list(steps or STEPS)
     unknown = set(steps) - set(STEPS)
     if unknown:

@@ -135,7 +135,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder layout (simulate.layout; default rapid)",
     )
     _add_common(p)
+    p = sub.add_parser("serve", help="serve build_dataset on a schedule from this process")
+    p.add_argument(
+        "-i",
+        "--input_dir",
+        default="data/raw",
+        help="job folders (new ones are picked up by each scheduled run)",
+    )
+    p.add_argument("-o", "--output_dir", default="data/dataset", help="dataset folder")
+    p.add_argument("--name", default="scheduled", help="deployment name")
+    p.add_argument("--cron", default="0 6 * * *", help="cron schedule, UTC (default daily 06:00)")
+    p.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="serve without a schedule (runs start only when triggered)",
+    )
+    _add_common(p)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the build_dataset deployment (blocks; Ctrl-C stops it)."""
+    from flows.build import build_dataset
+
+    parameters = {
+        "input_dir": str(Path(args.input_dir).resolve()),
+        "output_dir": str(Path(args.output_dir).resolve()),
+        "params_file": str(Path(args.params).resolve()) if args.params else None,
+    }
+    print(f"serving build_dataset/{args.name} ({'no schedule' if args.no_schedule else args.cron})")
+    build_dataset.serve(
+        name=args.name,
+        cron=None if args.no_schedule else args.cron,
+        parameters=parameters,
+        tags=["croissant-cutouts"],
+    )
+    return 0
 
 
 def _params(args: argparse.Namespace):
@@ -219,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "simulate":
         return _simulate(args, params)
+    if args.command == "serve":
+        return _serve(args)
 
     from flows.build import build_dataset, describe_dataset, train_dataset
 
