@@ -248,3 +248,29 @@ def test_s3_remote_push_and_pull(project, s3_server, tmp_path):
     index = pd.read_csv(ds / "master_index.csv")
     for rel in index["cutout_filename"]:
         assert sha256(ds / rel) == sha256(repo / "data" / "dataset" / rel)
+
+
+def test_import_url_from_object_store(project, s3_server, tmp_path):
+    """Jobs in an S3 bucket come in with `dvc import-url` (here through a named remote)."""
+    import boto3
+
+    url, creds = s3_server
+    env = {**project["env"], **creds}
+    raw = project["repo"] / "data" / "raw"
+    client = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    for path in raw.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "cutouts", f"rapid/{path.relative_to(raw)}")
+    repo = tmp_path / "consumer"
+    repo.mkdir()
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["dvc", "init", "-q"], repo, env)
+    run(["dvc", "remote", "add", "bucket", "s3://cutouts"], repo, env)
+    run(["dvc", "remote", "modify", "bucket", "endpointurl", url], repo, env)
+    (repo / "data").mkdir()
+    run(["dvc", "import-url", "remote://bucket/rapid", "data/raw"], repo, env)
+    got = sorted(p.relative_to(repo / "data" / "raw") for p in (repo / "data" / "raw").rglob("*")
+                 if p.is_file())
+    assert got == sorted(p.relative_to(raw) for p in raw.rglob("*") if p.is_file())
+    assert (repo / "data" / "raw.dvc").exists()
