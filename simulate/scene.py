@@ -116,6 +116,19 @@ def moffat_stamp(fwhm: float, beta: float, half: int = _STAMP) -> np.ndarray:
     return prof / prof.sum()
 
 
+def _accumulate(
+    shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, off: np.ndarray, prof: np.ndarray
+) -> np.ndarray:
+    """Sum stamps ``prof`` (n, k, k) centred on pixels (cy, cx) into an image; off-image
+    parts are dropped. Returns (ny, nx) float64."""
+    ny, nx = shape
+    rows = cy[:, None, None] + off[None, :, None]
+    cols = cx[:, None, None] + off[None, None, :]
+    ok = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    flat = np.bincount((rows * nx + cols)[ok], weights=prof[ok], minlength=ny * nx)
+    return flat.reshape(shape)
+
+
 def render_points(
     shape: tuple[int, int],
     x: np.ndarray,
@@ -139,10 +152,8 @@ def render_points(
     -------
     ndarray, shape (ny, nx), float64
     """
-    ny, nx = shape
-    out = np.zeros(ny * nx, np.float64)
     if len(x) == 0:
-        return out.reshape(shape)
+        return np.zeros(shape)
     alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
     cx = np.floor(x + 0.5).astype(np.int64)
     cy = np.floor(y + 0.5).astype(np.int64)
@@ -151,11 +162,7 @@ def render_points(
     dy = (cy[:, None] + off[None, :]) - y[:, None]
     prof = (1.0 + (dy[:, :, None] ** 2 + dx[:, None, :] ** 2) / alpha**2) ** (-beta)
     prof *= (flux / prof.sum(axis=(1, 2)))[:, None, None]
-    rows = cy[:, None, None] + off[None, :, None]
-    cols = cx[:, None, None] + off[None, None, :]
-    ok = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
-    out += np.bincount((rows * nx + cols)[ok], weights=prof[ok], minlength=ny * nx)
-    return out.reshape(shape)
+    return _accumulate(shape, cy, cx, off, prof)
 
 
 def _sersic_b(n: np.ndarray) -> np.ndarray:
@@ -164,10 +171,8 @@ def _sersic_b(n: np.ndarray) -> np.ndarray:
 
 def render_galaxies(shape: tuple[int, int], gal: np.ndarray, zpt: float) -> np.ndarray:
     """Intrinsic (unconvolved) Sersic galaxies, in DN/s per pixel."""
-    ny, nx = shape
-    out = np.zeros(ny * nx, np.float64)
     if len(gal) == 0:
-        return out.reshape(shape)
+        return np.zeros(shape)
     half = 10
     x, y = gal[:, 0], gal[:, 1]
     flux = flux_from_mag(gal[:, 2], zpt)
@@ -185,11 +190,7 @@ def render_galaxies(shape: tuple[int, int], gal: np.ndarray, zpt: float) -> np.n
         -_sersic_b(n)[:, None, None] * ((r / reff[:, None, None]) ** (1.0 / n[:, None, None]) - 1.0)
     )
     prof *= (flux / prof.sum(axis=(1, 2)))[:, None, None]
-    rows = cy[:, None, None] + off[None, :, None]
-    cols = cx[:, None, None] + off[None, None, :]
-    ok = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
-    out += np.bincount((rows * nx + cols)[ok], weights=prof[ok], minlength=ny * nx)
-    return out.reshape(shape)
+    return _accumulate(shape, cy, cx, off, prof)
 
 
 def _mag_power_law(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float):

@@ -186,8 +186,7 @@ class SeedLayout(Layout):
         -------
         table : pandas.DataFrame
             One row per catalog row, columns :data:`tasks.schema.CANDIDATE_COLUMNS`;
-            ``label`` is 0 when
-            ``match == -1`` else 1.
+            ``label`` is 0 when ``match == -1`` else 1.
         rejects : list of (int, str)
             Catalog rows that cannot be used, with a reason (missing or non-finite position,
             non-numeric ``match`` or feature value).
