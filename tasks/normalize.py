@@ -24,7 +24,14 @@ from tasks.errors import JobRejection
 from tasks.layouts import CHANNELS
 from tasks.load import JobData, open_image
 
-__all__ = ["ChannelLimits", "apply_limits", "job_limits", "normalize_task", "zscale_limits"]
+__all__ = [
+    "ChannelLimits",
+    "apply_limits",
+    "job_limits",
+    "normalize_task",
+    "zscale_limits",
+    "zscale_sample",
+]
 
 #: Status of a channel's limits.
 OK, CONSTANT, NO_FINITE = "ok", "constant", "no_finite_pixels"
@@ -47,6 +54,41 @@ class ChannelLimits:
         return self.status == OK
 
 
+def zscale_sample(image: np.ndarray, n_samples: int = 1000) -> np.ndarray:
+    """The pixels astropy's ZScale samples, without copying the image's finite pixels.
+
+    ``ZScaleInterval.get_limits`` flattens the finite pixels (C order), takes every
+    ``stride = int(max(1, n_finite / n_samples))``-th and keeps the first ``n_samples``. This
+    finds the same pixels from per-row counts of finite values, reading only the rows they
+    lie in, so ``get_limits(zscale_sample(image)) == get_limits(image)`` exactly (a sample of
+    at most ``n_samples`` values has stride 1).
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx)
+
+    Returns
+    -------
+    ndarray, shape (<= n_samples,), the image's dtype
+    """
+    finite = np.isfinite(image)
+    per_row = np.count_nonzero(finite, axis=1)
+    n_finite = int(per_row.sum())
+    if n_finite == 0:
+        return np.empty(0, image.dtype)
+    stride = int(max(1.0, n_finite / n_samples))
+    ranks = np.arange(0, n_finite, stride)[:n_samples]  # ranks among finite pixels
+    ends = np.cumsum(per_row)
+    rows = np.searchsorted(ends, ranks, side="right")
+    out = np.empty(len(ranks), image.dtype)
+    starts = ends - per_row
+    for row in np.unique(rows):  # at most n_samples rows, each read once
+        cols = np.flatnonzero(finite[row])
+        pick = rows == row
+        out[pick] = image[row, cols[ranks[pick] - starts[row]]]
+    return out
+
+
 def zscale_limits(image: np.ndarray) -> ChannelLimits:
     """ZScale limits of a full 2-D image (astropy defaults), with the contract's guards.
 
@@ -55,9 +97,10 @@ def zscale_limits(image: np.ndarray) -> ChannelLimits:
     image : ndarray, shape (ny, nx)
         Pixel values; NaN and inf are ignored.
     """
-    if not np.isfinite(image).any():
+    sample = zscale_sample(image) if image.ndim == 2 else image[np.isfinite(image)]
+    if sample.size == 0:
         return ChannelLimits(float("nan"), float("nan"), NO_FINITE)
-    vmin, vmax = ZScaleInterval().get_limits(image)
+    vmin, vmax = ZScaleInterval().get_limits(sample)
     vmin, vmax = float(vmin), float(vmax)
     return ChannelLimits(vmin, vmax, OK if vmax > vmin else CONSTANT)
 
