@@ -98,8 +98,8 @@ def write_seed(job_dir: Path, p: JobProducts) -> None:
             "elongation": p.labels["elongation"].to_numpy(),
         }
     )
-    with atomic_output(job_dir / "psfcat.csv", "w") as fh:
-        table.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
+    with atomic_output(job_dir / "psfcat.csv", "w") as fh:  # floats at full (repr) precision
+        table.to_csv(fh, index=False, lineterminator="\n")
 
 
 def write_rapid(job_dir: Path, p: JobProducts) -> None:

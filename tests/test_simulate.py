@@ -160,17 +160,93 @@ def test_detection_efficiency_falls_with_magnitude(tmp_path):
     assert (m[bright] >= 0).mean() > 0.7 > 0.3 > (m[faint] >= 0).mean()
 
 
-def test_seed_layout_from_same_simulation(tmp_path, rapid):
-    out, _ = rapid
-    simulate_jobs(
-        tmp_path, n_jobs=1, size=SHAPE, seed=3, fields=2, layout="seed", injections_per_mpx=60
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory):
+    """Job 1 of the ``rapid`` fixture's run in the seed layout, matched within 2 px."""
+    out = tmp_path_factory.mktemp("seed")
+    summaries = simulate_jobs(
+        out,
+        n_jobs=1,
+        size=SHAPE,
+        seed=3,
+        fields=2,
+        layout="seed",
+        injections_per_mpx=60,
+        match_radius_px=2.0,
     )
-    cat = pd.read_csv(tmp_path / "jid0001" / "psfcat.csv")
+    return out, summaries
+
+
+def test_seed_layout_from_same_simulation(seed, rapid):
+    out, _ = rapid
+    job = seed[0] / "jid0001"
+    assert {p.name for p in job.iterdir()} == {
+        "bkg_subbed_science_image.fits",
+        "awaicgen_output_mosaic_image_resampled.fits",  # plain name in the seed layout
+        "diffimage_masked.fits",
+        "scorrimage_masked.fits",
+        "psfcat.csv",
+    }
+    cat = pd.read_csv(job / "psfcat.csv")
     assert list(cat.columns) == ["x", "y", "match", "flux", "fwhm", "elongation"]
+    assert cat.match.dtype == np.int64
     psf = Table.read(out / "jid0001" / "diffimage_masked_psfcat.txt", format="ascii")
-    np.testing.assert_allclose(cat.x, psf["x_fit"], rtol=1e-9)
+    np.testing.assert_array_equal(cat.x, psf["x_fit"])  # full precision
+    np.testing.assert_array_equal(cat.flux, psf["flux_fit"])
     assert cat[cat.match >= 0].match.is_unique
-    assert filecmp.cmp(tmp_path / "jid0001" / IMAGES[2], out / "jid0001" / IMAGES[2], shallow=False)
+    assert cat.x.between(0, SHAPE[1] - 1).all() and cat.y.between(0, SHAPE[0] - 1).all()
+    for name in ("diffimage_masked.fits", "scorrimage_masked.fits"):
+        assert filecmp.cmp(job / name, out / "jid0001" / name, shallow=False)
+    ref = fits.getdata(job / "awaicgen_output_mosaic_image_resampled.fits")
+    assert ref.dtype == np.dtype(">f4") and ref.shape == SHAPE and (ref == 0).any()
+
+
+def test_seed_matches_lie_within_radius_of_real_truth(seed, rapid):
+    """``match`` is the truth row (index file rows, then injected rows) within 2 px."""
+    out, _ = rapid
+    cat = pd.read_csv(seed[0] / "jid0001" / "psfcat.csv")
+    inject_name, index_name = job_files(out / "jid0001")
+    first = (out / "jid0001" / index_name).read_text().splitlines()[0]
+    idx = pd.read_csv(out / "jid0001" / index_name, sep=r"\s+", skiprows=1, names=first[2:].split())
+    inj = pd.read_csv(out / "jid0001" / inject_name, sep=r"\s+")
+    zpt = fits.getheader(out / "jid0001" / IMAGES[0])["ZPTMAG"]
+    truth = pd.DataFrame(
+        {
+            "x": np.r_[idx.x, inj.xpix] - 1.0,
+            "y": np.r_[idx.y, inj.ypix] - 1.0,
+            "kind": np.r_[idx.obj_type, ["injected"] * len(inj)],
+            "mag": np.r_[idx.mag + zpt, -2.5 * np.log10(inj.flux) + zpt],
+        }
+    )
+    real = cat[cat.match >= 0]
+    assert len(real) == seed[1][0].n_real > 0 and (cat.match == -1).sum() > len(real)
+    t = truth.iloc[real.match.to_numpy()]
+    assert np.hypot(real.x.to_numpy() - t.x, real.y.to_numpy() - t.y).max() <= 2.0
+    assert t.kind.isin(["transient", "injected"]).all() and (t.mag < 26.0).all()
+
+
+def test_score_is_significant_at_bright_injections(rapid):
+    out, _ = rapid
+    job = out / "jid0001"
+    inject_name, _ = job_files(job)
+    inj = pd.read_csv(job / inject_name, sep=r"\s+")
+    zpt = fits.getheader(job / IMAGES[0])["ZPTMAG"]
+    score = fits.getdata(job / IMAGES[3])
+    checked = 0
+    for row in inj[-2.5 * np.log10(inj.flux) + zpt < 23.5].itertuples():
+        r, c = round(row.ypix - 1), round(row.xpix - 1)
+        win = score[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]
+        if np.isfinite(win).all():
+            assert win.max() > 5.0
+            checked += 1
+    assert checked > 0
+
+
+def test_headers_have_no_time_dependent_cards(rapid):
+    out, _ = rapid
+    for name in IMAGES:
+        header = fits.getheader(out / "jid0001" / name)
+        assert not [k for k in header if k.startswith(("DATE", "ORIGIN"))]
 
 
 def test_gallery_png(rapid):
