@@ -40,6 +40,15 @@ def wait_for(check, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a child process, killing it if it does not exit within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("server")
@@ -57,11 +66,7 @@ def server(tmp_path_factory):
                  "the Prefect server")
         yield {"url": url, "base": base}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
@@ -98,10 +103,6 @@ def test_serve_schedule_trigger_and_dataset(server, tmp_path):
         assert (out / "master_index.csv").exists() and (out / "croissant.json").exists()
         assert (out / "metrics.json").exists()
     finally:
-        serve.terminate()
-        try:
-            serve.wait(30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop(serve)
         log.close()
         sys.stderr.write((tmp_path / "serve.log").read_text()[-3000:])
