@@ -1,18 +1,27 @@
 """Time ``cutouts create`` against the seed's algorithm and the I/O floor, per job.
 
-Three ways to turn the same job folders into the same files, each run as a fresh process
-on a small and on a large set of jobs:
+Ways to turn the same job folders into the same cutouts, each run as a fresh process on a
+small and on a large set of jobs of real size (4089 x 4089):
 
-- ``ours``: ``cutouts create`` (Prefect flow, memory-mapped, vectorised).
+- ``ours-files`` / ``ours-shards``: ``cutouts create`` (Prefect flow, memory-mapped,
+  vectorised, both cores) with ``--layout files`` (one .npy per cutout) or ``shards``.
 - ``seed``: the seed's algorithm re-implemented here: read each whole image, normalise it
   whole, loop over candidates, slice with zero padding, ``np.save`` each cutout.
-- ``floor``: read every input byte once, write every output file (same count, same size).
+- ``floor-files`` / ``floor-shards``: read every input byte once, then write the output
+  files once (same count and size as ours: one per cutout, or one shard per job).
 
 Per-job seconds = (T_large - T_small) / (N_large - N_small), so the fixed start-up cost
-cancels; start-up = T_small - N_small x per-job. Files are in the page cache for all three
-(the jobs were just written or read), so this measures CPU and write cost, not cold disk.
+cancels; start-up = T_small - N_small x per-job. Dirty pages are flushed (``sync``) before
+every run. ``--cache warm``: inputs are in the page cache; ``--cache cold``: the page cache
+is dropped before every run (needs root; inputs then come from disk, as on a real archive).
+Peak resident memory of each ``ours`` run is recorded too.
 
-    .venv/bin/python benchmarks/bench_create.py --size 4089 --small 1 --large 6 --repeat 3
+``--grid`` instead times ``cutouts create`` on 1, 2, 4, 8 jobs with 100, 1,000 and 5,000
+candidates each (catalogs rewritten from the simulated ones; extra rows at random positions).
+
+    .venv/bin/python benchmarks/bench_create.py --cache warm
+    .venv/bin/python benchmarks/bench_create.py --cache cold
+    .venv/bin/python benchmarks/bench_create.py --grid
 """
 
 from __future__ import annotations
@@ -65,26 +74,49 @@ pd.DataFrame(rows, columns=["job_id", "x", "y", "cutout_filename"]).to_csv(out /
 FLOOR_SCRIPT = r'''
 import sys, os
 from pathlib import Path
-import pandas as pd
-inp, out = Path(sys.argv[1]), Path(sys.argv[2])
-(out / "cutouts").mkdir(parents=True, exist_ok=True)
-payload = b"\0" * (64 * 64 * 4 * 4 + 128)
+inp, out, layout = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+sub = out / ("cutouts" if layout == "files" else "shards")
+sub.mkdir(parents=True, exist_ok=True)
+one = 64 * 64 * 4 * 4
+payload = b"\0" * (one + 128)
 for job in sorted(p for p in inp.iterdir() if p.name.startswith("jid")):
     for f in sorted(job.iterdir()):
         with open(f, "rb") as fh:
             while fh.read(8 << 20):
                 pass
-    n = len(pd.read_csv(job / "psfcat.csv"))
-    for k in range(n):
-        with open(out / f"cutouts/{job.name}_cutout{k:05d}.npy", "wb") as fh:
-            fh.write(payload)
+    with open(job / "psfcat.csv") as fh:
+        n = sum(1 for _ in fh) - 1
+    if layout == "files":
+        for k in range(n):
+            with open(sub / f"{job.name}_cutout{k:05d}.npy", "wb") as fh:
+                fh.write(payload)
+    else:
+        block = b"\0" * (one * 256)
+        with open(sub / f"{job.name}.npy", "wb") as fh:
+            fh.write(payload[:128])
+            for start in range(0, n, 256):
+                fh.write(block[: one * min(256, n - start)])
 '''
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> float:
+def _drop_caches() -> None:
+    with open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("1\n")
+
+
+def _run(cmd: list[str], env: dict[str, str], cold: bool) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one command, after flushing (and dropping) caches."""
+    os.sync()
+    if cold:
+        _drop_caches()
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return wall, usage.ru_maxrss / 1024  # the largest single process (KiB on Linux)
 
 
 def _subset(jobs: Path, n: int, where: Path) -> Path:
@@ -96,72 +128,153 @@ def _subset(jobs: Path, n: int, where: Path) -> Path:
     return where
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=4089)
-    ap.add_argument("--small", type=int, default=1)
-    ap.add_argument("--large", type=int, default=6)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per point; the minimum counts")
-    ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "work")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "create.json")
-    args = ap.parse_args()
+def _simulate(jobs: Path, n: int, size: int) -> None:
+    if len(list(jobs.glob("jid*"))) >= n:
+        return
+    sys.path.insert(0, str(ROOT))
+    from simulate import simulate_jobs
 
+    print(f"simulating {n} jobs of {size}x{size} ...", flush=True)
+    t0 = time.perf_counter()
+    sims = simulate_jobs(jobs, n_jobs=n, size=size, seed=0, workers=2, layout="seed")
+    print(f"  {time.perf_counter() - t0:.1f} s, detections per job: "
+          f"{[s.n_detections for s in sims]}", flush=True)
+
+
+def _with_candidates(jobs: Path, n_jobs: int, n_cand: int, where: Path, size: int) -> Path:
+    """Job folders linking the simulated images, with a catalog of exactly ``n_cand`` rows."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(n_cand)
+    for job in sorted(jobs.glob("jid*"))[:n_jobs]:
+        dest = where / job.name
+        if (dest / "psfcat.csv").exists():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in job.glob("*.fits"):
+            (dest / f.name).symlink_to(f.resolve())
+        cat = pd.read_csv(job / "psfcat.csv")
+        if len(cat) >= n_cand:
+            cat = cat.iloc[:n_cand]
+        else:
+            extra = cat.sample(n_cand - len(cat), replace=True, random_state=n_cand).copy()
+            extra["x"] = rng.uniform(0, size - 1, len(extra))
+            extra["y"] = rng.uniform(0, size - 1, len(extra))
+            extra["match"] = -1
+            cat = pd.concat([cat, extra], ignore_index=True)
+        cat.to_csv(dest / "psfcat.csv", index=False)
+    return where
+
+
+def _timed(cmd, env, cold: bool, repeat: int, out: Path) -> tuple[float, float]:
+    best, peak = float("inf"), 0.0
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        wall, rss = _run(cmd, env, cold)
+        best, peak = min(best, wall), max(peak, rss)
+        shutil.rmtree(out, ignore_errors=True)
+    return best, peak
+
+
+def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
     jobs = args.workdir / f"seed-jobs-{args.size}"
-    if len(list(jobs.glob("jid*"))) < args.large:
-        sys.path.insert(0, str(ROOT))
-        from simulate import simulate_jobs
-
-        print(f"simulating {args.large} jobs of {args.size}x{args.size} ...", flush=True)
-        t0 = time.perf_counter()
-        sims = simulate_jobs(jobs, n_jobs=args.large, size=args.size, seed=0, workers=2,
-                             layout="seed")
-        print(f"  {time.perf_counter() - t0:.1f} s, detections per job: "
-              f"{[s.n_detections for s in sims]}", flush=True)
+    _simulate(jobs, args.large, args.size)
     sets = {n: _subset(jobs, n, args.workdir / f"set-{args.size}-{n}")
             for n in (args.small, args.large)}
     n_cand = {n: sum(len(open(j / "psfcat.csv").readlines()) - 1 for j in s.iterdir())
               for n, s in sets.items()}
-    home = tempfile.mkdtemp(prefix="bench-prefect-")
-    env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
+    input_mib = sum(f.stat().st_size for j in sets[args.large].iterdir()
+                    for f in j.resolve().iterdir()) / args.large / 2**20
     methods = {
-        "ours": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o)],
+        "ours-files": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o)],
+        "ours-shards": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o),
+                                     "--layout", "shards"],
         "seed": lambda i, o: [sys.executable, "-c", SEED_SCRIPT, str(i), str(o)],
-        "floor": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o)],
+        "floor-files": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o), "files"],
+        "floor-shards": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o),
+                                      "shards"],
     }
-    # warm the page cache and Prefect's database once
-    _run(methods["floor"](sets[args.large], args.workdir / "warm"), env)
-    _run(methods["ours"](sets[args.small], args.workdir / "warm2"), env)
+    cold = args.cache == "cold"
+    # warm Prefect's database once
+    _run(methods["ours-files"](sets[args.small], args.workdir / "warm"), env, False)
+    shutil.rmtree(args.workdir / "warm", ignore_errors=True)
     times: dict[str, dict[int, float]] = {m: {} for m in methods}
+    rss: dict[str, dict[int, float]] = {m: {} for m in methods}
     for n, jobset in sets.items():
         for name, cmd in methods.items():
-            best = float("inf")
-            for r in range(args.repeat):
-                out = args.workdir / f"out-{name}-{n}-{r}"
-                shutil.rmtree(out, ignore_errors=True)
-                best = min(best, _run(cmd(jobset, out), env))
-                shutil.rmtree(out, ignore_errors=True)
-            times[name][n] = best
-            print(f"  {name:5s} {n} job(s): {best:.2f} s", flush=True)
-    shutil.rmtree(home, ignore_errors=True)
+            out = args.workdir / f"out-{name}-{n}"
+            times[name][n], rss[name][n] = _timed(cmd(jobset, out), env, cold, args.repeat, out)
+            print(f"  {name:12s} {n} job(s): {times[name][n]:.2f} s, peak RSS "
+                  f"{rss[name][n]:.0f} MiB", flush=True)
     dn = args.large - args.small
-    result = {"size": args.size, "jobs": [args.small, args.large], "candidates": n_cand,
-              "cpu_count": os.cpu_count(), "methods": {}}
+    result = {"size": args.size, "cache": args.cache, "jobs": [args.small, args.large],
+              "candidates": n_cand, "input_mib_per_job": round(input_mib, 1),
+              "workers": 2, "cpu_count": os.cpu_count(), "methods": {}}
     for name, t in times.items():
         per_job = (t[args.large] - t[args.small]) / dn
         result["methods"][name] = {
             "seconds": t, "per_job_s": round(per_job, 3),
             "startup_s": round(t[args.small] - args.small * per_job, 3),
+            "peak_rss_mib": rss[name],
         }
-    ours = result["methods"]["ours"]["per_job_s"]
-    result["ours_vs_seed"] = round(result["methods"]["seed"]["per_job_s"] / ours, 2)
-    result["ours_vs_floor"] = round(ours / result["methods"]["floor"]["per_job_s"], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'method':8s} {'per job (s)':>12s} {'start-up (s)':>13s}")
-    for name, m in result["methods"].items():
-        print(f"{name:8s} {m['per_job_s']:12.3f} {m['startup_s']:13.3f}")
-    print(f"ours is {result['ours_vs_seed']}x faster than seed, "
-          f"{result['ours_vs_floor']}x the I/O floor; wrote {args.out}")
+    m = {k: v["per_job_s"] for k, v in result["methods"].items()}
+    result["ratios"] = {
+        "seed_over_ours_files": round(m["seed"] / m["ours-files"], 2),
+        "seed_over_ours_shards": round(m["seed"] / m["ours-shards"], 2),
+        "ours_files_over_floor_files": round(m["ours-files"] / m["floor-files"], 2),
+        "ours_shards_over_floor_shards": round(m["ours-shards"] / m["floor-shards"], 2),
+    }
+    print(f"\n{'method':14s} {'per job (s)':>12s} {'start-up (s)':>13s}")
+    for name, v in result["methods"].items():
+        print(f"{name:14s} {v['per_job_s']:12.3f} {v['startup_s']:13.3f}")
+    for k, v in result["ratios"].items():
+        print(f"{k}: {v}")
+    return result
+
+
+def grid(args: argparse.Namespace, env: dict[str, str]) -> dict:
+    jobs = args.workdir / f"seed-jobs-{args.size}"
+    _simulate(jobs, 8, args.size)
+    rows = []
+    for n_cand in (100, 1000, 5000):
+        src = _with_candidates(jobs, 8, n_cand, args.workdir / f"grid-{n_cand}", args.size)
+        for n_jobs in (1, 2, 4, 8):
+            subset = _subset(src, n_jobs, args.workdir / f"grid-{n_cand}-{n_jobs}")
+            row = {"candidates_per_job": n_cand, "jobs": n_jobs}
+            for layout in ("files", "shards"):
+                out = args.workdir / f"grid-out-{layout}"
+                cmd = [CUTOUTS, "create", "-i", str(subset), "-o", str(out), "--layout", layout]
+                row[f"{layout}_s"], row[f"{layout}_rss_mib"] = _timed(
+                    cmd, env, args.cache == "cold", args.repeat, out)
+            rows.append(row)
+            print(f"  {n_cand:5d} cand x {n_jobs} jobs: files {row['files_s']:.2f} s, "
+                  f"shards {row['shards_s']:.2f} s", flush=True)
+    return {"size": args.size, "cache": args.cache, "grid": rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=4089)
+    ap.add_argument("--small", type=int, default=1)
+    ap.add_argument("--large", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per point; the minimum counts")
+    ap.add_argument("--cache", choices=["warm", "cold"], default="warm")
+    ap.add_argument("--grid", action="store_true", help="jobs x candidates table instead")
+    ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "work")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    home = tempfile.mkdtemp(prefix="bench-prefect-")
+    env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
+    try:
+        result = grid(args, env) if args.grid else compare(args, env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    name = f"create-grid-{args.cache}.json" if args.grid else f"create-{args.cache}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -1,8 +1,9 @@
 """The ``build_dataset`` flow: load, normalize, cutout, index, Croissant, smoke-train.
 
 The flow only sequences and fans out; the science lives in ``tasks/``. Per-job tasks run
-on a bounded thread pool; at most ``cutouts.workers`` jobs are in flight, and each job's
-three tasks run back to back so its images are read while still in the page cache.
+in the subflow ``cut_jobs`` on a thread pool or a Dask cluster (``cutouts.task_runner``);
+at most ``cutouts.workers`` jobs are in flight, and each job's three tasks run back to back
+so its images are read while still in the page cache.
 """
 
 
@@ -18,10 +19,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from tasks.caching import file_digest, module_source_digest
-from tasks.config import Params, load_params
+from tasks.config import CutoutParams, Params, load_params
 from tasks.croissant import croissant_task
 from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
 from tasks.errors import JobRejection
@@ -29,9 +30,17 @@ from tasks.index import INDEX_FILE, IndexSummary, index_task
 from tasks.layouts import LabelOptions
 from tasks.load import JobSpec, load_task
 from tasks.normalize import normalize_task
+from tasks.remote import is_remote
 from tasks.select import Selection, plan_jobs
 
-__all__ = ["RunSummary", "build_dataset", "describe_dataset", "train_dataset"]
+__all__ = [
+    "RunSummary",
+    "build_dataset",
+    "cut_jobs",
+    "describe_dataset",
+    "make_task_runner",
+    "train_dataset",
+]
 
 STEPS = ("create", "croissant", "train")
 #: Modules whose source decides the bytes of a dataset.
@@ -45,6 +54,7 @@ CODE_MODULES = (
     "tasks.truth",
     "tasks.schema",
     "tasks.select",
+    "tasks.remote",
 )
 
 
@@ -84,10 +94,56 @@ def _failure_reason(future: PrefectFuture) -> str:
     return "task failed"
 
 
-def _cutout_jobs(
-    specs: list[JobSpec], out_dir: Path, params: Params
+def make_task_runner(opts: CutoutParams) -> TaskRunner:
+    """The task runner of the per-job tasks, from ``cutouts.task_runner``.
+
+    ``threads``: a thread pool of ``workers`` threads in this process (numpy and file
+    writes release the GIL, so threads use every core). ``dask``: prefect-dask's
+    ``DaskTaskRunner`` on the cluster at ``dask_address``, or, when that is empty, on a
+    local cluster of ``workers`` single-threaded worker processes started for the run.
+    Tasks exchange only paths, limits and small tables, never pixels.
+    """
+    if opts.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=opts.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if opts.dask_address:
+        return DaskTaskRunner(address=opts.dask_address)
+    cluster: dict[str, Any] = {
+        "n_workers": opts.workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+    }
+    api = _api_url()
+    if api:  # workers report to this run's API (else each would start a temporary server)
+        cluster["env"] = {"PREFECT_API_URL": api}
+    return DaskTaskRunner(cluster_kwargs=cluster)
+
+
+def _api_url() -> str | None:
+    """The Prefect API this process talks to, including a temporary (ephemeral) server."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return url
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    return server.api_url if server.running else None
+
+
+@flow(name="cut_jobs")
+def cut_jobs(
+    specs: list[JobSpec], output_dir: str, params: Params
 ) -> tuple[list[JobCutouts | JobRejection], int]:
-    """Run load -> normalize -> cutout for every job, ``workers`` jobs at a time."""
+    """Run load -> normalize -> cutout for every job, ``workers`` jobs at a time.
+
+    A subflow so that its task runner (:func:`make_task_runner`) is chosen by the params
+    of each run; returns the per-job results and how many jobs came whole from the cache.
+    """
+    out_dir = Path(output_dir)
     logger = get_run_logger()
     opts = params.cutouts
     storage = (out_dir / STATE_DIR / "cache").resolve()
@@ -128,8 +184,9 @@ def _cutout_jobs(
             inflight[nxt] = ("normalize", spec, [*chain, nxt])
             continue
         if stage == "normalize":
-            task = cutout if outputs_present(out_dir, spec.job_id) else cutout_refresh
-            nxt = task.submit(chain[0], fut, str(out_dir), opts.batch)
+            present = outputs_present(out_dir, spec.job_id, opts.layout)
+            task = cutout if present else cutout_refresh
+            nxt = task.submit(chain[0], fut, str(out_dir), opts.batch, opts.layout)
             inflight[nxt] = ("cutout", spec, [*chain, nxt])
             continue
         result = fut.result()
@@ -186,19 +243,23 @@ def build_dataset(
     if "create" in steps:
         specs, unavailable = plan_jobs(
             input_dir,
-            params.cutouts.layout,
+            params.cutouts.input_layout,
             LabelOptions(**params.labels.model_dump()),
             Selection(
                 tuple(params.select.field_files),
                 tuple(str(f) for f in params.select.fields),
                 params.select.mjd_max,
             ),
+            stage_dir=out_dir / STATE_DIR / "inputs",
         )
         logger.info("%d job folders to read in %s", len(specs), input_dir)
         for rej in unavailable:
             logger.warning("%s rejected: %s", rej.job_id, rej.reason)
         out_dir.mkdir(parents=True, exist_ok=True)
-        results, summary.from_cache = _cutout_jobs(specs, out_dir, params)
+        runner = make_task_runner(params.cutouts)
+        results, summary.from_cache = cut_jobs.with_options(task_runner=runner)(
+            specs, str(out_dir), params
+        )
         results = [*results, *unavailable]
         index: IndexSummary = index_task(results, str(out_dir))
         publish_job_table(results)
@@ -224,7 +285,8 @@ def build_dataset(
         summary.metrics = _train(out_dir, params, key)
     summary.seconds = time.perf_counter() - t0
     logger.info(summary.line())
-    publish_summary(summary, out_dir, Path(input_dir) / "gallery.png")
+    gallery = None if is_remote(input_dir) else Path(input_dir) / "gallery.png"
+    publish_summary(summary, out_dir, gallery)
     return summary
 
 
@@ -241,6 +303,7 @@ def job_counts(results: list[JobCutouts | JobRejection]) -> list[dict[str, Any]]
                     "bogus": 0,
                     "rejected": res.n_catalog_rows,
                     "job_rejected": res.reason,
+                    "worker": "",
                 }
             )
             continue
@@ -253,6 +316,7 @@ def job_counts(results: list[JobCutouts | JobRejection]) -> list[dict[str, Any]]
                 "bogus": int((labels == 0).sum()),
                 "rejected": len(res.row_rejects),
                 "job_rejected": "",
+                "worker": res.worker,
             }
         )
     return rows
@@ -263,7 +327,8 @@ def publish_job_table(results: list[JobCutouts | JobRejection]) -> None:
     create_table_artifact(
         key="job-counts",
         table=job_counts(results),
-        description="Per job: cutouts written, real, bogus, rejected catalog rows.",
+        description="Per job: cutouts written, real, bogus, rejected catalog rows, and the "
+        "worker (host:pid) that cut it.",
     )
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.settings import prepare_environment
+from flows.settings import local_run_settings, prepare_environment, start_temporary_api
 
 __all__ = ["main"]
 
@@ -41,7 +41,8 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
         "-i",
         "--input_dir",
         default="./mini_dataset",
-        help="folder holding jid* job folders (default: ./mini_dataset)",
+        help="folder, or object-store URL (s3://bucket/prefix), holding jid* job folders "
+        "(default: ./mini_dataset)",
     )
     p.add_argument(
         "-o",
@@ -55,9 +56,32 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--layout",
+        choices=["files", "shards"],
+        default=None,
+        help="output layout (cutouts.layout): files, one .npy per cutout (default, the "
+        "seed's), or shards, one (N, 64, 64, 4) .npy per job",
+    )
+    p.add_argument(
+        "--input_layout",
         choices=["auto", "seed", "rapid"],
         default=None,
-        help="input layout (cutouts.layout; default auto, detected per job)",
+        help="input layout (cutouts.input_layout; default auto, detected per job)",
+    )
+    p.add_argument(
+        "--task-runner",
+        "--task_runner",
+        dest="task_runner",
+        choices=["threads", "dask"],
+        default=None,
+        help="run per-job tasks on a thread pool (default) or on Dask (cutouts.task_runner)",
+    )
+    p.add_argument(
+        "--dask-address",
+        "--dask_address",
+        dest="dask_address",
+        default=None,
+        help="Dask scheduler address (tcp://host:8786); default with --task-runner dask: a "
+        "local cluster of --workers processes",
     )
     p.add_argument(
         "--field_files",
@@ -157,9 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     """Serve the build_dataset deployment (blocks; Ctrl-C stops it)."""
     from flows.build import build_dataset
+    from tasks.remote import is_remote
 
     parameters = {
-        "input_dir": str(Path(args.input_dir).resolve()),
+        "input_dir": args.input_dir if is_remote(args.input_dir) else str(
+            Path(args.input_dir).resolve()
+        ),
         "output_dir": str(Path(args.output_dir).resolve()),
         "params_file": str(Path(args.params).resolve()) if args.params else None,
     }
@@ -178,7 +205,14 @@ def _params(args: argparse.Namespace):
 
     params = load_params(args.params)
     if args.command in ("create", "run"):
-        params = params.override("cutouts", workers=args.workers, layout=args.layout)
+        params = params.override(
+            "cutouts",
+            workers=args.workers,
+            layout=args.layout,
+            input_layout=args.input_layout,
+            task_runner=args.task_runner or ("dask" if args.dask_address else None),
+            dask_address=args.dask_address,
+        )
         params = params.override(
             "select", field_files=args.field_files, fields=args.fields, mjd_max=args.mjd_max
         )
@@ -257,22 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
 
-    from flows.build import build_dataset, describe_dataset, train_dataset
+    api = start_temporary_api()
+    import flows.build  # noqa: F401  (imported while the temporary API server starts)
 
+    if api is not None:
+        api.join()
     try:
-        if args.command in ("create", "run"):
-            from prefect.task_runners import ThreadPoolTaskRunner
-
-            steps = ["create"] if args.command == "create" else None
-            flow = build_dataset.with_options(
-                task_runner=ThreadPoolTaskRunner(max_workers=params.cutouts.workers)
-            )
-            summary = flow(args.input_dir, args.output_dir, params, steps)
-        elif args.command == "croissant":
-            summary = describe_dataset(args.csv_path, args.output, params)
-        else:
-            summary = train_dataset(args.dataset_dir, params)
-    except (FileNotFoundError, ValueError) as exc:
+        with local_run_settings():
+            summary = _run_command(args, params)
+    except (OSError, ValueError) as exc:
         print(f"cutouts: {exc}", file=sys.stderr)
         return 1
     _print_metrics(summary.metrics)
@@ -283,6 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {summary.dataset}")
     print(summary.line())
     return _exit_code(summary, params.run.strict)
+
+
+def _run_command(args: argparse.Namespace, params):
+    from flows.build import build_dataset, describe_dataset, train_dataset
+
+    if args.command in ("create", "run"):
+        steps = ["create"] if args.command == "create" else None
+        return build_dataset(args.input_dir, args.output_dir, params, steps)
+    if args.command == "croissant":
+        return describe_dataset(args.csv_path, args.output, params)
+    return train_dataset(args.dataset_dir, params)
 
 
 if __name__ == "__main__":

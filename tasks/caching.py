@@ -1,6 +1,7 @@
 """Content-addressed caching of per-job tasks.
 
-A cache key is the hash of (a) the bytes of every input file the task reads, (b) its other
+A cache key is the hash of (a) the bytes of every input file the task reads (for a job in
+an object store, the names, sizes and ETags of its remote files), (b) its other
 parameters, and (c) the source code of the modules that implement it. So re-running on
 unchanged inputs is served from Prefect's cache, changing one job's file recomputes only
 that job, and editing the science code invalidates what it produced.
@@ -57,6 +58,7 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
 
 @functools.lru_cache(maxsize=64)
 def module_source_digest(names: tuple[str, ...]) -> str:
+    """sha256 of the source of modules (read once per process: code does not change)."""
     h = hashlib.sha256()
     for name in sorted(names):
         h.update(name.encode())
@@ -65,9 +67,28 @@ def module_source_digest(names: tuple[str, ...]) -> str:
 
 
 def _describe(value: Any) -> Any:
-    """A stable, JSON-able description of a task input (files by content)."""
+    """A stable, JSON-able description of a task input (files by content).
+
+    A job in an object store (``remote_identity()`` not ``None``) is described by the
+    remote files' names, sizes and ETags instead, so its load is keyed before anything is
+    downloaded. An input with ``ensure_local()`` (a loaded remote job) is given the chance
+    to restore its local files before they are hashed.
+    """
+    remote = getattr(value, "remote_identity", None)
+    identity = remote() if callable(remote) else None
+    if identity is not None:
+        describe = getattr(value, "describe", None)
+        return {
+            "type": type(value).__name__,
+            "job_id": getattr(value, "job_id", None),
+            "remote": _describe(identity),
+            "more": _describe(describe()) if callable(describe) else None,
+        }
     files = getattr(value, "input_files", None)
     if callable(files):
+        prepare = getattr(value, "ensure_local", None)
+        if callable(prepare):
+            prepare()
         describe = getattr(value, "describe", None)
         return {
             "type": type(value).__name__,

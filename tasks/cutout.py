@@ -14,8 +14,10 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,8 @@ from tasks.normalize import ChannelLimits, apply_limits
 __all__ = [
     "CUTOUT_DIR",
     "CUTOUT_SIZE",
+    "LAYOUTS",
+    "SHARD_DIR",
     "JobCutouts",
     "candidate_pixels",
     "cut_job",
@@ -41,6 +45,7 @@ __all__ = [
     "extract_stamps",
     "npy_bytes",
     "position_rejects",
+    "shard_filename",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,10 @@ CUTOUT_SIZE = 64
 HALF = CUTOUT_SIZE // 2
 #: Folder of cutout files, relative to the dataset root.
 CUTOUT_DIR = "cutouts"
+#: Folder of per-job shards (sharded layout), relative to the dataset root.
+SHARD_DIR = "shards"
+#: Output layouts: one .npy per cutout (the seed's), or one (N, 64, 64, 4) .npy per job.
+LAYOUTS = ("files", "shards")
 #: Folder of the tool's own bookkeeping inside a dataset (per-job manifests, cache).
 STATE_DIR = ".cutouts"
 
@@ -67,6 +76,7 @@ def _npy_header(shape: tuple[int, ...], dtype: str = "<f4") -> bytes:
 
 
 _HEADER = _npy_header(_TENSOR_SHAPE)
+_FILE_BYTES = len(_HEADER) + int(np.prod(_TENSOR_SHAPE)) * 4
 
 
 def npy_bytes(tensor: np.ndarray) -> bytes:
@@ -79,6 +89,11 @@ def npy_bytes(tensor: np.ndarray) -> bytes:
 def cutout_filename(job_id: str, catalog_row: int) -> str:
     """Relative path of a cutout: ``cutouts/<job_id>_cutout<k>.npy``, k zero-padded to 5."""
     return f"{CUTOUT_DIR}/{job_id}_cutout{catalog_row:05d}.npy"
+
+
+def shard_filename(job_id: str) -> str:
+    """Relative path of a job's shard: ``shards/<job_id>.npy``."""
+    return f"{SHARD_DIR}/{job_id}.npy"
 
 
 def candidate_pixels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,17 +198,23 @@ class JobCutouts:
     n_catalog_rows: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    worker: str = ""  # host:pid of the process that cut the job (a Dask worker, or this one)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Atomically write one small file (temporary name in the same folder, then rename)."""
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextlib.contextmanager
+def _atomic_fd(path: Path) -> Iterator[int]:
+    """A file descriptor on a temporary sibling of ``path``, renamed onto it on success."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            yield fd
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -203,13 +224,63 @@ def _write_file(path: Path, data: bytes) -> None:
         raise
 
 
-def manifest_path(out_dir: Path, job_id: str) -> Path:
-    """Per-job manifest listing the files the cutout step wrote for a job."""
-    return Path(out_dir) / STATE_DIR / "jobs" / f"{job_id}.json"
+def manifest_path(out_dir: Path, job_id: str, layout: str = "files") -> Path:
+    """Per-job manifest listing the files the cutout step wrote for a job in ``layout``."""
+    return Path(out_dir) / STATE_DIR / "jobs" / layout / f"{job_id}.json"
+
+
+def _write_files(
+    out_dir: Path,
+    names: list[str],
+    images: dict[str, np.ndarray],
+    limits: dict[str, ChannelLimits],
+    r_all: np.ndarray,
+    c_all: np.ndarray,
+    batch: int,
+    written: list[Path],
+) -> None:
+    """Files layout: one ``np.save``-identical .npy per cutout, ``batch`` cut at a time."""
+    for start in range(0, len(names), batch):
+        stop = start + batch
+        tensors = make_tensors(images, limits, r_all[start:stop], c_all[start:stop])
+        for tensor, name in zip(tensors, names[start:stop], strict=True):
+            path = out_dir / name
+            with _atomic_fd(path) as fd:  # header and tensor in one call, no copy
+                if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
+                    _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
+            written.append(path)
+
+
+def _write_shard(
+    path: Path,
+    images: dict[str, np.ndarray],
+    limits: dict[str, ChannelLimits],
+    r_all: np.ndarray,
+    c_all: np.ndarray,
+    batch: int,
+    written: list[Path],
+) -> None:
+    """Shards layout: one ``(N, 64, 64, 4)`` float32 .npy (``np.save`` bytes), streamed.
+
+    Memory stays at one batch of tensors whatever N is; the shard appears under its name
+    only once complete.
+    """
+    with _atomic_fd(path) as fd:
+        _write_all(fd, _npy_header((len(r_all), *_TENSOR_SHAPE)))
+        for start in range(0, len(r_all), batch):
+            tensors = make_tensors(
+                images, limits, r_all[start : start + batch], c_all[start : start + batch]
+            )
+            _write_all(fd, tensors.data)
+    written.append(path)
 
 
 def cut_job(
-    job: JobData, limits: dict[str, ChannelLimits], out_dir: str | Path, batch: int = 512
+    job: JobData,
+    limits: dict[str, ChannelLimits],
+    out_dir: str | Path,
+    batch: int = 64,
+    layout: str = "files",
 ) -> JobCutouts:
     """Cut, normalise and write every usable candidate of a job.
 
@@ -223,17 +294,22 @@ def cut_job(
         Dataset root; files go to ``<out_dir>/cutouts/``.
     batch : int
         Candidates per vectorised batch (memory: 64 KiB per candidate).
+    layout : {"files", "shards"}
+        ``files``: ``cutouts/<job_id>_cutout<k>.npy`` per cutout (the contract's layout).
+        ``shards``: one ``shards/<job_id>.npy`` of shape (N, 64, 64, 4) per job, row i
+        holding the job's i-th kept candidate (catalog order); the same tensor bytes.
 
     Returns
     -------
     JobCutouts
-        Index rows (with ``cutout_filename``) and per-row rejections of the job. If writing
-        fails part-way, the files already written for this job are removed and the error
-        propagates.
+        Index rows (with ``cutout_filename``, and ``shard``/``row`` for shards) and per-row
+        rejections of the job. If writing fails part-way, the files already written for
+        this job are removed and the error propagates.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown output layout {layout!r}; choose from {LAYOUTS}")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    (out_dir / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
     table = job.table
     rejects = dict(job.row_rejects)
     rejects.update(
@@ -245,23 +321,30 @@ def cut_job(
     )
     keep = ~table["catalog_row"].isin(list(rejects)).to_numpy()
     rows = table.loc[keep].copy()
-    rows["cutout_filename"] = [cutout_filename(job.job_id, int(k)) for k in rows["catalog_row"]]
+    if layout == "files":
+        rows["cutout_filename"] = [
+            cutout_filename(job.job_id, int(k)) for k in rows["catalog_row"]
+        ]
+        files = list(rows["cutout_filename"])
+    else:
+        shard = shard_filename(job.job_id)
+        rows["cutout_filename"] = shard
+        rows["shard"] = shard
+        rows["row"] = np.arange(len(rows), dtype=np.int64)
+        files = [shard] if len(rows) else []
     images = {ch: open_image(job.images[ch]) for ch in CHANNELS}
     r_all, c_all = candidate_pixels(rows["x"].to_numpy(), rows["y"].to_numpy())
     written: list[Path] = []
     try:
-        for start in range(0, len(rows), batch):
-            r, c = r_all[start : start + batch], c_all[start : start + batch]
-            tensors = make_tensors(images, limits, r, c)
-            for tensor, name in zip(
-                tensors, rows["cutout_filename"].iloc[start : start + batch], strict=True
-            ):
-                path = out_dir / name
-                _write_file(path, npy_bytes(tensor))
-                written.append(path)
+        if layout == "files":
+            (out_dir / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
+            _write_files(out_dir, files, images, limits, r_all, c_all, batch, written)
+        elif files:
+            (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+            _write_shard(out_dir / files[0], images, limits, r_all, c_all, batch, written)
         atomic_write_text(
-            manifest_path(out_dir, job.job_id),
-            json.dumps({"job_id": job.job_id, "files": list(rows["cutout_filename"])}),
+            manifest_path(out_dir, job.job_id, layout),
+            json.dumps({"job_id": job.job_id, "layout": layout, "files": files}),
         )
     except BaseException:
         for path in written:
@@ -282,12 +365,13 @@ def cut_job(
         n_catalog_rows=job.n_catalog_rows,
         seconds=time.perf_counter() - t0,
         notes=notes,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
     )
 
 
-def outputs_present(out_dir: str | Path, job_id: str) -> bool:
-    """True when the manifest of ``job_id`` exists and every file it lists is on disk."""
-    path = manifest_path(Path(out_dir), job_id)
+def outputs_present(out_dir: str | Path, job_id: str, layout: str = "files") -> bool:
+    """True when the ``layout`` manifest of ``job_id`` exists and every file it lists is on disk."""
+    path = manifest_path(Path(out_dir), job_id, layout)
     try:
         files = json.loads(path.read_text())["files"]
     except (OSError, ValueError, KeyError):
@@ -308,7 +392,8 @@ def cutout_task(
     job: JobData | JobRejection,
     limits: dict[str, ChannelLimits] | JobRejection,
     out_dir: str,
-    batch: int = 512,
+    batch: int = 64,
+    layout: str = "files",
 ) -> JobCutouts | JobRejection:
     """Prefect task: :func:`cut_job` (passes a rejection through)."""
     if isinstance(job, JobRejection):
@@ -316,7 +401,7 @@ def cutout_task(
     if isinstance(limits, JobRejection):
         return limits
     try:
-        return cut_job(job, limits, out_dir, batch)
+        return cut_job(job, limits, out_dir, batch, layout)
     except JobError as exc:
         log.warning("rejected %s", exc)
         return reject_job(job.spec, exc)

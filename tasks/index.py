@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.atomic import TMP_MARK, atomic_output
-from tasks.cutout import CUTOUT_DIR, JobCutouts
+from tasks.cutout import CUTOUT_DIR, SHARD_DIR, JobCutouts
 from tasks.errors import JobRejection
 from tasks.layouts import CHANNELS
 from tasks.schema import INDEX_SCHEMA, Column
@@ -39,7 +39,10 @@ REJECTS_FILE = "rejects.csv"
 LIMITS_FILE = "zscale_limits.csv"
 
 
-_CUTOUT_NAME = re.compile(r"^jid.*_cutout\d{5,}\.npy$")
+_OURS = {
+    CUTOUT_DIR: re.compile(r"^jid.*_cutout\d{5,}\.npy$"),
+    SHARD_DIR: re.compile(r"^jid.*\.npy$"),
+}
 
 
 @dataclass
@@ -68,9 +71,10 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -> IndexSummary:
     """Write the dataset's tables from per-job results, in job-name order.
 
-    Also removes cutout files of ours (``cutouts/jid*_cutoutNNNNN.npy``) that the new index
-    does not list, such as leftovers of an earlier run with other inputs, and temporary
-    files of interrupted runs, so the index and the folder always agree.
+    Also removes cutout files and shards of ours (``cutouts/jid*_cutoutNNNNN.npy``,
+    ``shards/jid*.npy``) that the new index does not list, such as leftovers of an earlier
+    run with other inputs or the other layout, and temporary files of interrupted runs, so
+    the index and the folder always agree.
     """
     out_dir = Path(out_dir)
     results = sorted(results, key=lambda r: r.job_id)
@@ -112,7 +116,7 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
         pd.DataFrame(limits, columns=["job_id", "channel", "file", "vmin", "vmax", "status"]),
         limits_path,
     )
-    pruned = _prune(out_dir, set(index["cutout_filename"]))
+    pruned = _prune(out_dir, set(index["cutout_filename"].dropna()) | set(index["shard"].dropna()))
     labels = index["label"]
     return IndexSummary(
         out_dir=out_dir,
@@ -131,16 +135,17 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
 
 
 def _prune(out_dir: Path, listed: set[str]) -> int:
-    folder = out_dir / CUTOUT_DIR
-    if not folder.is_dir():
-        return 0
     removed = 0
-    for entry in folder.iterdir():
-        name = entry.name
-        stale = _CUTOUT_NAME.match(name) and f"{CUTOUT_DIR}/{name}" not in listed
-        if stale or (name.startswith(".") and TMP_MARK in name):
-            entry.unlink(missing_ok=True)
-            removed += 1
+    for sub, pattern in _OURS.items():
+        folder = out_dir / sub
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            stale = pattern.match(name) and f"{sub}/{name}" not in listed
+            if stale or (name.startswith(".") and TMP_MARK in name):
+                entry.unlink(missing_ok=True)
+                removed += 1
     if removed:
         log.info("removed %d cutout files the index does not list", removed)
     return removed

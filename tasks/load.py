@@ -3,6 +3,9 @@
 Images are never read here: the header of each is parsed, its data location checked
 against the file size, and :func:`open_image` later maps the pixels from disk
 (``numpy.memmap``), so a task passes only paths and a small candidate table.
+
+A job in an object store (a spec with :attr:`JobSpec.remote`) is first staged into its
+local folder (:func:`tasks.remote.stage_job`) and then read like any local job.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from prefect import task
 from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
 from tasks.errors import JobError, JobRejection
 from tasks.layouts import CHANNELS, LabelOptions, detect_layout, get_layout
+from tasks.remote import RemoteJob, is_staged, stage_job
 from tasks.schema import CANDIDATE_COLUMNS
 
 __all__ = [
@@ -46,17 +50,52 @@ _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Where one job lives: small, hashable, cheap to pass between tasks."""
+    """Where one job lives: small, hashable, cheap to pass between tasks.
+
+    ``remote`` is set for a job in an object store: ``path`` is then the local folder it
+    is staged into (by :func:`load_job`), which may not exist yet.
+    """
 
     job_id: str
     path: Path
     layout: str = "auto"
     labels: LabelOptions = field(default_factory=LabelOptions)
     meta: tuple[tuple[str, object], ...] = ()  # filter, field, mjd from the field lists
+    remote: RemoteJob | None = None
 
     def resolved_layout(self) -> str:
-        """The layout name; ``auto`` is resolved from the files in the job folder."""
-        return detect_layout(self.path) if self.layout == "auto" else self.layout
+        """The layout name; ``auto`` is resolved from the files in the job folder.
+
+        For a remote job, from its listed file names (no download needed).
+        """
+        if self.layout != "auto":
+            return self.layout
+        if self.remote is not None and self.remote.layout != "auto":
+            return self.remote.layout
+        return detect_layout(self.path)
+
+    def remote_identity(self) -> dict[str, object] | None:
+        """For a remote job, what identifies its input (for cache keys), else ``None``.
+
+        The remote URL, every file's ``(name, size, etag)``, and the staging folder (a
+        loaded job's result points to files there).
+        """
+        if self.remote is None:
+            return None
+        return {"url": self.remote.url, "files": self.remote.identity(), "staged": str(self.path)}
+
+    def stage(self) -> None:
+        """Copy a remote job into :attr:`path` unless a current copy is there (no-op if local).
+
+        Raises
+        ------
+        JobError
+            A listed object is gone from the store.
+        OSError
+            A transient failure (worth a retry).
+        """
+        if self.remote is not None:
+            stage_job(self.remote, self.path, self.job_id)
 
     def input_files(self) -> list[Path]:
         """The files the layout reads for this job (raises JobError when one is missing)."""
@@ -112,6 +151,17 @@ class JobData:
 
     def describe(self) -> dict[str, object]:
         return self.spec.describe()
+
+    def ensure_local(self) -> None:
+        """Stage a remote job again when its staged copy is gone (a load served from cache).
+
+        Called by :class:`tasks.caching.ContentPolicy` before it hashes the files; a no-op
+        for a local job or a current staged copy.
+        """
+        remote = self.spec.remote
+        if remote is not None and not is_staged(remote, self.spec.path):
+            log.info("%s: staged copy missing, staging again", self.job_id)
+            self.spec.stage()
 
 
 def discover_jobs(input_dir: str | Path, layout: str = "auto") -> list[JobSpec]:
@@ -198,6 +248,8 @@ def open_image(info: ImageInfo) -> np.ndarray:
 def load_job(spec: JobSpec) -> JobData:
     """Resolve a job's files, check its four images, parse and label its catalog.
 
+    A remote job is staged into ``spec.path`` first (:meth:`JobSpec.stage`).
+
     Job-level columns are filled here: ``reference_file`` (the reference image used), and
     ``filter``, ``field``, ``mjd`` from the field lists when the run was given them, else from
     the FITS headers (science FILTER, MJD-OBS; difference FIELD).
@@ -207,7 +259,10 @@ def load_job(spec: JobSpec) -> JobData:
     JobError
         When the job cannot be used at all; per-row problems are returned in
         :attr:`JobData.row_rejects` instead.
+    OSError
+        A transient read error, or for a remote job a failing download (worth a retry).
     """
+    spec.stage()
     layout = get_layout(spec.resolved_layout())
     paths = layout.resolve_images(spec.path)
     files = layout.input_files(spec.path)
@@ -249,6 +304,7 @@ def reject_job(spec: JobSpec, error: Exception) -> JobRejection:
 LOAD_MODULES = (
     "tasks.load",
     "tasks.layouts",
+    "tasks.remote",
     "tasks.errors",
     "tasks.truth",
     "tasks.schema",

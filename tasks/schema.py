@@ -51,12 +51,19 @@ INDEX_SCHEMA: tuple[Column, ...] = (
        "(RAPID layout: PSF-fit y_fit)."),
     _c("label", "Int64", "1 real, 0 bogus; empty when the job has no truth (unlabelled)."),
     _c("cutout_filename", "string",
-       "Path of the (64, 64, 4) float32 .npy cutout, relative to the dataset root; channels "
-       "science, reference, difference, score, each ZScale-normalised to [0, 1].",
+       "Path of the .npy holding the cutout, relative to the dataset root: files layout, the "
+       "(64, 64, 4) float32 cutout itself; shards layout, its job's (N, 64, 64, 4) shard, the "
+       "cutout being row `row`. Channels science, reference, difference, score, each "
+       "ZScale-normalised to [0, 1].",
        field="cutout_path"),
     _c("flux", "float64", "Candidate flux, DN/s (seed: catalog flux; RAPID: PSF-fit flux_fit)."),
     _c("fwhm", "float64", "Catalog FWHM of the candidate, pixels, when the catalog has it."),
     _c("elongation", "float64", "Catalog elongation (major/minor axis), when the catalog has it."),
+    # sharded layout
+    _c("shard", "string", "Shards layout: path of the job's (N, 64, 64, 4) float32 .npy shard "
+       "(shards/<job_id>.npy); empty in the files layout."),
+    _c("row", "Int64", "Shards layout: 0-based row of the cutout in its shard; empty in the "
+       "files layout."),
     # provenance
     _c("catalog_row", "int64", "0-based data row of the candidate in its job's catalog."),
     _c("flags", "Int64", "Catalog flags of the candidate (RAPID: PSF-fit flags), when present."),
@@ -96,7 +103,7 @@ INDEX_SCHEMA: tuple[Column, ...] = (
 )
 
 #: What a layout returns per catalog row: every index column but the ones the index adds.
-_ADDED_BY_INDEX = ("cutout_id", "job_id", "cutout_filename")
+_ADDED_BY_INDEX = ("cutout_id", "job_id", "cutout_filename", "shard", "row")
 CANDIDATE_COLUMNS: dict[str, str] = {
     c.name: c.dtype for c in INDEX_SCHEMA if c.name not in _ADDED_BY_INDEX
 }

@@ -7,13 +7,20 @@ at or before that MJD. Without field lists, ``fields`` and ``mjd_max`` are read 
 headers (difference FIELD, science MJD-OBS). A job named in a list but missing on disk, or
 one whose header cannot answer the selection, is reported as a rejected job, never skipped
 silently.
+
+``input_dir`` may be an object-store URL (``s3://bucket/prefix``): its ``jid*`` job
+folders are listed remotely (:mod:`tasks.remote`), field lists named relative to it are
+read from it, headers for the selection are read remotely (first blocks only), and each
+job's spec points to its folder under ``stage_dir``, where the load step stages it.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +29,7 @@ from astropy.io import fits
 from tasks.errors import JobError, JobRejection
 from tasks.layouts import LabelOptions, get_layout
 from tasks.load import JobSpec, discover_jobs
+from tasks.remote import is_remote, join_url, list_jobs, read_bytes, read_header, remote_exists
 
 __all__ = ["FIELD_LIST_COLUMNS", "Selection", "plan_jobs", "read_field_lists"]
 
@@ -43,8 +51,10 @@ class Selection:
         return bool(self.field_files or self.fields or self.mjd_max is not None)
 
 
-def read_field_lists(paths: list[Path]) -> pd.DataFrame:
+def read_field_lists(paths: Sequence[Path | str]) -> pd.DataFrame:
     """Concatenate field lists; ``FIELD`` as text, ``MJD`` as float, plus a ``source`` column.
+
+    A path may be an object-store URL (``s3://bucket/prefix/H158_fields.txt``).
 
     Raises
     ------
@@ -54,9 +64,18 @@ def read_field_lists(paths: list[Path]) -> pd.DataFrame:
     """
     frames = []
     for path in paths:
-        if not path.is_file():
-            raise ValueError(f"field list {path} does not exist")
-        table = pd.read_csv(path, sep=r"\s+", dtype=str)
+        if is_remote(path):
+            url = str(path)
+            if not remote_exists(url):
+                raise ValueError(f"field list {url} does not exist")
+            source: Path | io.BytesIO = io.BytesIO(read_bytes(url))
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise ValueError(f"field list {path} does not exist")
+            source, name = path, path.name
+        table = pd.read_csv(source, sep=r"\s+", dtype=str)
         missing = [c for c in FIELD_LIST_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"field list {path} lacks column(s) {missing}")
@@ -67,7 +86,7 @@ def read_field_lists(paths: list[Path]) -> pd.DataFrame:
                 f"field list {path}: row {row}: MJD {table['MJD'].iloc[row]!r} is not a number"
             )
         table["MJD"] = mjd
-        table["source"] = path.name
+        table["source"] = name
         frames.append(table)
     return (
         pd.concat(frames, ignore_index=True)
@@ -78,6 +97,15 @@ def read_field_lists(paths: list[Path]) -> pd.DataFrame:
 
 def _header_value(spec: JobSpec, channel: str, card: str) -> object | None:
     try:
+        if spec.remote is not None:  # read the header remotely: selection stages nothing
+            names = {f.name for f in spec.remote.files}
+            images = get_layout(spec.resolved_layout()).images[channel]
+            name = next((n for n in images if n in names), None)
+            if name is None:
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return read_header(spec.remote.file_url(name)).get(card)
         path = get_layout(spec.resolved_layout()).resolve_images(spec.path)[channel]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -86,33 +114,86 @@ def _header_value(spec: JobSpec, channel: str, card: str) -> object | None:
         return None
 
 
+def _field_list_location(name: str, input_dir: str | Path) -> Path | str:
+    """Where a field list named in the selection is: a URL, an absolute path, a name
+    relative to ``input_dir`` (local or remote) when there, else relative to the cwd."""
+    if is_remote(name):
+        return name
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    if is_remote(input_dir):
+        url = join_url(str(input_dir), name)
+        return url if remote_exists(url) else path
+    root = Path(input_dir)
+    return root / path if (root / path).exists() else path
+
+
+def _available_jobs(
+    input_dir: str | Path, layout: str, stage_dir: str | Path | None
+) -> dict[str, JobSpec]:
+    """Job specs by name: local ``jid*`` folders, or remote ones to stage under ``stage_dir``."""
+    if not is_remote(input_dir):
+        return {s.job_id: s for s in discover_jobs(input_dir, layout)}
+    if stage_dir is None:
+        raise ValueError(
+            f"input {input_dir} is in an object store: a local stage_dir to copy its jobs "
+            "into is required"
+        )
+    stage_root = Path(stage_dir).resolve()
+    return {
+        job.job_id: JobSpec(job.job_id, stage_root / job.job_id, layout, remote=job)
+        for job in list_jobs(str(input_dir), layout)
+    }
+
+
 def plan_jobs(
     input_dir: str | Path,
     layout: str = "auto",
     labels: LabelOptions | None = None,
     selection: Selection | None = None,
+    stage_dir: str | Path | None = None,
 ) -> tuple[list[JobSpec], list[JobRejection]]:
     """The jobs to read and the selected jobs that cannot be (missing folder, no header card).
+
+    Parameters
+    ----------
+    input_dir : str or path-like
+        Folder holding ``jid*`` job folders, or an object-store URL of a prefix holding
+        them (``s3://bucket/prefix``).
+    layout : str
+        Layout name, or ``auto`` (detected per job).
+    labels : LabelOptions, optional
+        Labelling options carried by every spec.
+    selection : Selection, optional
+        Which jobs; default all.
+    stage_dir : str or path-like, optional
+        Local folder that remote jobs are staged into (``<stage_dir>/<job_id>``, created
+        when needed); required for remote input, unused for local input.
 
     Returns
     -------
     specs : list of JobSpec, sorted by job name
     missing : list of JobRejection
+
+    Raises
+    ------
+    FileNotFoundError
+        ``input_dir`` does not exist (locally) or holds no objects (remotely).
+    ValueError
+        Remote input without ``stage_dir``; a field list missing or malformed.
     """
     labels = labels or LabelOptions()
     selection = selection or Selection()
-    root = Path(input_dir)
-    on_disk = {s.job_id: s for s in discover_jobs(root, layout)}
-    make = lambda s, meta=(): JobSpec(s.job_id, s.path, layout, labels, meta)  # noqa: E731
+    root = input_dir if is_remote(input_dir) else Path(input_dir)
+    on_disk = _available_jobs(input_dir, layout, stage_dir)
+    make = lambda s, meta=(): replace(s, layout=layout, labels=labels, meta=meta)  # noqa: E731
     if not selection.active:
         return [make(s) for s in on_disk.values()], []
     rejected: list[JobRejection] = []
     if selection.field_files:
         lists = read_field_lists(
-            [
-                p if p.is_absolute() else (root / p if (root / p).exists() else p)
-                for p in map(Path, selection.field_files)
-            ]
+            [_field_list_location(str(p), input_dir) for p in selection.field_files]
         )
         if selection.fields:
             lists = lists[lists["FIELD"].isin(selection.fields)]

@@ -100,3 +100,44 @@ def prefect_backend():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A moto S3 server on 127.0.0.1 (never a real cloud endpoint).
+
+    Yields its URL and the environment variables of its (fake) credentials; the bucket
+    ``cutouts`` exists.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "moto.log", "w")
+    BIN = Path(sys.executable).parent
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        import time
+
+        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket="cutouts")
+                break
+            except Exception:
+                time.sleep(0.2)
+        yield url, creds
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()

@@ -195,40 +195,6 @@ def test_real_jobs_under_dvc_instead_of_simulate(project, tmp_path):
     assert len(pd.read_csv(added / "data" / "dataset" / "master_index.csv")) == len(index)
 
 
-@pytest.fixture
-def s3_server(tmp_path):
-    """A moto S3 server on 127.0.0.1 (never a real cloud endpoint)."""
-    import socket
-
-    import boto3
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "moto.log", "w")
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1"}
-    try:
-        import time
-
-        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
-        for _ in range(100):
-            try:
-                client.create_bucket(Bucket="cutouts")
-                break
-            except Exception:
-                time.sleep(0.2)
-        yield url, creds
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
-
-
 def test_s3_remote_push_and_pull(project, s3_server, tmp_path):
     url, creds = s3_server
     repo = project["repo"]

@@ -72,6 +72,9 @@ def test_fast_sample_gives_astropy_limits_exactly(seed):
     img[mask] = np.nan
     if seed == 3:
         img[:, : shape[1] // 2] = np.inf
+    if seed in (4, 5):  # every other row has one NaN: full rows and partial rows mixed
+        img = rng.normal(0, 1, (400, 90)).astype(img.dtype)
+        img[::2, 7] = np.nan
     finite = img[np.isfinite(img)]
     stride = int(max(1.0, finite.size / 1000))
     np.testing.assert_array_equal(zscale_sample(img), finite[::stride][:1000])
@@ -79,3 +82,20 @@ def test_fast_sample_gives_astropy_limits_exactly(seed):
         assert zscale_limits(img) == zscale_limits(finite)  # 1-D: astropy's own path
         vmin, vmax = ZScaleInterval().get_limits(img)
         assert (zscale_limits(img).vmin, zscale_limits(img).vmax) == (float(vmin), float(vmax))
+
+
+def test_finite_per_row_matches_a_plain_count():
+    from tasks.normalize import finite_per_row
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 1, (300, 70)).astype(">f4")  # big-endian, as FITS stores it
+    img[5, 7] = np.nan
+    img[100, :] = np.inf
+    img[200, 3] = -np.inf
+    img[150, 10] = np.inf
+    img[150, 11] = -np.inf  # inf + -inf: a NaN sum
+    img[250, :20] = 3e38  # finite pixels whose float32 sum overflows
+    want = np.count_nonzero(np.isfinite(img), axis=1)
+    for block in (1, 7, 64, 1000):
+        assert (finite_per_row(img, rows_per_block=block) == want).all()
+    assert finite_per_row(img)[250] == 70

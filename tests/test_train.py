@@ -1,9 +1,11 @@
-"""Smoke-train: reading through Croissant, split by job, metrics by hand, training."""
+"""Smoke-train: reading through Croissant, split by job, metrics by hand, training, loading."""
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,14 @@ from tasks.index import INDEX_FILE
 from tasks.schema import INDEX_SCHEMA
 from tasks.train import (
     CutoutDataset,
+    IndexBatches,
     SmallCNN,
     binary_metrics,
     cap_by_job,
     fnr_at_fpr,
     load_cutout,
     majority_accuracy,
+    make_loader,
     read_records,
     resolve_device,
     roc_auc,
@@ -97,9 +101,33 @@ def dataset(tmp_path_factory) -> Path:
     return _write_dataset(tmp_path_factory.mktemp("learnable"))
 
 
+def _write_sharded(files_root: Path, root: Path) -> Path:
+    """The same jobs and cutouts as the files-layout dataset at ``files_root``, sharded."""
+    index = pd.read_csv(files_root / INDEX_FILE, dtype={c.name: c.dtype for c in INDEX_SCHEMA})
+    (root / "shards").mkdir(parents=True)
+    rows = []
+    for job, part in index.groupby("job_id", sort=True):
+        shard = f"shards/{job}.npy"
+        np.save(root / shard, np.stack([np.load(files_root / f) for f in part["cutout_filename"]]))
+        part = part.copy()
+        part["cutout_filename"] = part["shard"] = shard
+        part["row"] = np.arange(len(part))
+        rows.append(part)
+    frame = pd.concat(rows).astype({c.name: c.dtype for c in INDEX_SCHEMA})
+    frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
+    write_croissant(root / INDEX_FILE, root / "croissant.json")
+    return root
+
+
 @pytest.fixture(scope="module")
 def index(dataset) -> pd.DataFrame:
     return pd.read_csv(dataset / INDEX_FILE, dtype={"label": "Int64"})
+
+
+@pytest.fixture(scope="module")
+def sharded(dataset, tmp_path_factory) -> Path:
+    """The ``dataset`` fixture's jobs and cutouts in the shards layout."""
+    return _write_sharded(dataset, tmp_path_factory.mktemp("sharded"))
 
 
 # --------------------------------------------------------------------------- reading
@@ -117,6 +145,17 @@ def test_read_records_through_croissant(dataset, index):
     paths = [Path(p) for p in frame["cutout_path"]]
     assert all(p.is_absolute() and p.is_file() for p in paths)
     assert paths[0] == (dataset / index["cutout_filename"][0]).resolve()
+
+
+def test_read_records_of_a_sharded_dataset(sharded, dataset, index):
+    frame = read_records(sharded / "croissant.json")
+    assert frame["job_id"].tolist() == index["job_id"].tolist()
+    assert frame["row"].dtype == "Int64"
+    assert frame["row"].tolist() == [k for _ in range(N_JOBS) for k in range(PER_JOB)]
+    expected = [str((sharded / "shards" / f"{j}.npy").resolve()) for j in index["job_id"]]
+    assert frame["cutout_path"].tolist() == frame["shard"].tolist() == expected
+    files = read_records(dataset / "croissant.json")
+    assert files["row"].isna().all() and files["shard"].isna().all()
 
 
 def test_read_records_with_croissant_outside_the_root(dataset, tmp_path):
@@ -263,6 +302,117 @@ def test_cutout_dataset_is_channel_first_in_both_modes(dataset, index):
     assert CutoutDataset(paths, np.ones(6)).in_memory  # small: auto loads into memory
 
 
+def _datasets(files_root: Path, sharded_root: Path) -> dict[str, CutoutDataset]:
+    """The same items read every way: files in memory and lazily, shards mapped and in memory,
+    and a mix (first two jobs from files, the rest from shards)."""
+    files = read_records(files_root / "croissant.json")
+    shards = read_records(sharded_root / "croissant.json")
+    labels = files["label"].fillna(0).to_numpy()
+    mixed = np.arange(len(files)) < 2 * PER_JOB
+    mixed_paths = np.where(mixed, files["cutout_path"], shards["cutout_path"])
+    mixed_rows = shards["row"].mask(mixed)
+    return {
+        "files in memory": CutoutDataset(files["cutout_path"], labels, in_memory=True),
+        "files lazy": CutoutDataset(files["cutout_path"], labels, in_memory=False),
+        "shards mapped": CutoutDataset(shards["cutout_path"], labels, rows=shards["row"]),
+        "shards in memory": CutoutDataset(
+            shards["cutout_path"], labels, in_memory=True, rows=shards["row"]
+        ),
+        "mixed": CutoutDataset(mixed_paths, labels, rows=mixed_rows),
+    }
+
+
+def test_loader_batches_are_byte_identical_across_layouts(dataset, sharded, index):
+    sets = _datasets(dataset, sharded)
+    assert not sets["shards mapped"].in_memory and len(sets["shards mapped"].shard_paths) == 4
+    assert sets["files in memory"].in_memory and not sets["files lazy"].in_memory
+    stored = np.stack([np.load(dataset / f) for f in index["cutout_filename"]])
+    expected = np.ascontiguousarray(stored.transpose(0, 3, 1, 2))
+    for seed in (0, 7):
+        batches = {}
+        for name, data in sets.items():
+            loader = make_loader(data, batch_size=16, shuffle=True, seed=seed)
+            batches[name] = [(x.numpy().tobytes(), y.numpy().tobytes()) for x, y in loader]
+            assert len(batches[name]) == len(loader) == math.ceil(len(index) / 16)
+        reference = batches.pop("files in memory")
+        for name, got in batches.items():
+            assert got == reference, name
+    order = np.concatenate(list(IndexBatches(len(index), 16, shuffle=True, seed=7)))
+    x, y = sets["shards mapped"].__getitems__(order)
+    assert x.shape == (len(index), 4, 64, 64) and x.dtype == torch.float32 and x.is_contiguous()
+    assert x.numpy().tobytes() == expected[order].tobytes()
+    assert y.shape == (len(index),) and y.dtype == torch.float32
+
+
+def test_shuffling_is_deterministic_per_seed_and_epoch():
+    def epochs(seed: int, n_epochs: int = 3) -> list[list[int]]:
+        batches = IndexBatches(100, 32, shuffle=True, seed=seed)
+        return [np.concatenate(list(batches)).tolist() for _ in range(n_epochs)]
+
+    first = epochs(3)
+    assert first == epochs(3)  # same seed, same sequence of epochs
+    assert all(sorted(e) == list(range(100)) for e in first)  # each epoch a permutation
+    assert first[0] != first[1] != first[2]  # reshuffled every epoch
+    assert epochs(4) != first
+    assert [len(b) for b in IndexBatches(100, 32, shuffle=True)] == [32, 32, 32, 4]
+    assert np.concatenate(list(IndexBatches(100, 32))).tolist() == list(range(100))
+    state = torch.random.get_rng_state()
+    data = CutoutDataset([], np.zeros(0))
+    loader = make_loader(data, 8, shuffle=True, seed=3)
+    assert list(loader) == []
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
+
+
+def test_sharded_dataset_pickles_without_its_maps(sharded):
+    shards = read_records(sharded / "croissant.json")
+    data = CutoutDataset(shards["cutout_path"], np.zeros(len(shards)), rows=shards["row"])
+    blob = pickle.dumps(data)
+    assert len(blob) < 100_000  # no cutout data inside
+    again = pickle.loads(blob)
+    assert torch.equal(again.__getitems__([5, 70])[0], data.__getitems__([5, 70])[0])
+
+
+def test_cutout_reading_checks_shapes_rows_and_falls_back(tmp_path):
+    tensor = np.random.default_rng(0).random((64, 64, 4), dtype=np.float32)
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(tensor))
+    np.save(tmp_path / "plain.npy", tensor)
+    np.save(tmp_path / "bad.npy", np.zeros((4, 64, 64), np.float32))
+    np.save(tmp_path / "shard.npy", np.stack([tensor, tensor[::-1]]))
+    np.save(tmp_path / "bad_shard.npy", np.zeros((2, 4, 64, 64), np.float32))
+    paths = [tmp_path / "plain.npy", tmp_path / "fortran.npy"]
+    x, _ = CutoutDataset(paths, [0, 1], in_memory=False).__getitems__([0, 1])
+    np.testing.assert_array_equal(x[0].numpy(), tensor.transpose(2, 0, 1))
+    np.testing.assert_array_equal(x[1].numpy(), tensor.transpose(2, 0, 1))
+    with pytest.raises(ValueError, match=r"expected a \(64, 64, 4\) float32"):
+        CutoutDataset([tmp_path / "bad.npy"], [0], in_memory=False)[0]
+    with pytest.raises(ValueError, match="float32 shard"):
+        CutoutDataset([tmp_path / "bad_shard.npy"], [0], rows=[0])
+    with pytest.raises(ValueError, match="beyond the end of their shard"):
+        CutoutDataset([tmp_path / "shard.npy"] * 2, [0, 0], rows=[1, 2])
+    x, _ = CutoutDataset([tmp_path / "shard.npy"], [0], rows=[1])[0]
+    np.testing.assert_array_equal(x.numpy(), tensor[::-1].transpose(2, 0, 1))
+
+
+def test_loader_serves_shards_fast(tmp_path):
+    """Meaningful but not flaky: the benchmark measures ~100k cutouts/s here; ask for 5k."""
+    rng = np.random.default_rng(0)
+    n_shards, per_shard = 4, 1024
+    paths, rows = [], []
+    for k in range(n_shards):
+        np.save(tmp_path / f"jid{k}.npy", rng.random((per_shard, 64, 64, 4), np.float32))
+        paths += [tmp_path / f"jid{k}.npy"] * per_shard
+        rows += range(per_shard)
+    data = CutoutDataset(paths, np.zeros(len(paths)), rows=rows)
+    loader = make_loader(data, batch_size=64, shuffle=True, seed=0)
+    best = math.inf
+    for _ in range(3):  # the first epoch also maps the pages
+        t0 = time.perf_counter()
+        n = sum(len(x) for x, _ in loader)
+        best = min(best, time.perf_counter() - t0)
+    assert n == len(data)
+    assert n / best > 5_000, f"{n / best:.0f} cutouts/s"
+
+
 def test_load_cutout_rejects_wrong_shape(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((4, 64, 64), np.float32))
     with pytest.raises(ValueError, match=r"expected a \(64, 64, 4\) float32"):
@@ -307,8 +457,11 @@ def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
         "validation",
         "seconds",
         "unlabelled",
+        "layout",
+        "train_cutouts_per_s",
     }
     assert (metrics["device"], metrics["seed"], metrics["epochs"]) == ("cpu", 0, FAST.epochs)
+    assert metrics["layout"] == "files" and metrics["train_cutouts_per_s"] > 0
     assert metrics["unlabelled"] == len(UNLABELLED_ROWS)
     assert metrics["n_jobs"] == {"train": 3, "validation": 1}
     counts = metrics["counts"]
@@ -333,8 +486,24 @@ def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
     assert v["roc_auc"] > 0.9, metrics
 
     again = smoke_train(dataset, dataset / "croissant.json", FAST, output=tmp_path / "m.json")
-    metrics.pop("seconds"), again.pop("seconds")
-    assert again == metrics
+    assert _deterministic(again) == _deterministic(metrics)
+
+
+def _deterministic(metrics: dict) -> dict:
+    """Metrics without the timings (and the layout)."""
+    return {
+        k: v for k, v in metrics.items() if k not in ("seconds", "train_cutouts_per_s", "layout")
+    }
+
+
+def test_smoke_train_is_the_same_on_shards_and_files(dataset, sharded, tmp_path):
+    params = FAST.model_copy(update={"epochs": 2, "seed": 3})
+    files = smoke_train(dataset, params=params, output=tmp_path / "files.json")
+    shards = smoke_train(sharded, params=params, output=tmp_path / "shards.json")
+    assert (files["layout"], shards["layout"]) == ("files", "shards")
+    assert shards["train_cutouts_per_s"] > 0
+    assert _deterministic(shards) == _deterministic(files)
+    assert json.loads((tmp_path / "shards.json").read_text()) == shards
 
 
 def test_smoke_train_task_caps_by_whole_jobs(dataset):
@@ -345,3 +514,32 @@ def test_smoke_train_task_caps_by_whole_jobs(dataset):
     assert used <= 60 and used + metrics["dropped_by_max_cutouts"] == N_JOBS * PER_JOB - 2
     assert len(metrics["loss"]["train"]) == 1
     assert json.loads((dataset / "metrics.json").read_text())["n_jobs"] == metrics["n_jobs"]
+
+
+def _plain(values) -> list:
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+            for v in values]
+
+
+@pytest.mark.flow
+def test_fast_record_reading_equals_mlcroissant(tmp_path, make_job):
+    """The pandas path gives mlcroissant's values; an index not matching its sha256 fails."""
+    from flows.build import build_dataset
+    from tasks.config import Params
+
+    for k in range(3):
+        make_job(f"jid000{k + 1}", seed=k)
+    out = tmp_path / "ds"
+    build_dataset(str(tmp_path / "jobs"), str(out), Params(), ["create", "croissant"])
+    meta = out / "croissant.json"
+    slow, fast = read_records(meta, engine="mlcroissant"), read_records(meta)
+    assert list(slow.columns) == list(fast.columns) and len(slow) == len(fast) == 36
+    for column in slow.columns:
+        assert _plain(slow[column]) == _plain(fast[column]), column
+
+    index = pd.read_csv(out / "master_index.csv")
+    index.loc[0, "label"] = 1 - index.loc[0, "label"]  # sha256 no longer matches the metadata
+    index.to_csv(out / "master_index.csv", index=False)
+    # the fast path refuses it, and mlcroissant then fails on the hash as it always did
+    with pytest.raises(Exception, match=r"Download\(master_index\.csv\)"):
+        read_records(meta)

@@ -1,0 +1,67 @@
+"""Scale-out: the same flow on Dask (prefect-dask) writes byte-identical datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.build import build_dataset, cut_jobs
+from tasks.config import Params
+from tasks.select import plan_jobs
+
+pytestmark = pytest.mark.flow
+
+THREADS = Params().override("cutouts", retry_delay_s=0.0, workers=2)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file of a dataset but the tool's own bookkeeping (.cutouts/)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".cutouts" not in p.relative_to(root).parts
+    }
+
+
+@pytest.fixture
+def jobs(tmp_path, make_job):
+    for k in range(4):
+        make_job(f"jid000{k + 1}", shape=(60 + 10 * k, 80), seed=k)
+    return tmp_path / "jobs"
+
+
+def test_local_dask_cluster_matches_threads(tmp_path, jobs):
+    ref = build_dataset(str(jobs), str(tmp_path / "threads"), THREADS, ["create", "croissant"])
+    dask = THREADS.override("cutouts", task_runner="dask")
+    got = build_dataset(str(jobs), str(tmp_path / "dask"), dask, ["create", "croissant"])
+    assert (got.jobs, got.cutouts, got.rejected) == (ref.jobs, ref.cutouts, ref.rejected)
+    assert tree(tmp_path / "dask") == tree(tmp_path / "threads")
+    assert len(tree(tmp_path / "dask")) > 40
+
+
+def test_existing_scheduler_address_and_shards(tmp_path, jobs):
+    from distributed import Client, LocalCluster
+
+    shards = THREADS.override("cutouts", layout="shards")
+    build_dataset(str(jobs), str(tmp_path / "threads"), shards, ["create"])
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, Client(cluster) as client:
+        remote = shards.override(
+            "cutouts", task_runner="dask", dask_address=cluster.scheduler_address
+        )
+        got = build_dataset(str(jobs), str(tmp_path / "dask"), remote, ["create"])
+        worker_pids = set(client.run(os.getpid).values())
+    assert got.cutouts > 0
+    assert tree(tmp_path / "dask") == tree(tmp_path / "threads")
+    # the jobs were cut in the cluster's worker processes (their results record host:pid)
+    specs, _ = plan_jobs(str(jobs))
+    results, from_cache = cut_jobs.with_options(task_runner=ThreadPoolTaskRunner(2))(
+        specs, str(tmp_path / "dask"), remote
+    )
+    assert from_cache == len(specs) == 4
+    ran_on = {int(r.worker.rsplit(":", 1)[1]) for r in results}
+    assert ran_on <= worker_pids and os.getpid() not in ran_on
