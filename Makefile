@@ -34,7 +34,8 @@ repro: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_create.py
+	$(BIN)/python benchmarks/bench_create.py --cache cold
+	$(BIN)/python benchmarks/bench_memory.py --jobs 4 --layout shards
 
 clean:
 	rm -rf $(DEMO) .prefect .pytest_cache

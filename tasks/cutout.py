@@ -239,16 +239,37 @@ def _write_files(
     batch: int,
     written: list[Path],
 ) -> None:
-    """Files layout: one ``np.save``-identical .npy per cutout, ``batch`` cut at a time."""
-    for start in range(0, len(names), batch):
-        stop = start + batch
-        tensors = make_tensors(images, limits, r_all[start:stop], c_all[start:stop])
-        for tensor, name in zip(tensors, names[start:stop], strict=True):
-            path = out_dir / name
-            with _atomic_fd(path) as fd:  # header and tensor in one call, no copy
-                if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
-                    _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
-            written.append(path)
+    """Files layout: one ``np.save``-identical .npy per cutout, ``batch`` cut at a time.
+
+    Each file is written under a temporary name and renamed, both relative to one open
+    descriptor of the folder (no path walk per call), header and tensor in one ``writev``.
+    """
+    folder = out_dir / CUTOUT_DIR
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    suffix = f"{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        for start in range(0, len(names), batch):
+            stop = start + batch
+            tensors = make_tensors(images, limits, r_all[start:stop], c_all[start:stop])
+            for tensor, name in zip(tensors, names[start:stop], strict=True):
+                base = name.rpartition("/")[2]
+                tmp = f".{base}{suffix}"
+                fd = os.open(tmp, flags, 0o644, dir_fd=dfd)
+                try:
+                    try:
+                        if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
+                            _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
+                    finally:
+                        os.close(fd)
+                    os.rename(tmp, base, src_dir_fd=dfd, dst_dir_fd=dfd)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=dfd)
+                    raise
+                written.append(folder / base)
+    finally:
+        os.close(dfd)
 
 
 def _write_shard(
