@@ -11,7 +11,8 @@ small and on a large set of jobs of real size (4089 x 4089):
   files once (same count and size as ours: one per cutout, or one shard per job).
 
 Per-job seconds = (T_large - T_small) / (N_large - N_small), so the fixed start-up cost
-cancels; start-up = T_small - N_small x per-job. Dirty pages are flushed (``sync``) before
+cancels; start-up = T_small - N_small x per-job. T is the best of ``--repeat`` runs, the
+repeats interleaved across methods. Dirty pages are flushed (``sync``) before
 every run. ``--cache warm``: inputs are in the page cache; ``--cache cold``: the page cache
 is dropped before every run (needs root; inputs then come from disk, as on a real archive).
 Peak resident memory of each ``ours`` run is recorded too.
@@ -204,12 +205,17 @@ def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
     shutil.rmtree(args.workdir / "warm", ignore_errors=True)
     times: dict[str, dict[int, float]] = {m: {} for m in methods}
     rss: dict[str, dict[int, float]] = {m: {} for m in methods}
-    for n, jobset in sets.items():
-        for name, cmd in methods.items():
-            out = args.workdir / f"out-{name}-{n}"
-            times[name][n], rss[name][n] = _timed(cmd(jobset, out), env, cold, args.repeat, out)
-            print(f"  {name:12s} {n} job(s): {times[name][n]:.2f} s, peak RSS "
-                  f"{rss[name][n]:.0f} MiB", flush=True)
+    # repeats are interleaved (every method and set once, then again) so that drift in the
+    # machine's state (writeback, other load) spreads over all methods alike
+    for r in range(args.repeat):
+        for n, jobset in sets.items():
+            for name, cmd in methods.items():
+                out = args.workdir / f"out-{name}-{n}"
+                wall, peak = _timed(cmd(jobset, out), env, cold, 1, out)
+                times[name][n] = min(times[name].get(n, float("inf")), wall)
+                rss[name][n] = max(rss[name].get(n, 0.0), peak)
+                print(f"  [{r + 1}/{args.repeat}] {name:12s} {n} job(s): {wall:.2f} s, peak RSS "
+                      f"{peak:.0f} MiB", flush=True)
     dn = args.large - args.small
     result = {"size": args.size, "cache": args.cache, "jobs": [args.small, args.large],
               "candidates": n_cand, "input_mib_per_job": round(input_mib, 1),
