@@ -92,7 +92,7 @@ def sha256_files(root: Path, names: list[str], workers: int | None = None) -> di
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         done = list(pool.map(digest, names))
     fresh = {name: [st, sha] for name, st, sha in done}
-    if fresh != {k: v for k, v in known.items() if k in fresh} or len(fresh) != len(known):
+    if fresh != known:  # new or changed digests, or shards gone
         store.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(store, json.dumps(fresh))
     return {name: sha for name, _, sha in done}

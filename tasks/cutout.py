@@ -208,19 +208,25 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_fd(path: Path) -> Iterator[int]:
-    """A file descriptor on a temporary sibling of ``path``, renamed onto it on success."""
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _atomic_fd(name: str | Path, dir_fd: int | None = None) -> Iterator[int]:
+    """A descriptor on a temporary sibling of ``name``, renamed onto it on success.
+
+    ``name`` is a path, or a bare file name inside the folder open as ``dir_fd`` (no path
+    walk per call, for the many small files of the files layout). On any error the
+    temporary file is removed and nothing appears under ``name``.
+    """
+    folder, sep, base = str(name).rpartition("/")
+    tmp = f"{folder}{sep}.{base}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
     try:
         try:
             yield fd
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -229,69 +235,50 @@ def manifest_path(out_dir: Path, job_id: str, layout: str = "files") -> Path:
     return Path(out_dir) / STATE_DIR / "jobs" / layout / f"{job_id}.json"
 
 
-def _write_files(
-    out_dir: Path,
-    names: list[str],
+def _tensor_batches(
     images: dict[str, np.ndarray],
     limits: dict[str, ChannelLimits],
-    r_all: np.ndarray,
-    c_all: np.ndarray,
+    r: np.ndarray,
+    c: np.ndarray,
     batch: int,
-    written: list[Path],
-) -> None:
-    """Files layout: one ``np.save``-identical .npy per cutout, ``batch`` cut at a time.
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, tensors)`` for successive batches of at most ``batch`` candidates."""
+    for start in range(0, len(r), batch):
+        stop = start + batch
+        yield start, make_tensors(images, limits, r[start:stop], c[start:stop])
 
-    Each file is written under a temporary name and renamed, both relative to one open
-    descriptor of the folder (no path walk per call), header and tensor in one ``writev``.
+
+def _write_files(
+    folder: Path, names: list[str], batches: Iterator[tuple[int, np.ndarray]], written: list[Path]
+) -> None:
+    """Files layout: one ``np.save``-identical .npy per cutout, written atomically.
+
+    Names are relative to one open descriptor of ``folder``; header and tensor go out in
+    one ``writev``.
     """
-    folder = out_dir / CUTOUT_DIR
     dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    suffix = f"{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
-        for start in range(0, len(names), batch):
-            stop = start + batch
-            tensors = make_tensors(images, limits, r_all[start:stop], c_all[start:stop])
-            for tensor, name in zip(tensors, names[start:stop], strict=True):
-                base = name.rpartition("/")[2]
-                tmp = f".{base}{suffix}"
-                fd = os.open(tmp, flags, 0o644, dir_fd=dfd)
-                try:
-                    try:
-                        if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
-                            _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
-                    finally:
-                        os.close(fd)
-                    os.rename(tmp, base, src_dir_fd=dfd, dst_dir_fd=dfd)
-                except BaseException:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp, dir_fd=dfd)
-                    raise
-                written.append(folder / base)
+        for start, tensors in batches:
+            for tensor, name in zip(tensors, names[start : start + len(tensors)], strict=True):
+                with _atomic_fd(name, dfd) as fd:
+                    if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
+                        _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
+                written.append(folder / name)
     finally:
         os.close(dfd)
 
 
 def _write_shard(
-    path: Path,
-    images: dict[str, np.ndarray],
-    limits: dict[str, ChannelLimits],
-    r_all: np.ndarray,
-    c_all: np.ndarray,
-    batch: int,
-    written: list[Path],
+    path: Path, n: int, batches: Iterator[tuple[int, np.ndarray]], written: list[Path]
 ) -> None:
-    """Shards layout: one ``(N, 64, 64, 4)`` float32 .npy (``np.save`` bytes), streamed.
+    """Shards layout: one ``(n, 64, 64, 4)`` float32 .npy (``np.save`` bytes), streamed.
 
-    Memory stays at one batch of tensors whatever N is; the shard appears under its name
-    only once complete.
+    Memory stays at one batch of tensors whatever ``n`` is; the shard appears under its
+    name only once complete.
     """
     with _atomic_fd(path) as fd:
-        _write_all(fd, _npy_header((len(r_all), *_TENSOR_SHAPE)))
-        for start in range(0, len(r_all), batch):
-            tensors = make_tensors(
-                images, limits, r_all[start : start + batch], c_all[start : start + batch]
-            )
+        _write_all(fd, _npy_header((n, *_TENSOR_SHAPE)))
+        for _, tensors in batches:
             _write_all(fd, tensors.data)
     written.append(path)
 
@@ -357,12 +344,15 @@ def cut_job(
     r_all, c_all = candidate_pixels(rows["x"].to_numpy(), rows["y"].to_numpy())
     written: list[Path] = []
     try:
+        batches = _tensor_batches(images, limits, r_all, c_all, batch)
         if layout == "files":
-            (out_dir / CUTOUT_DIR).mkdir(parents=True, exist_ok=True)
-            _write_files(out_dir, files, images, limits, r_all, c_all, batch, written)
+            folder = out_dir / CUTOUT_DIR
+            folder.mkdir(parents=True, exist_ok=True)
+            names = [f.rpartition("/")[2] for f in files]
+            _write_files(folder, names, batches, written)
         elif files:
             (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-            _write_shard(out_dir / files[0], images, limits, r_all, c_all, batch, written)
+            _write_shard(out_dir / files[0], len(rows), batches, written)
         atomic_write_text(
             manifest_path(out_dir, job.job_id, layout),
             json.dumps({"job_id": job.job_id, "layout": layout, "files": files}),

@@ -116,7 +116,7 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
         pd.DataFrame(limits, columns=["job_id", "channel", "file", "vmin", "vmax", "status"]),
         limits_path,
     )
-    pruned = _prune(out_dir, set(index["cutout_filename"].dropna()) | set(index["shard"].dropna()))
+    pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, or shards: both layouts
     labels = index["label"]
     return IndexSummary(
         out_dir=out_dir,
