@@ -58,7 +58,9 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=2900)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "file-create.json")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "file-create.json"
+    )
     args = ap.parse_args()
     ways = ("direct", "rename", "tmpfile")
     times: dict[str, list[float]] = {w: [] for w in ways}
