@@ -6,13 +6,14 @@ at most ``cutouts.workers`` jobs are in flight, and each job's three tasks run b
 so its images are read while still in the page cache.
 """
 
-
 # No `from __future__ import annotations` here: Prefect validates flow parameters against the
 # evaluated annotations (a served deployment fails to resolve `Params` otherwise).
+import contextlib
 import hashlib
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,21 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from tasks.caching import file_digest, module_source_digest
+from tasks.atomic import remove_temporaries
+from tasks.caching import file_digest, is_transient, module_source_digest
 from tasks.config import CutoutParams, Params, load_params
 from tasks.croissant import croissant_task
 from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
-from tasks.errors import JobRejection
+from tasks.errors import JobError, JobRejection
 from tasks.index import INDEX_FILE, IndexSummary, index_task
 from tasks.layouts import LabelOptions
-from tasks.load import JobSpec, load_task
+from tasks.load import JobSpec, load_task, reject_job
+from tasks.lock import dataset_lock
 from tasks.normalize import normalize_task
+from tasks.outdir import claim_output_dir, guard_foreign_outputs, is_dataset_dir
 from tasks.remote import is_remote
 from tasks.select import Selection, plan_jobs
+from tasks.verify import verify_task
 
 __all__ = [
     "RunSummary",
@@ -87,12 +92,15 @@ class RunSummary:
         return asdict(self)
 
 
-def _failure_reason(future: PrefectFuture) -> str:
+def _failure_reason(stage: str, future: PrefectFuture, retries: int) -> str:
+    """Why a per-job task failed: its final exception, and whether it was retried."""
     try:
         future.result()
     except Exception as exc:  # the task's final exception, after its retries
-        return f"{type(exc).__name__}: {exc}"
-    return "task failed"
+        if is_transient(exc) and retries:
+            return f"{stage} failed after {retries + 1} attempts: {type(exc).__name__}: {exc}"
+        return f"{stage} failed (not retried): {type(exc).__name__}: {exc}"
+    return f"{stage} failed"
 
 
 def make_task_runner(opts: CutoutParams) -> TaskRunner:
@@ -206,9 +214,9 @@ def cut_jobs(
         stage, spec, chain = inflight.pop(fut)
         fut.wait()
         if not fut.state.is_completed():
-            reason = f"{stage} failed after {opts.retries + 1} attempts: {_failure_reason(fut)}"
+            reason = _failure_reason(stage, fut, opts.retries)
             logger.error("[%d/%d] %s rejected: %s", len(results) + 1, total, spec.job_id, reason)
-            results.append(JobRejection(spec.job_id, reason))
+            results.append(reject_job(spec, JobError(spec.job_id, reason)))  # rows counted
             start_next()
             continue
         if stage == "load":
@@ -269,8 +277,45 @@ def build_dataset(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
-    logger = get_run_logger()
     out_dir = Path(output_dir)
+    if "create" in steps:
+        claim_output_dir(out_dir, "cutouts " + ("create" if steps == ["create"] else "run"))
+    else:
+        guard_foreign_outputs(out_dir, _step_outputs(out_dir, steps))
+    with dataset_lock(out_dir):
+        _clean_temporaries(out_dir)
+        return _build(input_dir, out_dir, params, steps, t0)
+
+
+@contextlib.contextmanager
+def _own_dataset(out_dir: Path) -> Iterator[None]:
+    """Lock (and tidy) ``out_dir`` when it is a dataset of ours; leave other folders alone."""
+    if not is_dataset_dir(out_dir):
+        yield
+        return
+    with dataset_lock(out_dir):
+        _clean_temporaries(out_dir)
+        yield
+
+
+def _clean_temporaries(out_dir: Path) -> None:
+    """Remove what killed runs left half-written (we hold the lock: nobody else writes)."""
+    removed = remove_temporaries(out_dir)
+    if removed:
+        get_run_logger().info("removed %d temporary files of an interrupted run", removed)
+
+
+def _step_outputs(out_dir: Path, steps: list[str]) -> list[Path]:
+    """Files the croissant and train steps write into a dataset folder."""
+    names = {"croissant": ["croissant.json"], "train": ["metrics.json", "plots"]}
+    return [out_dir / n for s in steps for n in names.get(s, [])]
+
+
+def _build(
+    input_dir: str, out_dir: Path, params: Params, steps: list[str], t0: float
+) -> RunSummary:
+    """Body of :func:`build_dataset`, run while holding the dataset's lock."""
+    logger = get_run_logger()
     summary = RunSummary(dataset=str(out_dir.resolve()))
     if "create" in steps:
         specs, unavailable = plan_jobs(
@@ -315,6 +360,15 @@ def build_dataset(
     if "train" in steps:
         key = dataset_fingerprint(specs, out_dir) if "create" in steps else None
         summary.metrics = _train(out_dir, params, key)
+    # last step: check the dataset against the contract (raises DatasetInvalid, listing
+    # what is wrong); a local input is recounted, so every catalog row is accounted for
+    recount = "create" in steps and not is_remote(input_dir)
+    verify_task(
+        str(out_dir),
+        input_dir if recount else None,
+        require_croissant="croissant" in steps or (out_dir / "croissant.json").exists(),
+        input_layout=params.cutouts.input_layout,
+    )
     summary.seconds = time.perf_counter() - t0
     logger.info(summary.line())
     gallery = None if is_remote(input_dir) else Path(input_dir) / "gallery.png"
@@ -444,8 +498,10 @@ def describe_dataset(csv_path: str, output: str, params: Params | None = None) -
     params = params or Params()
     out_dir = Path(csv_path).parent
     summary = RunSummary(dataset=str(out_dir.resolve()))
-    _fill_from_index(summary, out_dir)
-    summary.croissant = croissant_task(csv_path, output, params.croissant)
+    guard_foreign_outputs(out_dir, [Path(output)])
+    with _own_dataset(out_dir):
+        _fill_from_index(summary, out_dir)
+        summary.croissant = croissant_task(csv_path, output, params.croissant)
     summary.seconds = time.perf_counter() - t0
     get_run_logger().info(summary.line())
     return summary
@@ -458,8 +514,10 @@ def train_dataset(dataset_dir: str, params: Params | None = None) -> RunSummary:
     params = params or Params()
     out_dir = Path(dataset_dir)
     summary = RunSummary(dataset=str(out_dir.resolve()))
-    _fill_from_index(summary, out_dir)
-    summary.metrics = _train(out_dir, params)
+    guard_foreign_outputs(out_dir, _step_outputs(out_dir, ["train"]))
+    with _own_dataset(out_dir):
+        _fill_from_index(summary, out_dir)
+        summary.metrics = _train(out_dir, params)
     summary.seconds = time.perf_counter() - t0
     get_run_logger().info(summary.line())
     return summary

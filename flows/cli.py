@@ -6,6 +6,7 @@ seed                                   here
 - ``python generate_croissant.py -c CSV -o JSON`` -> ``cutouts croissant -c CSV -o JSON``
 - ``python test_croissant_dataset.py -d DIR``     -> ``cutouts train -d DIR``
 - all three in one flow                           -> ``cutouts run -i IN -o OUT``
+- check a dataset against the contract            -> ``cutouts verify -d DIR [-i IN]``
 
 Every command ends with one summary line. Exit status: 0 when a dataset was written (even
 with rejections), 1 when none could be, or with ``--strict`` when anything was rejected.
@@ -14,6 +15,8 @@ with rejections), 1 when none could be, or with ``--strict`` when anything was r
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import logging
 import sys
@@ -141,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     _add_common(p)
 
+    p = sub.add_parser("verify", help="check a dataset against the cutout contract")
+    p.add_argument(
+        "-d",
+        "--dataset_dir",
+        default="./hackathon_dataset",
+        help="dataset folder to check (default: ./hackathon_dataset)",
+    )
+    p.add_argument(
+        "-i",
+        "--input_dir",
+        default=None,
+        help="job folders the dataset was built from: recount each job's catalog rows",
+    )
+    p.add_argument(
+        "--no-croissant",
+        dest="require_croissant",
+        action="store_false",
+        help="do not require croissant.json (a dataset of `cutouts create` alone)",
+    )
+    _add_common(p)
+
     p = sub.add_parser("run", help="the whole flow: create, croissant, train")
     _add_create_opts(p)
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
@@ -184,9 +208,9 @@ def _serve(args: argparse.Namespace) -> int:
     from tasks.remote import is_remote
 
     parameters = {
-        "input_dir": args.input_dir if is_remote(args.input_dir) else str(
-            Path(args.input_dir).resolve()
-        ),
+        "input_dir": args.input_dir
+        if is_remote(args.input_dir)
+        else str(Path(args.input_dir).resolve()),
         "output_dir": str(Path(args.output_dir).resolve()),
         "params_file": str(Path(args.params).resolve()) if args.params else None,
     }
@@ -277,6 +301,20 @@ def _simulate(args: argparse.Namespace, params) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, params) -> int:
+    """Check a dataset (no Prefect run, no API server): one line per problem, then a summary."""
+    from tasks.verify import verify_dataset
+
+    report = verify_dataset(
+        args.dataset_dir,
+        args.input_dir,
+        require_croissant=args.require_croissant,
+        input_layout=params.cutouts.input_layout,
+    )
+    print(report)  # one line per problem, the notes, then the summary line
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cutouts`` console script."""
     args = build_parser().parse_args(argv)
@@ -290,16 +328,21 @@ def main(argv: list[str] | None = None) -> int:
         return _simulate(args, params)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "verify":
+        return _verify(args, params)
 
-    api = start_temporary_api()
-    import flows.build  # noqa: F401  (imported while the temporary API server starts)
+    from tasks.lock import DatasetLocked, dataset_lock
 
-    if api is not None:
-        api.join()
     try:
-        with local_run_settings():
-            summary = _run_command(args, params)
-    except (OSError, ValueError) as exc:
+        # refuse a folder that is not ours, or one another run is writing, before Prefect
+        # starts; the lock is held for the whole run (the flow takes it again, re-entrantly)
+        folder = _check_output(args)
+        with dataset_lock(folder) if folder is not None else contextlib.nullcontext():
+            # import the flow while the temporary API server starts
+            start_temporary_api(then=lambda: importlib.import_module("flows.build"))
+            with local_run_settings():
+                summary = _run_command(args, params)
+    except (OSError, ValueError, DatasetLocked) as exc:
         print(f"cutouts: {exc}", file=sys.stderr)
         return 1
     _print_metrics(summary.metrics)
@@ -310,6 +353,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {summary.dataset}")
     print(summary.line())
     return _exit_code(summary, params.run.strict)
+
+
+def _check_output(args: argparse.Namespace) -> Path | None:
+    """The dataset folder a command writes, checked as the flow will check it."""
+    from tasks.outdir import claim_output_dir, guard_foreign_outputs, is_dataset_dir
+
+    if args.command in ("create", "run"):
+        return claim_output_dir(args.output_dir, f"cutouts {args.command}")
+    if args.command == "croissant":
+        folder = Path(args.csv_path).parent
+        guard_foreign_outputs(folder, [Path(args.output)])
+    else:
+        folder = Path(args.dataset_dir)
+        guard_foreign_outputs(folder, [folder / "metrics.json", folder / "plots"])
+    return folder if is_dataset_dir(folder) else None
 
 
 def _run_command(args: argparse.Namespace, params):

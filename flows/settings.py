@@ -9,10 +9,14 @@ the environment win, so a deployment or a test session can point elsewhere.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
 import os
+import signal
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["local_run_settings", "prepare_environment", "start_temporary_api"]
@@ -44,25 +48,53 @@ def _temporary_api() -> bool:
     return not PREFECT_API_URL.value()
 
 
-def start_temporary_api() -> threading.Thread | None:
-    """Start Prefect's temporary API server in the background, if one will be needed.
+def _die_with_parent() -> None:
+    """In a child process: ask Linux to send SIGTERM when the starting thread exits."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _server_class() -> type:
+    from prefect.server.api import server as server_module
+
+    class ParentBoundServer(server_module.SubprocessASGIServer):
+        """Prefect's temporary server, ended by the kernel when the tool's process dies.
+
+        Prefect stops it at exit, which a killed process (SIGKILL, the OOM killer) never
+        reaches; without this, each killed run would leave a server process behind.
+        """
+
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            popen = server_module.subprocess.Popen
+            server_module.subprocess.Popen = functools.partial(  # type: ignore[misc]
+                popen, preexec_fn=_die_with_parent
+            )
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                server_module.subprocess.Popen = popen  # type: ignore[misc]
+
+    return ParentBoundServer
+
+
+def start_temporary_api(then: Callable[[], object] | None = None) -> None:
+    """Start Prefect's temporary API server, if one will be needed, while ``then`` runs.
 
     Without ``PREFECT_API_URL`` Prefect starts a temporary server (a subprocess, about
-    2-3 s) on the first API call. Starting it here, while the caller imports the rest of
-    the tool, overlaps the two. Join the returned thread before the first flow call.
+    2-3 s) on the first API call. Starting it here, while ``then`` (importing the rest of
+    the tool) runs in a background thread, overlaps the two. The server is started from
+    the calling thread, which must live as long as the run: the server is tied to it and
+    ends when the process dies, however it dies.
     """
-    if not _temporary_api():
-        return None
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        with contextlib.suppress(Exception):  # the flow starts it itself if this fails
-            SubprocessASGIServer().start()
-
-    thread = threading.Thread(target=start, name="prefect-temporary-api", daemon=True)
-    thread.start()
-    return thread
+    worker = None
+    if then is not None:
+        worker = threading.Thread(target=then, name="cutouts-import", daemon=True)
+        worker.start()
+    if _temporary_api():
+        with contextlib.suppress(Exception):  # the flow starts Prefect's own if this fails
+            _server_class()().start()
+    if worker is not None:
+        worker.join()
 
 
 @contextlib.contextmanager

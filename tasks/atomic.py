@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TMP_MARK", "atomic_output", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "TMP_MARK",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_temporaries",
+]
 
 TMP_MARK = ".tmp-"
 
@@ -65,3 +71,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_output(path, "w") as fh:
         fh.write(text)
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that interrupted writes left anywhere under ``folder``.
+
+    Only hidden files whose name carries :data:`TMP_MARK` are removed. Call it only while
+    no other writer is at work in ``folder`` (under the dataset's lock): every temporary
+    file is then a leftover of a run that was killed.
+
+    Returns
+    -------
+    int
+        How many files were removed.
+    """
+    removed = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.startswith(".") and TMP_MARK in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed

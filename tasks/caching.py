@@ -13,6 +13,7 @@ way DVC does, so unchanged files are read once per process.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib
@@ -30,6 +31,7 @@ __all__ = [
     "IO_TASK_OPTIONS",
     "ContentPolicy",
     "file_digest",
+    "is_transient",
     "module_source_digest",
     "retry_on_oserror",
 ]
@@ -152,19 +154,48 @@ class ContentPolicy(CachePolicy):
         return h.hexdigest()
 
 
+#: ``errno`` values that will not go away by trying again: missing or forbidden files,
+#: wrong kinds of path, a full or read-only disk.
+PERMANENT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EINVAL,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error worth retrying: an ``OSError`` whose errno is not permanent.
+
+    An ``OSError`` without an errno (what network file systems and object-store clients
+    raise for timeouts and dropped connections) counts as transient; bad content
+    (``ValueError``, including :class:`tasks.errors.JobError`) never does.
+    """
+    return isinstance(exc, OSError) and exc.errno not in PERMANENT_ERRNOS
+
+
 def retry_on_oserror(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry transient ``OSError`` only, not bad input."""
+    """Prefect ``retry_condition_fn``: retry transient errors only (:func:`is_transient`)."""
     try:
         state.result()
-    except OSError:
-        return True
-    except BaseException:
-        return False
+    except BaseException as exc:
+        return is_transient(exc)
     return False
 
 
 #: Options shared by the per-job I/O tasks: results persisted (that is the cache), and a
-#: transient ``OSError`` retried twice, a second apart (the flow sets both from params).
+#: transient ``OSError`` retried twice, a second apart (the flow sets both from params);
+#: bad content and permanent errors fail at once.
 IO_TASK_OPTIONS: dict[str, Any] = {
     "persist_result": True,
     "retries": 2,

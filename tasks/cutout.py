@@ -60,7 +60,7 @@ SHARD_DIR = "shards"
 #: Output layouts: one .npy per cutout (the seed's), or one (N, 64, 64, 4) .npy per job.
 LAYOUTS = ("files", "shards")
 #: Folder of the tool's own bookkeeping inside a dataset (per-job manifests, cache).
-STATE_DIR = ".cutouts"
+from tasks.outdir import STATE_DIR  # noqa: E402  (one definition, re-exported)
 
 _TENSOR_SHAPE = (CUTOUT_SIZE, CUTOUT_SIZE, len(CHANNELS))
 
@@ -115,7 +115,24 @@ def candidate_pixels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def position_rejects(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> dict[int, str]:
-    """Rows (0-based indices into ``x``/``y``) whose position cannot give a cutout, with reasons."""
+    """Rows (0-based indices into ``x``/``y``) whose position cannot give a cutout, with reasons.
+
+    The nearest pixel is compared with the image bounds in float64, before any conversion
+    to integers, so a huge position (``1e300``) is rejected as outside, never wrapped
+    around by an integer overflow.
+
+    Parameters
+    ----------
+    x, y : array-like of float
+        Column and row positions (0-based); any values, NaN and inf included.
+    shape : (int, int)
+        ``(ny, nx)`` of the image.
+
+    Returns
+    -------
+    dict of int to str
+        Non-finite positions, and positions whose centre pixel is outside the image.
+    """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     ny, nx = shape
@@ -123,12 +140,13 @@ def position_rejects(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> di
     finite = np.isfinite(x) & np.isfinite(y)
     for i in np.flatnonzero(~finite):
         reasons[int(i)] = f"position x={x[i]}, y={y[i]} is not finite"
-    r, c = candidate_pixels(np.where(finite, x, 0), np.where(finite, y, 0))
+    r = np.floor(np.where(finite, y, 0.0) + 0.5)
+    c = np.floor(np.where(finite, x, 0.0) + 0.5)
     outside = finite & ((r < 0) | (r >= ny) | (c < 0) | (c >= nx))
     for i in np.flatnonzero(outside):
         reasons[int(i)] = (
-            f"centre pixel (row {r[i]}, column {c[i]}) of x={x[i]}, y={y[i]} is outside "
-            f"the {ny}x{nx} image"
+            f"centre pixel (row {r[i]:.0f}, column {c[i]:.0f}) of x={x[i]}, y={y[i]} is "
+            f"outside the {ny}x{nx} image"
         )
     return reasons
 

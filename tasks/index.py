@@ -23,6 +23,7 @@ from tasks.schema import INDEX_SCHEMA, Column
 __all__ = [
     "INDEX_FILE",
     "INDEX_SCHEMA",
+    "JOBS_FILE",
     "LIMITS_FILE",
     "REJECTS_FILE",
     "Column",
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "master_index.csv"
 REJECTS_FILE = "rejects.csv"
 LIMITS_FILE = "zscale_limits.csv"
+JOBS_FILE = "jobs.csv"
 
 
 _OURS = {
@@ -71,6 +73,12 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -> IndexSummary:
     """Write the dataset's tables from per-job results, in job-name order.
 
+    Writes ``master_index.csv``, ``rejects.csv``, ``zscale_limits.csv`` and ``jobs.csv``,
+    each atomically. ``jobs.csv`` has one row per job: ``job_id``, ``status`` (``ok`` or
+    ``rejected``), ``catalog_rows`` (rows of its catalog; 0 when unreadable), ``cutouts``,
+    ``rejected_rows`` and the ``reason`` of a rejected job: the totals that ``cutouts
+    verify`` checks the index and the rejects against.
+
     Also removes cutout files and shards of ours (``cutouts/jid*_cutoutNNNNN.npy``,
     ``shards/jid*.npy``) that the new index does not list, such as leftovers of an earlier
     run with other inputs or the other layout, and temporary files of interrupted runs, so
@@ -78,14 +86,17 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
     """
     out_dir = Path(out_dir)
     results = sorted(results, key=lambda r: r.job_id)
-    frames, rejects, limits, notes = [], [], [], []
+    frames, rejects, limits, notes, jobs = [], [], [], [], []
     for res in results:
         if isinstance(res, JobRejection):
+            n = res.n_catalog_rows
+            jobs.append((res.job_id, "rejected", n, 0, n, res.reason))
             rejects.append((res.job_id, pd.NA, res.reason))
             rejects.extend(
                 (res.job_id, k, f"job rejected: {res.reason}") for k in range(res.n_catalog_rows)
             )
             continue
+        jobs.append((res.job_id, "ok", res.n_catalog_rows, len(res.rows), len(res.row_rejects), ""))
         frame = res.rows.copy()
         frame.insert(0, "job_id", res.job_id)
         frames.append(frame)
@@ -115,6 +126,13 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
     _write_csv(
         pd.DataFrame(limits, columns=["job_id", "channel", "file", "vmin", "vmax", "status"]),
         limits_path,
+    )
+    _write_csv(
+        pd.DataFrame(
+            jobs,
+            columns=["job_id", "status", "catalog_rows", "cutouts", "rejected_rows", "reason"],
+        ),
+        out_dir / JOBS_FILE,
     )
     pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, or shards: both layouts
     labels = index["label"]

@@ -9,6 +9,7 @@ integers), whatever the file's own convention.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -100,32 +101,58 @@ class Layout:
         raise NotImplementedError
 
 
-def _read_text_table(job_id: str, path: Path, sep: str = ",") -> pd.DataFrame:
-    """Read a delimited text table as strings, with errors naming the job, file and row."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise CatalogError(job_id, "catalog missing", path) from exc
-    if not raw.strip():
-        raise CatalogError(job_id, "catalog is empty (no header, no rows)", path)
+def _decode(job_id: str, path: Path, raw: bytes) -> str:
+    """UTF-8 text of a catalog file (a UTF-8 BOM is dropped); no NUL bytes."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CatalogError(job_id, f"not UTF-8 text (byte {exc.start})", path) from exc
     if "\x00" in text:
         raise CatalogError(job_id, "contains NUL bytes: not a text table", path)
-    lines = text.splitlines()
-    header = next(csv.reader([lines[0]], delimiter=sep))
+    return text
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``repr`` of a field, cut to about ``limit`` characters (for messages)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _read_text_table(job_id: str, path: Path, sep: str = ",") -> pd.DataFrame:
+    """Read a delimited text table as strings, with errors naming the job, file and row.
+
+    Rows are split by the :mod:`csv` module over the whole text (``\\n``, ``\\r\\n`` or
+    ``\\r`` end a row; a quoted field may span lines); empty lines are skipped, also before
+    the header. Row numbers in messages are 0-based data rows, as ``catalog_row``.
+
+    Raises
+    ------
+    CatalogError
+        Missing, empty, not UTF-8, NUL bytes, not CSV (e.g. a field longer than
+        :func:`csv.field_size_limit`), a row whose field count differs from the header's,
+        duplicate column names.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CatalogError(job_id, "catalog missing", path) from exc
+    if not raw.strip():
+        raise CatalogError(job_id, "catalog is empty (no header, no rows)", path)
+    text = _decode(job_id, path, raw)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        header = next((r for r in reader if r), [])
+        rows = [r for r in reader if r]
+    except csv.Error as exc:
+        raise CatalogError(job_id, f"line {reader.line_num}: not CSV ({exc})", path) from exc
     width = len(header)
-    for i, row in enumerate(csv.reader(lines[1:], delimiter=sep)):
-        if row and len(row) != width:
+    for i, row in enumerate(rows):
+        if len(row) != width:
             raise CatalogError(
                 job_id, f"has {len(row)} fields, the header has {width}", path, row=i
             )
     names = [h.strip() for h in header]
     if len(set(names)) != len(names):
         raise CatalogError(job_id, f"duplicate column names in header {names}", path)
-    rows = [r for r in csv.reader(lines[1:], delimiter=sep) if r]
     return pd.DataFrame(rows, columns=names, dtype=object).map(str.strip)
 
 
@@ -139,9 +166,29 @@ def _numeric(job_id: str, path: Path, raw: pd.DataFrame, column: str) -> tuple[n
         & ~text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
     )
     reasons = {
-        int(i): f"{column} {text.iloc[i]!r} is not a finite number" for i in np.flatnonzero(bad)
+        int(i): f"{column} {_short(text.iloc[i])} is not a finite number"
+        for i in np.flatnonzero(bad)
     }
     return values, reasons
+
+
+def _whole(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """An ``Int64`` array of float values: NA where a value is not a whole number in int64 range.
+
+    Parameters
+    ----------
+    values : ndarray of float64
+
+    Returns
+    -------
+    pandas.arrays.IntegerArray
+    """
+    values = np.asarray(values, np.float64)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**63)
+    out = pd.array(np.where(whole, values, 0).astype(np.int64), dtype="Int64")
+    out[~whole] = pd.NA
+    return out
 
 
 class SeedLayout(Layout):
@@ -226,10 +273,7 @@ class SeedLayout(Layout):
             else:
                 values = np.full(n, np.nan)
             if column == "flags":
-                whole = np.isfinite(values) & (values == np.round(values))
-                flags = pd.array(np.where(whole, values, 0).astype(np.int64), dtype="Int64")
-                flags[~whole] = pd.NA
-                out[column] = flags
+                out[column] = _whole(values)
             else:
                 out[column] = values
         rejects = sorted(reasons.items())
@@ -247,6 +291,10 @@ _FINDER = tuple(
 _PSFCAT = tuple(
     f"{p}diffimage_masked_psfcat.{e}" for p in ("", "zogy_") for e in ("txt", "parquet")
 )
+#: Column of the id join key (:func:`_id_key`) while the two catalogs are joined.
+_KEY = "__id_key__"
+#: Column telling joined rows from unjoined ones (pandas' default ``_merge`` may be taken).
+_MERGE = "__merge__"
 _FINDER_FEATURES = ("sharpness", "roundness1", "roundness2", "npix", "peak", "mag", "daofind_mag")
 _PSF_FEATURES = (
     "flux_err",
@@ -262,16 +310,139 @@ _PSF_FEATURES = (
 )
 
 
+def _check_fields(job_id: str, path: Path, comment: str = "") -> str:
+    """Check a whitespace table's text: every non-blank line has as many fields as the header.
+
+    pandas would otherwise pad a short row with NaN, or, when every row has one field more
+    than the header, take the first as the index and shift every column by one.
+
+    Parameters
+    ----------
+    job_id : str
+    path : Path
+        A whitespace-separated text table, header on its first non-blank line.
+    comment : str
+        Characters stripped from the start of the header line (``#`` for a commented
+        header such as the truth index's ``# object_id ra dec ...``).
+
+    Returns
+    -------
+    str
+        The decoded text (UTF-8, BOM dropped).
+
+    Raises
+    ------
+    CatalogError
+        Not UTF-8, NUL bytes, empty, or a row (0-based data row) of another width.
+    """
+    text = _decode(job_id, path, path.read_bytes())
+    fields = [f for f in (line.split() for line in io.StringIO(text, newline="")) if f]
+    if not fields:
+        raise CatalogError(job_id, "catalog is empty (no header, no rows)", path)
+    width = len(" ".join(fields[0]).lstrip(comment).split()) if comment else len(fields[0])
+    for i, row in enumerate(fields[1:]):
+        if len(row) != width:
+            raise CatalogError(
+                job_id, f"has {len(row)} fields, the header has {width}", path, row=i
+            )
+    return text
+
+
 def _read_table(job_id: str, path: Path) -> pd.DataFrame:
-    """A RAPID catalog: whitespace text with one header line, or parquet."""
+    """A RAPID catalog: whitespace text with one header line, or parquet.
+
+    Text is checked first (:func:`_check_fields`): UTF-8 (BOM allowed), no NUL bytes, and
+    every non-blank line has as many whitespace-separated fields as the header.
+
+    Raises
+    ------
+    CatalogError
+        The file does not parse; a row's field count differs from the header's (the row
+        is the 0-based data row, as ``catalog_row``).
+    OSError
+        A transient read error.
+    """
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep=r"\s+", engine="python")
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        text = _check_fields(job_id, path)
+        return pd.read_csv(
+            io.StringIO(text, newline=""),
+            sep=r"\s+",
+            engine="python",
+            index_col=False,
+            dtype={"id": str},  # ids join as text (:func:`_id_key`): no float rounding
+        )
+    except CatalogError:
+        raise
+    except Exception as exc:  # whatever pandas or pyarrow make of a bad file
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise CatalogError(job_id, f"does not parse ({exc})", path) from exc
+
+
+def _id_key(value: object) -> str | None:
+    """Join key of one catalog ``id``: equal numbers give equal keys, whatever their type.
+
+    A whole number (``7``, ``7.0``, ``"7"``, ``"7.0"``) becomes its decimal text (``"7"``),
+    another number its ``repr``, any other text itself (stripped). A missing or non-finite id
+    (NaN, empty, ``inf``) has no key (``None``) and never joins.
+    """
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text or None
+    if not np.isfinite(number):
+        return None
+    if number.is_integer():
+        try:
+            return str(int(text))  # exact for integers beyond float precision
+        except ValueError:
+            return str(int(number))
+    return repr(number)
+
+
+def _id_keys(ids: pd.Series) -> pd.Series:
+    """:func:`_id_key` of every id (object dtype, ``None`` where there is no key)."""
+    return pd.Series([_id_key(v) for v in ids], index=ids.index, dtype=object)
+
+
+def _zero_point(job_id: str, value: object) -> float:
+    """The ``ZPTMAG`` card as a finite float (JobError when absent or not a number)."""
+    if value is None:
+        raise JobError(job_id, "science header has no ZPTMAG: truth magnitudes unknown")
+    try:
+        zpt = float(value)
+    except (TypeError, ValueError):
+        zpt = float("nan")
+    if not np.isfinite(zpt):
+        raise JobError(
+            job_id,
+            f"science header ZPTMAG = {value!r} is not a finite number: truth magnitudes unknown",
+        )
+    return zpt
+
+
+#: Pixels from the origin beyond which a position is in no image (its cutout is rejected).
+_FAR = 2.0**53
+
+
+def _near(values: pd.Series) -> np.ndarray:
+    """Positions as float64, NaN where not a number or absurdly far (``abs >= 2**53``).
+
+    Such positions never match truth: scipy's KD-tree raises on the overflow of squared
+    distances between coordinates near ``1e308``.
+    """
+    values = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(values) < _FAR, values, np.nan)
 
 
 def _first(job_dir: Path, names: tuple[str, ...]) -> Path | None:
@@ -355,13 +526,17 @@ class RapidLayout(Layout):
                 raise CatalogError(
                     job_id, f"lacks column(s) {', '.join(missing)}; has {list(table.columns)}", path
                 )
-            dup = table["id"][table["id"].duplicated()]
-            if len(dup):
-                raise CatalogError(job_id, f"id {dup.iloc[0]} appears more than once", path)
+            keys = _id_keys(table["id"])
+            dup = keys.notna() & keys.duplicated()
+            if dup.any():
+                first = table["id"][dup].iloc[0]
+                raise CatalogError(job_id, f"id {_short(str(first))} appears more than once", path)
+            table[_KEY] = keys
         if len(psf) == 0:
             raise CatalogError(job_id, "catalog has a header but no rows", psf_path)
-        joined = psf.merge(finder, on="id", how="left", suffixes=("", "_finder"), indicator=True)
-        unmatched = (joined["_merge"] == "left_only").to_numpy()
+        finder = finder[finder[_KEY].notna()].drop(columns="id")
+        joined = psf.merge(finder, on=_KEY, how="left", suffixes=("", "_finder"), indicator=_MERGE)
+        unmatched = (joined[_MERGE] == "left_only").to_numpy()
         if unmatched.all():
             raise CatalogError(
                 job_id,
@@ -369,8 +544,15 @@ class RapidLayout(Layout):
                 psf_path,
             )
         n = len(psf)
+        no_key = joined[_KEY].isna().to_numpy()
         rejects: dict[int, str] = {
-            int(i): f"id {joined['id'].iloc[i]} of {psf_path.name} is not in {finder_path.name}"
+            int(i): (
+                f"id {_short(str(joined['id'].iloc[i]))} of {psf_path.name} is missing or not "
+                "a valid id"
+                if no_key[i]
+                else f"id {_short(str(joined['id'].iloc[i]))} of {psf_path.name} is not in "
+                f"{finder_path.name}"
+            )
             for i in np.flatnonzero(unmatched)
         }
         num = lambda col: pd.to_numeric(joined[col], errors="coerce").to_numpy(np.float64)  # noqa: E731
@@ -383,28 +565,31 @@ class RapidLayout(Layout):
         for col in (*_FINDER_FEATURES, *_PSF_FEATURES):
             source = col if col in joined.columns else f"{col}_finder"
             if source in joined.columns:
-                out[col] = num(source)
+                values = num(source)
+                out[col] = _whole(values) if CANDIDATE_COLUMNS.get(col) == "Int64" else values
         inject, index = self.truth_files(job_dir)
         if not inject and not index:
             out["labelled"] = False
             return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), sorted(
                 rejects.items()
             )
-        zpt = headers.get("ZPTMAG")
-        if zpt is None:
-            raise JobError(job_id, "science header has no ZPTMAG: truth magnitudes unknown")
+        zpt = _zero_point(job_id, headers.get("ZPTMAG"))
+        for path, comment in (*((p, "") for p in inject), *((p, "#") for p in index)):
+            try:  # truth files are read by pandas too: no ragged rows there either
+                _check_fields(job_id, path, comment)
+            except CatalogError as exc:
+                why = f"truth file does not parse ({exc.reason})"
+                raise CatalogError(job_id, why, path) from exc
         truth = pd.concat(
             [
-                *(read_injections(job_id, p, float(zpt), options.truth_origin) for p in inject),
-                *(
-                    read_simulation_truth(job_id, p, float(zpt), options.truth_origin)
-                    for p in index
-                ),
+                *(read_injections(job_id, p, zpt, options.truth_origin) for p in inject),
+                *(read_simulation_truth(job_id, p, zpt, options.truth_origin) for p in index),
             ],
             ignore_index=True,
         )
+        truth["x"], truth["y"] = _near(truth["x"]), _near(truth["y"])
         labels = label_detections(
-            out["x"], out["y"], truth, options.mag_limit, options.match_radius_px
+            _near(out["x"]), _near(out["y"]), truth, options.mag_limit, options.match_radius_px
         )
         for col in labels.columns:
             out[col] = labels[col].to_numpy()

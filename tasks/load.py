@@ -183,10 +183,48 @@ def discover_jobs(input_dir: str | Path, layout: str = "auto") -> list[JobSpec]:
 
 
 def _content_error(exc: BaseException) -> bool:
-    """True when an exception from astropy means bad content rather than a failing disk."""
+    """True when an exception from astropy means bad content rather than a failing disk.
+
+    ``EINVAL`` comes from a seek past what the file system allows: a header declaring an
+    absurd data size (e.g. ``NAXIS1 = 999999999999``), never a transient failure.
+    """
     if isinstance(exc, OSError):
-        return exc.errno is None or exc.errno in (errno.ENOENT, errno.EISDIR)
+        return exc.errno is None or exc.errno in (errno.ENOENT, errno.EISDIR, errno.EINVAL)
     return isinstance(exc, (ValueError, KeyError, IndexError, TypeError, fits.VerifyError))
+
+
+def _where_is_the_image(hdul: fits.HDUList) -> str:
+    """Why a file without a primary image cannot be used: where its image is, if anywhere.
+
+    Looks at the extensions (headers only) for a tile-compressed image or a plain image
+    extension; returns a reason for ``rejects.csv``.
+    """
+    try:
+        for n, hdu in enumerate(hdul[1:], start=1):
+            name = f" ({hdu.name})" if hdu.name else ""
+            if isinstance(hdu, fits.CompImageHDU):
+                return (
+                    f"the image is tile-compressed in HDU {n}{name}; this tool reads "
+                    "pixels from the primary HDU only: decompress the file first (e.g. with "
+                    "funpack)"
+                )
+            if isinstance(hdu, fits.ImageHDU) and int(hdu.header.get("NAXIS", 0)) > 0:
+                return (
+                    f"the image is in extension HDU {n}{name}; this tool reads pixels "
+                    "from the primary HDU only"
+                )
+    except Exception:  # a damaged extension: say only what the primary HDU lacks
+        pass
+    return "primary HDU has NAXIS=0 (no data), expected a 2-D image"
+
+
+def _card(header: fits.Header, key: str, kind: type, default: object) -> object:
+    """Header card ``key`` converted by ``kind`` (``int`` or ``float``); JobError text if bad."""
+    value = header.get(key, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"header card {key} = {value!r} is not a number") from exc
 
 
 def read_image_info(job_id: str, path: Path) -> ImageInfo:
@@ -195,7 +233,9 @@ def read_image_info(job_id: str, path: Path) -> ImageInfo:
     Raises
     ------
     JobError
-        Missing, empty, truncated or corrupt file; no 2-D image in the primary HDU.
+        Missing, empty, truncated or corrupt file; no 2-D image in the primary HDU (a
+        tile-compressed image or an image extension is named as such); an image with no
+        pixels; a BITPIX, NAXISn, BSCALE or BZERO card that is not a supported number.
     OSError
         A transient read error (worth a retry).
     """
@@ -212,22 +252,35 @@ def read_image_info(job_id: str, path: Path) -> ImageInfo:
                 header = hdul[0].header
                 info = hdul.fileinfo(0)
                 offset = int(info["datLoc"])
+                naxis = int(header.get("NAXIS", 0))
+                where = _where_is_the_image(hdul) if naxis == 0 else ""
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+            why = f"the header declares more data than a file can hold ({exc})"
+            raise JobError(job_id, f"not a readable FITS file: {why}", path) from exc
         if _content_error(exc):
-            raise JobError(job_id, f"not a readable FITS file ({exc})", path) from exc
+            hint = "" if size % 2880 == 0 else f"; {size} bytes is no whole FITS block: truncated?"
+            raise JobError(job_id, f"not a readable FITS file ({exc}){hint}", path) from exc
         raise
-    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        raise JobError(job_id, where, path)
     if naxis != 2:
         raise JobError(job_id, f"primary HDU has NAXIS={naxis}, expected a 2-D image", path)
-    nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
-    bitpix = int(header.get("BITPIX", 0))
+    try:
+        nx, ny = _card(header, "NAXIS1", int, None), _card(header, "NAXIS2", int, None)
+        bitpix = _card(header, "BITPIX", int, 0)
+        bscale, bzero = _card(header, "BSCALE", float, 1.0), _card(header, "BZERO", float, 0.0)
+    except ValueError as exc:
+        raise JobError(job_id, str(exc), path) from exc
+    if nx < 1 or ny < 1:
+        raise JobError(job_id, f"image has no pixels ({ny} rows x {nx} columns)", path)
     if bitpix not in _BITPIX:
         raise JobError(job_id, f"unsupported BITPIX={bitpix}", path)
     dtype = _BITPIX[bitpix]
     need = offset + nx * ny * np.dtype(dtype).itemsize
     if size < need:
         raise JobError(job_id, f"truncated: {size} bytes, the header needs {need}", path)
-    scaled = float(header.get("BSCALE", 1.0)) != 1.0 or float(header.get("BZERO", 0.0)) != 0.0
+    scaled = bscale != 1.0 or bzero != 0.0
     cards = tuple((k, header[k]) for k in _CARDS if k in header)
     return ImageInfo(Path(path), (ny, nx), dtype, offset, scaled, cards)
 
@@ -243,6 +296,21 @@ def open_image(info: ImageInfo) -> np.ndarray:
             warnings.simplefilter("ignore")
             return np.asarray(fits.getdata(info.path, 0), dtype=np.float64)
     return np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.offset, shape=info.shape)
+
+
+def _header_number(job_id: str, images: dict[str, ImageInfo], card: str, value: object) -> float:
+    """A header card's value as a float (``NaN`` stays ``NaN``).
+
+    Raises
+    ------
+    JobError
+        Naming the image that holds the card, when the value is not a number.
+    """
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        path = next((i.path for i in images.values() if card in dict(i.cards)), None)
+        raise JobError(job_id, f"header card {card} = {value!r} is not a number", path) from exc
 
 
 def load_job(spec: JobSpec) -> JobData:
@@ -279,6 +347,8 @@ def load_job(spec: JobSpec) -> JobData:
     table["reference_file"] = images["reference"].path.name
     for column, card in (("filter", "FILTER"), ("field", "FIELD"), ("mjd", "MJD-OBS")):
         value = meta.get(column, headers.get(card))
+        if value is not None and column == "mjd":
+            value = _header_number(spec.job_id, images, card, value)
         if value is not None:
             table[column] = value
     table = table.astype(

@@ -139,7 +139,9 @@ def apply_limits(
 
     ``(pixels - vmin) / (vmax - vmin)`` is evaluated in float64 and clipped with
     ``fmax``/``fmin``, which send NaN to 0 (step 3) and +inf, -inf to 1, 0 (what ``clip``
-    does), then rounded once to float32.
+    does), then rounded once to float32. A zero is always +0.0 (a pixel of -0.0, or a
+    quotient that underflows from below, would otherwise give -0.0 or +0.0 depending on
+    where it sits in the array), so the bytes depend on the values only.
 
     Parameters
     ----------
@@ -159,10 +161,12 @@ def apply_limits(
         out[...] = 0.0
         return out
     work = pixels.astype(np.float64)
-    np.subtract(work, limits.vmin, out=work)
-    np.divide(work, limits.vmax - limits.vmin, out=work)
+    with np.errstate(over="ignore"):  # a huge pixel over a narrow range: inf, clipped to 1
+        np.subtract(work, limits.vmin, out=work)
+        np.divide(work, limits.vmax - limits.vmin, out=work)
     np.fmax(work, 0.0, out=work)
     np.fmin(work, 1.0, out=work)
+    np.add(work, 0.0, out=work)  # -0.0 -> +0.0: fmax keeps either zero, varying with SIMD lane
     out[...] = work
     return out
 

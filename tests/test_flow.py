@@ -126,6 +126,46 @@ def test_bad_input_is_not_retried(tmp_path, three_jobs, monkeypatch):
     assert "diffimage_masked.fits" in reason and "truncated" in reason
 
 
+def test_permanent_oserror_fails_once(tmp_path, three_jobs, monkeypatch):
+    """A forbidden file (EACCES) is not worth a retry: one attempt, the reason on record."""
+    real = tasks.load.read_image_info
+    calls = {"n": 0}
+
+    def forbidden(job_id, path):
+        if job_id == "jid0003":
+            calls["n"] += 1
+            raise PermissionError(errno.EACCES, "Permission denied (injected)", str(path))
+        return real(job_id, path)
+
+    monkeypatch.setattr(tasks.load, "read_image_info", forbidden)
+    summary = run(three_jobs, tmp_path / "ds", FAST.override("cutouts", retry_delay_s=5.0))
+    assert calls["n"] == 1
+    assert summary.jobs_rejected == 1 and summary.cutouts == 24
+    rejects = pd.read_csv(tmp_path / "ds" / "rejects.csv")
+    job_row = rejects[rejects.catalog_row.isna()].iloc[0]
+    assert job_row.job_id == "jid0003"
+    assert "not retried" in job_row.reason and "Permission denied" in job_row.reason
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (OSError(errno.EIO, "I/O error"), True),
+        (OSError(errno.ETIMEDOUT, "timed out"), True),
+        (OSError(errno.ESTALE, "stale NFS handle"), True),
+        (OSError("connection dropped"), True),  # no errno: network clients
+        (FileNotFoundError(errno.ENOENT, "missing"), False),
+        (PermissionError(errno.EACCES, "forbidden"), False),
+        (OSError(errno.ENOSPC, "disk full"), False),
+        (ValueError("bad content"), False),
+    ],
+)
+def test_transient_classification(exc, transient):
+    from tasks.caching import is_transient
+
+    assert is_transient(exc) is transient
+
+
 def test_full_flow_with_croissant(tmp_path, three_jobs):
     out = tmp_path / "ds"
     summary = run(three_jobs, out, steps=("create", "croissant"))

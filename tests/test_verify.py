@@ -1,0 +1,378 @@
+"""``cutouts verify``: a clean dataset passes; each kind of damage is reported, row by row."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.build import build_dataset
+from flows.cli import main
+from tasks.config import Params
+from tasks.verify import DatasetInvalid, Problem, verify_dataset, verify_task
+
+pytestmark = pytest.mark.flow
+
+FILES = Params().override("cutouts", retry_delay_s=0.0, workers=2)
+SHARDS = FILES.override("cutouts", layout="shards")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Path]:
+    """Input jobs and one dataset per layout, made once by the real flow (create, croissant).
+
+    jid0001, jid0002: 12 rows each, all cut. jid0003: 3 rows, one off the image (rejected).
+    jid0004: a truncated image, rejected whole with its 2 catalog rows.
+    """
+    from conftest import SEED_FILES, ramp_image, write_fits
+
+    root = tmp_path_factory.mktemp("verify")
+    jobs = root / "jobs"
+    catalogs = {
+        "jid0003": pd.DataFrame(
+            {"x": [3.0, 500.0, 20.2], "y": [4.0, 5.0, 30.7], "match": [-1, 1, 2]}
+        ),
+        "jid0004": pd.DataFrame({"x": [3.0, 5.0], "y": [4.0, 6.0], "match": [-1, 1]}),
+    }
+    for j, name in enumerate(("jid0001", "jid0002", "jid0003", "jid0004")):
+        job = jobs / name
+        job.mkdir(parents=True)
+        shape = (70, 90) if name == "jid0002" else (40, 50)
+        for k, fname in enumerate(SEED_FILES.values()):
+            write_fits(job / fname, ramp_image(shape, j + k) * (k + 1))
+        rng = np.random.default_rng(j)
+        catalog = catalogs.get(name)
+        if catalog is None:
+            catalog = pd.DataFrame(
+                {
+                    "x": rng.uniform(0, shape[1] - 1, 12),
+                    "y": rng.uniform(0, shape[0] - 1, 12),
+                    "match": np.where(rng.random(12) < 0.3, 1, -1),
+                }
+            )
+        catalog.to_csv(job / "psfcat.csv", index=False)
+    diff = jobs / "jid0004" / SEED_FILES["difference"]
+    diff.write_bytes(diff.read_bytes()[:3000])
+    out = {"jobs": jobs}
+    for layout, params in (("files", FILES), ("shards", SHARDS)):
+        out[layout] = root / layout
+        summary = build_dataset(str(jobs), str(out[layout]), params, ["create", "croissant"])
+        assert (summary.cutouts, summary.rejected, summary.jobs_rejected) == (26, 3, 1)
+    return out
+
+
+@pytest.fixture
+def files(built, tmp_path) -> Path:
+    """A private copy of the files-layout dataset, to damage."""
+    return _copy(built["files"], tmp_path / "files")
+
+
+@pytest.fixture
+def shards(built, tmp_path) -> Path:
+    """A private copy of the shards-layout dataset, to damage."""
+    return _copy(built["shards"], tmp_path / "shards")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".cutouts")))
+
+
+def _row(ds: Path, job: str = "jid0002", k: int = 3) -> pd.Series:
+    """The k-th index row of a job, with its 0-based position as ``index_row``."""
+    index = pd.read_csv(ds / "master_index.csv")
+    rows = index[index.job_id == job]
+    row = rows.iloc[k].copy()
+    row["index_row"] = rows.index[k]
+    return row
+
+
+def _only(report, kind: str) -> Problem:
+    assert [p.kind for p in report.problems] == [kind], report.lines()
+    return report.problems[0]
+
+
+def _at(problem: Problem, row: pd.Series, file: str | None = None) -> None:
+    """The problem names the index row, its cutout, job, catalog row and file."""
+    assert problem.index_row == row.index_row
+    assert problem.cutout_id == row.cutout_id
+    assert problem.job_id == row.job_id
+    assert problem.catalog_row == row.catalog_row
+    assert problem.file == (file or row.cutout_filename)
+    assert f"index row {row.index_row}" in problem.line()
+
+
+def _rewrite(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, array)
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_clean_dataset_verifies(built, layout):
+    report = verify_dataset(built[layout], built["jobs"])
+    assert report.ok, report.lines()
+    assert (report.index_rows, report.cutouts, report.jobs) == (26, 26, 4)
+    assert report.catalog_rows == 12 + 12 + 3 + 2 and report.reject_rows == 1 + 2 + 1
+    assert report.files == (26 if layout == "files" else 3)
+    assert report.sha256 == (1 if layout == "files" else 4)  # the index (+ one per shard)
+    assert report.recounted == 4
+    assert report.summary().startswith("verify: OK, 26 cutouts in ")
+    jobs = pd.read_csv(built[layout] / "jobs.csv")
+    assert list(jobs.columns) == [
+        "job_id",
+        "status",
+        "catalog_rows",
+        "cutouts",
+        "rejected_rows",
+        "reason",
+    ]
+    assert jobs[["status", "catalog_rows", "cutouts", "rejected_rows"]].values.tolist() == [
+        ["ok", 12, 12, 0],
+        ["ok", 12, 12, 0],
+        ["ok", 3, 2, 1],
+        ["rejected", 2, 0, 2],
+    ]
+    assert "truncated" in jobs.reason.iloc[3]
+
+
+# --- files layout: one problem per damaged cutout, at its index row ----------------------
+
+
+def test_deleted_cutout(files):
+    row = _row(files)
+    (files / row.cutout_filename).unlink()
+    _at(_only(verify_dataset(files), "missing-file"), row)
+
+
+def test_truncated_cutout(files):
+    row = _row(files)
+    path = files / row.cutout_filename
+    path.write_bytes(path.read_bytes()[:1000])
+    problem = _only(verify_dataset(files), "bad-npy")
+    _at(problem, row)
+    assert "truncated: 1000 bytes" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "words"),
+    [
+        (np.nan, "non-finite", "1 NaN"),
+        (np.inf, "non-finite", "1 inf"),
+        (1.5, "out-of-range", "max 1.5"),
+        (-0.25, "out-of-range", "min -0.25"),
+    ],
+)
+def test_bad_value_in_cutout(files, value, kind, words):
+    row = _row(files)
+    path = files / row.cutout_filename
+    tensor = np.load(path)
+    tensor[10, 20, 2] = value
+    _rewrite(path, tensor)
+    problem = _only(verify_dataset(files), kind)
+    _at(problem, row)
+    assert words in problem.message
+
+
+@pytest.mark.parametrize(
+    ("array", "kind"),
+    [
+        (np.zeros((64, 64, 3), np.float32), "shape"),
+        (np.zeros((64, 64, 4), np.float64), "dtype"),
+        (np.zeros((64, 64, 4), ">f4"), "dtype"),
+        (np.asfortranarray(np.zeros((64, 64, 4), np.float32)), "bad-npy"),
+    ],
+)
+def test_wrong_array_in_cutout(files, array, kind):
+    row = _row(files)
+    _rewrite(files / row.cutout_filename, array)
+    _at(_only(verify_dataset(files), kind), row)
+
+
+def test_unlisted_cutout_and_leftover_temporary_file(files):
+    src = files / _row(files).cutout_filename
+    shutil.copy(src, files / "cutouts" / "jid0002_cutout00099.npy")
+    shutil.copy(src, files / "cutouts" / ".jid0002_cutout00100.npy.tmp-123-456")  # killed run
+    (files / "cutouts" / "README.txt").write_text("a user's note: not ours, not checked")
+    report = verify_dataset(files)
+    assert _only(report, "unlisted-file").file == "cutouts/jid0002_cutout00099.npy"
+    assert any("1 leftover temporary files" in n for n in report.notes)
+
+
+def test_changed_byte_in_index_is_a_checksum_mismatch(files):
+    path = files / "master_index.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    fields = lines[5].split(",")
+    x = fields[2]  # cutout_id, job_id, x, ...: change the last digit of x
+    fields[2] = x[:-1] + ("1" if x[-1] != "1" else "2")
+    lines[5] = ",".join(fields)
+    path.write_text("".join(lines))
+    problem = _only(verify_dataset(files), "checksum")
+    assert problem.file == "master_index.csv" and "croissant.json says" in problem.message
+
+
+def test_deleted_reject_row_is_an_accounting_problem(files):
+    path = files / "rejects.csv"
+    rejects = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert rejects.loc[0, "job_id"] == "jid0003" and rejects.loc[0, "catalog_row"] == "1"
+    rejects.drop(index=0).to_csv(path, index=False)
+    problem = _only(verify_dataset(files), "accounting")
+    assert (problem.job_id, problem.catalog_row) == ("jid0003", 1)
+    assert "neither in master_index.csv nor in rejects.csv" in problem.message
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_duplicated_index_row(built, tmp_path, layout):
+    ds = _copy(built[layout], tmp_path / layout)
+    path = ds / "master_index.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines.insert(8, lines[7])  # data row 6 again, as row 7
+    path.write_text("".join(lines))
+    problem = _only(verify_dataset(ds), "duplicate-row")
+    assert (problem.index_row, problem.file) == (7, "master_index.csv")
+    assert "repeats index row 6" in problem.message
+
+
+def test_candidate_indexed_twice(files):
+    path = files / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    index.loc[26] = index.loc[25]  # jid0003, catalog row 2 again, under a new cutout_id
+    index.loc[26, "cutout_id"] = "26"
+    index.to_csv(path, index=False)
+    problem = _only(verify_dataset(files, require_croissant=False), "duplicate-row")
+    assert (problem.index_row, problem.job_id, problem.catalog_row) == (26, "jid0003", 2)
+    assert "already indexed at index row 25" in problem.message
+
+
+def test_candidate_indexed_and_rejected(files):
+    with open(files / "rejects.csv", "a") as fh:
+        fh.write("jid0003,0,made up\n")
+    problem = _only(verify_dataset(files), "accounting")
+    assert (problem.index_row, problem.job_id, problem.catalog_row) == (24, "jid0003", 0)
+    assert "indexed and also rejected (rejects.csv row 4)" in problem.message
+
+
+# --- shards layout ------------------------------------------------------------------------
+
+
+def test_changed_value_in_shard_is_a_checksum_mismatch(shards):
+    stack = np.load(shards / "shards" / "jid0002.npy", mmap_mode="r+")
+    stack[4, 1, 2, 3] = 0.5 if stack[4, 1, 2, 3] != 0.5 else 0.25  # still a valid value
+    stack.flush()
+    del stack
+    problem = _only(verify_dataset(shards), "checksum")
+    assert problem.file == "shards/jid0002.npy"
+
+
+def test_nan_in_shard_names_the_row(shards):
+    row = _row(shards, "jid0002", 7)
+    stack = np.load(shards / row.shard, mmap_mode="r+")
+    stack[row.row, 0, 0, 0] = np.nan
+    stack.flush()
+    del stack
+    problem = _only(verify_dataset(shards), "non-finite")  # not also a checksum line
+    _at(problem, row, "shards/jid0002.npy")
+    assert f"shard row {row.row}:" in problem.message
+
+
+def test_deleted_and_short_shard(shards):
+    (shards / "shards" / "jid0001.npy").unlink()
+    _rewrite(shards / "shards" / "jid0002.npy", np.zeros((11, 64, 64, 4), np.float32))
+    report = verify_dataset(shards)
+    got = [(p.kind, p.file, p.job_id) for p in report.problems]
+    assert got == [
+        ("missing-file", "shards/jid0001.npy", "jid0001"),
+        ("shape", "shards/jid0002.npy", "jid0002"),
+    ], report.lines()
+    assert "shard holds 11 cutouts, the index lists 12" in report.problems[1].message
+
+
+def test_shard_row_gap(shards):
+    path = shards / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    index.loc[3, "row"] = "12"  # jid0001 rows 0..11: row 3 missing, 12 listed instead
+    index.to_csv(path, index=False)
+    report = verify_dataset(shards, require_croissant=False)
+    problems = [p for p in report.problems if p.kind != "checksum"]
+    assert [(p.kind, p.file) for p in problems] == [("index", "shards/jid0001.npy")]
+    assert "3 missing, 12 listed instead" in problems[0].message
+
+
+# --- tables, croissant, recount ------------------------------------------------------------
+
+
+def test_missing_and_unreadable_tables(files):
+    (files / "master_index.csv").unlink()
+    (files / "jobs.csv").write_bytes(b"\xff\xfe\x00garbage\x00")
+    report = verify_dataset(files)
+    lines = report.lines()
+    assert ("table", "master_index.csv") in [(p.kind, p.file) for p in report.problems]
+    assert ("table", "jobs.csv") in [(p.kind, p.file) for p in report.problems]
+    assert not report.ok and len(lines) == len(report.problems)
+    assert str(report).splitlines()[-1].startswith("verify: 2 problems (2 table); 0 cutouts")
+    assert verify_dataset(files.parent / "nowhere").problems[0].kind == "table"
+
+
+def test_croissant_required_unless_told(files):
+    (files / "croissant.json").unlink()
+    assert _only(verify_dataset(files), "croissant").file == "croissant.json"
+    assert verify_dataset(files, require_croissant=False).ok
+
+
+def test_recount_from_input_folders(built, files, tmp_path):
+    jobs = Path(shutil.copytree(built["jobs"], tmp_path / "jobs"))
+    catalog = jobs / "jid0001" / "psfcat.csv"
+    catalog.write_text(catalog.read_text() + "7.0,8.0,-1\n")
+    (jobs / "jid0009").mkdir()  # a job the dataset does not hold: a note, not a problem
+    report = verify_dataset(files, jobs)
+    problem = _only(report, "input-count")
+    assert problem.job_id == "jid0001" and "has 13 rows, jobs.csv says 12" in problem.message
+    assert any("jid0009" in n for n in report.notes)
+    assert verify_dataset(files, tmp_path / "missing").problems[0].kind == "input-count"
+
+
+def test_without_jobs_csv_the_input_gives_the_totals(built, files):
+    (files / "jobs.csv").unlink()  # a dataset written before jobs.csv existed
+    assert _only(verify_dataset(files), "table").file == "jobs.csv"
+    path = files / "rejects.csv"
+    rejects = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rejects.drop(index=0).to_csv(path, index=False)  # jid0003's off-image row
+    report = verify_dataset(files, built["jobs"])
+    got = [(p.kind, p.job_id, p.catalog_row) for p in report.problems]
+    assert got == [("table", None, None), ("accounting", "jid0003", 1)], report.lines()
+    assert report.jobs == 4 and report.catalog_rows == 29  # jid0004 counted from its catalog
+
+
+def test_task_raises_with_the_problem_lines(files):
+    row = _row(files)
+    (files / row.cutout_filename).unlink()
+    with pytest.raises(
+        DatasetInvalid, match=r"missing-file: cutouts/jid0002_cutout\d+\.npy"
+    ) as err:
+        verify_task.fn(str(files))
+    again = pickle.loads(pickle.dumps(err.value))  # crosses process boundaries intact
+    assert str(again) == str(err.value) and again.report.problems == err.value.report.problems
+    assert repr(again.report.problems[0]).startswith("Problem(kind='missing-file', message=")
+    (files / "cutouts" / row.cutout_filename.split("/")[1]).write_bytes(b"")  # empty file now
+    with pytest.raises(DatasetInvalid, match="empty file"):
+        verify_task.fn(str(files))
+
+
+def test_cli(built, files, capsys):
+    assert main(["verify", "-d", str(built["shards"]), "-i", str(built["jobs"])]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("verify: OK, 26 cutouts in 3")
+    row = _row(files)
+    tensor = np.load(files / row.cutout_filename)
+    tensor[0, 0, 0] = np.nan
+    _rewrite(files / row.cutout_filename, tensor)
+    assert main(["verify", "-d", str(files)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"non-finite: {row.cutout_filename} (index row {row.index_row}, cutout_id "
+        f"{row.cutout_id}, job jid0002, catalog row {row.catalog_row}): 1 NaN and 0 inf values"
+    )
+    assert out[-1].startswith("verify: 1 problem (1 non-finite); 26 cutouts in 26 files")
+    (files / "croissant.json").unlink()
+    assert main(["verify", "-d", str(files), "--no-croissant"]) == 1  # the NaN is still there
