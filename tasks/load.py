@@ -16,6 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -183,59 +184,103 @@ def discover_jobs(input_dir: str | Path, layout: str = "auto") -> list[JobSpec]:
 
 
 def _content_error(exc: BaseException) -> bool:
-    """True when an exception from astropy means bad content rather than a failing disk.
-
-    ``EINVAL`` comes from a seek past what the file system allows: a header declaring an
-    absurd data size (e.g. ``NAXIS1 = 999999999999``), never a transient failure.
-    """
+    """True when an exception from astropy means bad content rather than a failing disk."""
     if isinstance(exc, OSError):
-        return exc.errno is None or exc.errno in (errno.ENOENT, errno.EISDIR, errno.EINVAL)
-    return isinstance(exc, (ValueError, KeyError, IndexError, TypeError, fits.VerifyError))
+        return exc.errno is None or exc.errno in (errno.ENOENT, errno.EISDIR)
+    return isinstance(
+        exc, (ValueError, KeyError, IndexError, TypeError, EOFError, fits.VerifyError)
+    )
 
 
-def _where_is_the_image(hdul: fits.HDUList) -> str:
+#: Bytes in a FITS block: headers and data areas are padded to whole blocks.
+_BLOCK = 2880
+
+
+def _read_header(fh: BinaryIO) -> fits.Header:
+    """The FITS header at the position of ``fh``; ``fh`` is left where its data starts.
+
+    Only this one header is read, never the HDUs after it: astropy's ``HDUList`` walks
+    every HDU for ``fileinfo`` and, for a header declaring a negative data size, reads the
+    same HDU again and again until memory runs out.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fits.Header.fromfile(fh, endcard=True, padding=True)
+
+
+def _int_card(header: fits.Header, key: str, default: int | None = None) -> int:
+    """An integer header card (``ValueError`` naming it when absent or not an integer)."""
+    value = header.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"header card {key} = {value!r} is not an integer")
+    return value
+
+
+def _float_card(header: fits.Header, key: str, default: float) -> float:
+    """A real header card (``ValueError`` naming it when not a finite number)."""
+    value = header.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"header card {key} = {value!r} is not a finite number")
+    return float(value)
+
+
+def _data_bytes(header: fits.Header) -> int:
+    """Bytes of an HDU's data area, unpadded (``ValueError`` for impossible cards)."""
+    naxis = _int_card(header, "NAXIS")
+    dims = [_int_card(header, f"NAXIS{i}") for i in range(1, naxis + 1)]
+    extra = (_int_card(header, "PCOUNT", 0), _int_card(header, "GCOUNT", 1))
+    if naxis < 0 or min([*dims, *extra], default=0) < 0:
+        raise ValueError("negative NAXIS, NAXISn, PCOUNT or GCOUNT")
+    cells = int(np.prod(dims, dtype=object)) if dims else 0
+    return abs(_int_card(header, "BITPIX")) // 8 * extra[1] * (extra[0] + cells)
+
+
+def _where_is_the_image(fh: BinaryIO, size: int, offset: int) -> str:
     """Why a file without a primary image cannot be used: where its image is, if anywhere.
 
-    Looks at the extensions (headers only) for a tile-compressed image or a plain image
-    extension; returns a reason for ``rejects.csv``.
+    Reads the headers of the first few extensions (never their data) after the empty
+    primary HDU, looking for a tile-compressed image or a plain image extension; returns a
+    reason for ``rejects.csv``.
     """
-    try:
-        for n, hdu in enumerate(hdul[1:], start=1):
-            name = f" ({hdu.name})" if hdu.name else ""
-            if isinstance(hdu, fits.CompImageHDU):
-                return (
-                    f"the image is tile-compressed in HDU {n}{name}; this tool reads "
-                    "pixels from the primary HDU only: decompress the file first (e.g. with "
-                    "funpack)"
-                )
-            if isinstance(hdu, fits.ImageHDU) and int(hdu.header.get("NAXIS", 0)) > 0:
-                return (
-                    f"the image is in extension HDU {n}{name}; this tool reads pixels "
-                    "from the primary HDU only"
-                )
-    except Exception:  # a damaged extension: say only what the primary HDU lacks
-        pass
+    position = offset
+    for n in range(1, 9):
+        if position >= size:
+            break
+        try:
+            fh.seek(position)
+            header = _read_header(fh)
+            data = _data_bytes(header)
+        except Exception:  # a damaged extension: say only what the primary HDU lacks
+            break
+        name = header.get("EXTNAME")
+        label = f" ({name})" if isinstance(name, str) and name.strip() else ""
+        if header.get("ZIMAGE") is True:
+            return (
+                f"the image is tile-compressed in HDU {n}{label}; this tool reads pixels from "
+                "the primary HDU only: decompress the file first (e.g. with funpack)"
+            )
+        if str(header.get("XTENSION", "")).strip() == "IMAGE" and data > 0:
+            return (
+                f"the image is in extension HDU {n}{label}; this tool reads pixels from the "
+                "primary HDU only"
+            )
+        position = fh.tell() + -(-data // _BLOCK) * _BLOCK
     return "primary HDU has NAXIS=0 (no data), expected a 2-D image"
-
-
-def _card(header: fits.Header, key: str, kind: type, default: object) -> object:
-    """Header card ``key`` converted by ``kind`` (``int`` or ``float``); JobError text if bad."""
-    value = header.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"header card {key} = {value!r} is not a number") from exc
 
 
 def read_image_info(job_id: str, path: Path) -> ImageInfo:
     """Parse the primary header of ``path`` and check that its 2-D data is all on disk.
 
+    Only the primary header is parsed (and, when it has no data, the headers of a few
+    extensions, to say where the image is); nothing else of the file is read.
+
     Raises
     ------
     JobError
-        Missing, empty, truncated or corrupt file; no 2-D image in the primary HDU (a
-        tile-compressed image or an image extension is named as such); an image with no
-        pixels; a BITPIX, NAXISn, BSCALE or BZERO card that is not a supported number.
+        Missing, empty, truncated or corrupt file; no ``SIMPLE = T``; no 2-D image in the
+        primary HDU (a tile-compressed image or an image extension is named as such); an
+        image with no pixels; a BITPIX, NAXISn, BSCALE or BZERO card that is not a
+        supported number.
     OSError
         A transient read error (worth a retry).
     """
@@ -246,32 +291,43 @@ def read_image_info(job_id: str, path: Path) -> ImageInfo:
     if size == 0:
         raise JobError(job_id, "file is empty (0 bytes)", path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-                header = hdul[0].header
-                info = hdul.fileinfo(0)
-                offset = int(info["datLoc"])
-                naxis = int(header.get("NAXIS", 0))
-                where = _where_is_the_image(hdul) if naxis == 0 else ""
+        with open(path, "rb") as fh:
+            if not fh.read(80).startswith(b"SIMPLE  ="):
+                raise JobError(job_id, "not a FITS file (it does not begin with SIMPLE =)", path)
+            fh.seek(0)
+            header = _read_header(fh)
+            offset = fh.tell()
+            if header.get("SIMPLE") is not True:
+                why = f"SIMPLE = {header.get('SIMPLE')!r}"
+                raise JobError(job_id, f"not a standard FITS file ({why})", path)
+            naxis = header.get("NAXIS")
+            if naxis == 0:
+                raise JobError(job_id, _where_is_the_image(fh, size, offset), path)
+            if naxis != 2:
+                why = f"primary HDU has NAXIS={naxis}, expected a 2-D image"
+                raise JobError(job_id, why, path)
+            try:
+                nx, ny = _int_card(header, "NAXIS1"), _int_card(header, "NAXIS2")
+                bitpix = _int_card(header, "BITPIX", 0)
+                bscale = _float_card(header, "BSCALE", 1.0)
+                bzero = _float_card(header, "BZERO", 0.0)
+                pcount, gcount = _int_card(header, "PCOUNT", 0), _int_card(header, "GCOUNT", 1)
+                if "BLANK" in header:
+                    _int_card(header, "BLANK")
+            except ValueError as exc:
+                raise JobError(job_id, str(exc), path) from exc
+            if (pcount, gcount) != (0, 1):
+                why = f"PCOUNT = {pcount}, GCOUNT = {gcount}: not a plain image (random groups?)"
+                raise JobError(job_id, why, path)
+            cards = tuple((k, header[k]) for k in _CARDS if k in header)
+    except JobError:
+        raise
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
-            why = f"the header declares more data than a file can hold ({exc})"
-            raise JobError(job_id, f"not a readable FITS file: {why}", path) from exc
         if _content_error(exc):
-            hint = "" if size % 2880 == 0 else f"; {size} bytes is no whole FITS block: truncated?"
+            whole = size % _BLOCK == 0
+            hint = "" if whole else f"; {size} bytes is no whole FITS block: truncated?"
             raise JobError(job_id, f"not a readable FITS file ({exc}){hint}", path) from exc
         raise
-    if naxis == 0:
-        raise JobError(job_id, where, path)
-    if naxis != 2:
-        raise JobError(job_id, f"primary HDU has NAXIS={naxis}, expected a 2-D image", path)
-    try:
-        nx, ny = _card(header, "NAXIS1", int, None), _card(header, "NAXIS2", int, None)
-        bitpix = _card(header, "BITPIX", int, 0)
-        bscale, bzero = _card(header, "BSCALE", float, 1.0), _card(header, "BZERO", float, 0.0)
-    except ValueError as exc:
-        raise JobError(job_id, str(exc), path) from exc
     if nx < 1 or ny < 1:
         raise JobError(job_id, f"image has no pixels ({ny} rows x {nx} columns)", path)
     if bitpix not in _BITPIX:
@@ -281,7 +337,18 @@ def read_image_info(job_id: str, path: Path) -> ImageInfo:
     if size < need:
         raise JobError(job_id, f"truncated: {size} bytes, the header needs {need}", path)
     scaled = bscale != 1.0 or bzero != 0.0
-    cards = tuple((k, header[k]) for k in _CARDS if k in header)
+    if scaled:  # read through astropy (open_image): it must agree on the primary HDU
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                    seen = hdul[0].shape
+        except Exception as exc:
+            if not _content_error(exc):
+                raise
+            seen = f"{type(exc).__name__}: {exc}"
+        if seen != (ny, nx):
+            raise JobError(job_id, f"astropy cannot read the scaled image ({seen})", path)
     return ImageInfo(Path(path), (ny, nx), dtype, offset, scaled, cards)
 
 

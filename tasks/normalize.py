@@ -8,7 +8,8 @@ Contract (``cutout-contract.md``, Normalisation):
    rounded once to float32).
 3. Non-finite values of ``norm`` become 0 (NaN pixels; ``clip`` already maps +inf to 1 and
    -inf to 0).
-4. No finite pixel, or ``vmax <= vmin``: the channel is all 0 and its status says why.
+4. No finite pixel, or ``vmax <= vmin``: the channel is all 0 and its status says why (also
+   when ``vmax - vmin`` overflows float64, which only pixels near ``1e308`` can cause).
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ __all__ = [
 
 #: Status of a channel's limits.
 OK, CONSTANT, NO_FINITE = "ok", "constant", "no_finite_pixels"
+#: Status of limits that are not finite or whose range overflows float64 (pixels near 1e308).
+NOT_FINITE = "limits_not_finite"
 
 
 @dataclass(frozen=True)
 class ChannelLimits:
     """ZScale limits of one channel, in the image's units (DN/s).
 
-    ``status`` is ``"ok"``, ``"constant"`` (``vmax <= vmin``) or ``"no_finite_pixels"``;
-    in the last two cases the channel normalises to all zeros and the limits may be NaN.
+    ``status`` is ``"ok"``, ``"constant"`` (``vmax <= vmin``), ``"no_finite_pixels"`` or
+    ``"limits_not_finite"`` (``vmax - vmin`` is not a finite float64, which only pixels near
+    the float64 limits give); unless ``"ok"`` the channel normalises to all zeros and the
+    limits may be NaN.
     """
 
     vmin: float
@@ -122,8 +127,11 @@ def zscale_limits(image: np.ndarray) -> ChannelLimits:
     sample = zscale_sample(image) if image.ndim == 2 else image[np.isfinite(image)]
     if sample.size == 0:
         return ChannelLimits(float("nan"), float("nan"), NO_FINITE)
-    vmin, vmax = ZScaleInterval().get_limits(sample)
+    with np.errstate(over="ignore", invalid="ignore"):  # pixels near the float64 limits
+        vmin, vmax = ZScaleInterval().get_limits(sample)
     vmin, vmax = float(vmin), float(vmax)
+    if not np.isfinite(vmax - vmin):
+        return ChannelLimits(vmin, vmax, NOT_FINITE)
     return ChannelLimits(vmin, vmax, OK if vmax > vmin else CONSTANT)
 
 
