@@ -48,6 +48,15 @@ from tasks.layouts import CHANNELS, RapidLayout, SeedLayout
 from tasks.load import open_image, read_image_info
 from tasks.normalize import CONSTANT, NO_FINITE, OK, ChannelLimits, apply_limits, zscale_limits
 
+# Hypothesis warns when Python's global `random` state moves while a strategy draws. Here it
+# moves in other threads of the process (the Prefect test server's client picks ports and
+# retry jitter with `random`), not in our strategies, which draw only from hypothesis and
+# seeded numpy generators; the warning would make these tests fail by timing alone.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
+
 FUZZ = settings(
     deadline=None,
     database=None,  # no .hypothesis/ folder in the repository
