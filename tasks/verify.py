@@ -54,7 +54,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.atomic import TMP_MARK
-from tasks.cutout import CUTOUT_DIR, CUTOUT_SIZE, SHARD_DIR, cutout_filename, shard_filename
+from tasks.croissant import sha256_file
+from tasks.cutout import (
+    CUTOUT_DIR,
+    CUTOUT_SIZE,
+    SHARD_DIR,
+    _npy_header,
+    cutout_filename,
+    shard_filename,
+)
 from tasks.index import INDEX_FILE, JOBS_FILE, REJECTS_FILE
 from tasks.layouts import CHANNELS
 
@@ -622,26 +630,6 @@ def _read_full(readinto, view: memoryview) -> int:
     return got
 
 
-def _sha256(path: Path, chunk: int = 4 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(chunk)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": _DTYPE.str, "fortran_order": False, "shape": shape}
-    )
-    return buf.getvalue()
-
-
 _HEADER = np.frombuffer(_npy_header(_TENSOR_SHAPE), np.uint8)
 _FILE_BYTES = len(_HEADER) + _ROW_BYTES
 _STRIDE = _FILE_BYTES + 64  # room to notice trailing bytes; keeps each row 64-byte aligned
@@ -1006,7 +994,7 @@ def _check_croissant(
             continue
         sha = obj.get("sha256")
         if isinstance(sha, str) and path not in digests and not file_problems.get(rel):
-            todo[path] = pool.submit(_sha256, path)
+            todo[path] = pool.submit(sha256_file, path)
     for path, fut in todo.items():
         digests[path] = fut.result()
     broken = {name for name, found in file_problems.items() if found}
