@@ -100,10 +100,22 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     _c("npixfit", "Int64", "Pixels used in the PSF fit."),
     _c("ra", "float64", "Right ascension of the PSF-fit position, degrees (ICRS)."),
     _c("dec", "float64", "Declination of the PSF-fit position, degrees (ICRS)."),
+    # evaluation
+    _c("score_peak", "float64", "Peak of the score image (Scorr, S/N units) over the 3 x 3 "
+       "pixels centred on the candidate pixel; NaN when all nine are non-finite."),
+    _c("bogus_kind", "string", "Cause of a bogus candidate where the simulator records it "
+       "(saturated_star, star_residual, galaxy_residual, cosmic_ray, hot_pixel, mask_edge, "
+       "noise); empty for real candidates and for jobs without such a record."),
+    _c("split", "string", "train, validation or test: assigned by sky field (by job when the "
+       "jobs carry no field), never by cutout; a truth source never straddles two splits. "
+       "See the `splits` record set."),
 )
 
-#: What a layout returns per catalog row: every index column but the ones the index adds.
-_ADDED_BY_INDEX = ("cutout_id", "job_id", "cutout_filename", "shard", "row")
+#: What a layout returns per catalog row: every index column but the ones the cutout and
+#: index steps add.
+_ADDED_BY_INDEX = (
+    "cutout_id", "job_id", "cutout_filename", "shard", "row", "score_peak", "split"
+)
 CANDIDATE_COLUMNS: dict[str, str] = {
     c.name: c.dtype for c in INDEX_SCHEMA if c.name not in _ADDED_BY_INDEX
 }
