@@ -307,7 +307,7 @@ def _clean_temporaries(out_dir: Path) -> None:
 
 def _step_outputs(out_dir: Path, steps: list[str]) -> list[Path]:
     """Files the croissant and train steps write into a dataset folder."""
-    names = {"croissant": ["croissant.json"], "train": ["metrics.json", "plots"]}
+    names = {"croissant": ["croissant.json"], "train": ["metrics.json", "report.md", "plots"]}
     return [out_dir / n for s in steps for n in names.get(s, [])]
 
 
@@ -338,7 +338,7 @@ def _build(
             specs, str(out_dir), params
         )
         results = [*results, *unavailable]
-        index: IndexSummary = index_task(results, str(out_dir))
+        index: IndexSummary = index_task(results, str(out_dir), params.splits)
         publish_job_table(results)
         summary.jobs, summary.jobs_rejected = index.jobs, index.jobs_rejected
         summary.cutouts, summary.real, summary.bogus = index.cutouts, index.real, index.bogus
@@ -419,28 +419,44 @@ def publish_job_table(results: list[JobCutouts | JobRejection]) -> None:
 
 
 def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = None) -> None:
-    """A markdown artifact: the summary line, the metrics, and links to pictures and files."""
+    """A markdown artifact: the summary line, the test metrics, links to the report and plots."""
     lines = [f"# Dataset {summary.dataset}", "", f"`{summary.line()}`", ""]
-    if summary.metrics:
-        lines += ["| validation metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in summary.metrics.get("validation", {}).items()]
-        lines.append("")
+    models = (summary.metrics or {}).get("models") or {}
+    if models:
+        lines += [
+            "| model (test split) | ROC AUC | PR AUC | FNR at 1 % FPR | ECE |",
+            "|---|---|---|---|---|",
+        ]
+        for name, block in models.items():
+            t = block.get("test") or {}
+            cells = [_cell(t.get(k)) for k in ("roc_auc", "pr_auc", "fnr_at_1pct_fpr", "ece")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        gap = (summary.metrics or {}).get("leakage", {}).get("gap")
+        lines += ["", f"Leakage gap (random per-cutout split AUC minus this one): {_cell(gap)}", ""]
     links = [
+        ("report.md", out_dir / "report.md"),
         ("croissant.json", out_dir / "croissant.json"),
         ("master_index.csv", out_dir / INDEX_FILE),
         ("rejects.csv", out_dir / "rejects.csv"),
         ("metrics.json", out_dir / "metrics.json"),
-        ("loss curve (CSV)", out_dir / "plots" / "loss.csv"),
-        ("ROC curve (CSV)", out_dir / "plots" / "roc.csv"),
     ]
+    links += [
+        (f"{path.stem} plot", path) for path in sorted((out_dir / "plots").glob("*.png"))
+    ]
+    if gallery is not None:
+        links.append(("simulated gallery", gallery))
     lines += [f"- [{name}](file://{path.resolve()})" for name, path in links if path.exists()]
     for note in summary.notes:
         lines.append(f"- note: {note}")
     create_markdown_artifact(
         key="dataset-summary",
         markdown="\n".join(lines),
-        description="Summary of the dataset build.",
+        description="Summary of the dataset build: test metrics, report and plots.",
     )
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dict[str, Any]:
@@ -455,7 +471,9 @@ def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dic
     train = smoke_train_task.with_options(
         result_storage=(out_dir / STATE_DIR / "cache").resolve(), refresh_cache=fresh
     )
-    return train(str(out_dir), str(out_dir / "croissant.json"), params.train, dataset_key)
+    return train(
+        str(out_dir), str(out_dir / "croissant.json"), params.train, dataset_key, params.splits
+    )
 
 
 def dataset_fingerprint(specs: list[JobSpec], out_dir: Path) -> str:

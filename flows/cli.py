@@ -256,8 +256,26 @@ def _exit_code(summary, strict: bool) -> int:
 
 
 def _print_metrics(metrics: dict | None) -> None:
-    if metrics:
-        print(json.dumps(metrics.get("validation", metrics), indent=2))
+    """Test-split metrics per model, the leakage gap and where the report is."""
+    if not metrics:
+        return
+    if "models" not in metrics:
+        print(json.dumps(metrics, indent=2))
+        return
+
+    def cell(value: object) -> str:
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    keys = ("roc_auc", "pr_auc", "fnr_at_1pct_fpr", "fnr", "fpr", "ece")
+    print(f"{'test split':<18}" + "".join(f"{k:>17}" for k in keys))
+    for name, block in metrics["models"].items():
+        print(f"{name:<18}" + "".join(f"{cell(block['test'].get(k)):>17}" for k in keys))
+    leak = metrics.get("leakage") or {}
+    print(
+        f"leakage gap: {cell(leak.get('gap'))} (random per-cutout split test AUC "
+        f"{cell(leak.get('random_split_test_auc'))} vs split by {leak.get('by')} "
+        f"{cell(leak.get('field_split_test_auc'))})"
+    )
 
 
 def _simulate(args: argparse.Namespace, params) -> int:

@@ -26,6 +26,8 @@ from simulate.catalogs import bogus_kinds, find_and_fit, match_one_to_one, momen
 from simulate.layouts import WRITERS, JobProducts
 from simulate.scene import FILTERS, SceneParams, make_epoch, make_static_sky
 from tasks.atomic import atomic_write_text
+from tasks.layouts import BOGUS_KINDS as _BOGUS_KINDS
+from tasks.layouts import SIMULATED_REAL
 
 __all__ = [
     "BOGUS_KINDS",
@@ -36,15 +38,8 @@ __all__ = [
     "simulate_jobs",
 ]
 
-BOGUS_KINDS = (
-    "saturated_star",
-    "star_residual",
-    "galaxy_residual",
-    "cosmic_ray",
-    "hot_pixel",
-    "mask_edge",
-    "noise",
-)
+#: Causes of bogus detections (one definition, in :mod:`tasks.layouts`, which reads them back).
+BOGUS_KINDS = _BOGUS_KINDS
 FIELD_BASE = 5_333_116  # FIELD of the first simulated field (a RAPID-like sky tile id)
 PIXEL_SCALE_DEG = 0.11 / 3600.0
 
@@ -162,6 +157,8 @@ def simulate_job(
     fwhm, elong = moments(scene.difference, det_xy[:, 0], det_xy[:, 1])
     labels = pd.DataFrame({"match": match, "fwhm": fwhm, "elongation": elong})
     kinds = bogus_kinds(det_xy[match < 0], scene.bogus_sources)
+    row_kinds = np.full(len(det_xy), SIMULATED_REAL, dtype=object)
+    row_kinds[match < 0] = kinds
 
     n = len(truth["x"])
     ra, dec = wcs.all_pix2world(truth["x"], truth["y"], 0) if n else (np.zeros(0), np.zeros(0))
@@ -191,6 +188,7 @@ def simulate_job(
         labels=labels,
         truth=table,
         injected=pd.DataFrame({"x": injected["x"], "y": injected["y"], "flux": injected["flux"]}),
+        kinds=row_kinds,
     )
     WRITERS[layout](job_dir, products)
     inj_rows = set(np.flatnonzero(truth["kind"] == "injected"))

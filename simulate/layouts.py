@@ -3,8 +3,10 @@
 ``rapid`` writes what a real RAPID job folder holds (``../shared/docs/rapid-formats.md``):
 the four images, the reformatted science image with its header, ``diffpsf.fits``, the
 finder and PSF-fit catalogs, the injection list and the simulation truth index (both
-1-based, as galsim writes them). ``seed`` writes the simplified layout the seed scripts
-read: the four images and ``psfcat.csv``.
+1-based, as galsim writes them), and one file no real folder has: the simulator's cause of
+every detection, :data:`KINDS_FILE` (``id kind``, see :data:`tasks.layouts.SIMULATED_KINDS_FILE`).
+``seed`` writes the simplified layout the seed scripts read: the four images and
+``psfcat.csv``.
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ from astropy.table import Table
 
 from simulate.scene import Scene
 from tasks.atomic import atomic_output, atomic_write_text
+from tasks.layouts import SIMULATED_KINDS_FILE
 
-__all__ = ["WRITERS", "JobProducts", "write_rapid", "write_seed"]
+__all__ = ["KINDS_FILE", "WRITERS", "JobProducts", "write_rapid", "write_seed"]
 
 SCIENCE = "bkg_subbed_science_image.fits"
 REFERENCE_GM = "awaicgen_output_mosaic_image_resampled_gainmatched.fits"
 REFERENCE = "awaicgen_output_mosaic_image_resampled.fits"
 DIFFERENCE = "diffimage_masked.fits"
 SCORE = "scorrimage_masked.fits"
+#: Simulator-only sidecar of the ``rapid`` layout: ``id kind`` per PSF-fit catalog row, kind
+#: ``real`` for detections matched to a real source, else the bogus kind (one definition,
+#: shared with the reader :class:`tasks.layouts.RapidLayout`).
+KINDS_FILE = SIMULATED_KINDS_FILE
 
 
 @dataclass
@@ -43,6 +50,7 @@ class JobProducts:
     labels: pd.DataFrame  # per psfcat row: match (truth index or -1), fwhm, elongation
     truth: pd.DataFrame  # object_id ra dec x y realized_flux flux mag obj_type (0-based x, y)
     injected: pd.DataFrame  # x y flux (0-based)
+    kinds: np.ndarray | None = None  # per psfcat row: "real" or its bogus kind
 
 
 def _write_fits(path: Path, data: np.ndarray, cards: dict[str, object] | fits.Header) -> None:
@@ -103,7 +111,7 @@ def write_seed(job_dir: Path, p: JobProducts) -> None:
 
 
 def write_rapid(job_dir: Path, p: JobProducts) -> None:
-    """Full RAPID layout (2025 file names)."""
+    """Full RAPID layout (2025 file names), plus the simulator-only :data:`KINDS_FILE`."""
     job_dir.mkdir(parents=True, exist_ok=True)
     _images(job_dir, p, REFERENCE_GM)
     m = p.meta
@@ -131,6 +139,12 @@ def write_rapid(job_dir: Path, p: JobProducts) -> None:
         truth,
         comment_header=True,
     )
+    if p.kinds is not None:
+        kinds = np.asarray(p.kinds, dtype=object)
+        if len(kinds) != len(p.psfcat):
+            raise ValueError(f"{len(kinds)} kinds for {len(p.psfcat)} PSF-fit catalog rows")
+        table = Table({"id": p.psfcat["id"], "kind": kinds.astype(str)})  # ids as in psfcat
+        _write_text(job_dir / KINDS_FILE, table)
 
 
 WRITERS: dict[str, Callable[[Path, JobProducts], None]] = {"rapid": write_rapid, "seed": write_seed}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "CroissantParams",
@@ -21,6 +21,7 @@ __all__ = [
     "RunParams",
     "SelectParams",
     "SimulateParams",
+    "SplitParams",
     "TrainParams",
     "load_params",
 ]
@@ -140,6 +141,157 @@ class CroissantParams(_Section):
         "author={croissant-cutouts contributors}, year={2026}}",
         min_length=1,
     )
+    # Croissant 1.1 recommended dataset properties
+    keywords: tuple[str, ...] = Field(
+        (
+            "astronomy",
+            "time-domain astronomy",
+            "transient detection",
+            "real-bogus classification",
+            "difference imaging",
+            "image cutouts",
+            "Nancy Grace Roman Space Telescope",
+            "RAPID",
+            "simulated data",
+        ),
+        min_length=1,
+    )
+    publisher: str = Field("croissant-cutouts contributors", min_length=1)
+    in_language: tuple[str, ...] = Field(
+        ("en",), min_length=1, description="Languages of the texts (BCP 47 codes)."
+    )
+    same_as: tuple[str, ...] = Field(
+        ("https://github.com/croissant-cutouts/croissant-cutouts/blob/main/README.md",),
+        min_length=1,
+        description="Other web pages describing this same dataset (its dataset card).",
+    )
+    sd_license: str = Field(
+        "https://creativecommons.org/publicdomain/zero/1.0/",
+        min_length=1,
+        description="License of the metadata (croissant.json) itself: schema.org sdLicense.",
+    )
+    date_created: str | None = Field(
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}",
+        description="ISO date the dataset was first created; empty means date_published.",
+    )
+    date_modified: str | None = Field(
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}",
+        description="ISO date of the last change; empty means the index file's date (UTC).",
+    )
+    # Responsible AI (Croissant RAI vocabulary, rai: prefix)
+    synthetic: bool = Field(
+        True,
+        description="The data are synthetic (simulated): sets rai:hasSyntheticData and adds "
+        "'Synthetic data (simulation)' to rai:dataCollectionType. True for the simulator's "
+        "jobs and for RAPID's Roman jobs, which are built from OpenUniverse simulations.",
+    )
+    data_collection: str = Field(
+        "Software collection from difference-imaging job folders. By default the jobs are "
+        "made by this repository's `simulate` package: sky fields of stars and galaxies "
+        "observed at several epochs, a deeper reference coadd resampled to each epoch, and a "
+        "ZOGY difference image and score image, with injected fake point sources and "
+        "simulated astrophysical transients as the real population and bogus artefacts "
+        "(saturated stars, star and galaxy subtraction residuals, cosmic rays, hot pixels, "
+        "mask edges, noise). Jobs of the RAPID pipeline of the Nancy Grace Roman Space "
+        "Telescope can be read instead; they are themselves built from OpenUniverse "
+        "simulated images with injected fakes. Every detection of a job's catalog becomes "
+        "one candidate and one 64x64x4 cutout.",
+        min_length=1,
+    )
+    data_collection_type: tuple[str, ...] = Field(("Software Collection",), min_length=1)
+    data_collection_raw_data: str = Field(
+        "Per job: the background-subtracted science image, the reference image resampled to "
+        "it, the difference image and the score (Scorr) image (FITS), the detection "
+        "catalog, and, where present, the truth files: injected fakes and the simulation "
+        "truth index.",
+        min_length=1,
+    )
+    data_collection_missing_data: str = Field(
+        "label is empty (and labelled false) for jobs without truth files. Catalog columns a "
+        "job's layout does not provide are empty. Cutout pixels outside the image are 0; "
+        "non-finite pixels are 0; a channel whose ZScale limits cannot be computed is all 0. "
+        "Jobs that cannot be read are left out and listed in rejects.csv.",
+        min_length=1,
+    )
+    data_preprocessing_protocol: tuple[str, ...] = Field(
+        (
+            "Per job and channel, ZScale limits (astropy ZScaleInterval defaults) are "
+            "computed over the whole image; pixels become (value - vmin) / (vmax - vmin) "
+            "clipped to [0, 1], float32, non-finite values 0.",
+            "A 64x64 stamp with the candidate pixel at index [32, 32] is cut from each of "
+            "the four normalised images and stacked channel-last: shape (64, 64, 4), float32 "
+            "little-endian, channels science, reference, difference, score.",
+            "Cutouts are assigned to the train, validation and test splits by sky field (by "
+            "job when jobs carry no field), never by cutout, so one field's stars, galaxies "
+            "and artefacts never appear on two sides.",
+        ),
+        min_length=1,
+    )
+    data_annotation_protocol: tuple[str, ...] = Field(
+        (
+            "No human annotation. A detection is labelled real (1) when it matches, "
+            "one-to-one within labels.match_radius_px (default 4 pixels, closest pairs "
+            "first), an injected fake or a simulated astrophysical transient brighter than "
+            "labels.mag_limit (default 26 AB); every other detection is bogus (0).",
+        ),
+        min_length=1,
+    )
+    machine_annotation_tools: tuple[str, ...] = Field(
+        ("croissant-cutouts tasks/truth.py: one-to-one positional matching (scipy cKDTree)",),
+        min_length=1,
+    )
+    data_limitations: tuple[str, ...] = Field(
+        (
+            "Simulated data: images, artefacts and transients come from simplified models "
+            "(Moffat PSFs, a ZOGY subtraction, parametric artefact populations); a "
+            "classifier trained on them must be validated on real survey data before use.",
+            "Class imbalance: typically 3-15 % of candidates are real; compare metrics with "
+            "the majority-class baseline.",
+            "Cutouts are 64x64 pixels: context beyond 32 pixels from the candidate is lost, "
+            "and stamps at image edges are zero-padded.",
+            "ZScale normalisation is per full image and channel, not per cutout: values are "
+            "comparable within a job, not across jobs, and clipped to [0, 1], so fluxes "
+            "cannot be recovered from cutouts.",
+            "Labels come from positional matching: a bogus detection within the matching "
+            "radius of a truth source counts as real, and a transient fainter than the "
+            "magnitude limit or farther than the radius counts as bogus.",
+        ),
+        min_length=1,
+    )
+    data_biases: tuple[str, ...] = Field(
+        (
+            "The real class follows the injected magnitude distribution (uniform in 21-28 AB "
+            "in the simulator) and placement of fakes, not the sky's transient population.",
+            "Field selection: few sky fields observed at several epochs; cutouts of one field "
+            "share their stars, galaxies and artefacts, and metrics from few fields vary a "
+            "lot.",
+            "The bogus class holds only the artefact kinds the simulator or pipeline "
+            "produces, at their rates (simulate.bogus_density); real surveys have others.",
+        ),
+        min_length=1,
+    )
+    data_use_cases: tuple[str, ...] = Field(
+        (
+            "Training and evaluating real/bogus classifiers of difference-imaging transient "
+            "candidates, on the train, validation and test splits.",
+            "Developing and testing data pipelines, loaders and Croissant tooling.",
+            "Not for photometry or astrometry (cutouts are normalised and clipped; use the "
+            "index columns or the original images), nor for transient rates or populations.",
+        ),
+        min_length=1,
+    )
+    personal_sensitive_information: tuple[str, ...] = Field(
+        ("None: astronomical images (simulated by default) with no information about people.",),
+        min_length=1,
+    )
+    data_social_impact: str = Field(
+        "Low direct impact: images of (simulated) sky. Better real/bogus classifiers reduce "
+        "the human vetting time-domain surveys need; one that fails silently on real data "
+        "could miss transients, so validate on real data first.",
+        min_length=1,
+    )
 
 
 class TrainParams(_Section):
@@ -148,14 +300,51 @@ class TrainParams(_Section):
     epochs: int = Field(8, ge=1, description="Passes over the training split.")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    val_fraction: float = Field(
-        0.25, gt=0, lt=1, description="Fraction of jobs (not cutouts) held out for validation."
-    )
-    seed: int = Field(0, ge=0, description="Seed of the job split, weights and batch order.")
+    seed: int = Field(0, ge=0, description="Seed of the weights, batch order and baselines.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
     max_cutouts: int | None = Field(
         None, ge=1, description="Cap on cutouts used (whole jobs kept together); empty: all."
     )
+    leakage_check: bool = Field(
+        True,
+        description="Also train on a random per-cutout split and report its test AUC beside "
+        "the field split's (the leakage gap); doubles the training time.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_val_fraction(cls, value: object) -> object:
+        if isinstance(value, dict) and "val_fraction" in value:
+            raise ValueError(
+                "train.val_fraction moved: the dataset's splits are set in the `splits` "
+                "section (train, validation, test fractions and seed) and written to the index"
+            )
+        return value
+
+
+class SplitParams(_Section):
+    """Train / validation / test split of the dataset (written to the index's ``split``)."""
+
+    train: float = Field(0.6, ge=0, le=1, description="Fraction of groups (fields or jobs).")
+    validation: float = Field(0.2, gt=0, lt=1, description="Fraction of groups held out for "
+                              "early checks and for choosing the decision threshold.")
+    test: float = Field(0.2, ge=0, lt=1, description="Fraction of groups for the final metrics.")
+    seed: int = Field(0, ge=0, description="Seed of the shuffle of the groups.")
+    by: Literal["auto", "field", "job"] = Field(
+        "auto",
+        description="auto: by sky field when every job has one and there are enough fields, "
+        "else by job; field: by field or fail; job: by job.",
+    )
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitParams:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6 or self.train <= 0:
+            raise ValueError(
+                f"splits: train ({self.train}) + validation ({self.validation}) + test "
+                f"({self.test}) must be 1, with train > 0; got {total:g}"
+            )
+        return self
 
 
 class RunParams(_Section):
@@ -171,6 +360,7 @@ class Params(_Section):
     select: SelectParams = SelectParams()
     labels: LabelParams = LabelParams()
     cutouts: CutoutParams = CutoutParams()
+    splits: SplitParams = SplitParams()
     croissant: CroissantParams = CroissantParams()
     train: TrainParams = TrainParams()
     run: RunParams = RunParams()

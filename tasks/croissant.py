@@ -1,8 +1,37 @@
-"""Croissant step: describe the dataset in ``croissant.json`` with mlcroissant.
+"""Croissant step: describe the dataset in ``croissant.json`` (Croissant 1.1) with mlcroissant.
 
 The record set ``transient_candidates`` and its field ids (``transient_candidates/label``,
 ``transient_candidates/cutout_path``, ...) are those of the seed's metadata, so clients
-written against it keep working. Fields are generated from :data:`tasks.schema.INDEX_SCHEMA`.
+written against it keep working. Fields are generated from :data:`tasks.schema.INDEX_SCHEMA`,
+each a plain column of ``master_index.csv``.
+
+What the Croissant 1.1 specification (http://mlcommons.org/croissant/1.1) asks, and where it
+is written:
+
+- ``conformsTo``: Croissant 1.1 first (mlcroissant validates against the first Croissant
+  version it knows), then Croissant RAI 1.0; ``@context``: mlcroissant's 1.1 context plus the
+  terms of the specification's Appendix 1 that map to the same IRIs (:data:`SPEC_CONTEXT`).
+- Dataset-level properties, required (``name``, ``description``, ``license``, ``url``,
+  ``creator``, ``datePublished``) and recommended (``keywords``, ``publisher``, ``version``,
+  ``dateCreated``, ``dateModified``, ``sameAs``, ``sdLicense``, ``inLanguage``), plus
+  ``citeAs``; values from :class:`tasks.config.CroissantParams`.
+- Responsible AI (``rai:`` vocabulary, RAI 1.0): ``rai:dataCollection``,
+  ``rai:dataCollectionType``, ``rai:dataCollectionRawData``,
+  ``rai:dataCollectionMissingData``, ``rai:dataPreprocessingProtocol``,
+  ``rai:dataAnnotationProtocol``, ``rai:machineAnnotationTools``, ``rai:dataLimitations``,
+  ``rai:dataBiases``, ``rai:dataUseCases``, ``rai:personalSensitiveInformation``,
+  ``rai:dataSocialImpact``, and ``rai:hasSyntheticData`` (not a term of RAI 1.0, which has
+  no synthetic-data flag, but the boolean that dataset checklists such as NeurIPS' ask for).
+- Splits (ML-specific features, Splits): the record set ``splits`` of ``dataType``
+  ``cr:Split`` with inline ``data`` (name, url ``cr:TrainingSplit`` / ``cr:ValidationSplit``
+  / ``cr:TestSplit``, and per-split counts); ``transient_candidates/split`` ``references``
+  ``splits/name``.
+- Arrays: the field ``transient_candidates/cutout_path`` carries an ``annotation`` field
+  (``.../cutout_path/array``) with ``dataType`` ``cr:Float32``, ``isArray`` and
+  ``arrayShape`` ``64,64,4`` (files layout) or ``-1,64,64,4`` (a shard; ``row`` selects the
+  cutout); the record set ``channels`` (an ``sc:Enumeration``) gives the channel order; the
+  cutout files state shape, dtype and order in their descriptions. mlcroissant cannot read
+  ``.npy`` content, so no field extracts the arrays themselves.
 """
 
 from __future__ import annotations
@@ -14,7 +43,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from prefect import task
@@ -22,19 +51,32 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.atomic import atomic_write_text
 from tasks.config import CroissantParams
-from tasks.cutout import CUTOUT_DIR, STATE_DIR
+from tasks.cutout import CUTOUT_DIR, CUTOUT_SIZE, STATE_DIR
+from tasks.layouts import CHANNELS
 from tasks.schema import INDEX_SCHEMA
 
 if TYPE_CHECKING:  # mlcroissant is imported where used: it costs ~0.4 s at start-up
     import mlcroissant as mlc
 
 __all__ = [
+    "CHANNELS_ID",
+    "CONFORMS_TO",
+    "CROISSANT_1_1",
+    "CUTOUT_SHAPE",
+    "NPY_DTYPE",
+    "RAI_1_0",
     "RECORD_SET",
+    "SPEC_CONTEXT",
+    "SPLITS_ID",
+    "SPLIT_URLS",
+    "SYNTHETIC_COLLECTION_TYPE",
     "CroissantError",
+    "array_statement",
     "build_metadata",
     "croissant_task",
     "sha256_file",
     "sha256_files",
+    "split_counts",
     "validate",
     "write_croissant",
 ]
@@ -44,6 +86,54 @@ log = logging.getLogger(__name__)
 RECORD_SET = "transient_candidates"
 INDEX_ID = "master_index.csv"
 CUTOUTS_ID = "cutout-files"
+#: Record set declaring the splits (``dataType`` ``cr:Split``).
+SPLITS_ID = "splits"
+#: Record set enumerating the cutout channels, in array order.
+CHANNELS_ID = "channels"
+
+CROISSANT_1_1 = "http://mlcommons.org/croissant/1.1"
+RAI_1_0 = "http://mlcommons.org/croissant/RAI/1.0"
+#: ``conformsTo`` of the metadata: mlcroissant validates against the first Croissant version.
+CONFORMS_TO = (CROISSANT_1_1, RAI_1_0)
+#: Terms of the 1.1 specification's JSON-LD context (Appendix 1) that mlcroissant 1.1.1 does
+#: not emit; each maps to the IRI mlcroissant itself uses for that property. The spec's
+#: ``"value": "cr:value"`` is left out: mlcroissant reads a field's value as schema.org
+#: ``value``, and a ``cr:value`` alias would hide it.
+SPEC_CONTEXT = {
+    "annotation": "cr:annotation",
+    "excludes": "cr:excludes",
+    "readLines": "cr:readLines",
+    "sdVersion": "cr:sdVersion",
+    "unArchive": "cr:unArchive",
+}
+#: Split names of the index (``split`` column) and their Croissant split types.
+SPLIT_URLS = {
+    "train": "cr:TrainingSplit",
+    "validation": "cr:ValidationSplit",
+    "test": "cr:TestSplit",
+}
+#: Per-split counts written into the ``splits`` records.
+SPLIT_COUNTS = {
+    "cutouts": "Cutouts (index rows) in the split.",
+    "real": "Cutouts labelled real (1).",
+    "bogus": "Cutouts labelled bogus (0).",
+    "unlabelled": "Cutouts without a label (jobs without truth files).",
+}
+#: Shape of one stored cutout: rows, columns, channels (channel-last).
+CUTOUT_SHAPE = (CUTOUT_SIZE, CUTOUT_SIZE, len(CHANNELS))
+#: numpy dtype of the stored cutouts: float32, little-endian.
+NPY_DTYPE = "<f4"
+NPY_MEDIA_TYPE = "application/x-npy"
+#: The .npy format's specification: the encodingFormat URL of an unregistered media type.
+NPY_FORMAT_URL = "https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html"
+#: rai:dataCollectionType value added when the data are synthetic.
+SYNTHETIC_COLLECTION_TYPE = "Synthetic data (simulation)"
+CHANNEL_DESCRIPTIONS = {
+    "science": "Background-subtracted science image (the new epoch).",
+    "reference": "Reference image (deep coadd) resampled to the science image.",
+    "difference": "Difference image, science minus PSF-matched reference.",
+    "score": "Score image (Scorr, S/N units) of the difference.",
+}
 
 
 class CroissantError(ValueError):
@@ -98,6 +188,82 @@ def sha256_files(root: Path, names: list[str], workers: int | None = None) -> di
     return {name: sha for name, _, sha in done}
 
 
+# --------------------------------------------------------------------------- index
+
+
+def _read_index(csv_path: Path) -> pd.DataFrame:
+    """The index columns the metadata needs (``shard``, ``split``, ``label``), checked.
+
+    Raises
+    ------
+    CroissantError
+        When the index lacks a column of :data:`INDEX_SCHEMA`, or has a ``split`` value
+        other than those of :data:`SPLIT_URLS`.
+    """
+    columns = list(pd.read_csv(csv_path, nrows=0).columns)
+    missing = [c.name for c in INDEX_SCHEMA if c.name not in columns]
+    if missing:
+        raise CroissantError(f"{csv_path}: index lacks column(s) {', '.join(missing)}")
+    frame = pd.read_csv(
+        csv_path,
+        usecols=["shard", "split", "label"],
+        dtype={"shard": "string", "split": "string"},
+        keep_default_na=True,
+    )
+    unknown = sorted(set(frame["split"].dropna()) - set(SPLIT_URLS))
+    if unknown:
+        raise CroissantError(
+            f"{csv_path}: unknown split name(s) {', '.join(map(repr, unknown))}; expected "
+            f"{', '.join(SPLIT_URLS)}"
+        )
+    return frame
+
+
+def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Cutouts, real, bogus and unlabelled rows of every split of :data:`SPLIT_URLS`.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Index rows with columns ``split`` and ``label`` (1 real, 0 bogus, empty unlabelled).
+
+    Returns
+    -------
+    dict
+        ``{split: {"cutouts": n, "real": n, "bogus": n, "unlabelled": n}}`` for every split
+        name, in :data:`SPLIT_URLS` order; a split absent from the index counts zeros.
+    """
+    label = pd.to_numeric(frame["label"], errors="coerce")
+    out: dict[str, dict[str, int]] = {}
+    for name in SPLIT_URLS:
+        mine = (frame["split"] == name).fillna(False).to_numpy(dtype=bool)
+        part = label[mine]
+        out[name] = {
+            "cutouts": int(mine.sum()),
+            "real": int((part == 1).sum()),
+            "bogus": int((part == 0).sum()),
+            "unlabelled": int(part.isna().sum()),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _context() -> mlc.Context:
+    """An mlcroissant context for Croissant 1.1 with the 1.1 JSON-LD ``@context``.
+
+    ``make_context`` is the context mlcroissant compares a file's with on loading (it logs a
+    warning when a key is missing); without it, mlcroissant writes its 1.0 context.
+    """
+    import mlcroissant as mlc
+    from mlcroissant._src.core.rdf import make_context  # not re-exported by mlcroissant
+
+    ctx = mlc.Context(conforms_to=CROISSANT_1_1)
+    ctx.rdf = mlc.Rdf(context=make_context(ctx, **SPEC_CONTEXT))
+    return ctx
+
+
 def _data_types() -> dict[str, object]:
     import mlcroissant as mlc
 
@@ -109,96 +275,310 @@ def _data_types() -> dict[str, object]:
     }
 
 
+# --------------------------------------------------------------------------- arrays
+
+
+def array_statement(shape: tuple[int, ...]) -> str:
+    """The metadata's statement of an array of cutouts: format, dtype, order, channels, values.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        :data:`CUTOUT_SHAPE` for one cutout, ``(-1, *CUTOUT_SHAPE)`` for a shard.
+
+    Returns
+    -------
+    str
+        E.g. ``"numpy .npy, shape (64, 64, 4), dtype float32 little-endian ('<f4'), ..."``.
+    """
+    dims = ", ".join(map(str, shape))
+    return (
+        f"numpy .npy, shape ({dims}), dtype float32 little-endian ('{NPY_DTYPE}'), C order, "
+        f"channel-last: {', '.join(CHANNELS)}; each channel ZScale-normalised over its whole "
+        f"image to [0, 1]; the candidate pixel at row, column [{CUTOUT_SIZE // 2}, "
+        f"{CUTOUT_SIZE // 2}]."
+    )
+
+
+def _array_annotation(ctx: mlc.Context, sharded: bool) -> mlc.Field:
+    """Annotation of ``cutout_path``: the array its file holds (``isArray``, ``arrayShape``)."""
+    import mlcroissant as mlc
+
+    shape = (-1, *CUTOUT_SHAPE) if sharded else CUTOUT_SHAPE
+    where = (
+        "The job's shard that cutout_path names: row `row` of it is the cutout. "
+        if sharded
+        else "The cutout that cutout_path names. "
+    )
+    return mlc.Field(
+        ctx=ctx,
+        id=f"{RECORD_SET}/cutout_path/array",
+        name="array",
+        description=where + array_statement(shape),
+        data_types=[mlc.DataType.FLOAT32, mlc.DataType.FLOAT],
+        is_array=True,
+        array_shape=",".join(map(str, shape)),
+    )
+
+
+# --------------------------------------------------------------------------- record sets
+
+
+def _candidate_fields(ctx: mlc.Context, sharded: bool) -> list[mlc.Field]:
+    """Fields of ``transient_candidates``: one plain column of the index each."""
+    import mlcroissant as mlc
+
+    types = _data_types()
+    fields = []
+    for col in INDEX_SCHEMA:
+        extra: dict[str, Any] = {}
+        if col.field_name == "split":
+            extra["references"] = mlc.Source(ctx=ctx, field=f"{SPLITS_ID}/name")
+        elif col.field_name == "cutout_path":
+            extra["annotations"] = [_array_annotation(ctx, sharded)]
+        fields.append(
+            mlc.Field(
+                ctx=ctx,
+                id=f"{RECORD_SET}/{col.field_name}",
+                name=col.field_name,
+                description=col.description,
+                data_types=[types[col.data_type]],
+                source=mlc.Source(
+                    ctx=ctx, file_object=INDEX_ID, extract=mlc.Extract(ctx=ctx, column=col.name)
+                ),
+                **extra,
+            )
+        )
+    return fields
+
+
+def _inline_field(
+    ctx: mlc.Context, record_set: str, name: str, types: list[Any], text: str
+) -> mlc.Field:
+    """A field of a record set whose records are inline ``data``."""
+    import mlcroissant as mlc
+
+    return mlc.Field(
+        ctx=ctx, id=f"{record_set}/{name}", name=name, description=text, data_types=types
+    )
+
+
+def _splits_record_set(ctx: mlc.Context, counts: dict[str, dict[str, int]]) -> mlc.RecordSet:
+    """The ``splits`` record set: ``cr:Split`` names, split types and counts, inline."""
+    import mlcroissant as mlc
+
+    t = mlc.DataType
+    fields = [
+        _inline_field(ctx, SPLITS_ID, "name", [t.TEXT], "Split name, as in the index."),
+        _inline_field(
+            ctx, SPLITS_ID, "url", [t.URL, t.SPLIT],
+            "Croissant split type: cr:TrainingSplit, cr:ValidationSplit or cr:TestSplit.",
+        ),
+        *(
+            _inline_field(ctx, SPLITS_ID, name, [t.INTEGER], text)
+            for name, text in SPLIT_COUNTS.items()
+        ),
+    ]
+    data = [
+        {
+            f"{SPLITS_ID}/name": name,
+            f"{SPLITS_ID}/url": url,
+            **{f"{SPLITS_ID}/{k}": v for k, v in counts[name].items()},
+        }
+        for name, url in SPLIT_URLS.items()
+    ]
+    return mlc.RecordSet(
+        ctx=ctx,
+        id=SPLITS_ID,
+        name=SPLITS_ID,
+        description="Splits of the dataset, by sky field (by job when jobs carry no field), "
+        "never by cutout; transient_candidates/split references splits/name.",
+        data_types=[t.SPLIT],
+        key=[f"{SPLITS_ID}/name"],
+        fields=fields,
+        data=data,
+    )
+
+
+def _channels_record_set(ctx: mlc.Context) -> mlc.RecordSet:
+    """The ``channels`` enumeration: index and name of each channel of a cutout array."""
+    import mlcroissant as mlc
+    from rdflib.namespace import SDO
+
+    t = mlc.DataType
+    return mlc.RecordSet(
+        ctx=ctx,
+        id=CHANNELS_ID,
+        name=CHANNELS_ID,
+        description="Channels of a cutout array, by their index on its last axis.",
+        data_types=[SDO.Enumeration],
+        key=[f"{CHANNELS_ID}/index"],
+        fields=[
+            _inline_field(ctx, CHANNELS_ID, "index", [t.INTEGER], "Index on the last axis."),
+            _inline_field(ctx, CHANNELS_ID, "name", [t.TEXT], "Channel name."),
+            _inline_field(ctx, CHANNELS_ID, "description", [t.TEXT], "What the channel is."),
+        ],
+        data=[
+            {
+                f"{CHANNELS_ID}/index": i,
+                f"{CHANNELS_ID}/name": name,
+                f"{CHANNELS_ID}/description": CHANNEL_DESCRIPTIONS[name],
+            }
+            for i, name in enumerate(CHANNELS)
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+def _distribution(
+    ctx: mlc.Context, csv_path: Path, base: Path, shards: list[str]
+) -> list[mlc.FileObject | mlc.FileSet]:
+    """The index FileObject, then one FileObject per shard or the cutout FileSet."""
+    import mlcroissant as mlc
+
+    root_rel = os.path.relpath(csv_path.parent, base)
+    prefix = "" if root_rel == "." else f"{root_rel}/"
+    formats = [NPY_MEDIA_TYPE, NPY_FORMAT_URL]
+    distribution: list[mlc.FileObject | mlc.FileSet] = [
+        mlc.FileObject(
+            ctx=ctx,
+            id=INDEX_ID,
+            name=INDEX_ID,
+            description="One row per cutout: position, label, split, cutout path, catalog "
+            "features.",
+            content_url=os.path.relpath(csv_path, base),
+            encoding_formats=["text/csv"],
+            sha256=sha256_file(csv_path),
+        )
+    ]
+    if not shards:
+        distribution.append(
+            mlc.FileSet(
+                ctx=ctx,
+                id=CUTOUTS_ID,
+                name=CUTOUTS_ID,
+                description="Cutout tensors, one per file: " + array_statement(CUTOUT_SHAPE),
+                encoding_formats=formats,
+                includes=[f"{prefix}{CUTOUT_DIR}/*.npy"],
+            )
+        )
+        return distribution
+    digests = sha256_files(csv_path.parent, shards)
+    return distribution + [
+        mlc.FileObject(
+            ctx=ctx,
+            id=f"shard-{Path(name).stem}",
+            name=Path(name).name,
+            description=f"Cutouts of job {Path(name).stem}, one per row; index rows with "
+            f"this shard give their row. {array_statement((-1, *CUTOUT_SHAPE))}",
+            content_url=prefix + name,
+            encoding_formats=formats,
+            sha256=digests[name],
+        )
+        for name in shards
+    ]
+
+
+# --------------------------------------------------------------------------- dataset level
+
+
+def _day(text: str | None, default: dt.datetime) -> dt.datetime:
+    return dt.datetime.fromisoformat(text) if text else default
+
+
+def _dates(params: CroissantParams, csv_path: Path) -> dict[str, dt.datetime]:
+    """``date_published``, ``date_created`` and ``date_modified`` of the metadata.
+
+    Defaults: published today (UTC); created when published; modified on the index file's
+    date (UTC), or when created if that is later. Dates given in ``params`` are kept as given.
+    """
+    midnight = {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}
+    published = _day(params.date_published, dt.datetime.now(dt.UTC).replace(**midnight))
+    created = _day(params.date_created, published)
+    if params.date_modified:
+        modified = _day(params.date_modified, created)
+    else:
+        mtime = dt.datetime.fromtimestamp(csv_path.stat().st_mtime, dt.UTC).replace(**midnight)
+        later = mtime.replace(tzinfo=None) >= created.replace(tzinfo=None)
+        modified = mtime if later else created
+    return {"date_published": published, "date_created": created, "date_modified": modified}
+
+
+def _rai(params: CroissantParams) -> dict[str, Any]:
+    """Responsible-AI keyword arguments of :class:`mlcroissant.Metadata`."""
+    collection_types = list(params.data_collection_type)
+    if params.synthetic and SYNTHETIC_COLLECTION_TYPE not in collection_types:
+        collection_types.append(SYNTHETIC_COLLECTION_TYPE)
+    return {
+        "data_collection": params.data_collection,
+        "data_collection_type": collection_types,
+        "data_collection_raw_data": params.data_collection_raw_data,
+        "data_collection_missing_data": params.data_collection_missing_data,
+        "data_preprocessing_protocol": list(params.data_preprocessing_protocol),
+        "data_annotation_protocol": list(params.data_annotation_protocol),
+        "machine_annotation_tools": list(params.machine_annotation_tools),
+        "data_limitations": list(params.data_limitations),
+        "data_biases": list(params.data_biases),
+        "data_use_cases": list(params.data_use_cases),
+        "personal_sensitive_information": list(params.personal_sensitive_information),
+        "data_social_impact": params.data_social_impact,
+        "extra_properties": {"rai:hasSyntheticData": bool(params.synthetic)},
+    }
+
+
 def build_metadata(
     csv_path: str | Path, output: str | Path, params: CroissantParams
 ) -> mlc.Metadata:
-    """Build the Croissant metadata of the dataset indexed by ``csv_path``.
+    """Build the Croissant 1.1 metadata of the dataset indexed by ``csv_path``.
 
     Paths inside the metadata are relative to the folder of ``output`` (where
     ``croissant.json`` will be written), which is normally the dataset root.
+
+    Raises
+    ------
+    CroissantError
+        When the index lacks a column of :data:`INDEX_SCHEMA` or names an unknown split.
+    mlcroissant.ValidationError
+        When mlcroissant rejects the metadata it is given.
     """
     import mlcroissant as mlc
 
     csv_path = Path(csv_path).resolve()
     base = Path(output).resolve().parent
-    root_rel = os.path.relpath(csv_path.parent, base)
-    index_rel = os.path.relpath(csv_path, base)
-    cutouts_glob = CUTOUT_DIR + "/*.npy" if root_rel == "." else f"{root_rel}/{CUTOUT_DIR}/*.npy"
-    columns = list(pd.read_csv(csv_path, nrows=0).columns)
-    missing = [c.name for c in INDEX_SCHEMA if c.name not in columns]
-    if missing:
-        raise CroissantError(f"{csv_path}: index lacks column(s) {', '.join(missing)}")
-    published = (
-        dt.datetime.fromisoformat(params.date_published)
-        if params.date_published
-        else dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    )
-    types = _data_types()
-    fields = [
-        mlc.Field(
-            id=f"{RECORD_SET}/{col.field_name}",
-            name=col.field_name,
-            description=col.description,
-            data_types=[types[col.data_type]],
-            source=mlc.Source(file_object=INDEX_ID, extract=mlc.Extract(column=col.name)),
-        )
-        for col in INDEX_SCHEMA
-    ]
-    distribution: list[mlc.FileObject | mlc.FileSet] = [
-        mlc.FileObject(
-            id=INDEX_ID,
-            name=INDEX_ID,
-            description="One row per cutout: position, label, cutout path, catalog features.",
-            content_url=index_rel,
-            encoding_formats=["text/csv"],
-            sha256=sha256_file(csv_path),
-        )
-    ]
-    shards = sorted(pd.read_csv(csv_path, usecols=["shard"])["shard"].dropna().unique())
-    if shards:
-        digests = sha256_files(csv_path.parent, shards)
-        prefix = "" if root_rel == "." else f"{root_rel}/"
-        distribution += [
-            mlc.FileObject(
-                id=f"shard-{Path(name).stem}",
-                name=Path(name).name,
-                description=f"Cutouts of job {Path(name).stem}: numpy .npy, shape (N, 64, 64, "
-                "4), float32 in [0, 1], channels science, reference, difference, score; "
-                "index rows with this shard give their row.",
-                content_url=prefix + name,
-                encoding_formats=["application/x-npy"],
-                sha256=digests[name],
-            )
-            for name in shards
-        ]
-    else:
-        distribution.append(
-            mlc.FileSet(
-                id=CUTOUTS_ID,
-                name=CUTOUTS_ID,
-                description="Cutout tensors, numpy .npy, shape (64, 64, 4), float32 in [0, 1].",
-                encoding_formats=["application/x-npy"],
-                includes=[cutouts_glob],
-            )
-        )
+    index = _read_index(csv_path)
+    shards = sorted(index["shard"].dropna().unique())
+    ctx = _context()
     return mlc.Metadata(
+        ctx=ctx,
         name=params.name,
         description=params.description,
+        conforms_to=list(CONFORMS_TO),
         url=params.url,
         license=[params.license],
-        creators=[mlc.Organization(name=params.creator)],
-        date_published=published,
+        creators=[mlc.Organization(ctx=ctx, name=params.creator)],
+        publisher=[mlc.Organization(ctx=ctx, name=params.publisher)],
         version=params.version,
         cite_as=params.cite_as,
-        distribution=distribution,
+        keywords=list(params.keywords),
+        in_language=list(params.in_language),
+        same_as=list(params.same_as),
+        sd_licence=[params.sd_license],
+        **_dates(params, csv_path),
+        **_rai(params),
+        distribution=_distribution(ctx, csv_path, base, shards),
         record_sets=[
             mlc.RecordSet(
+                ctx=ctx,
                 id=RECORD_SET,
                 name=RECORD_SET,
                 description="Transient candidates, one record per cutout.",
                 key=f"{RECORD_SET}/cutout_id",
-                fields=fields,
-            )
+                fields=_candidate_fields(ctx, sharded=bool(shards)),
+            ),
+            _splits_record_set(ctx, split_counts(index)),
+            _channels_record_set(ctx),
         ],
     )
 

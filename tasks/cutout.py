@@ -45,6 +45,7 @@ __all__ = [
     "extract_stamps",
     "npy_bytes",
     "position_rejects",
+    "score_peak",
     "shard_filename",
 ]
 
@@ -149,6 +150,37 @@ def position_rejects(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> di
             f"outside the {ny}x{nx} image"
         )
     return reasons
+
+
+def score_peak(score: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Maximum of the raw score image over the 3 x 3 pixels centred on each pixel ``(r, c)``.
+
+    Non-finite pixels (NaN, +-inf) and pixels off the image are ignored; the result is NaN
+    where none of the nine is usable. Off-image offsets are clipped onto the edge, and a
+    duplicate of a pixel that is already in the window does not change a maximum. One
+    fancy-indexing gather of ``9 n`` pixels: the (memory-mapped) image is never read whole.
+
+    Parameters
+    ----------
+    score : ndarray, shape (ny, nx)
+        The score image as stored (S/N units), not the normalised cutout channel.
+    r, c : ndarray of int, shape (n,)
+        Centre pixels (row, column), inside the image.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+    """
+    ny, nx = score.shape
+    r = np.asarray(r, np.int64)
+    c = np.asarray(c, np.int64)
+    offsets = np.arange(-1, 2)
+    rows = np.clip(r[:, None] + offsets, 0, ny - 1)  # (n, 3)
+    cols = np.clip(c[:, None] + offsets, 0, nx - 1)
+    values = np.asarray(score[rows[:, :, None], cols[:, None, :]], np.float64).reshape(len(r), 9)
+    finite = np.isfinite(values)
+    peak = np.where(finite, values, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(finite.any(axis=1), peak, np.nan)
 
 
 def extract_stamps(image: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -328,9 +360,10 @@ def cut_job(
     Returns
     -------
     JobCutouts
-        Index rows (with ``cutout_filename``, and ``shard``/``row`` for shards) and per-row
-        rejections of the job. If writing fails part-way, the files already written for
-        this job are removed and the error propagates.
+        Index rows (with ``cutout_filename``, ``score_peak`` (:func:`score_peak` of the raw
+        score image), and ``shard``/``row`` for shards) and per-row rejections of the job.
+        If writing fails part-way, the files already written for this job are removed and
+        the error propagates.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown output layout {layout!r}; choose from {LAYOUTS}")
@@ -360,6 +393,7 @@ def cut_job(
         files = [shard] if len(rows) else []
     images = {ch: open_image(job.images[ch]) for ch in CHANNELS}
     r_all, c_all = candidate_pixels(rows["x"].to_numpy(), rows["y"].to_numpy())
+    rows["score_peak"] = score_peak(images["score"], r_all, c_all)
     written: list[Path] = []
     try:
         batches = _tensor_batches(images, limits, r_all, c_all, batch)

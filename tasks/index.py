@@ -10,15 +10,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.atomic import TMP_MARK, atomic_output
+from tasks.config import SplitParams
 from tasks.cutout import CUTOUT_DIR, SHARD_DIR, JobCutouts
 from tasks.errors import JobRejection
 from tasks.layouts import CHANNELS
 from tasks.schema import INDEX_SCHEMA, Column
+from tasks.splits import SplitAssignment, SplitError, assign_splits
 
 __all__ = [
     "INDEX_FILE",
@@ -63,6 +66,8 @@ class IndexSummary:
     rows_rejected: int
     pruned: int
     notes: list[str]
+    split_by: str = ""
+    split_counts: dict[str, int] | None = None
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -70,8 +75,17 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(fh, index=False, lineterminator="\n")
 
 
-def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -> IndexSummary:
+def write_index(
+    results: list[JobCutouts | JobRejection],
+    out_dir: str | Path,
+    splits: SplitParams | None = None,
+) -> IndexSummary:
     """Write the dataset's tables from per-job results, in job-name order.
+
+    The ``split`` column is assigned here, over the whole index, by
+    :func:`tasks.splits.assign_splits` with ``splits`` (default ``SplitParams()``): by sky
+    field, else by job, never by cutout. An index with too few fields and jobs to split
+    puts every cutout in ``train`` and says so in the notes (training then refuses it).
 
     Writes ``master_index.csv``, ``rejects.csv``, ``zscale_limits.csv`` and ``jobs.csv``,
     each atomically. ``jobs.csv`` has one row per job: ``job_id``, ``status`` (``ok`` or
@@ -111,6 +125,13 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
     else:
         index = pd.DataFrame({n: [] for n in names if n != "cutout_id"})
     index.insert(0, "cutout_id", range(len(index)))
+    try:
+        assignment = assign_splits(index, splits)
+    except SplitError as exc:  # a dataset too small to split is still a dataset
+        assignment = SplitAssignment(np.full(len(index), "train", object), "none", 0, 0)
+        notes.append(f"every cutout is in the train split: {exc}")
+    index["split"] = assignment.split
+    notes.extend(assignment.notes)
     extra = [c for c in index.columns if c not in names]
     index = index.reindex(columns=names + extra).astype({c.name: c.dtype for c in INDEX_SCHEMA})
     index_path = out_dir / INDEX_FILE
@@ -149,6 +170,8 @@ def write_index(results: list[JobCutouts | JobRejection], out_dir: str | Path) -
         rows_rejected=sum(1 for _, k, _ in rejects if k is not pd.NA),
         pruned=pruned,
         notes=notes,
+        split_by=assignment.by,
+        split_counts={str(k): int(v) for k, v in index["split"].value_counts().items()},
     )
 
 
@@ -170,6 +193,8 @@ def _prune(out_dir: Path, listed: set[str]) -> int:
 
 
 @task(name="index", cache_policy=NO_CACHE, persist_result=False)
-def index_task(results: list[JobCutouts | JobRejection], out_dir: str) -> IndexSummary:
+def index_task(
+    results: list[JobCutouts | JobRejection], out_dir: str, splits: SplitParams | None = None
+) -> IndexSummary:
     """Prefect task: :func:`write_index`."""
-    return write_index(results, out_dir)
+    return write_index(results, out_dir, splits)

@@ -21,8 +21,12 @@ from tasks.errors import CatalogError, JobError
 from tasks.schema import CANDIDATE_COLUMNS
 
 __all__ = [
+    "BOGUS_KINDS",
     "CHANNELS",
     "LAYOUTS",
+    "SIMULATED_KINDS_FILE",
+    "SIMULATED_REAL",
+    "UNMATCHED_REAL",
     "LabelOptions",
     "Layout",
     "RapidLayout",
@@ -33,6 +37,32 @@ __all__ = [
 
 #: Channel order of every cutout tensor (last axis).
 CHANNELS: tuple[str, ...] = ("science", "reference", "difference", "score")
+
+#: Simulator-only sidecar of a RAPID-layout job folder (``simulate`` writes it; real RAPID
+#: folders never have it): a whitespace table with the header ``id kind`` and one row per
+#: row of the PSF-fit catalog, ``id`` that catalog's ``id`` and ``kind`` either
+#: :data:`SIMULATED_REAL` (the simulator matched the detection to a real source) or one of
+#: :data:`BOGUS_KINDS` (the cause of a bogus detection). :class:`RapidLayout` reads it,
+#: when present, into the ``bogus_kind`` column. The name starts with neither RAPID's
+#: ``diffimage_``/``zogy_`` nor ``Roman_TDS_``, so no catalog or truth-file rule picks it up.
+SIMULATED_KINDS_FILE = "simulated_candidate_kinds.txt"
+#: ``kind`` of a detection the simulator matched to a real source.
+SIMULATED_REAL = "real"
+#: Causes of bogus detections the simulator records (:func:`simulate.catalogs.bogus_kinds`).
+BOGUS_KINDS: tuple[str, ...] = (
+    "saturated_star",
+    "star_residual",
+    "galaxy_residual",
+    "cosmic_ray",
+    "hot_pixel",
+    "mask_edge",
+    "noise",
+)
+#: ``bogus_kind`` of a row our labels call bogus (0) although the simulator matched it to a
+#: real source: the two labellings disagree, e.g. because ``labels:`` in ``params.yaml``
+#: uses a brighter ``mag_limit``, a smaller ``match_radius_px`` or another ``truth_origin``
+#: than the simulation did, or a match sat exactly on the radius or magnitude limit.
+UNMATCHED_REAL = "unmatched_real"
 
 
 @dataclass(frozen=True)
@@ -445,6 +475,90 @@ def _near(values: pd.Series) -> np.ndarray:
         return np.where(np.abs(values) < _FAR, values, np.nan)
 
 
+def _simulated_kinds(job_id: str, path: Path, keys: pd.Series, catalog: str) -> np.ndarray:
+    """The simulator's ``kind`` of every PSF-fit catalog row, joined on ``id``.
+
+    Parameters
+    ----------
+    job_id : str
+    path : Path
+        The job's :data:`SIMULATED_KINDS_FILE` (whitespace table, header ``id kind``).
+    keys : Series
+        :func:`_id_key` of each PSF-fit catalog row, in catalog order (``None``: no valid
+        id; such a row is rejected anyway and needs no kind).
+    catalog : str
+        Name of the PSF-fit catalog file (for messages).
+
+    Returns
+    -------
+    ndarray of object
+        One kind per catalog row (``None`` where the row has no valid id).
+
+    Raises
+    ------
+    CatalogError
+        Naming the sidecar (and its 0-based data row where one is at fault): unparsable,
+        lacks ``id`` or ``kind``, an id missing or not valid, an id twice, an unknown kind,
+        an id that is not in the PSF-fit catalog, or a catalog id with no row in the file.
+    """
+    text = _check_fields(job_id, path)
+    try:
+        table = pd.read_csv(
+            io.StringIO(text, newline=""),
+            sep=r"\s+",
+            engine="python",
+            index_col=False,
+            dtype=str,
+            keep_default_na=False,
+        )
+    except Exception as exc:  # whatever pandas makes of a bad file
+        raise CatalogError(job_id, f"does not parse ({exc})", path) from exc
+    missing = [c for c in ("id", "kind") if c not in table.columns]
+    if missing:
+        raise CatalogError(
+            job_id, f"lacks column(s) {', '.join(missing)}; has {list(table.columns)}", path
+        )
+    known = (SIMULATED_REAL, *BOGUS_KINDS)
+    ids = _id_keys(table["id"])
+    rows: dict[str, int] = {}
+    for i, (key, kind) in enumerate(zip(ids, table["kind"], strict=True)):
+        if key is None:
+            raise CatalogError(
+                job_id, f"id {_short(table['id'].iloc[i])} is missing or not a valid id", path, i
+            )
+        if key in rows:
+            raise CatalogError(
+                job_id,
+                f"id {_short(key)} appears more than once (first in row {rows[key]})",
+                path,
+                i,
+            )
+        if kind not in known:
+            raise CatalogError(
+                job_id,
+                f"kind {_short(kind)} of id {_short(key)} is not one of {', '.join(known)}",
+                path,
+                i,
+            )
+        rows[key] = i
+    wanted = {k for k in keys if k is not None}
+    unknown = next((i for k, i in rows.items() if k not in wanted), None)
+    if unknown is not None:
+        raise CatalogError(
+            job_id, f"id {_short(table['id'].iloc[unknown])} is not in {catalog}", path, unknown
+        )
+    lacking = next((i for i, k in enumerate(keys) if k is not None and k not in rows), None)
+    if lacking is not None:
+        raise CatalogError(
+            job_id,
+            f"has no row for id {_short(keys.iloc[lacking])} (row {lacking} of "
+            f"{catalog}): the simulator writes one per detection",
+            path,
+        )
+    kinds = table["kind"].to_numpy(dtype=object)
+    return np.array([None if k is None else kinds[rows[k]] for k in keys], dtype=object)
+
+
 def _first(job_dir: Path, names: tuple[str, ...]) -> Path | None:
     return next((job_dir / n for n in names if (job_dir / n).is_file()), None)
 
@@ -485,9 +599,11 @@ class RapidLayout(Layout):
                 job_dir.name, f"finder catalog missing (looked for {', '.join(_FINDER)})"
             )
         inject, index = self.truth_files(job_dir)
-        return [psfcat, finder, *inject, *index]
+        kinds = job_dir / SIMULATED_KINDS_FILE
+        return [psfcat, finder, *inject, *index, *([kinds] if kinds.is_file() else [])]
 
     def count_rows(self, job_id: str, job_dir: Path) -> int:
+        """Rows of the PSF-fit catalog only (never the finder's, the truth's or the sidecar's)."""
         psfcat = _first(job_dir, _PSFCAT)
         if psfcat is None:
             raise JobError(job_id, "PSF-fit catalog missing")
@@ -502,10 +618,16 @@ class RapidLayout(Layout):
     ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
         """Join the PSF-fit and finder catalogs on ``id`` and label from the truth files.
 
+        When the job has the simulator's :data:`SIMULATED_KINDS_FILE`, ``bogus_kind`` of
+        every row labelled 0 is its ``kind`` joined on ``id`` (:data:`UNMATCHED_REAL` where
+        the simulator says ``real``); it stays empty on rows labelled 1, in unlabelled jobs
+        and in jobs without the file.
+
         Raises
         ------
         CatalogError
-            Missing required columns, duplicate ids, no id joining, unparsable files.
+            Missing required columns, duplicate ids, no id joining, unparsable files; a
+            sidecar of kinds that does not cover the PSF-fit catalog's ids one-to-one.
         JobError
             Truth files present but no ``ZPTMAG`` in the science header.
         """
@@ -567,6 +689,12 @@ class RapidLayout(Layout):
             if source in joined.columns:
                 values = num(source)
                 out[col] = _whole(values) if CANDIDATE_COLUMNS.get(col) == "Int64" else values
+        kinds_path = job_dir / SIMULATED_KINDS_FILE  # checked even when it goes unused
+        kinds = (
+            _simulated_kinds(job_id, kinds_path, joined[_KEY], psf_path.name)
+            if kinds_path.is_file()
+            else None
+        )
         inject, index = self.truth_files(job_dir)
         if not inject and not index:
             out["labelled"] = False
@@ -594,6 +722,10 @@ class RapidLayout(Layout):
         for col in labels.columns:
             out[col] = labels[col].to_numpy()
         out["labelled"] = True
+        if kinds is not None:
+            bogus = (out["label"] == 0).fillna(False).to_numpy(bool)
+            kind = np.where(kinds == SIMULATED_REAL, UNMATCHED_REAL, kinds)
+            out["bogus_kind"] = pd.array(np.where(bogus, kind, None), dtype="string")
         return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), sorted(
             rejects.items()
         )

@@ -105,7 +105,8 @@ INDEX_SCHEMA: tuple[Column, ...] = (
        "pixels centred on the candidate pixel; NaN when all nine are non-finite."),
     _c("bogus_kind", "string", "Cause of a bogus candidate where the simulator records it "
        "(saturated_star, star_residual, galaxy_residual, cosmic_ray, hot_pixel, mask_edge, "
-       "noise); empty for real candidates and for jobs without such a record."),
+       "noise; unmatched_real where the simulator matched a real source that our labels did not); "
+       "empty for real candidates and for jobs without such a record."),
     _c("split", "string", "train, validation or test: assigned by sky field (by job when the "
        "jobs carry no field), never by cutout; a truth source never straddles two splits. "
        "See the `splits` record set."),

@@ -25,12 +25,16 @@ Conventions
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import io
 import json
 import logging
 import math
+import os
+import platform
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +47,27 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tasks.atomic import atomic_write_text
+from tasks.baselines import gradient_boosting_scores, majority_scores, score_peak_scores
 from tasks.caching import ContentPolicy
-from tasks.config import TrainParams
+from tasks.config import SplitParams, TrainParams
 from tasks.croissant import RECORD_SET, sha256_file
 from tasks.cutout import CUTOUT_SIZE
 from tasks.layouts import CHANNELS
-from tasks.metrics import (  # re-exported: their home was this module
+from tasks.metrics import (  # some re-exported: their home was this module
     binary_metrics,
+    completeness_by_mag,
+    evaluate,
     fnr_at_fpr,
+    fpr_by_kind,
+    mag_bins,
     majority_accuracy,
+    pr_curve,
+    reliability_table,
     roc_auc,
     roc_curve,
+    threshold_at_fpr,
 )
+from tasks.splits import SPLITS
 
 __all__ = [
     "CUTOUT_BYTES",
@@ -68,13 +81,15 @@ __all__ = [
     "load_cutout",
     "majority_accuracy",
     "make_loader",
+    "package_versions",
+    "random_split",
     "read_records",
     "resolve_device",
     "roc_auc",
     "roc_curve",
     "smoke_train",
     "smoke_train_task",
-    "split_by_job",
+    "train_cnn",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,8 +103,10 @@ CUTOUT_BYTES = CUTOUT_SIZE * CUTOUT_SIZE * len(CHANNELS) * 4
 #: Files-layout datasets up to this size (2 GiB, 32 768 cutouts) are loaded into one array;
 #: larger ones, and sharded ones, are read batch by batch (shards memory-mapped).
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
-#: Shuffles tried by :func:`split_by_job` to get both classes on both sides.
-SPLIT_TRIES = 100
+#: Test-split ROC AUC the CNN should reach on the default simulated data (issue 8).
+TARGET_TEST_AUC = 0.99
+#: The report written next to metrics.json.
+REPORT_FILE = "report.md"
 #: Batch size used for inference (no gradients, so larger than training batches).
 EVAL_BATCH = 256
 
@@ -239,87 +256,19 @@ def _finish_records(
 # --------------------------------------------------------------------------- splitting
 
 
-def _n_validation_jobs(n_jobs: int, val_fraction: float) -> int:
-    """``val_fraction * n_jobs`` rounded half up, kept within [1, n_jobs - 1]."""
-    return min(max(1, math.floor(val_fraction * n_jobs + 0.5)), n_jobs - 1)
-
-
-def split_by_job(
-    job_ids: Sequence[str] | np.ndarray | pd.Series,
-    val_fraction: float,
-    seed: int,
-    labels: Sequence[int] | np.ndarray | pd.Series | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Assign whole jobs to train or validation.
-
-    The sorted distinct jobs are shuffled with ``numpy.random.default_rng(seed)`` and the
-    first ``round(val_fraction * n_jobs)`` (halves up; at least 1, at most ``n_jobs - 1``) go to
-    validation. With ``labels``, up to :data:`SPLIT_TRIES` successive shuffles of that one
-    generator are tried and the first whose validation *and* training sides both hold both
-    classes is kept; failing that, the first whose validation side holds both; failing that,
-    the first shuffle. A job is never split. The result depends only on the set of jobs, the
-    labels, ``val_fraction`` and ``seed``, not on the row order.
-
-    Parameters
-    ----------
-    job_ids : array-like of str, shape (n,)
-        Job of each row.
-    val_fraction : float
-        Fraction of *jobs* (not rows) held out, in (0, 1).
-    seed : int
-        Seed of the shuffle.
-    labels : array-like of int, shape (n,), optional
-        1 real / 0 bogus per row; used only to prefer splits with both classes.
-
-    Returns
-    -------
-    train_mask, val_mask : numpy.ndarray of bool, shape (n,)
-        Complementary row masks.
-
-    Raises
-    ------
-    ValueError
-        With fewer than two distinct jobs (validation on held-out jobs is impossible), when
-        ``val_fraction`` is not in (0, 1), or when ``labels`` has another length.
-    """
-    job_ids = np.asarray(job_ids)
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    jobs = np.unique(job_ids)
-    if len(jobs) < 2:
-        raise ValueError(
-            f"cannot validate on held-out jobs: need at least 2 jobs, got {len(jobs)} "
-            f"({', '.join(map(str, jobs)) or 'none'})"
-        )
-    n_val = _n_validation_jobs(len(jobs), val_fraction)
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        val = np.isin(job_ids, rng.permutation(jobs)[:n_val])
-        return ~val, val
-    labels = np.asarray(labels)
-    if labels.shape != job_ids.shape:
-        raise ValueError(f"labels shape {labels.shape} != job_ids shape {job_ids.shape}")
-    best, best_score = None, (-1, -1)
-    for _ in range(SPLIT_TRIES):
-        val = np.isin(job_ids, rng.permutation(jobs)[:n_val])
-        score = (len(np.unique(labels[val])) == 2, len(np.unique(labels[~val])) == 2)
-        if score > best_score:
-            best, best_score = val, score
-        if all(score):
-            break
-    if not best_score[0]:
-        log.warning("no split by job puts both classes in validation; AUC will be undefined")
-    return ~best, best
-
-
 def cap_by_job(
-    job_ids: Sequence[str] | np.ndarray | pd.Series, max_cutouts: int | None, seed: int
+    job_ids: Sequence[str] | np.ndarray | pd.Series,
+    max_cutouts: int | None,
+    seed: int,
+    splits: Sequence[str] | np.ndarray | pd.Series | None = None,
 ) -> np.ndarray:
     """Rows kept under a cap on the number of cutouts, keeping whole jobs.
 
     Jobs are visited in the order of ``numpy.random.default_rng(seed).permutation`` of the
-    sorted distinct jobs; each is kept when it fits in what is left of the cap, else skipped
-    (greedy fill). Deterministic for a given set of jobs and seed.
+    sorted distinct jobs, except that with ``splits`` the first job of each split (in that
+    order) comes first, so every split keeps a job when the cap allows; each job is kept
+    when it fits in what is left of the cap, else skipped (greedy fill). Deterministic for
+    a given set of jobs and seed.
 
     Parameters
     ----------
@@ -327,6 +276,8 @@ def cap_by_job(
     max_cutouts : int or None
         Cap; ``None`` (or a cap >= n) keeps every row.
     seed : int
+    splits : array-like of str, shape (n,), optional
+        Split of each row (a job lies in one split).
 
     Returns
     -------
@@ -336,16 +287,23 @@ def cap_by_job(
     Raises
     ------
     ValueError
-        When the cap keeps fewer than two whole jobs while more exist (no split by job
-        would be possible); the message names the two smallest job sizes.
+        When the cap keeps fewer than two whole jobs while more exist; the message names
+        the two smallest job sizes.
     """
     job_ids = np.asarray(job_ids)
     if max_cutouts is None or len(job_ids) <= max_cutouts:
         return np.ones(len(job_ids), dtype=bool)
-    jobs, sizes = np.unique(job_ids, return_counts=True)
+    jobs, first, sizes = np.unique(job_ids, return_index=True, return_counts=True)
     size_of = dict(zip(jobs.tolist(), sizes.tolist(), strict=True))
+    order = np.random.default_rng(seed).permutation(jobs).tolist()
+    if splits is not None:
+        split_of = dict(zip(jobs.tolist(), np.asarray(splits)[first].tolist(), strict=True))
+        leaders = []
+        for name in dict.fromkeys(split_of[j] for j in order):
+            leaders.append(next(j for j in order if split_of[j] == name))
+        order = leaders + [j for j in order if j not in leaders]
     kept, total = [], 0
-    for job in np.random.default_rng(seed).permutation(jobs).tolist():
+    for job in order:
         if total + size_of[job] <= max_cutouts:
             kept.append(job)
             total += size_of[job]
@@ -706,19 +664,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-# --------------------------------------------------------------------------- metrics
-
-
 # --------------------------------------------------------------------------- training
 
 
 def _none_for_nan(value: Any) -> Any:
     """Copy of a JSON-able structure with non-finite floats replaced by ``None``."""
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
         return None
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.integer):
+        return int(value)
     if isinstance(value, dict):
         return {k: _none_for_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_none_for_nan(v) for v in value]
     return value
 
@@ -733,152 +692,78 @@ def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> np.n
     return torch.cat(out).cpu().numpy() if out else np.empty(0, np.float32)
 
 
-def _class_counts(labels: np.ndarray) -> dict[str, int]:
-    return {"real": int((labels == 1).sum()), "bogus": int((labels == 0).sum())}
+class _Rows(Dataset):
+    """Items ``idx`` of a :class:`CutoutDataset`, without copying (whole batches too)."""
+
+    def __init__(self, base: CutoutDataset, idx: np.ndarray) -> None:
+        self.base, self.idx = base, np.asarray(idx, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
+        return self.base.__getitems__(self.idx[np.asarray(indices, np.int64)])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base[int(self.idx[i])]
 
 
-def write_plot_data(
-    folder: Path, history: dict[str, list[float]], y_val: np.ndarray, scores: np.ndarray
-) -> None:
-    """``loss.csv`` (epoch, train, validation) and ``roc.csv`` (fpr, tpr) for DVC plots."""
-    loss = pd.DataFrame({"epoch": np.arange(1, len(history["train"]) + 1), **history})
-    atomic_write_text(folder / "loss.csv", loss.to_csv(index=False, lineterminator="\n"))
-    fpr, tpr = roc_curve(y_val, scores) if len(scores) else (np.zeros(0), np.zeros(0))
-    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr})
-    atomic_write_text(folder / "roc.csv", roc.to_csv(index=False, lineterminator="\n"))
+@dataclass
+class TrainedCNN:
+    """What :func:`train_cnn` returns: logits per evaluated split and the loss history."""
+
+    logits: dict[str, np.ndarray]
+    history: dict[str, list[float]]
+    train_seconds: float
+    n_train: int
 
 
-def smoke_train(
-    dataset_dir: str | Path,
-    croissant_path: str | Path | None = None,
-    params: TrainParams | None = None,
-    output: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train :class:`SmallCNN` on a dataset, split by job, and write ``metrics.json``.
+def train_cnn(
+    data: CutoutDataset,
+    labels: np.ndarray,
+    sides: dict[str, np.ndarray],
+    params: TrainParams,
+    device: torch.device,
+    what: str = "field split",
+) -> TrainedCNN:
+    """Train :class:`SmallCNN` on the ``train`` rows of ``data``; logits of the other sides.
 
-    Steps: read the index through Croissant (:func:`read_records`); drop rows without a
-    label; cap to ``params.max_cutouts`` keeping whole jobs (:func:`cap_by_job`); split by
-    job (:func:`split_by_job`); train with Adam and ``BCEWithLogitsLoss(pos_weight=n_bogus /
-    n_real)`` of the training split (1 when a class is missing there); evaluate on the
-    validation jobs after every epoch. Seeds: ``torch.manual_seed(seed)`` before the model is
-    built, a ``torch.Generator`` seeded with ``seed`` for the batch order
-    (:class:`IndexBatches`), numpy generators seeded with ``seed`` for cap and split.
-    ``torch.set_num_threads`` is left as it is.
-
-    Either output layout is read (:class:`CutoutDataset`): files (loaded into memory up to
-    :data:`IN_MEMORY_LIMIT_BYTES`, else read batch by batch) or shards (memory-mapped, one
-    fancy index per shard and batch). The same cutouts give the same batches, hence the same
-    metrics, in both. On CUDA, batches are pinned and copied with ``non_blocking=True``.
+    Adam, ``BCEWithLogitsLoss(pos_weight=n_bogus / n_real)`` of the training rows (1 when a
+    class is missing there), ``params.epochs`` passes in the order of a ``torch.Generator``
+    seeded with ``params.seed`` (:class:`IndexBatches`), weights from
+    ``torch.manual_seed(params.seed)``. After each epoch the mean loss on the
+    ``validation`` rows is recorded; after the last, the logits of every side but ``train``.
 
     Parameters
     ----------
-    dataset_dir : path-like
-        Dataset root.
-    croissant_path : path-like, optional
-        Default ``<dataset_dir>/croissant.json``.
-    params : TrainParams, optional
-        Default ``TrainParams()``.
-    output : path-like, optional
-        Default ``<dataset_dir>/metrics.json``; written atomically, NaN as ``null``.
-
-    Returns
-    -------
-    dict
-        What was written: ``device`` (``'cpu'``/``'cuda'``), ``seed``, ``epochs``,
-        ``unlabelled`` (rows skipped for an empty label), ``dropped_by_max_cutouts``,
-        ``n_jobs`` {train, validation}, ``counts`` {train, validation} x {real, bogus},
-        ``loss`` {train, validation}: one mean weighted BCE per epoch (train: running mean
-        over the epoch's batches in training mode; validation: after the epoch),
-        ``validation``: ``roc_auc``, ``accuracy``, ``precision``, ``recall`` (at
-        probability > ``threshold`` = 0.5), ``fnr_at_1pct_fpr``,
-        ``majority_class_accuracy``, ``threshold``; ``layout`` (``'files'``/``'shards'``),
-        ``train_cutouts_per_s`` (training cutouts per second of the training loops: reading,
-        copying to the device, forward, backward and optimiser step; evaluation excluded)
-        and ``seconds`` (wall time of this call). Undefined values are ``None``.
-
-    Raises
-    ------
-    ValueError
-        No labelled record, labels other than 0/1, fewer than 2 jobs after the cap, or a
-        cutout of the wrong shape/dtype.
-    FileNotFoundError
-        A cutout listed in the index is missing.
-    RuntimeError
-        ``device='cuda'`` without CUDA.
+    data : CutoutDataset
+        Every cutout that may be used; ``labels`` and the boolean masks of ``sides`` index it.
+    sides : dict of str to numpy.ndarray of bool
+        ``train``, ``validation`` and any further sides to predict (``test``).
     """
-    t0 = time.perf_counter()
-    params = params if params is not None else TrainParams()
-    dataset_dir = Path(dataset_dir)
-    croissant_path = Path(croissant_path) if croissant_path else dataset_dir / "croissant.json"
-    output = Path(output) if output else dataset_dir / "metrics.json"
-    device = resolve_device(params.device)
-
-    frame = read_records(croissant_path)
-    if frame.empty:
-        raise ValueError(f"{croissant_path}: no records to train on")
-    labelled = frame["label"].notna().to_numpy()
-    unlabelled = int((~labelled).sum())
-    frame = frame[labelled].reset_index(drop=True)
-    if frame.empty:
-        raise ValueError(f"{croissant_path}: no labelled records to train on")
-    if not frame["label"].isin([0, 1]).all():
-        bad = sorted(set(frame["label"].tolist()) - {0, 1})
-        raise ValueError(f"{croissant_path}: labels must be 0 or 1, found {bad}")
-    keep = cap_by_job(frame["job_id"], params.max_cutouts, params.seed)
-    dropped = int((~keep).sum())
-    frame = frame[keep].reset_index(drop=True)
-    if dropped:
-        log.info("max_cutouts=%d: dropped %d cutouts (whole jobs)", params.max_cutouts, dropped)
-    missing = [p for p in pd.unique(frame["cutout_path"]) if not p or not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} cutout file(s) listed in the index are missing, e.g. {missing[0]}"
-        )
-
-    labels = frame["label"].to_numpy(np.int64)
-    job_ids = frame["job_id"].to_numpy()
-    train_mask, val_mask = split_by_job(job_ids, params.val_fraction, params.seed, labels)
-    y_train, y_val = labels[train_mask], labels[val_mask]
-    counts = {"train": _class_counts(y_train), "validation": _class_counts(y_val)}
-    n_jobs = {
-        "train": len(np.unique(job_ids[train_mask])),
-        "validation": len(np.unique(job_ids[val_mask])),
-    }
-    log.info(
-        "train: %d jobs, %d real / %d bogus; validation: %d jobs, %d real / %d bogus; device %s",
-        n_jobs["train"],
-        counts["train"]["real"],
-        counts["train"]["bogus"],
-        n_jobs["validation"],
-        counts["validation"]["real"],
-        counts["validation"]["bogus"],
-        device,
-    )
-
-    paths = frame["cutout_path"].to_numpy()
-    rows = frame["row"].to_numpy() if "row" in frame else np.full(len(frame), None)
-    sharded = bool(pd.notna(rows).any())
-    in_memory = not sharded and len(frame) * CUTOUT_BYTES <= IN_MEMORY_LIMIT_BYTES
-    train_set = CutoutDataset(paths[train_mask], y_train, in_memory, rows[train_mask])
-    val_set = CutoutDataset(paths[val_mask], y_val, in_memory, rows[val_mask])
-    train_loader = make_loader(train_set, params.batch_size, True, params.seed, device)
-    val_loader = make_loader(val_set, EVAL_BATCH, False, device=device)
-
-    n_real, n_bogus = counts["train"]["real"], counts["train"]["bogus"]
+    train_idx = np.flatnonzero(sides["train"])
+    y_train = labels[train_idx]
+    n_real, n_bogus = int((y_train == 1).sum()), int((y_train == 0).sum())
     if n_real and n_bogus:
         pos_weight = n_bogus / n_real
     else:
         pos_weight = 1.0
-        log.warning("training split holds only one class; the model cannot learn real/bogus")
+        log.warning("%s: training rows hold one class only; the model cannot learn", what)
+    loaders = {
+        name: make_loader(_Rows(data, np.flatnonzero(mask)), EVAL_BATCH, False, device=device)
+        for name, mask in sides.items()
+        if name != "train"
+    }
+    train_loader = make_loader(
+        _Rows(data, train_idx), params.batch_size, True, params.seed, device
+    )
     torch.manual_seed(params.seed)
     model = SmallCNN().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
-    y_val_t = torch.from_numpy(y_val.astype(np.float32)).to(device)
-
+    y_val = torch.from_numpy(labels[sides["validation"]].astype(np.float32)).to(device)
     history: dict[str, list[float]] = {"train": [], "validation": []}
-    logits = np.empty(0, np.float32)
-    train_seconds = 0.0
+    seconds = 0.0
     for epoch in range(1, params.epochs + 1):
         model.train()
         started = time.perf_counter()
@@ -891,48 +776,432 @@ def smoke_train(
             loss.backward()
             optimizer.step()
             total += loss.detach().double() * len(y)
-        history["train"].append(float(total.item()) / len(train_set))  # .item() syncs
-        train_seconds += time.perf_counter() - started
-        logits = _predict(model, val_loader, device)
-        val_loss = float(loss_fn(torch.from_numpy(logits).to(device), y_val_t).item())
+        history["train"].append(float(total.item()) / max(len(train_idx), 1))  # .item() syncs
+        seconds += time.perf_counter() - started
+        val_logits = _predict(model, loaders["validation"], device)
+        val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
         history["validation"].append(val_loss)
         log.info(
-            "epoch %d/%d: train loss %.4f, validation loss %.4f, validation AUC %.4f",
+            "%s epoch %d/%d: train loss %.4f, validation loss %.4f, validation AUC %.4f",
+            what,
             epoch,
             params.epochs,
             history["train"][-1],
             val_loss,
-            roc_auc(y_val, logits),
+            roc_auc(labels[sides["validation"]], val_logits),
+        )
+    logits = {name: _predict(model, loader, device) for name, loader in loaders.items()}
+    return TrainedCNN(logits, history, seconds, len(train_idx))
+
+
+def random_split(n: int, splits: SplitParams, seed: int) -> np.ndarray:
+    """Split names for ``n`` rows drawn per row (the leaky way), with the same fractions.
+
+    ``round(test * n)`` rows to test and ``round(validation * n)`` to validation (at least
+    one each), the rest to train, in the order of ``numpy.random.default_rng(seed)``.
+    Used only to measure how much a per-cutout split flatters a model.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, math.floor(splits.test * n + 0.5)) if splits.test > 0 else 0
+    n_val = max(1, math.floor(splits.validation * n + 0.5))
+    out = np.full(n, "train", dtype=object)
+    out[order[:n_test]] = "test"
+    out[order[n_test : n_test + n_val]] = "validation"
+    return out
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that shape the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in (
+        "croissant-cutouts", "numpy", "pandas", "scipy", "torch", "scikit-learn",
+        "mlcroissant", "prefect", "astropy", "photutils",
+    ):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _dataset_identity(croissant_path: Path) -> dict[str, Any]:
+    """Name, version and sha256 digests of the dataset version trained on."""
+    meta = json.loads(croissant_path.read_text(encoding="utf-8"))
+    files = meta.get("distribution", [])
+    index_sha = next((d.get("sha256") for d in files if d.get("@id") == "master_index.csv"), None)
+    return {
+        "name": meta.get("name"),
+        "version": meta.get("version"),
+        "croissant": croissant_path.name,
+        "croissant_sha256": sha256_file(croissant_path),
+        "index_sha256": index_sha,
+    }
+
+
+def _split_sides(frame: pd.DataFrame, croissant_path: Path) -> dict[str, np.ndarray]:
+    """Boolean row masks of the dataset's own splits; every split must hold rows."""
+    if "split" not in frame or frame["split"].isna().all():
+        raise ValueError(
+            f"{croissant_path}: the index has no split column; rebuild the dataset with "
+            "`cutouts create` (splits are assigned when the index is written)"
+        )
+    split = frame["split"].astype(object).to_numpy()
+    unknown = sorted({str(s) for s in split} - set(SPLITS))
+    if unknown:
+        rows = frame.index[~np.isin(split, SPLITS)][:5].tolist()
+        raise ValueError(
+            f"{croissant_path}: split values {unknown} (rows {rows}); expected {list(SPLITS)}"
+        )
+    sides = {name: split == name for name in SPLITS}
+    empty = [name for name, mask in sides.items() if not mask.any()]
+    if empty:
+        counts = {name: int(mask.sum()) for name, mask in sides.items()}
+        raise ValueError(
+            f"{croissant_path}: no labelled cutout in the {' and '.join(empty)} split(s) "
+            f"(labelled cutouts per split: {counts}); a dataset needs at least 3 sky fields "
+            "or jobs to be split (see the splits section of params.yaml)"
+        )
+    return sides
+
+
+def _judge(
+    y: np.ndarray,
+    sides: dict[str, np.ndarray],
+    score: np.ndarray,
+    prob: np.ndarray | None,
+    description: str,
+) -> dict[str, Any]:
+    """Threshold at 1 % FPR on validation, then the metrics on validation and on test."""
+    val, test = sides["validation"], sides["test"]
+    threshold = threshold_at_fpr(y[val], score[val], 0.01)
+    return {
+        "description": description,
+        "validation": evaluate(y[val], score[val], threshold, None if prob is None else prob[val]),
+        "test": evaluate(y[test], score[test], threshold, None if prob is None else prob[test]),
+    }
+
+
+def _gallery(
+    frame: pd.DataFrame, y: np.ndarray, score: np.ndarray, called: np.ndarray, per_group: int = 4
+) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """Up to ``per_group`` cutouts (64, 64, 4) of each outcome, the hardest first.
+
+    True positives and true negatives nearest the threshold are not shown: the
+    *most* confident true positives, the highest-scored false positives, the lowest-scored
+    false negatives and the highest-scored true negatives (the bogus the model almost took).
+    """
+    groups = {
+        "true positive": (called & (y == 1), -score),
+        "false positive": (called & (y == 0), -score),
+        "false negative": (~called & (y == 1), score),
+        "true negative": (~called & (y == 0), -score),
+    }
+    out: dict[str, list[tuple[np.ndarray, str]]] = {}
+    prob = 1.0 / (1.0 + np.exp(-np.clip(score, -50, 50)))
+    for name, (mask, key) in groups.items():
+        idx = np.flatnonzero(mask)
+        idx = idx[np.argsort(key[idx], kind="stable")][:per_group]
+        out[name] = []
+        for i in idx.tolist():
+            row = frame.iloc[i]
+            path, shard_row = row["cutout_path"], row.get("row")
+            if pd.notna(shard_row):
+                cutout = np.load(path, mmap_mode="r")[int(shard_row)]
+            else:
+                cutout = np.load(path)
+            caption = f"{row['job_id']} #{row['cutout_id']} p={prob[i]:.2f}"
+            out[name].append((np.asarray(cutout, np.float32), caption))
+    return out
+
+
+def write_plot_data(folder: Path, history: dict[str, list[float]], y: np.ndarray,
+                    scores: np.ndarray) -> None:
+    """``loss.csv`` (epoch, train, validation) and ``roc.csv`` (fpr, tpr) for DVC plots."""
+    loss = pd.DataFrame({"epoch": np.arange(1, len(history["train"]) + 1), **history})
+    atomic_write_text(folder / "loss.csv", loss.to_csv(index=False, lineterminator="\n"))
+    fpr, tpr = roc_curve(y, scores) if len(scores) else (np.zeros(0), np.zeros(0))
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+    atomic_write_text(folder / "roc.csv", roc.to_csv(index=False, lineterminator="\n"))
+    precision, recall = pr_curve(y, scores) if len(scores) else (np.zeros(0), np.zeros(0))
+    pr = pd.DataFrame({"recall": recall, "precision": precision})
+    atomic_write_text(folder / "pr.csv", pr.to_csv(index=False, lineterminator="\n"))
+
+
+def smoke_train(
+    dataset_dir: str | Path,
+    croissant_path: str | Path | None = None,
+    params: TrainParams | None = None,
+    output: str | Path | None = None,
+    splits: SplitParams | None = None,
+) -> dict[str, Any]:
+    """Prove a dataset: train :class:`SmallCNN` on its train split, report on its test split.
+
+    Steps: read the index through Croissant (:func:`read_records`); drop rows without a
+    label; cap to ``params.max_cutouts`` keeping whole jobs (:func:`cap_by_job`); take the
+    dataset's own ``split`` column (assigned by field or job when the index was written;
+    :mod:`tasks.splits`); train on ``train`` (:func:`train_cnn`), record the loss on
+    ``validation`` per epoch; choose each model's threshold on ``validation`` (the lowest
+    with a false-positive rate <= 1 %) and evaluate on ``test``
+    (:func:`tasks.metrics.evaluate`). Beside the CNN, on the same rows: the baselines of
+    :mod:`tasks.baselines` (majority class, score-image peak, gradient boosting on catalog
+    features). With ``params.leakage_check``, a second CNN trained on a random per-cutout
+    split of the same rows with the fractions of ``splits`` gives the leakage gap (its test
+    AUC minus the field split's). Writes ``metrics.json``, ``report.md`` and ``plots/``
+    (PNG pictures and the CSVs of the DVC plots) next to it.
+
+    Reproducible: the same dataset, params and seed give the same splits, and on one
+    machine with the same thread count, the same metrics (torch CPU kernels, numpy and
+    scikit-learn are deterministic there); across machines, expect ROC AUC within 0.01.
+
+    Parameters
+    ----------
+    dataset_dir : path-like
+        Dataset root.
+    croissant_path : path-like, optional
+        Default ``<dataset_dir>/croissant.json``.
+    params : TrainParams, optional
+        Default ``TrainParams()``.
+    output : path-like, optional
+        Default ``<dataset_dir>/metrics.json``; written atomically, NaN as ``null``.
+    splits : SplitParams, optional
+        Fractions for the random split of the leakage check, recorded in the report
+        (default ``SplitParams()``); the dataset's own splits are in its index.
+
+    Returns
+    -------
+    dict
+        What was written to ``metrics.json`` (see the README, "Reading metrics.json"):
+        ``dataset`` (name, version, croissant and index sha256), ``params``, ``packages``,
+        ``splits`` (rule and per-split counts), ``models`` (cnn, gradient_boosting,
+        score_peak, majority: validation and test blocks of :func:`tasks.metrics.evaluate`),
+        ``completeness_vs_mag``, ``fpr_by_kind``, ``leakage``, ``target``, ``loss``,
+        ``validation`` and ``test`` (the CNN's blocks again), ``counts``, ``n_jobs``,
+        timings. Undefined values are ``None``.
+
+    Raises
+    ------
+    ValueError
+        No labelled record, labels other than 0/1, no split column, an empty split, fewer
+        than 2 jobs after the cap, or a cutout of the wrong shape/dtype.
+    FileNotFoundError
+        A cutout listed in the index is missing.
+    RuntimeError
+        ``device='cuda'`` without CUDA.
+    """
+    from tasks.report import (
+        plot_completeness,
+        plot_gallery,
+        plot_loss,
+        plot_pr,
+        plot_reliability,
+        plot_roc,
+        write_report,
+    )
+
+    t0 = time.perf_counter()
+    params = params if params is not None else TrainParams()
+    splits = splits if splits is not None else SplitParams()
+    dataset_dir = Path(dataset_dir)
+    croissant_path = Path(croissant_path) if croissant_path else dataset_dir / "croissant.json"
+    output = Path(output) if output else dataset_dir / "metrics.json"
+    device = resolve_device(params.device)
+
+    frame = read_records(croissant_path)
+    if frame.empty:
+        raise ValueError(f"{croissant_path}: no records to train on")
+    labelled = frame["label"].notna().to_numpy()
+    unlabelled = int((~labelled).sum())
+    split_all = frame["split"] if "split" in frame else pd.Series(None, index=frame.index)
+    unlabelled_by_split = {
+        name: int(((split_all == name).to_numpy() & ~labelled).sum()) for name in SPLITS
+    }
+    frame = frame[labelled].reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"{croissant_path}: no labelled records to train on")
+    if not frame["label"].isin([0, 1]).all():
+        bad = sorted(set(frame["label"].tolist()) - {0, 1})
+        raise ValueError(f"{croissant_path}: labels must be 0 or 1, found {bad}")
+    _split_sides(frame, croissant_path)  # a clear error before the cap
+    keep = cap_by_job(frame["job_id"], params.max_cutouts, params.seed, frame["split"])
+    dropped = int((~keep).sum())
+    frame = frame[keep].reset_index(drop=True)
+    if dropped:
+        log.info("max_cutouts=%d: dropped %d cutouts (whole jobs)", params.max_cutouts, dropped)
+    sides = _split_sides(frame, croissant_path)
+    missing = [p for p in pd.unique(frame["cutout_path"]) if not p or not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} cutout file(s) listed in the index are missing, e.g. {missing[0]}"
         )
 
-    prob = torch.sigmoid(torch.from_numpy(logits).double()).numpy()
-    metrics = {
+    y = frame["label"].to_numpy(np.int64)
+    job_ids = frame["job_id"].to_numpy()
+    fields = frame["field"] if "field" in frame else pd.Series(None, index=frame.index)
+    counts = {
+        name: {
+            "jobs": len(np.unique(job_ids[mask])),
+            "fields": int(fields[mask].dropna().nunique()),
+            "real": int((y[mask] == 1).sum()),
+            "bogus": int((y[mask] == 0).sum()),
+            "unlabelled": unlabelled_by_split[name],
+        }
+        for name, mask in sides.items()
+    }
+    split_by = "field" if all(c["fields"] for c in counts.values()) and _by_field(frame) else "job"
+    log.info(
+        "split by %s: %s; device %s",
+        split_by,
+        ", ".join(f"{n} {c['jobs']} jobs {c['real']} real / {c['bogus']} bogus"
+                  for n, c in counts.items()),
+        device,
+    )
+
+    paths = frame["cutout_path"].to_numpy()
+    rows = frame["row"].to_numpy() if "row" in frame else np.full(len(frame), None)
+    sharded = bool(pd.notna(rows).any())
+    in_memory = not sharded and len(frame) * CUTOUT_BYTES <= IN_MEMORY_LIMIT_BYTES
+    data = CutoutDataset(paths, y, in_memory, rows)
+    cnn = train_cnn(data, y, sides, params, device, "field split" if split_by == "field"
+                    else "job split")
+    logits = np.full(len(y), np.nan)
+    for name in ("validation", "test"):
+        logits[sides[name]] = cnn.logits[name]
+    cnn_prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700)))
+
+    models: dict[str, Any] = {
+        "cnn": _judge(y, sides, logits, cnn_prob,
+                      "SmallCNN on the four channels; score: logit, probability: sigmoid"),
+    }
+    boost, features = gradient_boosting_scores(frame, y, sides["train"], params.seed)
+    models["gradient_boosting"] = _judge(
+        y, sides, boost, boost,
+        "HistGradientBoostingClassifier on catalog features: " + (", ".join(features) or "none"),
+    )
+    peak = score_peak_scores(frame)
+    models["score_peak"] = _judge(
+        y, sides, peak, None, "threshold on the score-image peak at the candidate (S/N)"
+    )
+    majority = majority_scores(y[sides["train"]], len(y))
+    models["majority"] = _judge(
+        y, sides, majority, majority, "always the training majority class"
+    )
+
+    test = sides["test"]
+    threshold = models["cnn"]["test"]["threshold"]
+    called = logits > threshold
+    y_test = y[test]
+    truth_mag = (
+        pd.to_numeric(frame["truth_mag"], errors="coerce").to_numpy(np.float64)
+        if "truth_mag" in frame
+        else np.full(len(y), np.nan)
+    )
+    completeness = completeness_by_mag(
+        y_test, called[test], truth_mag[test], mag_bins(truth_mag[test & (y == 1)])
+    )
+    kinds = frame["bogus_kind"] if "bogus_kind" in frame else pd.Series(None, index=frame.index)
+    by_kind = fpr_by_kind(y_test, called[test], kinds[test].to_numpy(dtype=object))
+
+    histories = {f"{split_by} split": cnn.history}
+    leakage: dict[str, Any] = {
+        "by": split_by,
+        "field_split_test_auc": models["cnn"]["test"]["roc_auc"],
+        "random_split_test_auc": None,
+        "gap": None,
+    }
+    loss_random = None
+    train_seconds, trained = cnn.train_seconds, cnn.n_train
+    if params.leakage_check:
+        leaky = random_split(len(y), splits, params.seed)
+        leaky_sides = {name: leaky == name for name in SPLITS}
+        rnd = train_cnn(data, y, leaky_sides, params, device, "random split")
+        auc = roc_auc(y[leaky_sides["test"]], rnd.logits["test"])
+        leakage["random_split_test_auc"] = auc
+        leakage["gap"] = auc - leakage["field_split_test_auc"]
+        loss_random = rnd.history
+        histories["random split (leaky)"] = rnd.history
+        train_seconds += rnd.train_seconds
+        trained += rnd.n_train
+
+    cnn_auc = models["cnn"]["test"]["roc_auc"]
+    baselines = [models[m]["test"]["roc_auc"] for m in ("gradient_boosting", "score_peak",
+                                                         "majority")]
+    metrics: dict[str, Any] = {
+        "dataset": _dataset_identity(croissant_path),
+        "params": {"train": params.model_dump(), "splits": splits.model_dump()},
+        "packages": package_versions(),
         "device": device.type,
         "seed": params.seed,
         "epochs": params.epochs,
         "unlabelled": unlabelled,
         "dropped_by_max_cutouts": dropped,
-        "n_jobs": n_jobs,
-        "counts": counts,
-        "loss": history,
-        "validation": {
-            "roc_auc": roc_auc(y_val, logits),
-            **binary_metrics(y_val, prob, 0.5),
-            "fnr_at_1pct_fpr": fnr_at_fpr(y_val, logits, 0.01),
-            "majority_class_accuracy": majority_accuracy(y_train, y_val),
-            "threshold": 0.5,
+        "splits": {"by": split_by, "counts": counts},
+        "models": models,
+        "threshold_rule": "per model: the lowest threshold whose validation FPR <= 1 %",
+        "completeness_vs_mag": completeness.to_dict(orient="records"),
+        "fpr_by_kind": by_kind.to_dict(orient="records"),
+        "leakage": leakage,
+        "target": {
+            "test_roc_auc": TARGET_TEST_AUC,
+            "met": bool(cnn_auc >= TARGET_TEST_AUC),
+            "beats_baselines": bool(all(cnn_auc > b for b in baselines if not math.isnan(b))),
         },
+        "loss": cnn.history,
+        "loss_random_split": loss_random,
+        "validation": models["cnn"]["validation"],
+        "test": models["cnn"]["test"],
+        "n_jobs": {name: c["jobs"] for name, c in counts.items()},
+        "counts": {name: {"real": c["real"], "bogus": c["bogus"]} for name, c in counts.items()},
         "layout": "shards" if sharded else "files",
         "train_cutouts_per_s": (
-            round(params.epochs * len(train_set) / train_seconds, 1) if train_seconds else None
+            round(params.epochs * trained / train_seconds, 1) if train_seconds else None
         ),
-        "seconds": round(time.perf_counter() - t0, 3),
     }
+
+    folder = output.parent / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_plot_data(folder, cnn.history, y_test, logits[test])
+    curves = {
+        "CNN": (y_test, logits[test]),
+        "gradient boosting": (y_test, boost[test]),
+        "score peak": (y_test, peak[test]),
+        "majority": (y_test, majority[test]),
+    }
+    pictures = {
+        "roc": plot_roc(folder / "roc.png", curves),
+        "pr": plot_pr(folder / "pr.png", curves),
+        "reliability": plot_reliability(
+            folder / "reliability.png", reliability_table(y_test, cnn_prob[test]),
+            "CNN, test split",
+        ),
+        "loss": plot_loss(folder / "loss.png", histories),
+        "completeness": plot_completeness(folder / "completeness.png", completeness),
+        "gallery": plot_gallery(
+            folder / "gallery.png", _gallery(frame[test].reset_index(drop=True), y_test,
+                                             logits[test], called[test])
+        ),
+    }
+    plots = {name: os.path.relpath(path, output.parent) for name, path in pictures.items()}
+    metrics["plots"] = plots
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
     metrics = _none_for_nan(metrics)
-    write_plot_data(Path(output).parent / "plots", history, y_val, logits)
+    write_report(output.parent / REPORT_FILE, metrics, plots)
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
-    log.info("wrote %s (%.1f s)", output, metrics["seconds"])
+    log.info(
+        "test ROC AUC %.4f (target %.2f), leakage gap %s; wrote %s (%.1f s)",
+        cnn_auc,
+        TARGET_TEST_AUC,
+        leakage["gap"],
+        output,
+        metrics["seconds"],
+    )
     return metrics
+
+
+def _by_field(frame: pd.DataFrame) -> bool:
+    """Whether the splits follow sky fields: no field in two splits (and every row has one)."""
+    if "field" not in frame or frame["field"].isna().any():
+        return False
+    return bool((frame.groupby("field")["split"].nunique() == 1).all())
 
 
 # --------------------------------------------------------------------------- Prefect
@@ -940,7 +1209,9 @@ def smoke_train(
 
 @task(
     name="smoke-train",
-    cache_policy=ContentPolicy(modules=("tasks.train",)),
+    cache_policy=ContentPolicy(
+        modules=("tasks.train", "tasks.metrics", "tasks.baselines", "tasks.report")
+    ),
     persist_result=True,
 )
 def smoke_train_task(
@@ -948,6 +1219,7 @@ def smoke_train_task(
     croissant_path: str | None,
     params: TrainParams,
     dataset_key: str | None = None,
+    splits: SplitParams | None = None,
 ) -> dict[str, Any]:
     """Prefect task: :func:`smoke_train`; returns the metrics.
 
@@ -955,4 +1227,4 @@ def smoke_train_task(
     the cache key, so an unchanged dataset is not trained again; without one the flow forces
     a fresh run (``refresh_cache=True``).
     """
-    return smoke_train(dataset_dir, croissant_path, params)
+    return smoke_train(dataset_dir, croissant_path, params, splits=splits)

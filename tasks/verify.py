@@ -65,6 +65,7 @@ from tasks.cutout import (
 )
 from tasks.index import INDEX_FILE, JOBS_FILE, REJECTS_FILE
 from tasks.layouts import CHANNELS
+from tasks.splits import SPLITS
 
 __all__ = [
     "CROISSANT_FILE",
@@ -96,6 +97,8 @@ KINDS: dict[str, str] = {
     "checksum": "a file's sha256 differs from the one in croissant.json",
     "accounting": "index + rejects do not account for a job's catalog rows exactly once",
     "input-count": "the input job folder's catalog has another number of rows than jobs.csv",
+    "split": "a split value other than train/validation/test, or a job or truth source in two "
+    "splits",
 }
 
 _TENSOR_SHAPE = (CUTOUT_SIZE, CUTOUT_SIZE, len(CHANNELS))
@@ -472,6 +475,47 @@ def _check_index(index: _Index, problems: list[Problem]) -> None:
                 )
 
 
+def _check_splits(index: _Index, problems: list[Problem]) -> None:
+    """Split values are known, and no job or non-injected truth source spans two splits."""
+    frame = index.frame
+    if "split" not in frame:  # an index of before splits
+        return
+    split = frame["split"].astype("string").fillna("").to_numpy(dtype=object)
+    for i in np.flatnonzero(~np.isin(split, SPLITS)):
+        problems.append(
+            Problem(
+                "split",
+                f"split {split[i]!r} is not one of {', '.join(SPLITS)}",
+                file=INDEX_FILE,
+                **index.where(int(i)),
+            )
+        )
+    keys = [("job_id", np.ones(len(frame), bool))]
+    if "truth_id" in frame:
+        injected = (
+            frame["injected"].astype(str).str.strip().str.lower().isin(["true", "1"]).to_numpy()
+            if "injected" in frame
+            else np.zeros(len(frame), bool)
+        )
+        truth = frame["truth_id"].astype("string").fillna("").str.strip()
+        keys.append(("truth_id", (truth != "").to_numpy() & ~injected))
+    for column, rows in keys:
+        part = pd.DataFrame({"key": frame[column][rows].astype(str), "split": split[rows]})
+        spread = part.groupby("key")["split"].nunique()
+        for key in spread[spread > 1].index[:20]:
+            i = int(np.flatnonzero(rows & (frame[column].astype(str) == key).to_numpy())[0])
+            sides = sorted(set(part["split"][part["key"] == key]))
+            problems.append(
+                Problem(
+                    "split",
+                    f"{column} {key} is in {len(sides)} splits ({', '.join(sides)}): the test "
+                    "split would see what training saw",
+                    file=INDEX_FILE,
+                    **index.where(i),
+                )
+            )
+
+
 # --------------------------------------------------------------------------------------
 # tensors
 
@@ -775,6 +819,7 @@ def verify_dataset(
         report.index_rows = len(frame)
         index = _parse_index(frame, problems)
         _check_index(index, problems)
+        _check_splits(index, problems)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # croissant first: it says which shards need a digest

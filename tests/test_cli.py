@@ -98,7 +98,7 @@ def test_simulate_run_train_end_to_end(tmp_path, capsys):
     first = last_line(capsys)
     assert first[:3] == (4, 0, 0) and first[3] > 50
     metrics = (tmp_path / "ds" / "metrics.json").read_text()
-    assert '"roc_auc"' in metrics and '"majority_class_accuracy"' in metrics
+    assert '"roc_auc"' in metrics and '"gradient_boosting"' in metrics
     mtime = (tmp_path / "ds" / "metrics.json").stat().st_mtime_ns
     assert main(["run", "-i", jobs, "-o", out, "--epochs", "1"]) == 0
     assert last_line(capsys)[1] == 4  # every job from cache

@@ -41,7 +41,7 @@ def test_metadata_fields_and_validation(dataset):
     files = {d["@id"]: d for d in doc["distribution"]}
     assert files["master_index.csv"]["sha256"] == sha256_file(dataset / "master_index.csv")
     assert files["cutout-files"]["includes"] == "cutouts/*.npy"
-    (record_set,) = doc["recordSet"]
+    record_set = next(r for r in doc["recordSet"] if r["@id"] == "transient_candidates")
     assert record_set["@id"] == "transient_candidates"
     ids = {f["@id"] for f in record_set["field"]}
     for name in ("cutout_id", "job_id", "label", "x", "y", "cutout_path", "flux", "fwhm",

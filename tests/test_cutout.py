@@ -10,10 +10,12 @@ import pytest
 
 from tasks.cutout import (
     candidate_pixels,
+    cut_job,
     cutout_filename,
     extract_stamps,
     npy_bytes,
     position_rejects,
+    score_peak,
 )
 
 
@@ -104,3 +106,97 @@ def test_npy_bytes_equal_numpy_save():
 def test_filename_padding():
     assert cutout_filename("jid7", 3) == "cutouts/jid7_cutout00003.npy"
     assert cutout_filename("jid7", 123456) == "cutouts/jid7_cutout123456.npy"
+
+
+# --- score_peak: max of the raw score over the 3 x 3 pixels around the candidate pixel ------
+
+SCORE = np.array(
+    [
+        [1.0, 2.0, np.nan, 0.5, 0.0],
+        [3.0, -1.0, np.nan, np.inf, -2.0],
+        [0.0, 9.0, np.nan, np.nan, -7.0],
+        [np.nan, np.nan, np.nan, np.nan, -3.0],
+        [np.nan, np.nan, np.nan, np.nan, -np.inf],
+    ],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize(
+    ("r", "c", "peak"),
+    [
+        (0, 0, 3.0),  # corner: rows 0-1, columns 0-1 only
+        (1, 1, 9.0),  # inside
+        (1, 3, 0.5),  # +inf and NaN ignored
+        (0, 4, 0.5),  # top-right corner
+        (2, 3, -2.0),  # +inf ignored; row 0 (0.5, 0.0) is outside the window
+        (3, 3, -3.0),  # NaNs ignored; -inf ignored at (4, 4)
+        (4, 4, -3.0),  # bottom-right corner, the rest NaN or -inf
+        (2, 0, 9.0),  # left edge: columns 0-1 only
+        (4, 1, np.nan),  # bottom edge, every pixel in the image NaN
+        (4, 0, np.nan),  # bottom-left corner, all NaN
+    ],
+)
+def test_score_peak_hand_worked(r, c, peak):
+    got = score_peak(SCORE, np.array([r]), np.array([c]))
+    assert got.dtype == np.float64 and got.shape == (1,)
+    np.testing.assert_array_equal(got, [peak])
+
+
+def test_score_peak_matches_an_obvious_loop_on_a_big_endian_memmap(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 3, (30, 20)).astype(">f4")
+    image[rng.random(image.shape) < 0.4] = np.nan
+    image[10:14, :] = np.nan
+    path = tmp_path / "score.raw"
+    image.tofile(path)
+    mapped = np.memmap(path, dtype=">f4", mode="r", shape=image.shape)
+    r = rng.integers(0, 30, 500)
+    c = rng.integers(0, 20, 500)
+    want = []
+    for rr, cc in zip(r, c, strict=True):
+        win = image[max(rr - 1, 0) : rr + 2, max(cc - 1, 0) : cc + 2].astype(np.float64)
+        win = win[np.isfinite(win)]
+        want.append(win.max() if win.size else np.nan)
+    np.testing.assert_array_equal(score_peak(mapped, r, c), want)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    assert score_peak(mapped, r[:0], c[:0]).shape == (0,)
+
+
+def test_cut_job_adds_score_peak_and_keeps_the_cutout_bytes(make_job, tmp_path):
+    """score_peak comes from the raw score image (not the cutout), in the kept rows' order."""
+    import pandas as pd
+    from conftest import ramp_image
+
+    from tasks.cutout import make_tensors
+    from tasks.layouts import CHANNELS
+    from tasks.load import JobSpec, load_job, open_image
+    from tasks.normalize import job_limits
+
+    shape = (40, 50)
+    score = ramp_image(shape, 3) / 1000.0
+    score[0:3, 45:50] = np.nan  # an all-NaN neighbourhood at the top-right corner
+    score[20, 20] = 77.0
+    catalog = pd.DataFrame(
+        {
+            "x": [19.6, 0.0, 49.0, 500.0, 10.2],
+            "y": [21.4, 39.0, 0.0, 5.0, 4.5],
+            "match": [1, -1, -1, -1, 2],
+        }
+    )
+    job = make_job(shape=shape, catalog=catalog, images={"score": score})
+    data = load_job(JobSpec(job.name, job))
+    result = cut_job(data, job_limits(data), tmp_path / "ds")
+    rows = result.rows
+    assert rows["catalog_row"].tolist() == [0, 1, 2, 4]  # row 3 is off the image
+    assert rows["score_peak"].dtype == np.float64
+    # y = 4.5 rounds half up to row 5: rows 4-6, columns 9-11
+    want = [77.0, score[38:40, 0:2].max(), np.nan, score[4:7, 9:12].max()]
+    np.testing.assert_array_equal(rows["score_peak"].to_numpy(), np.asarray(want, np.float64))
+    # the cutout bytes are those of the images alone
+    images = {ch: open_image(data.images[ch]) for ch in CHANNELS}
+    r, c = candidate_pixels(rows["x"].to_numpy(), rows["y"].to_numpy())
+    tensors = make_tensors(images, result.limits, r, c)
+    for tensor, name in zip(tensors, rows["cutout_filename"], strict=True):
+        assert (tmp_path / "ds" / name).read_bytes() == npy_bytes(tensor)
+    assert tensors[0, 32, 32, 3] == 1.0  # the 77 peak saturates the normalised score channel

@@ -81,6 +81,10 @@ def test_first_repro_runs_every_stage(project):
     metrics = json.loads((ds / "metrics.json").read_text())
     assert metrics["epochs"] == 1
     assert (ds / "plots" / "loss.csv").exists() and (ds / "plots" / "roc.csv").exists()
+    for png in ("roc", "pr", "reliability", "loss", "completeness", "gallery"):
+        assert (ds / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["dataset"]["croissant_sha256"] in (ds / "report.md").read_text()
+    assert set(pd.read_csv(ds / "master_index.csv")["split"]) == {"train", "validation", "test"}
 
 
 def test_noop_repro_runs_nothing(project):

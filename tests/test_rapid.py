@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
 
-from simulate import simulate_jobs
+from simulate import BOGUS_KINDS, simulate_job, simulate_jobs
+from simulate.layouts import KINDS_FILE
 from tasks.cutout import cut_job
 from tasks.errors import CatalogError, JobError
 from tasks.index import write_index
-from tasks.layouts import LabelOptions, detect_layout
-from tasks.load import JobSpec, discover_jobs, load_job
+from tasks.layouts import (
+    SIMULATED_KINDS_FILE,
+    UNMATCHED_REAL,
+    LabelOptions,
+    RapidLayout,
+    detect_layout,
+)
+from tasks.load import JobSpec, discover_jobs, load_job, reject_job
 from tasks.normalize import job_limits
 
 SHAPE = (384, 320)
@@ -323,3 +331,133 @@ def test_run_on_rapid_jobs_with_an_unlabelled_one(tmp_path, capsys):
     first = records[0]
     assert first["transient_candidates/filter"] in (b"H158", b"R062")
     assert first["transient_candidates/sharpness"] is not None
+
+
+# --- the simulator's bogus kinds (simulated_candidate_kinds.txt) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def kinds_job(tmp_path_factory):
+    """One small simulated RAPID job (with the kinds sidecar) and its JobSummary."""
+    job = tmp_path_factory.mktemp("kinds") / "jid0001"
+    summary = simulate_job(job, size=256, seed=1, injections_per_mpx=300, transients_per_mpx=100)
+    return job, summary
+
+
+def copy_kinds_job(kinds_job, tmp_path, name="jid0001"):
+    return Path(shutil.copytree(kinds_job[0], tmp_path / "jobs" / name))
+
+
+def test_bogus_kind_where_the_simulator_says(kinds_job):
+    job, summary = kinds_job
+    data = load_job(spec(job))
+    t = data.table
+    bogus, real = t[t.label == 0], t[t.label == 1]
+    assert len(bogus) > 0 and len(real) > 0 and t["bogus_kind"].dtype == "string"
+    assert bogus["bogus_kind"].notna().all() and real["bogus_kind"].isna().all()
+    assert set(bogus["bogus_kind"]) <= set(BOGUS_KINDS)
+    counts = bogus["bogus_kind"].value_counts()
+    assert {k: int(counts.get(k, 0)) for k in BOGUS_KINDS} == summary.bogus
+    # the sidecar is an input (caches see it), last, and never counted as catalog rows
+    assert data.files[-1].name == SIMULATED_KINDS_FILE == KINDS_FILE
+    assert RapidLayout().catalog_files(job)[0].name == "diffimage_masked_psfcat.txt"
+    assert RapidLayout().count_rows(job.name, job) == len(t) == summary.n_detections
+
+
+def test_bogus_kind_empty_without_the_sidecar(kinds_job, tmp_path):
+    job = copy_kinds_job(kinds_job, tmp_path)
+    (job / KINDS_FILE).unlink()
+    data = load_job(spec(job))
+    assert data.table["bogus_kind"].isna().all() and (data.table.label == 0).any()
+    assert KINDS_FILE not in {p.name for p in data.files}
+
+
+def test_bogus_kind_empty_in_an_unlabelled_job(kinds_job, tmp_path):
+    job = copy_kinds_job(kinds_job, tmp_path)
+    for p in [*job.glob("Roman_TDS_index_*.txt"), *job.glob("*_lite_inject.txt")]:
+        p.unlink()
+    assert load_job(spec(job)).table["bogus_kind"].isna().all()
+    (job / KINDS_FILE).write_text("id kind\n1 real\n")  # still checked: a clear error
+    with pytest.raises(CatalogError, match="has no row for id '2'"):
+        load_job(spec(job))
+
+
+def test_simulated_real_labelled_bogus_is_unmatched_real(kinds_job):
+    """Our labels with a brighter mag_limit than the simulation's: the kind says so."""
+    job, _ = kinds_job
+    base = load_job(spec(job)).table
+    strict = load_job(spec(job, labels=LabelOptions(mag_limit=23.0))).table
+    flipped = (base.label == 1) & (strict.label == 0)
+    assert flipped.any()
+    assert (strict.loc[flipped, "bogus_kind"] == UNMATCHED_REAL).all()
+    assert strict.loc[base.label == 0, "bogus_kind"].equals(base.loc[base.label == 0, "bogus_kind"])
+    assert (strict.bogus_kind == UNMATCHED_REAL).sum() == flipped.sum()
+
+
+def _damage_kinds(path, damage):
+    lines = path.read_text().splitlines()
+    if damage == "missing_column":
+        lines[0] = "id cause"
+    elif damage == "dup_id":
+        lines[2] = "1 " + lines[2].split()[1]
+    elif damage == "unknown_id":
+        lines[3] = "99999 " + lines[3].split()[1]
+    elif damage == "missing_row":
+        del lines[4]
+    elif damage == "bad_kind":
+        lines[1] = lines[1].split()[0] + " ghost"
+    elif damage == "bad_id":
+        lines[1] = "nan " + lines[1].split()[1]
+    elif damage == "ragged":
+        lines[3] += " extra"
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "row", "message"),
+    [
+        ("missing_column", None, r"lacks column\(s\) kind; has \['id', 'cause'\]"),
+        ("dup_id", 1, r"row 1: id '1' appears more than once \(first in row 0\)"),
+        ("unknown_id", 2, r"row 2: id '99999' is not in diffimage_masked_psfcat\.txt"),
+        ("missing_row", None, r"has no row for id '4' \(row 3 of diffimage_masked_psfcat\.txt\)"),
+        ("bad_kind", 0, r"row 0: kind 'ghost' of id '1' is not one of real, saturated_star"),
+        ("bad_id", 0, r"row 0: id 'nan' is missing or not a valid id"),
+        ("ragged", 2, r"row 2: has 3 fields, the header has 2"),
+    ],
+)
+def test_bad_kinds_sidecar_rejects_the_job(kinds_job, tmp_path, damage, row, message):
+    job = copy_kinds_job(kinds_job, tmp_path)
+    _damage_kinds(job / KINDS_FILE, damage)
+    with pytest.raises(CatalogError, match=message) as info:
+        load_job(spec(job))
+    exc = info.value
+    assert exc.job_id == "jid0001" and exc.path.name == KINDS_FILE and exc.row == row
+    assert str(exc).startswith(f"job jid0001 ({KINDS_FILE}): ")
+    # the rejection still counts the PSF-fit catalog's rows only
+    assert reject_job(spec(job), exc).n_catalog_rows == kinds_job[1].n_detections
+
+
+@pytest.mark.flow
+def test_dataset_with_kinds_and_score_peak_verifies(kinds_job, tmp_path):
+    from flows.build import build_dataset
+    from tasks.config import Params
+    from tasks.verify import verify_dataset
+
+    good = copy_kinds_job(kinds_job, tmp_path, "jid0001")
+    bad = copy_kinds_job(kinds_job, tmp_path, "jid0002")
+    _damage_kinds(bad / KINDS_FILE, "missing_row")
+    out = tmp_path / "ds"
+    params = Params().override("cutouts", retry_delay_s=0.0)
+    summary = build_dataset(str(good.parent), str(out), params, ["create", "croissant"])
+    n = kinds_job[1].n_detections
+    assert summary.jobs_rejected == 1
+    index = pd.read_csv(out / "master_index.csv", dtype={"bogus_kind": str})
+    rejects = pd.read_csv(out / "rejects.csv", dtype=str)
+    assert (index.job_id == "jid0001").sum() + (rejects.job_id == "jid0001").sum() == n
+    why = rejects.loc[rejects.job_id == "jid0002", "reason"].iloc[0]
+    assert why.startswith(f"{KINDS_FILE}: has no row for id '4'")
+    assert index.loc[index.label == 0, "bogus_kind"].isin(BOGUS_KINDS).all()
+    assert index.loc[index.label == 1, "bogus_kind"].isna().all()
+    assert np.isfinite(index["score_peak"]).any()
+    report = verify_dataset(out, good.parent)
+    assert report.ok, report.problems

@@ -10,8 +10,9 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from simulate import simulate_jobs
+from simulate import BOGUS_KINDS, simulate_jobs
 from simulate.catalogs import FINDER_COLUMNS, PSFCAT_COLUMNS, match_one_to_one
+from simulate.layouts import KINDS_FILE
 from simulate.scene import FILTERS, flux_from_mag, moffat_stamp, render_points
 from simulate.zogy import zogy
 
@@ -96,6 +97,22 @@ def test_catalog_formats_and_join_on_id(rapid):
     assert (
         joined.x_fit.between(0, SHAPE[1] - 1).all() and joined.y_fit.between(0, SHAPE[0] - 1).all()
     )
+
+
+def test_kinds_sidecar_one_row_per_psfcat_row(rapid):
+    """The simulator-only ``id kind`` table: psfcat ids in order, counts as the summary's."""
+    out, summaries = rapid
+    assert KINDS_FILE == "simulated_candidate_kinds.txt"
+    for s in summaries:
+        job = out / s.job_id
+        assert (job / KINDS_FILE).read_text().splitlines()[0] == "id kind"
+        kinds = pd.read_csv(job / KINDS_FILE, sep=r"\s+", dtype={"kind": str})
+        psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii")
+        assert kinds["id"].tolist() == list(psf["id"]) and len(kinds) == s.n_detections
+        assert set(kinds["kind"]) <= {"real", *BOGUS_KINDS}
+        assert (kinds["kind"] == "real").sum() == s.n_real
+        counts = kinds["kind"].value_counts()
+        assert {k: int(counts.get(k, 0)) for k in BOGUS_KINDS} == s.bogus
 
 
 def test_truth_files_are_one_based(rapid):

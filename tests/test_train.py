@@ -1,4 +1,5 @@
-"""Smoke-train: reading through Croissant, split by job, metrics by hand, training, loading."""
+"""Smoke-train: reading through Croissant, the dataset's splits, metrics by hand, training,
+baselines, report, loading."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.config import TrainParams
-from tasks.croissant import write_croissant
+from tasks.config import SplitParams, TrainParams
+from tasks.croissant import sha256_file, write_croissant
 from tasks.index import INDEX_FILE
 from tasks.schema import INDEX_SCHEMA
+from tasks.splits import assign_splits
 from tasks.train import (
     CutoutDataset,
     IndexBatches,
@@ -32,13 +34,14 @@ from tasks.train import (
     roc_auc,
     smoke_train,
     smoke_train_task,
-    split_by_job,
 )
 
-N_JOBS, PER_JOB = 4, 30
+N_JOBS, PER_JOB = 5, 30
 #: Rows of job 0 whose label is left empty (to be skipped and counted as unlabelled).
 UNLABELLED_ROWS = (28, 29)
-FAST = TrainParams(epochs=3, batch_size=16, lr=3e-3, val_fraction=0.25, seed=0, device="cpu")
+FAST = TrainParams(
+    epochs=3, batch_size=16, lr=3e-3, seed=0, device="cpu", leakage_check=False
+)
 
 
 def _blob(dy: int = 0, dx: int = 0, sigma: float = 2.5) -> np.ndarray:
@@ -86,9 +89,14 @@ def _write_dataset(root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB) -> 
                     "elongation": 1.1,
                     "catalog_row": k,
                     "flags": pd.NA,
+                    "score_peak": 3.0 + 6.0 * label + rng.normal(0, 2.0),
+                    "truth_mag": 21.0 + k / 10 if label else np.nan,
+                    "bogus_kind": None if label else ("noise", "cosmic_ray", "hot_pixel")[k % 3],
                 }
             )
-    frame = pd.DataFrame(rows).reindex(columns=[c.name for c in INDEX_SCHEMA])
+    frame = pd.DataFrame(rows)
+    frame["split"] = assign_splits(frame, SplitParams()).split  # 5 jobs: 3 / 1 / 1
+    frame = frame.reindex(columns=[c.name for c in INDEX_SCHEMA])
     frame = frame.astype({c.name: c.dtype for c in INDEX_SCHEMA})
     frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
     write_croissant(root / INDEX_FILE, root / "croissant.json")
@@ -168,50 +176,6 @@ def test_read_records_with_croissant_outside_the_root(dataset, tmp_path):
 
 # --------------------------------------------------------------------------- splitting
 
-JOBS = np.repeat([f"jid{j}" for j in range(8)], 5)
-
-
-@pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("fraction", [0.01, 0.25, 0.5, 0.99])
-def test_split_never_puts_a_job_on_both_sides(seed, fraction):
-    train, val = split_by_job(JOBS, fraction, seed)
-    assert (train ^ val).all()
-    assert not set(JOBS[train]) & set(JOBS[val])
-    assert JOBS[val].size and JOBS[train].size
-    assert len(set(JOBS[val])) == min(max(1, math.floor(fraction * 8 + 0.5)), 7)
-
-
-def test_split_is_deterministic_and_depends_on_seed():
-    first = split_by_job(JOBS, 0.25, seed=3)
-    again = split_by_job(JOBS, 0.25, seed=3)
-    assert all((a == b).all() for a, b in zip(first, again, strict=True))
-    distinct = {tuple(sorted(set(JOBS[split_by_job(JOBS, 0.25, s)[1]]))) for s in range(10)}
-    assert len(distinct) > 1
-
-
-def test_split_ignores_row_order():
-    order = np.random.default_rng(1).permutation(len(JOBS))
-    _, val = split_by_job(JOBS, 0.25, seed=4)
-    _, val_shuffled = split_by_job(JOBS[order], 0.25, seed=4)
-    assert set(JOBS[val]) == set(JOBS[order][val_shuffled])
-
-
-def test_split_prefers_both_classes_in_validation():
-    labels = np.zeros(len(JOBS), int)
-    labels[JOBS == "jid2"] = 1  # only two jobs hold real candidates
-    labels[(JOBS == "jid5") & (np.arange(len(JOBS)) % 5 == 0)] = 1
-    for seed in range(10):
-        train, val = split_by_job(JOBS, 0.25, seed, labels=labels)
-        assert set(labels[val]) == {0, 1}
-        assert set(labels[train]) == {0, 1}
-        assert not set(JOBS[train]) & set(JOBS[val])
-
-
-def test_split_with_one_job_raises():
-    with pytest.raises(ValueError, match="at least 2 jobs"):
-        split_by_job(np.array(["jid1"] * 4), 0.25, 0, labels=np.array([0, 1, 0, 1]))
-
-
 def test_cap_keeps_whole_jobs_deterministically():
     jobs = np.repeat(["a", "b", "c", "d"], [10, 20, 30, 40])
     assert cap_by_job(jobs, None, 0).all()
@@ -223,6 +187,11 @@ def test_cap_keeps_whole_jobs_deterministically():
     assert (keep == cap_by_job(jobs, 55, seed=2)).all()
     with pytest.raises(ValueError, match="fewer than 2 whole jobs"):
         cap_by_job(jobs, 25, seed=0)
+    # with splits, each split's first job is taken first: every split keeps a job
+    splits = np.repeat(["train", "train", "validation", "test"], [10, 20, 30, 40])
+    for seed in range(5):
+        keep = cap_by_job(jobs, 95, seed=seed, splits=splits)
+        assert set(splits[keep]) == {"train", "validation", "test"} and keep.sum() <= 95
 
 
 # --------------------------------------------------------------------------- metrics
@@ -324,7 +293,7 @@ def _datasets(files_root: Path, sharded_root: Path) -> dict[str, CutoutDataset]:
 
 def test_loader_batches_are_byte_identical_across_layouts(dataset, sharded, index):
     sets = _datasets(dataset, sharded)
-    assert not sets["shards mapped"].in_memory and len(sets["shards mapped"].shard_paths) == 4
+    assert not sets["shards mapped"].in_memory and len(sets["shards mapped"].shard_paths) == N_JOBS
     assert sets["files in memory"].in_memory and not sets["files lazy"].in_memory
     stored = np.stack([np.load(dataset / f) for f in index["cutout_filename"]])
     expected = np.ascontiguousarray(stored.transpose(0, 3, 1, 2))
@@ -443,56 +412,82 @@ def _no_nan_tokens(text: str) -> dict:
 
 
 def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
-    metrics = smoke_train(dataset, params=FAST)  # default croissant.json and metrics.json
+    params = FAST.model_copy(update={"leakage_check": True})
+    metrics = smoke_train(dataset, params=params)  # default croissant.json and metrics.json
 
     on_disk = _no_nan_tokens((dataset / "metrics.json").read_text())
     assert on_disk == metrics
     assert set(metrics) >= {
-        "device",
-        "seed",
-        "epochs",
-        "n_jobs",
-        "counts",
-        "loss",
-        "validation",
-        "seconds",
-        "unlabelled",
-        "layout",
-        "train_cutouts_per_s",
+        "dataset", "params", "packages", "device", "seed", "epochs", "splits", "models",
+        "completeness_vs_mag", "fpr_by_kind", "leakage", "target", "loss", "validation",
+        "test", "n_jobs", "counts", "seconds", "unlabelled", "layout", "train_cutouts_per_s",
+        "plots",
     }
     assert (metrics["device"], metrics["seed"], metrics["epochs"]) == ("cpu", 0, FAST.epochs)
     assert metrics["layout"] == "files" and metrics["train_cutouts_per_s"] > 0
     assert metrics["unlabelled"] == len(UNLABELLED_ROWS)
-    assert metrics["n_jobs"] == {"train": 3, "validation": 1}
-    counts = metrics["counts"]
+    # the dataset's own splits (5 jobs, no field: by job, 3 / 1 / 1)
+    assert metrics["splits"]["by"] == "job"
+    assert metrics["n_jobs"] == {"train": 3, "validation": 1, "test": 1}
+    counts = metrics["splits"]["counts"]
     labelled = index["label"].dropna()
     assert sum(c["real"] for c in counts.values()) == (labelled == 1).sum()
     assert sum(c["bogus"] for c in counts.values()) == (labelled == 0).sum()
-    assert counts["validation"]["real"] > 0 and counts["validation"]["bogus"] > 0
+    assert sum(c["unlabelled"] for c in counts.values()) == len(UNLABELLED_ROWS)
+    for name in ("validation", "test"):
+        assert counts[name]["real"] > 0 and counts[name]["bogus"] > 0
     assert len(metrics["loss"]["train"]) == len(metrics["loss"]["validation"]) == FAST.epochs
-    v = metrics["validation"]
-    assert set(v) == {
-        "roc_auc",
-        "accuracy",
-        "precision",
-        "recall",
-        "fnr_at_1pct_fpr",
-        "majority_class_accuracy",
-        "threshold",
-    }
-    assert v["threshold"] == 0.5
-    n_val = sum(counts["validation"].values())
-    assert v["majority_class_accuracy"] == pytest.approx(counts["validation"]["bogus"] / n_val)
-    assert v["roc_auc"] > 0.9, metrics
+    # identity and reproducibility record
+    ident = metrics["dataset"]
+    assert ident["croissant_sha256"] == sha256_file(dataset / "croissant.json")
+    assert ident["index_sha256"] == sha256_file(dataset / INDEX_FILE)
+    assert metrics["params"]["train"]["seed"] == 0 and "test" in metrics["params"]["splits"]
+    assert {"python", "torch", "numpy", "scikit-learn", "mlcroissant"} <= set(metrics["packages"])
+    # models, each judged on the test split at a threshold chosen on validation
+    models = metrics["models"]
+    assert set(models) == {"cnn", "gradient_boosting", "score_peak", "majority"}
+    test_rows = counts["test"]["real"] + counts["test"]["bogus"]
+    for name, block in models.items():
+        t = block["test"]
+        assert t["n"] == test_rows and t["real"] == counts["test"]["real"], name
+        assert t["threshold"] == block["validation"]["threshold"], name
+        assert block["validation"]["fpr"] <= 0.01, name  # the rule that chose it
+    assert metrics["test"] == models["cnn"]["test"]
+    assert models["cnn"]["test"]["roc_auc"] > 0.9, metrics
+    assert models["majority"]["test"]["roc_auc"] == 0.5
+    assert models["majority"]["test"]["pr_auc"] == pytest.approx(
+        counts["test"]["real"] / test_rows
+    )
+    assert models["score_peak"]["test"]["ece"] is None  # a peak is not a probability
+    assert models["score_peak"]["test"]["roc_auc"] > 0.8  # the fixture's peaks separate
+    assert metrics["leakage"]["random_split_test_auc"] is not None
+    assert metrics["leakage"]["gap"] == pytest.approx(
+        metrics["leakage"]["random_split_test_auc"] - models["cnn"]["test"]["roc_auc"]
+    )
+    assert len(metrics["loss_random_split"]["train"]) == FAST.epochs
+    # truth magnitudes and bogus kinds of the test rows are counted
+    assert sum(r["n_real"] for r in metrics["completeness_vs_mag"]) == counts["test"]["real"]
+    assert sum(r["n_bogus"] for r in metrics["fpr_by_kind"]) == counts["test"]["bogus"]
+    assert {r["kind"] for r in metrics["fpr_by_kind"]} == {"noise", "cosmic_ray", "hot_pixel"}
+    # pictures and the report next to metrics.json
+    for name in ("roc", "pr", "reliability", "loss", "completeness", "gallery"):
+        png = dataset / metrics["plots"][name]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (dataset / "report.md").read_text()
+    assert ident["croissant_sha256"] in report and "plots/roc.png" in report
+    for name in ("loss.csv", "roc.csv", "pr.csv"):
+        assert (dataset / "plots" / name).stat().st_size > 0
 
-    again = smoke_train(dataset, dataset / "croissant.json", FAST, output=tmp_path / "m.json")
+    again = smoke_train(dataset, dataset / "croissant.json", params, output=tmp_path / "m.json")
     assert _deterministic(again) == _deterministic(metrics)
 
 
-def _deterministic(metrics: dict) -> dict:
-    """Metrics without the timings (and the layout)."""
+def _deterministic(metrics: dict, skip: tuple[str, ...] = ()) -> dict:
+    """Metrics without the timings (and the layout, and ``skip``)."""
     return {
-        k: v for k, v in metrics.items() if k not in ("seconds", "train_cutouts_per_s", "layout")
+        k: v
+        for k, v in metrics.items()
+        if k not in ("seconds", "train_cutouts_per_s", "layout", "plots", *skip)
     }
 
 
@@ -502,16 +497,17 @@ def test_smoke_train_is_the_same_on_shards_and_files(dataset, sharded, tmp_path)
     shards = smoke_train(sharded, params=params, output=tmp_path / "shards.json")
     assert (files["layout"], shards["layout"]) == ("files", "shards")
     assert shards["train_cutouts_per_s"] > 0
-    assert _deterministic(shards) == _deterministic(files)
+    same = ("dataset",)  # other files, other digests
+    assert _deterministic(shards, same) == _deterministic(files, same)
     assert json.loads((tmp_path / "shards.json").read_text()) == shards
 
 
 def test_smoke_train_task_caps_by_whole_jobs(dataset):
-    params = FAST.model_copy(update={"epochs": 1, "max_cutouts": 60, "seed": 1})
+    params = FAST.model_copy(update={"epochs": 1, "max_cutouts": 90, "seed": 1})
     metrics = smoke_train_task.fn(str(dataset), None, params)  # the Prefect task's body
-    assert metrics["n_jobs"] == {"train": 1, "validation": 1}
+    assert metrics["n_jobs"] == {"train": 1, "validation": 1, "test": 1}  # a job per split
     used = sum(sum(c.values()) for c in metrics["counts"].values())
-    assert used <= 60 and used + metrics["dropped_by_max_cutouts"] == N_JOBS * PER_JOB - 2
+    assert used <= 90 and used + metrics["dropped_by_max_cutouts"] == N_JOBS * PER_JOB - 2
     assert len(metrics["loss"]["train"]) == 1
     assert json.loads((dataset / "metrics.json").read_text())["n_jobs"] == metrics["n_jobs"]
 

@@ -376,3 +376,20 @@ def test_cli(built, files, capsys):
     assert out[-1].startswith("verify: 1 problem (1 non-finite); 26 cutouts in 26 files")
     (files / "croissant.json").unlink()
     assert main(["verify", "-d", str(files), "--no-croissant"]) == 1  # the NaN is still there
+
+
+def test_a_job_in_two_splits_and_an_unknown_split(files):
+    (files / "croissant.json").unlink()
+    index = pd.read_csv(files / "master_index.csv", dtype=str, keep_default_na=False)
+    assert set(index["split"]) == {"train", "validation", "test"}  # 3 usable jobs: 1 / 1 / 1
+    rows = index.index[index["job_id"] == "jid0002"]
+    other = next(s for s in ("train", "test") if s != index.at[rows[0], "split"])
+    index.loc[rows[3], "split"] = other
+    index.loc[rows[5], "split"] = "holdout"
+    index.to_csv(files / "master_index.csv", index=False, lineterminator="\n")
+    report = verify_dataset(files, require_croissant=False)
+    assert sorted(p.kind for p in report.problems) == ["split", "split"], report.lines()
+    unknown = next(p for p in report.problems if "holdout" in p.message)
+    assert unknown.index_row == rows[5] and unknown.job_id == "jid0002"
+    spread = next(p for p in report.problems if "in 3 splits" in p.message)
+    assert "job_id jid0002" in spread.message and spread.index_row == rows[0]
