@@ -1,5 +1,5 @@
 # croissant-cutouts: two commands do all set-up on a fresh machine.
-#   make demo   create .venv, install, simulate jobs, run the whole flow, print the metrics
+#   make demo   create .venv, install, simulate jobs, run the whole flow, print the test metrics
 #   make test   create .venv if needed, run the tests
 PYTHON ?= python3
 VENV   := .venv
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cutouts simulate -o $(DEMO)/jobs
 	$(BIN)/cutouts run -i $(DEMO)/jobs -o $(DEMO)/dataset
-	@echo "dataset: $(CURDIR)/$(DEMO)/dataset (croissant.json, master_index.csv, metrics.json)"
+	@echo "dataset: $(CURDIR)/$(DEMO)/dataset (croissant.json, master_index.csv, metrics.json, report.md)"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

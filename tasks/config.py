@@ -305,6 +305,16 @@ class TrainParams(_Section):
     max_cutouts: int | None = Field(
         None, ge=1, description="Cap on cutouts used (whole jobs kept together); empty: all."
     )
+    augment: bool = Field(
+        True,
+        description="Turn and flip each training cutout at random (8 orientations): real/bogus "
+        "does not depend on the orientation of the sky.",
+    )
+    keep_best: bool = Field(
+        False,
+        description="Keep the weights of the epoch with the best validation ROC AUC (early "
+        "stopping on the validation split), not those of the last epoch.",
+    )
     leakage_check: bool = Field(
         True,
         description="Also train on a random per-cutout split and report its test AUC beside "

@@ -716,6 +716,7 @@ class TrainedCNN:
     history: dict[str, list[float]]
     train_seconds: float
     n_train: int
+    best_epoch: int = 0
 
 
 def train_cnn(
@@ -764,12 +765,16 @@ def train_cnn(
     y_val = torch.from_numpy(labels[sides["validation"]].astype(np.float32)).to(device)
     history: dict[str, list[float]] = {"train": [], "validation": []}
     seconds = 0.0
+    turns = torch.Generator().manual_seed(params.seed + 1)  # augmentation draws, CPU
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     for epoch in range(1, params.epochs + 1):
         model.train()
         started = time.perf_counter()
         # float64 sum on the device: no host sync per step; same sums as Python floats
         total = torch.zeros((), dtype=torch.float64, device=device)
         for x, y in train_loader:
+            if params.augment:
+                x = dihedral(x, turns)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
@@ -781,6 +786,7 @@ def train_cnn(
         val_logits = _predict(model, loaders["validation"], device)
         val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
         history["validation"].append(val_loss)
+        val_auc = roc_auc(labels[sides["validation"]], val_logits)
         log.info(
             "%s epoch %d/%d: train loss %.4f, validation loss %.4f, validation AUC %.4f",
             what,
@@ -788,10 +794,38 @@ def train_cnn(
             params.epochs,
             history["train"][-1],
             val_loss,
-            roc_auc(labels[sides["validation"]], val_logits),
+            val_auc,
         )
+        score = -math.inf if math.isnan(val_auc) else val_auc
+        if params.keep_best and (best is None or score > best[0]):
+            best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    best_epoch = params.epochs
+    if best is not None:
+        best_epoch = best[1]
+        model.load_state_dict(best[2])
     logits = {name: _predict(model, loader, device) for name, loader in loaders.items()}
-    return TrainedCNN(logits, history, seconds, len(train_idx))
+    return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch)
+
+
+def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each cutout of a batch (B, C, H, W) turned by a random element of the dihedral group.
+
+    A quarter turn ``k`` in 0..3 and a left-right flip are drawn per cutout from
+    ``generator``: 8 equally likely orientations. Real/bogus does not depend on the
+    orientation of the sky, and the candidate stays at the centre pixel [32, 32] only for
+    even sizes turned about the centre of the array, so a turn moves it by at most one pixel
+    (the model pools the central cells, so this does not matter).
+    """
+    n = x.shape[0]
+    k = torch.randint(0, 4, (n,), generator=generator)
+    flip = torch.randint(0, 2, (n,), generator=generator).bool()
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for turn in (1, 2, 3):
+        sel = k == turn
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], turn, dims=(-2, -1))
+    return out
 
 
 def random_split(n: int, splits: SplitParams, seed: int) -> np.ndarray:
@@ -1146,6 +1180,7 @@ def smoke_train(
             "beats_baselines": bool(all(cnn_auc > b for b in baselines if not math.isnan(b))),
         },
         "loss": cnn.history,
+        "weights_from_epoch": cnn.best_epoch,
         "loss_random_split": loss_random,
         "validation": models["cnn"]["validation"],
         "test": models["cnn"]["test"],

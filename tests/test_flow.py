@@ -185,8 +185,10 @@ def test_artifacts_are_published(tmp_path, three_jobs):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+    params = FAST.override("train", epochs=1, leakage_check=False)
     state = build_dataset(
-        str(three_jobs), str(tmp_path / "ds"), FAST, ["create", "croissant"], return_state=True
+        str(three_jobs), str(tmp_path / "ds"), params, ["create", "croissant", "train"],
+        return_state=True,
     )
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
@@ -197,3 +199,10 @@ def test_artifacts_are_published(tmp_path, three_jobs):
     table, summary = by_key["job-counts"], by_key["dataset-summary"]
     assert [row["job_id"] for row in json.loads(table.data)] == ["jid0001", "jid0002", "jid0003"]
     assert "croissant.json" in summary.data and "jobs: 3" in summary.data
+    # the test metrics of every model, and links to the report and every picture
+    assert "| model (test split) | ROC AUC" in summary.data and "| cnn |" in summary.data
+    assert "| gradient_boosting |" in summary.data and "Leakage gap" in summary.data
+    ds = (tmp_path / "ds").resolve()
+    for name in ("report.md", *(f"plots/{p}.png" for p in
+                                ("roc", "pr", "reliability", "loss", "completeness", "gallery"))):
+        assert f"file://{ds / name})" in summary.data, name

@@ -480,6 +480,10 @@ def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
 
     again = smoke_train(dataset, dataset / "croissant.json", params, output=tmp_path / "m.json")
     assert _deterministic(again) == _deterministic(metrics)
+    # the same report and pictures, byte for byte (no timings in them)
+    assert (tmp_path / "report.md").read_bytes() == (dataset / "report.md").read_bytes()
+    for png in sorted((dataset / "plots").glob("*.png")):
+        assert (tmp_path / "plots" / png.name).read_bytes() == png.read_bytes(), png.name
 
 
 def _deterministic(metrics: dict, skip: tuple[str, ...] = ()) -> dict:
@@ -539,3 +543,27 @@ def test_fast_record_reading_equals_mlcroissant(tmp_path, make_job):
     # the fast path refuses it, and mlcroissant then fails on the hash as it always did
     with pytest.raises(Exception, match=r"Download\(master_index\.csv\)"):
         read_records(meta)
+
+
+def test_dihedral_turns_each_cutout_into_one_of_its_eight_orientations():
+    from tasks.train import dihedral
+
+    x = torch.arange(5 * 2 * 4 * 4, dtype=torch.float32).reshape(5, 2, 4, 4)
+    out = dihedral(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for a, b in zip(x, out, strict=True):
+        orientations = [torch.rot90(v, k, dims=(-2, -1)) for v in (a, a.flip(-1))
+                        for k in range(4)]
+        assert any(torch.equal(b, o) for o in orientations)
+    again = dihedral(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    many = dihedral(x[:1].repeat(40, 1, 1, 1), torch.Generator().manual_seed(1))
+    assert len({tuple(m[0].flatten().tolist()) for m in many}) == 8  # all eight occur
+
+
+def test_smoke_train_with_augmentation_and_best_epoch(dataset, tmp_path):
+    params = FAST.model_copy(update={"augment": True, "keep_best": True, "epochs": 2})
+    metrics = smoke_train(dataset, params=params, output=tmp_path / "m.json")
+    assert metrics["models"]["cnn"]["test"]["roc_auc"] > 0.8
+    assert metrics["params"]["train"]["augment"] and metrics["params"]["train"]["keep_best"]
+    assert metrics["weights_from_epoch"] in (1, 2)
