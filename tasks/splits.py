@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from tasks.config import SplitParams
 
@@ -102,6 +100,9 @@ def split_groups(
 
 def _components(keys: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, int]:
     """Component of every row after merging groups that share a non-injected truth source."""
+    from scipy.sparse import coo_matrix  # imported here: the CLI imports this module at start
+    from scipy.sparse.csgraph import connected_components
+
     group_codes, groups = pd.factorize(pd.Series(keys), sort=True)
     n_groups = len(groups)
     if "truth_id" not in frame or not len(frame):

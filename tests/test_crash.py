@@ -89,6 +89,18 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def _serving(pid: int) -> bool:
+    """Whether a child of ``pid`` is Prefect's API server (uvicorn); other children come and
+    go at start-up (``platform`` runs ``file``, for one)."""
+    for child in _children(pid):
+        try:
+            if b"uvicorn" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -103,12 +115,16 @@ def _n_cutouts(out: Path) -> int:
 
 
 #: name -> (condition on the output folder, extra random delay range in seconds)
-KILL_POINTS: dict[str, tuple[Callable[[Path], bool], tuple[float, float]]] = {
-    "start-up": (lambda out: True, (0.5, 4.0)),
-    "first cutouts": (lambda out: _n_cutouts(out) >= 1, (0.0, 0.05)),
-    "half the cutouts": (lambda out: _n_cutouts(out) >= N_JOBS * N_CAND // 2, (0.0, 0.05)),
-    "index written": (lambda out: (out / "master_index.csv").exists(), (0.0, 0.3)),
-    "training": (lambda out: (out / "croissant.json").exists(), (0.5, 2.5)),
+#: (the start-up point waits for the tool's temporary API server to exist: its start time
+#: varies by seconds with the page cache, e.g. in a fresh clone's new .venv)
+KILL_POINTS: dict[str, tuple[Callable[[Path, int], bool], tuple[float, float]]] = {
+    "start-up": (lambda out, pid: _serving(pid), (0.0, 1.0)),
+    "first cutouts": (lambda out, pid: _n_cutouts(out) >= 1, (0.0, 0.05)),
+    "half the cutouts": (
+        lambda out, pid: _n_cutouts(out) >= N_JOBS * N_CAND // 2, (0.0, 0.05)
+    ),
+    "index written": (lambda out, pid: (out / "master_index.csv").exists(), (0.0, 0.3)),
+    "training": (lambda out, pid: (out / "croissant.json").exists(), (0.5, 2.5)),
 }
 
 
@@ -122,7 +138,7 @@ def _kill_at(jobs: Path, out: Path, params: Path, point: str, rng: random.Random
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(own_server)
     )
     deadline = time.monotonic() + 120
-    while not ready(out) and proc.poll() is None and time.monotonic() < deadline:
+    while not ready(out, proc.pid) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(rng.uniform(lo, hi))
     helpers = _children(proc.pid)
