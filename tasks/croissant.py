@@ -54,6 +54,7 @@ from tasks.config import CroissantParams
 from tasks.cutout import CUTOUT_DIR, CUTOUT_SIZE, STATE_DIR
 from tasks.layouts import CHANNELS
 from tasks.schema import INDEX_SCHEMA
+from tasks.splits import SPLITS, split_counts
 
 if TYPE_CHECKING:  # mlcroissant is imported where used: it costs ~0.4 s at start-up
     import mlcroissant as mlc
@@ -76,7 +77,6 @@ __all__ = [
     "croissant_task",
     "sha256_file",
     "sha256_files",
-    "split_counts",
     "validate",
     "write_croissant",
 ]
@@ -107,11 +107,8 @@ SPEC_CONTEXT = {
     "unArchive": "cr:unArchive",
 }
 #: Split names of the index (``split`` column) and their Croissant split types.
-SPLIT_URLS = {
-    "train": "cr:TrainingSplit",
-    "validation": "cr:ValidationSplit",
-    "test": "cr:TestSplit",
-}
+SPLIT_URLS = dict(zip(SPLITS, ("cr:TrainingSplit", "cr:ValidationSplit", "cr:TestSplit"),
+                      strict=True))
 #: Per-split counts written into the ``splits`` records.
 SPLIT_COUNTS = {
     "cutouts": "Cutouts (index rows) in the split.",
@@ -192,7 +189,8 @@ def sha256_files(root: Path, names: list[str], workers: int | None = None) -> di
 
 
 def _read_index(csv_path: Path) -> pd.DataFrame:
-    """The index columns the metadata needs (``shard``, ``split``, ``label``), checked.
+    """The index columns the metadata needs (``shard``, ``split``, ``label``, ``job_id``,
+    ``field``: those of :func:`tasks.splits.split_counts`), checked.
 
     Raises
     ------
@@ -206,8 +204,8 @@ def _read_index(csv_path: Path) -> pd.DataFrame:
         raise CroissantError(f"{csv_path}: index lacks column(s) {', '.join(missing)}")
     frame = pd.read_csv(
         csv_path,
-        usecols=["shard", "split", "label"],
-        dtype={"shard": "string", "split": "string"},
+        usecols=["shard", "split", "label", "job_id", "field"],
+        dtype={"shard": "string", "split": "string", "job_id": "string", "field": "string"},
         keep_default_na=True,
     )
     unknown = sorted(set(frame["split"].dropna()) - set(SPLIT_URLS))
@@ -217,34 +215,6 @@ def _read_index(csv_path: Path) -> pd.DataFrame:
             f"{', '.join(SPLIT_URLS)}"
         )
     return frame
-
-
-def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Cutouts, real, bogus and unlabelled rows of every split of :data:`SPLIT_URLS`.
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        Index rows with columns ``split`` and ``label`` (1 real, 0 bogus, empty unlabelled).
-
-    Returns
-    -------
-    dict
-        ``{split: {"cutouts": n, "real": n, "bogus": n, "unlabelled": n}}`` for every split
-        name, in :data:`SPLIT_URLS` order; a split absent from the index counts zeros.
-    """
-    label = pd.to_numeric(frame["label"], errors="coerce")
-    out: dict[str, dict[str, int]] = {}
-    for name in SPLIT_URLS:
-        mine = (frame["split"] == name).fillna(False).to_numpy(dtype=bool)
-        part = label[mine]
-        out[name] = {
-            "cutouts": int(mine.sum()),
-            "real": int((part == 1).sum()),
-            "bogus": int((part == 0).sum()),
-            "unlabelled": int(part.isna().sum()),
-        }
-    return out
 
 
 # --------------------------------------------------------------------------- context
@@ -383,7 +353,7 @@ def _splits_record_set(ctx: mlc.Context, counts: dict[str, dict[str, int]]) -> m
         {
             f"{SPLITS_ID}/name": name,
             f"{SPLITS_ID}/url": url,
-            **{f"{SPLITS_ID}/{k}": v for k, v in counts[name].items()},
+            **{f"{SPLITS_ID}/{k}": counts[name][k] for k in SPLIT_COUNTS},
         }
         for name, url in SPLIT_URLS.items()
     ]

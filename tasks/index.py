@@ -66,8 +66,6 @@ class IndexSummary:
     rows_rejected: int
     pruned: int
     notes: list[str]
-    split_by: str = ""
-    split_counts: dict[str, int] | None = None
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -170,8 +168,6 @@ def write_index(
         rows_rejected=sum(1 for _, k, _ in rejects if k is not pd.NA),
         pruned=pruned,
         notes=notes,
-        split_by=assignment.by,
-        split_counts={str(k): int(v) for k, v in index["split"].value_counts().items()},
     )
 
 

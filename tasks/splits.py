@@ -38,8 +38,10 @@ __all__ = [
     "SplitAssignment",
     "SplitError",
     "assign_splits",
+    "deal_counts",
     "split_counts",
     "split_groups",
+    "truth_links",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,22 @@ def split_groups(
     return np.array([f"job:{j}" for j in jobs], dtype=object), "job"
 
 
+def truth_links(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose ``truth_id`` ties their job to others: matched and not injected.
+
+    Injected fakes are per job (their id is a row of the job's injection list), so only
+    simulation-truth objects link jobs. ``injected`` may be boolean or text (``True``).
+    """
+    if "truth_id" not in frame:
+        return np.zeros(len(frame), bool)
+    injected = (
+        frame["injected"].astype(str).str.strip().str.lower().isin(["true", "1"]).to_numpy()
+        if "injected" in frame
+        else np.zeros(len(frame), bool)
+    )
+    return _nonempty(frame["truth_id"]) & ~injected
+
+
 def _components(keys: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, int]:
     """Component of every row after merging groups that share a non-injected truth source."""
     from scipy.sparse import coo_matrix  # imported here: the CLI imports this module at start
@@ -105,17 +123,10 @@ def _components(keys: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, int]
 
     group_codes, groups = pd.factorize(pd.Series(keys), sort=True)
     n_groups = len(groups)
-    if "truth_id" not in frame or not len(frame):
-        return group_codes, n_groups
-    truth = frame["truth_id"].astype("string")
-    injected = (
-        frame["injected"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-        if "injected" in frame
-        else np.zeros(len(frame), bool)
-    )
-    linked = _nonempty(truth) & ~injected
+    linked = truth_links(frame)
     if not linked.any():
         return group_codes, n_groups
+    truth = frame["truth_id"].astype("string")
     truth_codes, _ = pd.factorize(truth[linked], sort=True)
     n_truth = int(truth_codes.max()) + 1
     edges = coo_matrix(
@@ -130,8 +141,9 @@ def _components(keys: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, int]
     return rank[labels[group_codes]], n_groups
 
 
-def _deal(n: int, fractions: dict[str, float]) -> dict[str, int]:
-    """How many of ``n`` groups each split gets (see the module docstring)."""
+def deal_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """How many of ``n`` groups each split gets: ``round(f * n)`` (halves up) to validation
+    and test, at least 1 each when ``f > 0``, the rest (at least 1) to train."""
     need = sum(1 for f in fractions.values() if f > 0)
     if n < need:
         raise SplitError(f"need at least {need} groups, got {n}")
@@ -182,7 +194,7 @@ def assign_splits(frame: pd.DataFrame, params: SplitParams | None = None) -> Spl
     if n < n_groups:
         notes.append(f"{n_groups - n} {by} group(s) merged because they share truth sources")
     try:
-        counts = _deal(n, fractions)
+        counts = deal_counts(n, fractions)
     except SplitError as exc:
         n_jobs = frame["job_id"].nunique()
         raise SplitError(
@@ -219,10 +231,14 @@ def assign_splits(frame: pd.DataFrame, params: SplitParams | None = None) -> Spl
 
 
 def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Per split: cutouts, jobs, fields, real, bogus and unlabelled rows of an index."""
+    """Per split of :data:`SPLITS`: cutouts, jobs, fields, real, bogus and unlabelled rows.
+
+    Uses ``split``, ``label``, ``job_id`` and (when present) ``field``; a split absent from
+    the index counts zeros.
+    """
     out: dict[str, dict[str, int]] = {}
     for name in SPLITS:
-        part = frame[frame["split"] == name]
+        part = frame[(frame["split"] == name).fillna(False).to_numpy(dtype=bool)]
         label = pd.to_numeric(part["label"], errors="coerce")
         out[name] = {
             "cutouts": len(part),

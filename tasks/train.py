@@ -67,7 +67,7 @@ from tasks.metrics import (  # some re-exported: their home was this module
     roc_curve,
     threshold_at_fpr,
 )
-from tasks.splits import SPLITS
+from tasks.splits import SPLITS, deal_counts
 
 __all__ = [
     "CUTOUT_BYTES",
@@ -831,13 +831,15 @@ def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def random_split(n: int, splits: SplitParams, seed: int) -> np.ndarray:
     """Split names for ``n`` rows drawn per row (the leaky way), with the same fractions.
 
-    ``round(test * n)`` rows to test and ``round(validation * n)`` to validation (at least
-    one each), the rest to train, in the order of ``numpy.random.default_rng(seed)``.
+    As many rows per split as :func:`tasks.splits.deal_counts` deals groups, in the order
+    of ``numpy.random.default_rng(seed)``.
     Used only to measure how much a per-cutout split flatters a model.
     """
     order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, math.floor(splits.test * n + 0.5)) if splits.test > 0 else 0
-    n_val = max(1, math.floor(splits.validation * n + 0.5))
+    counts = deal_counts(
+        n, {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    )
+    n_test, n_val = counts["test"], counts["validation"]
     out = np.full(n, "train", dtype=object)
     out[order[:n_test]] = "test"
     out[order[n_test : n_test + n_val]] = "validation"
@@ -916,7 +918,12 @@ def _judge(
 
 
 def _gallery(
-    frame: pd.DataFrame, y: np.ndarray, score: np.ndarray, called: np.ndarray, per_group: int = 4
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    score: np.ndarray,
+    prob: np.ndarray,
+    called: np.ndarray,
+    per_group: int = 4,
 ) -> dict[str, list[tuple[np.ndarray, str]]]:
     """Up to ``per_group`` cutouts (64, 64, 4) of each outcome, the hardest first.
 
@@ -931,7 +938,6 @@ def _gallery(
         "true negative": (~called & (y == 0), -score),
     }
     out: dict[str, list[tuple[np.ndarray, str]]] = {}
-    prob = 1.0 / (1.0 + np.exp(-np.clip(score, -50, 50)))
     for name, (mask, key) in groups.items():
         idx = np.flatnonzero(mask)
         idx = idx[np.argsort(key[idx], kind="stable")][:per_group]
@@ -1211,8 +1217,9 @@ def smoke_train(
         "loss": plot_loss(folder / "loss.png", histories),
         "completeness": plot_completeness(folder / "completeness.png", completeness),
         "gallery": plot_gallery(
-            folder / "gallery.png", _gallery(frame[test].reset_index(drop=True), y_test,
-                                             logits[test], called[test])
+            folder / "gallery.png",
+            _gallery(frame[test].reset_index(drop=True), y_test, logits[test], cnn_prob[test],
+                     called[test]),
         ),
     }
     plots = {name: os.path.relpath(path, output.parent) for name, path in pictures.items()}

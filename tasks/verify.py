@@ -65,7 +65,7 @@ from tasks.cutout import (
 )
 from tasks.index import INDEX_FILE, JOBS_FILE, REJECTS_FILE
 from tasks.layouts import CHANNELS
-from tasks.splits import SPLITS
+from tasks.splits import SPLITS, truth_links
 
 __all__ = [
     "CROISSANT_FILE",
@@ -490,15 +490,7 @@ def _check_splits(index: _Index, problems: list[Problem]) -> None:
                 **index.where(int(i)),
             )
         )
-    keys = [("job_id", np.ones(len(frame), bool))]
-    if "truth_id" in frame:
-        injected = (
-            frame["injected"].astype(str).str.strip().str.lower().isin(["true", "1"]).to_numpy()
-            if "injected" in frame
-            else np.zeros(len(frame), bool)
-        )
-        truth = frame["truth_id"].astype("string").fillna("").str.strip()
-        keys.append(("truth_id", (truth != "").to_numpy() & ~injected))
+    keys = [("job_id", np.ones(len(frame), bool)), ("truth_id", truth_links(frame))]
     for column, rows in keys:
         part = pd.DataFrame({"key": frame[column][rows].astype(str), "split": split[rows]})
         spread = part.groupby("key")["split"].nunique()
