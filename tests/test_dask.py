@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -33,13 +34,55 @@ def jobs(tmp_path, make_job):
     return tmp_path / "jobs"
 
 
-def test_local_dask_cluster_matches_threads(tmp_path, jobs):
-    ref = build_dataset(str(jobs), str(tmp_path / "threads"), THREADS, ["create", "croissant"])
+def _cut_on(flow_state) -> set[int]:
+    """Pids of the processes that cut the jobs of a flow run: the ``worker`` (host:pid, the
+    cutout task's ``os.getpid()``) of each job in the run's job-counts artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    (table,) = [a for a in found if a.key == "job-counts"]
+    return {int(row["worker"].rsplit(":", 1)[1]) for row in json.loads(table.data)}
+
+
+def test_local_dask_cluster_matches_threads(tmp_path, jobs, monkeypatch):
+    import distributed
+
+    started: list[set[int]] = []
+
+    class Recorded(distributed.LocalCluster):
+        """The local cluster the run starts, noting its workers' pids once they are up."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            with distributed.Client(self) as client:
+                client.wait_for_workers(kwargs["n_workers"])
+                started.append(set(client.run(os.getpid).values()))
+
+    # prefect-dask's DaskTaskRunner instantiates distributed.LocalCluster by default
+    monkeypatch.setattr(distributed, "LocalCluster", Recorded)
+    steps = ["create", "croissant"]
+    ref_state = build_dataset(
+        str(jobs), str(tmp_path / "threads"), THREADS, steps, return_state=True
+    )
     dask = THREADS.override("cutouts", task_runner="dask")
-    got = build_dataset(str(jobs), str(tmp_path / "dask"), dask, ["create", "croissant"])
+    got_state = build_dataset(str(jobs), str(tmp_path / "dask"), dask, steps, return_state=True)
+    ref, got = ref_state.result(), got_state.result()
     assert (got.jobs, got.cutouts, got.rejected) == (ref.jobs, ref.cutouts, ref.rejected)
     assert tree(tmp_path / "dask") == tree(tmp_path / "threads")
     assert len(tree(tmp_path / "dask")) > 40
+    # Dask ran: one cluster of `workers` processes was started for the dask run (none for
+    # the threads run), and every job was cut in one of its workers, not in this process
+    assert _cut_on(ref_state) == {os.getpid()}
+    assert len(started) == 1, f"local Dask clusters started: {started}"
+    (workers,) = started
+    assert len(workers) == dask.cutouts.workers and os.getpid() not in workers
+    cut_on = _cut_on(got_state)
+    assert cut_on and cut_on <= workers, (cut_on, workers)
 
 
 def test_existing_scheduler_address_and_shards(tmp_path, jobs):

@@ -206,3 +206,131 @@ def test_artifacts_are_published(tmp_path, three_jobs):
     for name in ("report.md", *(f"plots/{p}.png" for p in
                                 ("roc", "pr", "reliability", "loss", "completeness", "gallery"))):
         assert f"file://{ds / name})" in summary.data, name
+
+
+# --- the last step (verify), cache keys of labels and code, the cached smoke-train ----------
+
+
+@pytest.fixture(scope="module")
+def rapid_jobs(tmp_path_factory):
+    """Three small simulated RAPID jobs (with truth files, so labels depend on `labels:`)."""
+    from simulate import simulate_jobs
+
+    root = tmp_path_factory.mktemp("rapid") / "jobs"
+    simulate_jobs(root, n_jobs=3, size=256, seed=4, fields=3, injections_per_mpx=400,
+                  gallery=False)
+    return root
+
+
+def test_run_fails_when_its_dataset_does_not_verify(tmp_path, three_jobs):
+    """A cutout damaged on disk is still present, so the re-run serves its job from the cache
+    and writes a new index around it: only the last step (verify) can see the damage, and
+    the run must fail naming it instead of reporting success."""
+    from tasks.verify import DatasetInvalid
+
+    out = tmp_path / "ds"
+    assert run(three_jobs, out).cutouts == 36  # a valid dataset: the run succeeds
+    damaged = out / "cutouts" / "jid0002_cutout00003.npy"
+    tensor = np.load(damaged)
+    tensor[32, 32, 2] = 2.0  # outside [0, 1]; same shape, dtype and file size
+    np.save(damaged, tensor)
+    with pytest.raises(DatasetInvalid) as failed:
+        run(three_jobs, out)
+    message = str(failed.value)
+    assert "out-of-range" in message and "cutouts/jid0002_cutout00003.npy" in message, message
+    assert failed.value.report.kinds() == {"out-of-range": 1}, message
+
+
+def test_label_params_enter_the_cache_key(tmp_path, rapid_jobs):
+    """Same input files, other `labels:`: the jobs are labelled again, not served stale."""
+    out = tmp_path / "ds"
+    first = run(rapid_jobs, out)
+    before = pd.read_csv(out / "master_index.csv")
+    assert first.real > 0 and before["truth_mag"].min() < 25.0
+    strict = FAST.override("labels", mag_limit=25.0, match_radius_px=1.0)
+    again = run(rapid_jobs, out, strict)
+    after = pd.read_csv(out / "master_index.csv")
+    assert again.from_cache == 0, "jobs served from the cache of other labels"
+    assert again.real < first.real and (after["label"] != before["label"]).any()
+    assert (after["truth_mag"].dropna() < 25.0).all()
+    assert (after["match_distance"].dropna() <= 1.0).all()
+
+
+class _Counting:
+    """``read_image_info`` that records the jobs it read (the load task's body ran)."""
+
+    def __init__(self) -> None:
+        self.real = tasks.load.read_image_info
+        self.jobs: set[str] = set()
+
+    def __call__(self, job_id, path):
+        self.jobs.add(job_id)
+        return self.real(job_id, path)
+
+
+def test_code_change_invalidates_the_load_cache(tmp_path, three_jobs, monkeypatch):
+    """The load task's key holds the source of its modules: an edit re-runs the load.
+
+    A temporary module is added to the modules the load task's cache policy hashes and then
+    edited; the policy reads its source as it reads ``tasks.load``'s. The digest is memoised
+    per process (code does not change while it runs): clearing the memo stands for the
+    next process.
+    """
+    import sys
+
+    from tasks.caching import module_source_digest
+    from tasks.load import LOAD_MODULES, load_task
+
+    name = "cutouts_code_probe"
+    source = tmp_path / "code" / f"{name}.py"
+    source.parent.mkdir()
+    source.write_text("ZPT = 1.0\n")
+    monkeypatch.syspath_prepend(str(source.parent))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(load_task.cache_policy, "modules", (*LOAD_MODULES, name))
+    counting = _Counting()
+    monkeypatch.setattr(tasks.load, "read_image_info", counting)
+    out = tmp_path / "ds"
+    assert run(three_jobs, out).from_cache == 0
+    assert counting.jobs == {"jid0001", "jid0002", "jid0003"}
+
+    source.write_text("ZPT = 2.0  # an edit of the science code\n")
+    module_source_digest.cache_clear()  # a new process
+    counting.jobs.clear()
+    edited = run(three_jobs, out)
+    assert counting.jobs == {"jid0001", "jid0002", "jid0003"}, "load came from the cache"
+    assert edited.from_cache == 0 and edited.cutouts == 36
+
+    counting.jobs.clear()  # unchanged code again: every job from the cache
+    assert run(three_jobs, out).from_cache == 3 and counting.jobs == set()
+
+
+def test_smoke_train_runs_again_when_the_dataset_changes(tmp_path, rapid_jobs):
+    """The cached smoke-train is keyed on the dataset: new labels (same input files, same
+    training params) train again; an unchanged dataset is served from the cache."""
+    import hashlib
+
+    steps = ("create", "croissant", "train")
+    params = FAST.override("train", epochs=1, leakage_check=False)
+    out = tmp_path / "ds"
+    metrics = out / "metrics.json"
+
+    def index_sha256() -> str:
+        return hashlib.sha256((out / "master_index.csv").read_bytes()).hexdigest()
+
+    first = run(rapid_jobs, out, params, steps)
+    m1 = json.loads(metrics.read_text())
+    assert m1["dataset"]["index_sha256"] == index_sha256()
+
+    relabelled = params.override("labels", mag_limit=25.0, match_radius_px=1.0)
+    second = run(rapid_jobs, out, relabelled, steps)
+    m2 = json.loads(metrics.read_text())
+    assert index_sha256() != m1["dataset"]["index_sha256"]
+    assert m2["dataset"]["index_sha256"] == index_sha256(), "metrics of the old dataset"
+    real = sum(c["real"] for c in m2["counts"].values())
+    assert real == second.real < first.real == sum(c["real"] for c in m1["counts"].values())
+    assert second.metrics == m2
+
+    written = metrics.stat().st_mtime_ns
+    third = run(rapid_jobs, out, relabelled, steps)  # same dataset: training from cache
+    assert metrics.stat().st_mtime_ns == written and third.metrics == m2
