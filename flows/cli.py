@@ -6,7 +6,7 @@ seed                                   here
 - ``python generate_croissant.py -c CSV -o JSON`` -> ``cutouts croissant -c CSV -o JSON``
 - ``python test_croissant_dataset.py -d DIR``     -> ``cutouts train -d DIR``
 - all three in one flow                           -> ``cutouts run -i IN -o OUT``
-- check a dataset against the contract            -> ``cutouts verify -d DIR [-i IN]``
+- check a dataset against the contract            -> ``cutouts verify -d DIR [-i IN [--deep]]``
 
 Every command ends with one summary line. Exit status: 0 when a dataset was written (even
 with rejections), 1 when none could be, or with ``--strict`` when anything was rejected.
@@ -144,7 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     _add_common(p)
 
-    p = sub.add_parser("verify", help="check a dataset against the cutout contract")
+    p = sub.add_parser(
+        "verify",
+        help="check a dataset against the cutout contract",
+        description="Check a dataset against the cutout contract (every cutout's values and "
+        "its sha256 in master_index.csv, the index, the accounting, croissant.json). Exit 1 "
+        "when anything is wrong.",
+    )
     p.add_argument(
         "-d",
         "--dataset_dir",
@@ -156,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input_dir",
         default=None,
         help="job folders the dataset was built from: recount each job's catalog rows",
+    )
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="with -i: also cut every indexed candidate again from its job folder and compare "
+        "it byte for byte with the dataset's cutout (costs what loading and cutting the jobs "
+        "cost)",
     )
     p.add_argument(
         "--no-croissant",
@@ -181,6 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["rapid", "seed"],
         default=None,
         help="folder layout (simulate.layout; default rapid)",
+    )
+    p.add_argument(
+        "--photutils",
+        choices=["2", "3", "alternate"],
+        default=None,
+        help="catalog column names of photutils 2 or 3 (simulate.photutils; default: "
+        "alternate per job)",
+    )
+    p.add_argument(
+        "--names",
+        choices=["2025", "2026"],
+        default=None,
+        help="RAPID file names: 2025, or 2026 with the zogy_ prefix (simulate.names)",
+    )
+    p.add_argument(
+        "--catalogs",
+        choices=["text", "parquet_only", "no_finder"],
+        default=None,
+        help="catalog files: text (2026: plus parquet), the 2026 parquet alone, or no "
+        "finder catalog as before July 2025 (simulate.catalogs)",
     )
     _add_common(p)
     p = sub.add_parser("serve", help="serve build_dataset on a schedule from this process")
@@ -288,6 +321,9 @@ def _simulate(args: argparse.Namespace, params) -> int:
         seed=args.seed,
         workers=args.workers,
         layout=args.layout,
+        photutils=args.photutils,
+        names=args.names,
+        catalogs=args.catalogs,
     ).simulate
     t0 = time.perf_counter()
     summaries = simulate_jobs(
@@ -303,6 +339,10 @@ def _simulate(args: argparse.Namespace, params) -> int:
         match_radius_px=sim.match_radius_px,
         injections_per_mpx=sim.injections_per_mpx,
         bogus_density=sim.bogus_density,
+        photutils=sim.photutils,
+        names=sim.names,
+        catalogs=sim.catalogs,
+        science_cards=sim.science_cards,
     )
     for s in summaries:
         print(format_summary(s))
@@ -321,13 +361,20 @@ def _simulate(args: argparse.Namespace, params) -> int:
 
 def _verify(args: argparse.Namespace, params) -> int:
     """Check a dataset (no Prefect run, no API server): one line per problem, then a summary."""
+    from tasks.layouts import LabelOptions
     from tasks.verify import verify_dataset
 
+    if args.deep and args.input_dir is None:
+        print("cutouts: verify --deep needs -i INPUT_DIR (the job folders)", file=sys.stderr)
+        return 2
     report = verify_dataset(
         args.dataset_dir,
         args.input_dir,
         require_croissant=args.require_croissant,
         input_layout=params.cutouts.input_layout,
+        deep=args.deep,
+        labels=LabelOptions(**params.labels.model_dump()),
+        batch=params.cutouts.batch,
     )
     print(report)  # one line per problem, the notes, then the summary line
     return 0 if report.ok else 1

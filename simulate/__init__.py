@@ -23,11 +23,12 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from simulate.catalogs import bogus_kinds, find_and_fit, match_one_to_one, moments
-from simulate.layouts import WRITERS, JobProducts
-from simulate.scene import FILTERS, SceneParams, make_epoch, make_static_sky
+from simulate.layouts import WRITERS, JobProducts, RapidVariant
+from simulate.scene import EXPTIME, FILTERS, SceneParams, make_epoch, make_static_sky
 from tasks.atomic import atomic_write_text
 from tasks.layouts import BOGUS_KINDS as _BOGUS_KINDS
 from tasks.layouts import SIMULATED_REAL
+from tasks.truth import ROMAN_BAND_ZEROPOINTS
 
 __all__ = [
     "BOGUS_KINDS",
@@ -81,6 +82,17 @@ def _wcs(field_index: int, shape: tuple[int, int]) -> WCS:
     return w
 
 
+def injection_counts(injected: pd.DataFrame, plan: dict[str, Any]) -> np.ndarray:
+    """Raw-image counts of injected fakes, as RAPID writes them in the injection list.
+
+    ``10 ** (-0.4 * (mag_AB - (ZPTMAG + zp_band)))`` (``rapid_source_injections.py``);
+    ``injected["mag"]`` is instrumental (AB - ZPTMAG), as in the truth index.
+    """
+    mag_ab = injected["mag"].to_numpy(np.float64) + plan["ZPTMAG"]
+    zeropoint = plan["ZPTMAG"] + ROMAN_BAND_ZEROPOINTS[plan["FILTER"]]
+    return 10.0 ** (-0.4 * (mag_ab - zeropoint))
+
+
 def job_plan(k: int, fields: int) -> dict[str, Any]:
     """Field, epoch, filter, obsid, SCA and MJD of job k (0-based)."""
     f, epoch = k % fields, k // fields
@@ -94,7 +106,7 @@ def job_plan(k: int, fields: int) -> dict[str, Any]:
         "OBSID": 26000 + 37 * k,
         "SCA_NUM": 1 + f % 18,
         "MJD-OBS": round(62336.0 + 5.0 * epoch + 0.01 * f, 5),
-        "EXPTIME": 139.8,
+        "EXPTIME": EXPTIME[filt],
         "SKY": 0.05,
         "PROCDATE": 20260101,
     }
@@ -109,6 +121,10 @@ def simulate_job(
     fields: int = 3,
     mag_limit: float = 26.0,
     match_radius_px: float = 4.0,
+    photutils: str = "alternate",
+    names: str = "2025",
+    catalogs: str = "text",
+    science_cards: bool = True,
     **scene_params: Any,
 ) -> JobSummary:
     """Simulate job ``k`` of a run and write it in ``layout`` to ``job_dir``.
@@ -124,6 +140,9 @@ def simulate_job(
     mag_limit, match_radius_px : float
         Labelling: a detection is real when a transient or injected fake brighter than
         ``mag_limit`` (AB) lies within ``match_radius_px``, matched one-to-one.
+    photutils, names, catalogs, science_cards
+        The real RAPID output a ``rapid`` job imitates (:class:`RapidVariant`);
+        ``photutils="alternate"`` writes photutils 2 columns for even ``k``, 3 for odd.
     scene_params
         Overrides of :class:`SceneParams` fields.
     """
@@ -131,6 +150,9 @@ def simulate_job(
     job_dir = Path(job_dir)
     if layout not in WRITERS:
         raise ValueError(f"unknown layout {layout!r}; known: {sorted(WRITERS)}")
+    if photutils == "alternate":
+        photutils = "2" if k % 2 == 0 else "3"
+    variant = RapidVariant(photutils, names, catalogs, science_cards)  # type: ignore[arg-type]
     shape = (size, size) if isinstance(size, int) else tuple(size)
     params = replace(SceneParams(), **scene_params)
     plan = job_plan(k, fields)
@@ -187,8 +209,11 @@ def simulate_job(
         psfcat=psfcat,
         labels=labels,
         truth=table,
-        injected=pd.DataFrame({"x": injected["x"], "y": injected["y"], "flux": injected["flux"]}),
+        injected=pd.DataFrame(
+            {"x": injected["x"], "y": injected["y"], "flux": injection_counts(injected, plan)}
+        ),
         kinds=row_kinds,
+        variant=variant,
     )
     WRITERS[layout](job_dir, products)
     inj_rows = set(np.flatnonzero(truth["kind"] == "injected"))
@@ -239,22 +264,24 @@ def simulate_jobs(
     layout: str = "rapid",
     fields: int = 3,
     gallery: bool = False,
-    **scene_params: Any,
+    **job_params: Any,
 ) -> list[JobSummary]:
     """Simulate ``n_jobs`` job folders ``jid0001``, ``jid0002``, ... in ``out_dir``.
 
     Also writes the field lists, and with ``gallery=True`` a ``gallery.png`` of example
     real and bogus cutouts per kind. ``workers > 1`` simulates jobs in parallel processes.
+    ``job_params`` go to :func:`simulate_job` (labelling, :class:`RapidVariant` choices,
+    :class:`SceneParams` fields).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [(out_dir / f"jid{k + 1:04d}", k, size, seed, layout, fields) for k in range(n_jobs)]
     if workers > 1 and n_jobs > 1:
         with ProcessPoolExecutor(max_workers=min(workers, n_jobs)) as pool:
-            futures = [pool.submit(simulate_job, *a, **scene_params) for a in args]
+            futures = [pool.submit(simulate_job, *a, **job_params) for a in args]
             summaries = [f.result() for f in futures]
     else:
-        summaries = [simulate_job(*a, **scene_params) for a in args]
+        summaries = [simulate_job(*a, **job_params) for a in args]
     write_field_lists(out_dir, summaries, fields)
     if gallery and summaries:
         from simulate.gallery import write_gallery

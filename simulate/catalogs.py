@@ -24,6 +24,7 @@ from tasks.truth import match_one_to_one
 
 __all__ = [
     "FINDER_COLUMNS",
+    "PHOTUTILS3_NAMES",
     "PSFCAT_COLUMNS",
     "bogus_kinds",
     "find_and_fit",
@@ -61,16 +62,21 @@ PSFCAT_COLUMNS = (
     "npixfit",
     "qfit",
     "cfit",
+    "reduced_chi2",
     "flags",
     "ra",
     "dec",
 )
-_RENAME = {
-    "x_centroid": "xcentroid",
-    "y_centroid": "ycentroid",
-    "n_pixels": "npix",
-    "n_pixels_fit": "npixfit",
+#: Catalog columns photutils 3 (April 2026) renamed: photutils 2 name -> photutils 3 name,
+#: from photutils' 3.0.0 changelog (#2241). Written out here, apart from the reader's own
+#: table (:data:`tasks.layouts.PHOTUTILS_RENAMES`), so tests compare two sources.
+PHOTUTILS3_NAMES = {
+    "xcentroid": "x_centroid",
+    "ycentroid": "y_centroid",
+    "npix": "n_pixels",
+    "npixfit": "n_pixels_fit",
 }
+_RENAME = {new: old for old, new in PHOTUTILS3_NAMES.items()}
 
 
 def find_and_fit(
@@ -102,10 +108,11 @@ def find_and_fit(
         }
     )
     phot = PSFPhotometry(CircularGaussianPRF(fwhm=fwhm), (5, 5), aperture_radius=3)
+    error = np.full(filled.shape, std, np.float64)  # RAPID passes D's uncertainty image
     if len(init):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = phot(filled, mask=masked, init_params=init)
+            res = phot(filled, mask=masked, init_params=init, error=error)
     else:
         res = Table(names=["id", "x_fit", "y_fit"], dtype=[int, float, float])
     res = _plain(res, [c for c in PSFCAT_COLUMNS if c not in ("ra", "dec")])
@@ -119,11 +126,18 @@ def find_and_fit(
 
 
 def _plain(table: Table, columns) -> Table:
-    """A plain Table with RAPID's column names (photutils 3 renamed a few), in order."""
+    """A plain Table with photutils 2 column names (photutils 3 renamed a few), in order.
+
+    A column this photutils does not make is 0, or NaN for ``reduced_chi2`` (photutils 2.3+).
+    """
     names = {_RENAME.get(n, n): n for n in table.colnames if not n.startswith("_")}
-    return Table(
-        {c: (np.asarray(table[names[c]]) if c in names else np.zeros(len(table))) for c in columns}
-    )
+
+    def column(c: str) -> np.ndarray:
+        if c in names:
+            return np.asarray(table[names[c]])
+        return np.full(len(table), np.nan if c == "reduced_chi2" else 0.0)
+
+    return Table({c: column(c) for c in columns})
 
 
 def moments(diff: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,31 +1,43 @@
 """Writers of simulated job folders, one per layout, registered by name.
 
-``rapid`` writes what a real RAPID job folder holds (``../shared/docs/rapid-formats.md``):
-the four images, the reformatted science image with its header, ``diffpsf.fits``, the
-finder and PSF-fit catalogs, the injection list and the simulation truth index (both
-1-based, as galsim writes them), and one file no real folder has: the simulator's cause of
-every detection, :data:`KINDS_FILE` (``id kind``, see :data:`tasks.layouts.SIMULATED_KINDS_FILE`).
-``seed`` writes the simplified layout the seed scripts read: the four images and
-``psfcat.csv``.
+``rapid`` writes what a real RAPID job folder holds (``docs/input-formats.md``, with the
+RAPID source file behind each fact): the four images, the reformatted science image with
+its header, ``diffpsf.fits``, the finder and PSF-fit catalogs, the injection list and the
+simulation truth index (both 1-based, as galsim writes them), and one file no real folder
+has: the simulator's cause of every detection, :data:`KINDS_FILE` (``id kind``, see
+:data:`tasks.layouts.SIMULATED_KINDS_FILE`). :class:`RapidVariant` picks which real RAPID
+output it imitates: photutils 2 or 3 column names, 2025 or 2026 file names, text catalogs
+(and the 2026 parquet), the 2026 parquet alone, or a PSF-fit catalog without a finder
+catalog (before July 2025). ``seed`` writes the simplified layout the seed scripts read:
+the four images and ``psfcat.csv``.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, join
 
+from simulate.catalogs import PHOTUTILS3_NAMES
 from simulate.scene import Scene
 from tasks.atomic import atomic_output, atomic_write_text
 from tasks.layouts import SIMULATED_KINDS_FILE
 
-__all__ = ["KINDS_FILE", "WRITERS", "JobProducts", "write_rapid", "write_seed"]
+__all__ = [
+    "KINDS_FILE",
+    "WRITERS",
+    "JobProducts",
+    "RapidVariant",
+    "write_rapid",
+    "write_seed",
+]
 
 SCIENCE = "bkg_subbed_science_image.fits"
 REFERENCE_GM = "awaicgen_output_mosaic_image_resampled_gainmatched.fits"
@@ -36,6 +48,39 @@ SCORE = "scorrimage_masked.fits"
 #: ``real`` for detections matched to a real source, else the bogus kind (one definition,
 #: shared with the reader :class:`tasks.layouts.RapidLayout`).
 KINDS_FILE = SIMULATED_KINDS_FILE
+
+
+@dataclass(frozen=True)
+class RapidVariant:
+    """Which real RAPID output a simulated ``rapid`` job imitates.
+
+    ``photutils``: ``2`` writes photutils 2.2 columns (``xcentroid``, ``npix``, ``npixfit``,
+    no ``reduced_chi2``), ``3`` photutils 3 columns (``x_centroid``, ``n_pixels``,
+    ``n_pixels_fit``, ``reduced_chi2``). ``names``: ``2025`` writes ``diffimage_masked*``,
+    ``2026`` the ``zogy_`` prefix of March 2026 on (the score image keeps its name).
+    ``catalogs``: ``text`` writes the finder and PSF-fit text catalogs (with 2026 names also
+    the parquet product, the PSF-fit catalog inner-joined with the finder's on ``id``),
+    ``parquet_only`` that parquet alone (2026 names), ``no_finder`` the PSF-fit text
+    catalog alone, as before July 2025 (2025 names). ``science_cards``: false leaves
+    ``FILTER``, ``ZPTMAG`` and ``MJD-OBS`` out of the science image, so that only the
+    reformatted science image carries them.
+    """
+
+    photutils: Literal["2", "3"] = "2"
+    names: Literal["2025", "2026"] = "2025"
+    catalogs: Literal["text", "parquet_only", "no_finder"] = "text"
+    science_cards: bool = True
+
+    def __post_init__(self) -> None:
+        if self.catalogs == "parquet_only" and self.names != "2026":
+            raise ValueError("catalogs='parquet_only' needs names='2026' (parquet from 2026)")
+        if self.catalogs == "no_finder" and self.names != "2025":
+            raise ValueError("catalogs='no_finder' needs names='2025' (finder from July 2025)")
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of the difference image and its catalogs."""
+        return "zogy_" if self.names == "2026" else ""
 
 
 @dataclass
@@ -49,8 +94,9 @@ class JobProducts:
     psfcat: Table
     labels: pd.DataFrame  # per psfcat row: match (truth index or -1), fwhm, elongation
     truth: pd.DataFrame  # object_id ra dec x y realized_flux flux mag obj_type (0-based x, y)
-    injected: pd.DataFrame  # x y flux (0-based)
+    injected: pd.DataFrame  # x y flux (0-based; flux in raw-image counts)
     kinds: np.ndarray | None = None  # per psfcat row: "real" or its bogus kind
+    variant: RapidVariant = field(default_factory=RapidVariant)
 
 
 def _write_fits(path: Path, data: np.ndarray, cards: dict[str, object] | fits.Header) -> None:
@@ -81,15 +127,49 @@ def _write_text(path: Path, table: Table | pd.DataFrame, comment_header: bool = 
 def _images(job_dir: Path, p: JobProducts, reference_name: str) -> None:
     sc, meta = p.scene, p.meta
     sci_cards = fits.Header()
-    for k in ("FILTER", "ZPTMAG", "MJD-OBS", "EXPTIME", "SCA_NUM"):
+    keys = ("FILTER", "ZPTMAG", "MJD-OBS") if p.variant.science_cards else ()
+    for k in (*keys, "EXPTIME", "SCA_NUM"):
         sci_cards[k] = meta[k]
     sci_cards.extend(p.header.cards)
     _write_fits(job_dir / SCIENCE, sc.science, sci_cards)
     _write_fits(job_dir / reference_name, sc.reference, p.header)
     diff_cards = fits.Header([("FIELD", meta["FIELD"])])
     diff_cards.extend(p.header.cards)
-    _write_fits(job_dir / DIFFERENCE, sc.difference, diff_cards)
+    _write_fits(job_dir / f"{p.variant.prefix}{DIFFERENCE}", sc.difference, diff_cards)
     _write_fits(job_dir / SCORE, sc.score, p.header)
+
+
+def _photutils_columns(table: Table, version: str, psf_fit: bool) -> Table:
+    """``table`` (photutils 2 names, ``reduced_chi2`` kept) as photutils ``version`` writes it."""
+    if version == "2":
+        return table[[c for c in table.colnames if c != "reduced_chi2"]] if psf_fit else table
+    out = table.copy(copy_data=False)
+    out.rename_columns(
+        [c for c in out.colnames if c in PHOTUTILS3_NAMES],
+        [PHOTUTILS3_NAMES[c] for c in out.colnames if c in PHOTUTILS3_NAMES],
+    )
+    return out
+
+
+def _catalogs(job_dir: Path, p: JobProducts) -> None:
+    """The finder and PSF-fit catalogs as the variant's RAPID wrote them.
+
+    Text catalogs are astropy's default ``ascii.write`` format (space-separated, one header
+    line); the parquet is ``join(psfcat, finder, keys="id", join_type="inner")`` written
+    through pandas, as ``awsBatchSubmitJobs_runSingleSciencePipeline.py`` does.
+    """
+    v = p.variant
+    finder = _photutils_columns(p.finder, v.photutils, psf_fit=False)
+    psfcat = _photutils_columns(p.psfcat, v.photutils, psf_fit=True)
+    stem = f"{v.prefix}diffimage_masked_psfcat"
+    if v.catalogs != "parquet_only":
+        _write_text(job_dir / f"{stem}.txt", psfcat)
+    if v.catalogs == "text":
+        _write_text(job_dir / f"{stem}_finder.txt", finder)
+    if v.names == "2026" and v.catalogs != "no_finder":
+        joined = join(psfcat, finder, keys="id", join_type="inner").to_pandas()
+        with atomic_output(job_dir / f"{stem}.parquet") as fh:
+            joined.to_parquet(fh, engine="pyarrow")
 
 
 def write_seed(job_dir: Path, p: JobProducts) -> None:
@@ -111,7 +191,7 @@ def write_seed(job_dir: Path, p: JobProducts) -> None:
 
 
 def write_rapid(job_dir: Path, p: JobProducts) -> None:
-    """Full RAPID layout (2025 file names), plus the simulator-only :data:`KINDS_FILE`."""
+    """Full RAPID layout as :attr:`JobProducts.variant` says, plus :data:`KINDS_FILE`."""
     job_dir.mkdir(parents=True, exist_ok=True)
     _images(job_dir, p, REFERENCE_GM)
     m = p.meta
@@ -124,8 +204,7 @@ def write_rapid(job_dir: Path, p: JobProducts) -> None:
     _write_fits(job_dir / f"{stem}_inject_reformatted.fits", raw, header)
     with atomic_output(job_dir / "diffpsf.fits") as fh:
         fits.PrimaryHDU(p.scene.psf_difference.astype(np.float32)).writeto(fh)
-    _write_text(job_dir / "diffimage_masked_psfcat_finder.txt", p.finder)
-    _write_text(job_dir / "diffimage_masked_psfcat.txt", p.psfcat)
+    _catalogs(job_dir, p)
     inj = p.injected
     _write_text(
         job_dir / f"{stem}_inject.txt",

@@ -1,9 +1,14 @@
 """Synthetic difference-imaging scenes: what one RAPID job sees.
 
 Conventions: images are ``(ny, nx)`` float32 arrays in DN/s; positions are 0-based pixel
-coordinates with ``x`` the column and ``y`` the row, pixel centres on integers. Fluxes
-follow the RAPID zero point: ``flux [DN/s] = 10 ** (-0.4 * (mag_AB - ZPTMAG))``. Every random
-draw comes from a ``numpy.random.Generator`` passed in, so seeds fix a scene.
+coordinates with ``x`` the column and ``y`` the row, pixel centres on integers. Fluxes are at
+the scale of RAPID's reformatted images: RAPID injects a fake of AB magnitude ``m`` as
+``10 ** (-0.4 * (m - (ZPTMAG + zp_band)))`` counts of the raw image, which it then divides by
+EXPTIME, so ``flux [DN/s] = 10 ** (-0.4 * (m - zpt))`` with
+``zpt = ZPTMAG + zp_band - 2.5 log10(EXPTIME)`` (:func:`dn_zeropoint`, about 26.5 for H158).
+Noise is set by a point-source depth in AB magnitudes, so the signal-to-noise of a source of
+given magnitude does not depend on that scale. Every random draw comes from a
+``numpy.random.Generator`` passed in, so seeds fix a scene.
 
 A *field* is a patch of static sky (stars and galaxies) observed at several *epochs*; each
 epoch is one job. The reference is the field's deep coadd resampled onto the epoch's grid
@@ -20,12 +25,15 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from simulate.zogy import WORKERS, fft_shape, kernel_spectrum, zogy
+from tasks.truth import ROMAN_BAND_ZEROPOINTS
 
 __all__ = [
+    "EXPTIME",
     "FILTERS",
     "Scene",
     "SceneParams",
     "StaticSky",
+    "dn_zeropoint",
     "flux_from_mag",
     "make_epoch",
     "make_static_sky",
@@ -33,9 +41,21 @@ __all__ = [
     "render_points",
 ]
 
-#: Filters and their zero points (AB mag of 1 DN/s), as in RAPID science headers.
+#: Filters and the ``ZPTMAG`` card of their science headers (magnitudes), as in the Roman
+#: TDS simulations RAPID processes.
 FILTERS: dict[str, float] = {"H158": 17.638, "R062": 16.954}
+#: ``EXPTIME`` of the science exposures per filter, seconds, as in the Roman TDS simulations.
+EXPTIME: dict[str, float] = {"H158": 302.275, "R062": 161.025}
 _STAMP = 7  # half-size of a rendered point-source stamp (15x15 pixels)
+
+
+def dn_zeropoint(filt: str) -> float:
+    """AB magnitude of a source of 1 DN/s in a reformatted image of filter ``filt``.
+
+    ``ZPTMAG + zp_band - 2.5 log10(EXPTIME)``, with ``zp_band`` galsim's Roman bandpass
+    zero point (:data:`tasks.truth.ROMAN_BAND_ZEROPOINTS`).
+    """
+    return FILTERS[filt] + ROMAN_BAND_ZEROPOINTS[filt] - 2.5 * np.log10(EXPTIME[filt])
 
 
 def flux_from_mag(mag: np.ndarray | float, zpt: float) -> np.ndarray:
@@ -104,7 +124,7 @@ class Scene:
     truth: dict[str, np.ndarray]
     bogus_sources: dict[str, np.ndarray] = field(default_factory=dict)
     sky_sigma: float = 1.0
-    zpt: float = 17.638
+    zpt: float = 26.5  # AB magnitude of 1 DN/s (:func:`dn_zeropoint`)
 
 
 def moffat_stamp(fwhm: float, beta: float, half: int = _STAMP) -> np.ndarray:
@@ -282,7 +302,7 @@ def make_epoch(
     """
     p = params
     ny, nx = shape
-    zpt = FILTERS[filt]
+    zpt = dn_zeropoint(filt)
     mpx = ny * nx / 1e6
     psf_s = moffat_stamp(p.fwhm_science_px, p.moffat_beta)
     psf_r = moffat_stamp(p.fwhm_reference_px, p.moffat_beta)

@@ -7,11 +7,14 @@ keys are rejected so a typo in ``params.yaml`` fails loudly instead of being ign
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.truth import ROMAN_BAND_ZEROPOINTS
 
 __all__ = [
     "CroissantParams",
@@ -49,6 +52,31 @@ class SimulateParams(_Section):
     mag_limit: float = Field(26.0, description="Truth fainter than this (AB) does not label real.")
     match_radius_px: float = Field(4.0, gt=0, description="Truth-detection matching radius, px.")
     gallery: bool = Field(True, description="Write gallery.png of example cutouts per kind.")
+    photutils: Literal["2", "3", "alternate"] = Field(
+        "alternate",
+        description="Catalog column names: photutils 2 (xcentroid, npix, npixfit), photutils 3 "
+        "(x_centroid, n_pixels, n_pixels_fit, reduced_chi2), or alternate per job.",
+    )
+    names: Literal["2025", "2026"] = Field(
+        "2025", description="RAPID file names: 2025, or 2026 with the zogy_ prefix."
+    )
+    catalogs: Literal["text", "parquet_only", "no_finder"] = Field(
+        "text",
+        description="Catalog files: text (with 2026 names also the parquet), the 2026 "
+        "parquet alone, or the PSF-fit catalog without a finder catalog (before July 2025).",
+    )
+    science_cards: bool = Field(
+        True,
+        description="False: FILTER, ZPTMAG, MJD-OBS only in the reformatted science image.",
+    )
+
+    @model_validator(mode="after")
+    def _real_variant(self) -> SimulateParams:
+        if self.catalogs == "parquet_only" and self.names != "2026":
+            raise ValueError("simulate.catalogs parquet_only needs names 2026")
+        if self.catalogs == "no_finder" and self.names != "2025":
+            raise ValueError("simulate.catalogs no_finder needs names 2025")
+        return self
 
 
 class CutoutParams(_Section):
@@ -97,10 +125,34 @@ class LabelParams(_Section):
     truth_origin: float = Field(
         1.0, description="Pixel coordinate of the first pixel centre in truth files (galsim: 1)."
     )
-    mag_limit: float = Field(26.0, description="Truth fainter than this AB magnitude is ignored.")
+    mag_limit: float = Field(
+        26.0,
+        description="Only truth strictly brighter than this AB magnitude labels real (a "
+        "source exactly at it does not).",
+    )
     match_radius_px: float = Field(
         4.0, gt=0, description="One-to-one matching radius, pixels (a pair at it matches)."
     )
+    band_zeropoints: dict[str, float] = Field(
+        default_factory=lambda: dict(ROMAN_BAND_ZEROPOINTS),
+        min_length=1,
+        description="galsim's Roman bandpass AB zero point per FILTER, magnitudes: injected "
+        "fakes' AB magnitude is ZPTMAG + this - 2.5 log10(flux counts). A job with an "
+        "injection list whose filter is not here is rejected.",
+    )
+    truth_index_zeropoint: float | None = Field(
+        None,
+        description="Zero point added to the simulation truth index's instrumental mag, "
+        "magnitudes; null: the science header's ZPTMAG.",
+    )
+
+    @field_validator("band_zeropoints")
+    @classmethod
+    def _finite_zeropoints(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not math.isfinite(v)}
+        if bad:
+            raise ValueError(f"band zero points must be finite numbers: {bad}")
+        return value
 
 
 class SelectParams(_Section):

@@ -11,6 +11,7 @@ position is missing or not finite, is rejected.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ __all__ = [
     "candidate_pixels",
     "cut_job",
     "cutout_filename",
+    "cutout_sha256",
     "cutout_task",
     "extract_stamps",
     "npy_bytes",
@@ -85,6 +87,26 @@ def npy_bytes(tensor: np.ndarray) -> bytes:
     if tensor.shape != _TENSOR_SHAPE or tensor.dtype != np.float32:
         raise ValueError(f"expected {_TENSOR_SHAPE} float32, got {tensor.shape} {tensor.dtype}")
     return _HEADER + np.ascontiguousarray(tensor, dtype="<f4").tobytes()
+
+
+def cutout_sha256(tensor: np.ndarray) -> str:
+    """Lowercase hex SHA-256 of a cutout's 65,536 data bytes (the index's ``sha256``).
+
+    Parameters
+    ----------
+    tensor : ndarray, shape (64, 64, 4), float32
+        One cutout, C-contiguous, in the little-endian byte order it is stored in (what the
+        files layout writes after the .npy header, and what a shard holds in its row).
+
+    Returns
+    -------
+    str
+        64 hex digits. The .npy header is not hashed, so both output layouts give a cutout
+        the same digest.
+    """
+    if tensor.shape != _TENSOR_SHAPE or tensor.dtype != np.dtype("<f4"):
+        raise ValueError(f"expected {_TENSOR_SHAPE} <f4, got {tensor.shape} {tensor.dtype.str}")
+    return hashlib.sha256(np.ascontiguousarray(tensor).data).hexdigest()
 
 
 def cutout_filename(job_id: str, catalog_row: int) -> str:
@@ -300,12 +322,14 @@ def _tensor_batches(
 
 def _write_files(
     folder: Path, names: list[str], batches: Iterator[tuple[int, np.ndarray]], written: list[Path]
-) -> None:
+) -> list[str]:
     """Files layout: one ``np.save``-identical .npy per cutout, written atomically.
 
     Names are relative to one open descriptor of ``folder``; header and tensor go out in
-    one ``writev``.
+    one ``writev``. Returns the :func:`cutout_sha256` of each cutout, in ``names`` order,
+    hashed from the same buffer that is written.
     """
+    digests: list[str] = []
     dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for start, tensors in batches:
@@ -314,23 +338,28 @@ def _write_files(
                     if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
                         _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
                 written.append(folder / name)
+                digests.append(cutout_sha256(tensor))
     finally:
         os.close(dfd)
+    return digests
 
 
 def _write_shard(
     path: Path, n: int, batches: Iterator[tuple[int, np.ndarray]], written: list[Path]
-) -> None:
+) -> list[str]:
     """Shards layout: one ``(n, 64, 64, 4)`` float32 .npy (``np.save`` bytes), streamed.
 
     Memory stays at one batch of tensors whatever ``n`` is; the shard appears under its
-    name only once complete.
+    name only once complete. Returns the :func:`cutout_sha256` of each row, in row order.
     """
+    digests: list[str] = []
     with _atomic_fd(path) as fd:
         _write_all(fd, _npy_header((n, *_TENSOR_SHAPE)))
         for _, tensors in batches:
             _write_all(fd, tensors.data)
+            digests.extend(cutout_sha256(tensor) for tensor in tensors)
     written.append(path)
+    return digests
 
 
 def cut_job(
@@ -361,7 +390,8 @@ def cut_job(
     -------
     JobCutouts
         Index rows (with ``cutout_filename``, ``score_peak`` (:func:`score_peak` of the raw
-        score image), and ``shard``/``row`` for shards) and per-row rejections of the job.
+        score image), ``sha256`` (:func:`cutout_sha256`, hashed as each cutout is written),
+        and ``shard``/``row`` for shards) and per-row rejections of the job.
         If writing fails part-way, the files already written for this job are removed and
         the error propagates.
     """
@@ -395,16 +425,18 @@ def cut_job(
     r_all, c_all = candidate_pixels(rows["x"].to_numpy(), rows["y"].to_numpy())
     rows["score_peak"] = score_peak(images["score"], r_all, c_all)
     written: list[Path] = []
+    digests: list[str] = []
     try:
         batches = _tensor_batches(images, limits, r_all, c_all, batch)
         if layout == "files":
             folder = out_dir / CUTOUT_DIR
             folder.mkdir(parents=True, exist_ok=True)
             names = [f.rpartition("/")[2] for f in files]
-            _write_files(folder, names, batches, written)
+            digests = _write_files(folder, names, batches, written)
         elif files:
             (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-            _write_shard(out_dir / files[0], len(rows), batches, written)
+            digests = _write_shard(out_dir / files[0], len(rows), batches, written)
+        rows["sha256"] = pd.Series(digests, index=rows.index, dtype="string")
         atomic_write_text(
             manifest_path(out_dir, job.job_id, layout),
             json.dumps({"job_id": job.job_id, "layout": layout, "files": files}),
@@ -415,9 +447,12 @@ def cut_job(
                 path.unlink()
         raise
     notes = [
-        f"{ch} channel {lim.status.replace('_', ' ')}: all zeros"
-        for ch, lim in limits.items()
-        if not lim.usable
+        *job.notes,
+        *(
+            f"{ch} channel {lim.status.replace('_', ' ')}: all zeros"
+            for ch, lim in limits.items()
+            if not lim.usable
+        ),
     ]
     return JobCutouts(
         job_id=job.job_id,

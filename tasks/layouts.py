@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from tasks.errors import CatalogError, JobError
 from tasks.schema import CANDIDATE_COLUMNS
+from tasks.truth import (
+    ROMAN_BAND_ZEROPOINTS,
+    label_detections,
+    read_injections,
+    read_simulation_truth,
+)
 
 __all__ = [
     "BOGUS_KINDS",
@@ -70,13 +77,39 @@ class LabelOptions:
     """How truth labels candidates (``labels:`` section of ``params.yaml``).
 
     ``truth_origin`` is the pixel coordinate of the first pixel centre in truth files
-    (galsim: 1); ``mag_limit`` the AB magnitude below which truth labels real;
-    ``match_radius_px`` the one-to-one matching radius in pixels (inclusive).
+    (galsim: 1); ``mag_limit`` the AB magnitude below which truth labels real (a source
+    exactly at it does not); ``match_radius_px`` the one-to-one matching radius in pixels
+    (inclusive); ``band_zeropoints`` the galsim Roman bandpass AB zero point of each filter
+    (``(FILTER, mag)`` pairs; a mapping is accepted and sorted), added to ``ZPTMAG`` for
+    injected fakes; ``truth_index_zeropoint`` the zero point added to the simulation truth
+    index's ``mag`` (``None``: the science header's ``ZPTMAG``).
     """
 
     truth_origin: float = 1.0
     mag_limit: float = 26.0
     match_radius_px: float = 4.0
+    band_zeropoints: tuple[tuple[str, float], ...] = tuple(sorted(ROMAN_BAND_ZEROPOINTS.items()))
+    truth_index_zeropoint: float | None = None
+
+    def __post_init__(self) -> None:
+        pairs = self.band_zeropoints
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        object.__setattr__(
+            self, "band_zeropoints", tuple(sorted((str(k), float(v)) for k, v in items))
+        )
+
+
+class ParsedCatalog(NamedTuple):
+    """What a layout makes of a job's catalogs.
+
+    ``table`` has the columns :data:`tasks.schema.CANDIDATE_COLUMNS`, one row per catalog
+    row; ``rejects`` lists ``(catalog_row, reason)`` of rows that cannot be used; ``notes``
+    says what was unusual but handled (e.g. a finder-less RAPID job).
+    """
+
+    table: pd.DataFrame
+    rejects: list[tuple[int, str]]
+    notes: list[str]
 
 
 class Layout:
@@ -112,6 +145,11 @@ class Layout:
         """Every non-image file the layout reads for a job (raises JobError if one is missing)."""
         raise NotImplementedError
 
+    @staticmethod
+    def header_files(job_dir: Path) -> list[Path]:
+        """Files whose primary header supplies job cards the science image lacks."""
+        return []
+
     def input_files(self, job_dir: Path) -> list[Path]:
         """Images in channel order, then :meth:`catalog_files`."""
         images = self.resolve_images(job_dir)
@@ -119,8 +157,8 @@ class Layout:
 
     def parse_catalog(
         self, job_id: str, job_dir: Path, options: LabelOptions, headers: dict[str, object]
-    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-        """Candidate table (columns :data:`CANDIDATE_COLUMNS`) and per-row rejections.
+    ) -> ParsedCatalog:
+        """Candidate table (columns :data:`CANDIDATE_COLUMNS`), per-row rejections, notes.
 
         ``headers`` holds FITS cards of the job's images (``ZPTMAG``, ``FILTER``, ...).
         """
@@ -256,7 +294,7 @@ class SeedLayout(Layout):
         job_dir: Path,
         options: LabelOptions | None = None,
         headers: dict[str, object] | None = None,
-    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    ) -> ParsedCatalog:
         """Parse ``psfcat.csv``.
 
         Returns
@@ -267,6 +305,8 @@ class SeedLayout(Layout):
         rejects : list of (int, str)
             Catalog rows that cannot be used, with a reason (missing or non-finite position,
             non-numeric ``match`` or feature value).
+        notes : list of str
+            Always empty.
         """
         path = job_dir / self.catalog
         raw = _read_text_table(job_id, path, sep=",")
@@ -308,7 +348,8 @@ class SeedLayout(Layout):
                 out[column] = values
         rejects = sorted(reasons.items())
         out["labelled"] = True
-        return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), rejects
+        table = out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS)
+        return ParsedCatalog(table, rejects, [])
 
 
 _REFERENCES = (
@@ -325,6 +366,15 @@ _PSFCAT = tuple(
 _KEY = "__id_key__"
 #: Column telling joined rows from unjoined ones (pandas' default ``_merge`` may be taken).
 _MERGE = "__merge__"
+#: photutils 3 (April 2026) names of catalog columns -> the photutils 2 names the index keeps.
+#: RAPID installs photutils unpinned, so its catalogs carry either set
+#: (``docs/input-formats.md``); this is the one place the two are reconciled.
+PHOTUTILS_RENAMES: dict[str, str] = {
+    "x_centroid": "xcentroid",
+    "y_centroid": "ycentroid",
+    "n_pixels": "npix",
+    "n_pixels_fit": "npixfit",
+}
 _FINDER_FEATURES = ("sharpness", "roundness1", "roundness2", "npix", "peak", "mag", "daofind_mag")
 _PSF_FEATURES = (
     "flux_err",
@@ -335,6 +385,7 @@ _PSF_FEATURES = (
     "flags",
     "local_bkg",
     "npixfit",
+    "reduced_chi2",
     "ra",
     "dec",
 )
@@ -378,11 +429,26 @@ def _check_fields(job_id: str, path: Path, comment: str = "") -> str:
     return text
 
 
+def _photutils2_names(job_id: str, path: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """Rename photutils 3 columns to their photutils 2 names (:data:`PHOTUTILS_RENAMES`).
+
+    Raises
+    ------
+    CatalogError
+        The catalog has both names of one column.
+    """
+    both = [f"{new}/{old}" for new, old in PHOTUTILS_RENAMES.items() if {new, old} <= set(table)]
+    if both:
+        raise CatalogError(job_id, f"has both photutils names of {', '.join(both)}", path)
+    return table.rename(columns=PHOTUTILS_RENAMES)
+
+
 def _read_table(job_id: str, path: Path) -> pd.DataFrame:
     """A RAPID catalog: whitespace text with one header line, or parquet.
 
     Text is checked first (:func:`_check_fields`): UTF-8 (BOM allowed), no NUL bytes, and
-    every non-blank line has as many whitespace-separated fields as the header.
+    every non-blank line has as many whitespace-separated fields as the header. Columns
+    come out with photutils 2 names whatever photutils wrote them (:func:`_photutils2_names`).
 
     Raises
     ------
@@ -394,15 +460,16 @@ def _read_table(job_id: str, path: Path) -> pd.DataFrame:
     """
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        text = _check_fields(job_id, path)
-        return pd.read_csv(
-            io.StringIO(text, newline=""),
-            sep=r"\s+",
-            engine="python",
-            index_col=False,
-            dtype={"id": str},  # ids join as text (:func:`_id_key`): no float rounding
-        )
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(
+                io.StringIO(_check_fields(job_id, path), newline=""),
+                sep=r"\s+",
+                engine="python",
+                index_col=False,
+                dtype={"id": str},  # ids join as text (:func:`_id_key`): no float rounding
+            )
+        return _photutils2_names(job_id, path, table)
     except CatalogError:
         raise
     except Exception as exc:  # whatever pandas or pyarrow make of a bad file
@@ -458,6 +525,59 @@ def _zero_point(job_id: str, value: object) -> float:
             f"science header ZPTMAG = {value!r} is not a finite number: truth magnitudes unknown",
         )
     return zpt
+
+
+def _band_zeropoint(job_id: str, value: object, options: LabelOptions) -> float:
+    """The galsim bandpass zero point of the science ``FILTER`` card (JobError if unknown)."""
+    table = dict(options.band_zeropoints)
+    if value is None:
+        raise JobError(job_id, "science header has no FILTER: injection magnitudes unknown")
+    name = str(value).strip()
+    if name not in table:
+        raise JobError(
+            job_id,
+            f"filter {name!r} has no band zero point in labels.band_zeropoints (known: "
+            f"{', '.join(sorted(table))}): injection magnitudes unknown",
+        )
+    return table[name]
+
+
+def _read_truth(
+    job_id: str,
+    inject: list[Path],
+    index: list[Path],
+    options: LabelOptions,
+    headers: dict[str, object],
+) -> pd.DataFrame:
+    """Truth rows of a job's injection lists and simulation truth indexes (0-based, AB).
+
+    Injected fakes take the zero point ``ZPTMAG + zp_band`` (:func:`_band_zeropoint`); the
+    truth index ``ZPTMAG``, or ``options.truth_index_zeropoint`` when set.
+
+    Raises
+    ------
+    CatalogError
+        A truth file with ragged rows or that does not parse.
+    JobError
+        ``ZPTMAG`` or ``FILTER`` needed but absent or not usable.
+    """
+    for path, comment in (*((p, "") for p in inject), *((p, "#") for p in index)):
+        try:  # truth files are read by pandas too: no ragged rows there either
+            _check_fields(job_id, path, comment)
+        except CatalogError as exc:
+            why = f"truth file does not parse ({exc.reason})"
+            raise CatalogError(job_id, why, path) from exc
+    frames = []
+    if inject:
+        zpt = _zero_point(job_id, headers.get("ZPTMAG"))
+        zpt += _band_zeropoint(job_id, headers.get("FILTER"), options)
+        frames += [read_injections(job_id, p, zpt, options.truth_origin) for p in inject]
+    if index:
+        zpt = options.truth_index_zeropoint
+        if zpt is None:
+            zpt = _zero_point(job_id, headers.get("ZPTMAG"))
+        frames += [read_simulation_truth(job_id, p, zpt, options.truth_origin) for p in index]
+    return pd.concat(frames, ignore_index=True)
 
 
 #: Pixels from the origin beyond which a position is in no image (its cutout is rejected).
@@ -588,19 +708,28 @@ class RapidLayout(Layout):
         index = sorted(job_dir.glob("Roman_TDS_index_*.txt"))
         return inject, index
 
+    @staticmethod
+    def header_files(job_dir: Path) -> list[Path]:
+        """RAPID's reformatted science images, whose headers back up the science image's.
+
+        ``Roman_TDS_simple_model_<FILTER>_<OBSID>_<SCA>_lite[_inject]_reformatted.fits``
+        (``pipeline/differenceImageSubs.py``): the raw image's header with ``BUNIT``,
+        in the primary HDU. Sorted by name; may be empty.
+        """
+        return sorted(job_dir.glob("Roman_TDS_simple_model_*_reformatted.fits"))
+
     def catalog_files(self, job_dir: Path) -> list[Path]:
+        """The PSF-fit catalog, the finder catalog when there is one, the truth files and
+        the simulator's sidecar when present (raises JobError without a PSF-fit catalog)."""
         finder, psfcat = _first(job_dir, _FINDER), _first(job_dir, _PSFCAT)
         if psfcat is None:
             raise JobError(
                 job_dir.name, f"PSF-fit catalog missing (looked for {', '.join(_PSFCAT)})"
             )
-        if finder is None:
-            raise JobError(
-                job_dir.name, f"finder catalog missing (looked for {', '.join(_FINDER)})"
-            )
         inject, index = self.truth_files(job_dir)
         kinds = job_dir / SIMULATED_KINDS_FILE
-        return [psfcat, finder, *inject, *index, *([kinds] if kinds.is_file() else [])]
+        files = [psfcat, *([finder] if finder else []), *inject, *index]
+        return [*files, kinds] if kinds.is_file() else files
 
     def count_rows(self, job_id: str, job_dir: Path) -> int:
         """Rows of the PSF-fit catalog only (never the finder's, the truth's or the sidecar's)."""
@@ -615,8 +744,8 @@ class RapidLayout(Layout):
         job_dir: Path,
         options: LabelOptions | None = None,
         headers: dict[str, object] | None = None,
-    ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-        """Join the PSF-fit and finder catalogs on ``id`` and label from the truth files.
+    ) -> ParsedCatalog:
+        """Read the candidates (:func:`_candidates`) and label them from the truth files.
 
         When the job has the simulator's :data:`SIMULATED_KINDS_FILE`, ``bogus_kind`` of
         every row labelled 0 is its ``kind`` joined on ``id`` (:data:`UNMATCHED_REAL` where
@@ -629,66 +758,16 @@ class RapidLayout(Layout):
             Missing required columns, duplicate ids, no id joining, unparsable files; a
             sidecar of kinds that does not cover the PSF-fit catalog's ids one-to-one.
         JobError
-            Truth files present but no ``ZPTMAG`` in the science header.
+            Truth files present but ``ZPTMAG`` (or, with injections, a known ``FILTER``)
+            missing from the headers.
         """
-        from tasks.truth import label_detections, read_injections, read_simulation_truth
-
         options = options or LabelOptions()
         headers = headers or {}
-        files = self.catalog_files(job_dir)
-        psf_path, finder_path = files[0], files[1]
-        psf = _read_table(job_id, psf_path)
-        finder = _read_table(job_id, finder_path)
-        for table, path, required in (
-            (psf, psf_path, ("id", "x_fit", "y_fit", "flux_fit")),
-            (finder, finder_path, ("id", "xcentroid", "ycentroid")),
-        ):
-            missing = [c for c in required if c not in table.columns]
-            if missing:
-                raise CatalogError(
-                    job_id, f"lacks column(s) {', '.join(missing)}; has {list(table.columns)}", path
-                )
-            keys = _id_keys(table["id"])
-            dup = keys.notna() & keys.duplicated()
-            if dup.any():
-                first = table["id"][dup].iloc[0]
-                raise CatalogError(job_id, f"id {_short(str(first))} appears more than once", path)
-            table[_KEY] = keys
-        if len(psf) == 0:
-            raise CatalogError(job_id, "catalog has a header but no rows", psf_path)
-        finder = finder[finder[_KEY].notna()].drop(columns="id")
-        joined = psf.merge(finder, on=_KEY, how="left", suffixes=("", "_finder"), indicator=_MERGE)
-        unmatched = (joined[_MERGE] == "left_only").to_numpy()
-        if unmatched.all():
-            raise CatalogError(
-                job_id,
-                f"no id of {psf_path.name} is in {finder_path.name}: the catalogs do not join",
-                psf_path,
-            )
-        n = len(psf)
-        no_key = joined[_KEY].isna().to_numpy()
-        rejects: dict[int, str] = {
-            int(i): (
-                f"id {_short(str(joined['id'].iloc[i]))} of {psf_path.name} is missing or not "
-                "a valid id"
-                if no_key[i]
-                else f"id {_short(str(joined['id'].iloc[i]))} of {psf_path.name} is not in "
-                f"{finder_path.name}"
-            )
-            for i in np.flatnonzero(unmatched)
-        }
-        num = lambda col: pd.to_numeric(joined[col], errors="coerce").to_numpy(np.float64)  # noqa: E731
-        out = pd.DataFrame({"catalog_row": np.arange(n, dtype=np.int64)})
-        out["x"], out["y"] = num("x_fit"), num("y_fit")
-        out["flux"] = out["flux_fit"] = num("flux_fit")
-        out["xcentroid"], out["ycentroid"] = num("xcentroid"), num("ycentroid")
-        if "flux" in joined.columns:
-            out["finder_flux"] = num("flux")
-        for col in (*_FINDER_FEATURES, *_PSF_FEATURES):
-            source = col if col in joined.columns else f"{col}_finder"
-            if source in joined.columns:
-                values = num(source)
-                out[col] = _whole(values) if CANDIDATE_COLUMNS.get(col) == "Int64" else values
+        psf_path = _first(job_dir, _PSFCAT)
+        if psf_path is None:
+            raise JobError(job_id, f"PSF-fit catalog missing (looked for {', '.join(_PSFCAT)})")
+        joined, rejects, notes = _candidates(job_id, psf_path, _first(job_dir, _FINDER))
+        out = _candidate_table(joined)
         kinds_path = job_dir / SIMULATED_KINDS_FILE  # checked even when it goes unused
         kinds = (
             _simulated_kinds(job_id, kinds_path, joined[_KEY], psf_path.name)
@@ -696,39 +775,121 @@ class RapidLayout(Layout):
             else None
         )
         inject, index = self.truth_files(job_dir)
-        if not inject and not index:
-            out["labelled"] = False
-            return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), sorted(
-                rejects.items()
+        out["labelled"] = bool(inject or index)
+        if inject or index:
+            truth = _read_truth(job_id, inject, index, options, headers)
+            truth["x"], truth["y"] = _near(truth["x"]), _near(truth["y"])
+            labels = label_detections(
+                _near(out["x"]), _near(out["y"]), truth, options.mag_limit, options.match_radius_px
             )
-        zpt = _zero_point(job_id, headers.get("ZPTMAG"))
-        for path, comment in (*((p, "") for p in inject), *((p, "#") for p in index)):
-            try:  # truth files are read by pandas too: no ragged rows there either
-                _check_fields(job_id, path, comment)
-            except CatalogError as exc:
-                why = f"truth file does not parse ({exc.reason})"
-                raise CatalogError(job_id, why, path) from exc
-        truth = pd.concat(
-            [
-                *(read_injections(job_id, p, zpt, options.truth_origin) for p in inject),
-                *(read_simulation_truth(job_id, p, zpt, options.truth_origin) for p in index),
-            ],
-            ignore_index=True,
+            for col in labels.columns:
+                out[col] = labels[col].to_numpy()
+            if kinds is not None:
+                bogus = (out["label"] == 0).fillna(False).to_numpy(bool)
+                kind = np.where(kinds == SIMULATED_REAL, UNMATCHED_REAL, kinds)
+                out["bogus_kind"] = pd.array(np.where(bogus, kind, None), dtype="string")
+        table = out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS)
+        return ParsedCatalog(table, sorted(rejects.items()), notes)
+
+
+def _keyed(job_id: str, table: pd.DataFrame, path: Path, required: tuple[str, ...]) -> None:
+    """Check ``required`` columns and unique ids of a catalog; add its join key column.
+
+    Raises
+    ------
+    CatalogError
+        A required column is missing, or an id appears twice.
+    """
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise CatalogError(
+            job_id, f"lacks column(s) {', '.join(missing)}; has {list(table.columns)}", path
         )
-        truth["x"], truth["y"] = _near(truth["x"]), _near(truth["y"])
-        labels = label_detections(
-            _near(out["x"]), _near(out["y"]), truth, options.mag_limit, options.match_radius_px
+    keys = _id_keys(table["id"])
+    dup = keys.notna() & keys.duplicated()
+    if dup.any():
+        first = table["id"][dup].iloc[0]
+        raise CatalogError(job_id, f"id {_short(str(first))} appears more than once", path)
+    table[_KEY] = keys
+
+
+def _candidates(
+    job_id: str, psf_path: Path, finder_path: Path | None
+) -> tuple[pd.DataFrame, dict[int, str], list[str]]:
+    """The PSF-fit catalog's rows with the finder's columns, in PSF-fit catalog order.
+
+    Three RAPID variants (``docs/input-formats.md``):
+
+    - a finder catalog beside the PSF-fit catalog (July 2025 on): joined **on ``id``**; a
+      PSF-fit row whose id is not in the finder catalog is rejected;
+    - a PSF-fit catalog that already holds the finder's columns (the 2026 parquet product,
+      an inner join on ``id``): read as it is;
+    - a PSF-fit catalog alone (runs before July 2025): finder columns empty, with a note.
+
+    Returns
+    -------
+    joined : DataFrame
+        PSF-fit columns, finder columns where known, the join key column ``_KEY``.
+    rejects : dict of int to str
+        0-based PSF-fit catalog rows that cannot be used, with the reason.
+    notes : list of str
+    """
+    psf = _read_table(job_id, psf_path)
+    _keyed(job_id, psf, psf_path, ("id", "x_fit", "y_fit", "flux_fit"))
+    if len(psf) == 0:
+        raise CatalogError(job_id, "catalog has a header but no rows", psf_path)
+    if finder_path is None:
+        psf[_MERGE] = "both"
+        if "xcentroid" in psf.columns:  # the parquet product: already joined
+            return psf, {}, []
+        note = (
+            f"no finder catalog beside {psf_path.name} (RAPID before July 2025): candidates "
+            "from the PSF-fit catalog alone, finder columns empty"
         )
-        for col in labels.columns:
-            out[col] = labels[col].to_numpy()
-        out["labelled"] = True
-        if kinds is not None:
-            bogus = (out["label"] == 0).fillna(False).to_numpy(bool)
-            kind = np.where(kinds == SIMULATED_REAL, UNMATCHED_REAL, kinds)
-            out["bogus_kind"] = pd.array(np.where(bogus, kind, None), dtype="string")
-        return out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS), sorted(
-            rejects.items()
+        return psf, {}, [note]
+    finder = _read_table(job_id, finder_path)
+    _keyed(job_id, finder, finder_path, ("id", "xcentroid", "ycentroid"))
+    finder = finder[finder[_KEY].notna()].drop(columns="id")
+    joined = psf.merge(finder, on=_KEY, how="left", suffixes=("", "_finder"), indicator=_MERGE)
+    unmatched = (joined[_MERGE] == "left_only").to_numpy()
+    if unmatched.all():
+        raise CatalogError(
+            job_id,
+            f"no id of {psf_path.name} is in {finder_path.name}: the catalogs do not join",
+            psf_path,
         )
+    no_key = joined[_KEY].isna().to_numpy()
+    rejects = {
+        int(i): (
+            f"id {_short(str(joined['id'].iloc[i]))} of {psf_path.name} is missing or not "
+            "a valid id"
+            if no_key[i]
+            else f"id {_short(str(joined['id'].iloc[i]))} of {psf_path.name} is not in "
+            f"{finder_path.name}"
+        )
+        for i in np.flatnonzero(unmatched)
+    }
+    return joined, rejects, []
+
+
+def _candidate_table(joined: pd.DataFrame) -> pd.DataFrame:
+    """Index columns of the joined catalogs: positions ``x_fit``, ``y_fit``, features.
+
+    Columns the catalogs lack (finder columns of a finder-less job, ``reduced_chi2`` before
+    photutils 2.3) stay absent here and come out empty in the index.
+    """
+    num = lambda col: pd.to_numeric(joined[col], errors="coerce").to_numpy(np.float64)  # noqa: E731
+    out = pd.DataFrame({"catalog_row": np.arange(len(joined), dtype=np.int64)})
+    out["x"], out["y"] = num("x_fit"), num("y_fit")
+    out["flux"] = out["flux_fit"] = num("flux_fit")
+    if "flux" in joined.columns:
+        out["finder_flux"] = num("flux")
+    for col in ("xcentroid", "ycentroid", *_FINDER_FEATURES, *_PSF_FEATURES):
+        source = col if col in joined.columns else f"{col}_finder"
+        if source in joined.columns:
+            values = num(source)
+            out[col] = _whole(values) if CANDIDATE_COLUMNS.get(col) == "Int64" else values
+    return out
 
 
 def detect_layout(job_dir: Path) -> str:

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: Header cards kept from each image (job metadata and the photometric zero point).
 _CARDS = ("FILTER", "ZPTMAG", "MJD-OBS", "FIELD", "EXPTIME", "SCA_NUM")
+#: Cards of the science exposure: taken from the science image, else from the layout's
+#: header files (RAPID's ``*_reformatted.fits``), never from the other images (a RAPID
+#: reference is rescaled to its own zero point).
+SCIENCE_CARDS = ("FILTER", "ZPTMAG", "MJD-OBS")
 
 _BITPIX = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
@@ -103,8 +107,20 @@ class JobSpec:
         return get_layout(self.resolved_layout()).input_files(self.path)
 
     def describe(self) -> dict[str, object]:
-        """What besides file contents decides the job's results (for cache keys)."""
-        return {"layout": self.resolved_layout(), "labels": repr(self.labels), "meta": self.meta}
+        """What besides file contents decides the job's results (for cache keys).
+
+        Includes the header cards of the layout's header files (RAPID's reformatted science
+        image), whose cards stand in for missing science cards: a header, not the file's
+        64 MB of pixels, enters the key.
+        """
+        layout = self.resolved_layout()
+        fallback = [] if self.remote else get_layout(layout).header_files(self.path)
+        return {
+            "layout": layout,
+            "labels": repr(self.labels),
+            "meta": self.meta,
+            "header_files": [(p.name, _header_cards(self.job_id, p)) for p in fallback],
+        }
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,7 @@ class JobData:
     table: pd.DataFrame
     row_rejects: list[tuple[int, str]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -380,6 +397,55 @@ def _header_number(job_id: str, images: dict[str, ImageInfo], card: str, value: 
         raise JobError(job_id, f"header card {card} = {value!r} is not a number", path) from exc
 
 
+def _header_cards(job_id: str, path: Path) -> dict[str, object]:
+    """The :data:`_CARDS` of a FITS file's primary header (only the header is read).
+
+    Raises
+    ------
+    JobError
+        The file is not a readable FITS file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            header = _read_header(fh)
+    except Exception as exc:
+        if isinstance(exc, OSError) and not _content_error(exc):
+            raise
+        raise JobError(job_id, f"header not readable ({exc})", path) from exc
+    return {k: header[k] for k in _CARDS if k in header}
+
+
+def job_cards(
+    job_id: str, images: dict[str, ImageInfo], header_files: list[Path]
+) -> tuple[dict[str, object], list[str]]:
+    """Header cards of a job, and a note naming any file other than the science image used.
+
+    :data:`SCIENCE_CARDS` come from the science image, else from the first of
+    ``header_files`` that has them; the other cards (``FIELD`` ...) from the science image,
+    else the difference, reference or score image.
+
+    Returns
+    -------
+    cards : dict
+    notes : list of str
+    """
+    cards: dict[str, object] = {}
+    for channel in ("score", "reference", "difference"):
+        cards.update((k, v) for k, v in images[channel].cards if k not in SCIENCE_CARDS)
+    science = images["science"]
+    cards.update(science.cards)
+    notes = []
+    for path in header_files:
+        missing = [c for c in SCIENCE_CARDS if c not in cards]
+        if not missing:
+            break
+        found = {k: v for k, v in _header_cards(job_id, path).items() if k in missing}
+        if found:
+            cards.update(found)
+            notes.append(f"{', '.join(found)} from {path.name}: not in {science.path.name}")
+    return cards, notes
+
+
 def load_job(spec: JobSpec) -> JobData:
     """Resolve a job's files, check its four images, parse and label its catalog.
 
@@ -387,7 +453,8 @@ def load_job(spec: JobSpec) -> JobData:
 
     Job-level columns are filled here: ``reference_file`` (the reference image used), and
     ``filter``, ``field``, ``mjd`` from the field lists when the run was given them, else from
-    the FITS headers (science FILTER, MJD-OBS; difference FIELD).
+    the FITS headers (:func:`job_cards`: science FILTER, MJD-OBS, else RAPID's reformatted
+    science image; difference FIELD).
 
     Raises
     ------
@@ -406,10 +473,10 @@ def load_job(spec: JobSpec) -> JobData:
     if len(set(shapes.values())) != 1:
         listed = ", ".join(f"{c} {s[0]}x{s[1]}" for c, s in shapes.items())
         raise JobError(spec.job_id, f"images differ in shape (rows x columns): {listed}")
-    headers: dict[str, object] = {}
-    for channel in ("score", "reference", "difference", "science"):  # science wins
-        headers.update(images[channel].cards)
-    table, rejects = layout.parse_catalog(spec.job_id, spec.path, spec.labels, headers)
+    headers, notes = job_cards(spec.job_id, images, layout.header_files(spec.path))
+    table, rejects, parse_notes = layout.parse_catalog(
+        spec.job_id, spec.path, spec.labels, headers
+    )
     meta = dict(spec.meta)
     table["reference_file"] = images["reference"].path.name
     for column, card in (("filter", "FILTER"), ("field", "FIELD"), ("mjd", "MJD-OBS")):
@@ -423,7 +490,7 @@ def load_job(spec: JobSpec) -> JobData:
     )
     catalog = layout.catalog_files(spec.path)[0]
     log.debug("%s: %d candidates, %d bad rows", spec.job_id, len(table), len(rejects))
-    return JobData(spec, images, catalog, table, rejects, files)
+    return JobData(spec, images, catalog, table, rejects, files, [*notes, *parse_notes])
 
 
 def reject_job(spec: JobSpec, error: Exception) -> JobRejection:

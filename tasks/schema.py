@@ -79,12 +79,13 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     _c("match_distance", "float64", "Distance to the matched truth source, pixels."),
     _c("truth_mag", "float64", "AB magnitude of the matched truth source."),
     # RAPID finder (photutils DAOStarFinder on D)
-    _c("xcentroid", "float64", "Finder centroid column, 0-based pixels."),
-    _c("ycentroid", "float64", "Finder centroid row, 0-based pixels."),
+    _c("xcentroid", "float64", "Finder centroid column, 0-based pixels (photutils 3: "
+       "x_centroid); empty when the job has no finder catalog."),
+    _c("ycentroid", "float64", "Finder centroid row, 0-based pixels (photutils 3: y_centroid)."),
     _c("sharpness", "float64", "DAOStarFinder sharpness."),
     _c("roundness1", "float64", "DAOStarFinder roundness from symmetry."),
     _c("roundness2", "float64", "DAOStarFinder roundness from marginal Gaussian fits."),
-    _c("npix", "Int64", "Pixels in the finder's footprint."),
+    _c("npix", "Int64", "Pixels in the finder's footprint (photutils 3: n_pixels)."),
     _c("peak", "float64", "Peak pixel value of D at the source, DN/s."),
     _c("finder_flux", "float64", "Finder flux (DAOStarFinder flux column), DN/s."),
     _c("mag", "float64", "Finder instrumental magnitude, -2.5 log10(flux) (NaN for flux <= 0)."),
@@ -97,7 +98,9 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     _c("qfit", "float64", "PSF-fit quality: sum of absolute residuals over flux."),
     _c("cfit", "float64", "PSF-fit central pixel residual over flux."),
     _c("local_bkg", "float64", "Local background subtracted by the PSF fit, DN/s."),
-    _c("npixfit", "Int64", "Pixels used in the PSF fit."),
+    _c("npixfit", "Int64", "Pixels used in the PSF fit (photutils 3: n_pixels_fit)."),
+    _c("reduced_chi2", "float64", "Reduced chi-squared of the PSF fit (photutils 2.3 and "
+       "later); empty for catalogs without it."),
     _c("ra", "float64", "Right ascension of the PSF-fit position, degrees (ICRS)."),
     _c("dec", "float64", "Declination of the PSF-fit position, degrees (ICRS)."),
     # evaluation
@@ -110,12 +113,17 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     _c("split", "string", "train, validation or test: assigned by sky field (by job when the "
        "jobs carry no field), never by cutout; a truth source never straddles two splits. "
        "See the `splits` record set."),
+    # integrity
+    _c("sha256", "string", "Lowercase hex SHA-256 of the cutout's 65,536 data bytes: the "
+       "(64, 64, 4) float32 tensor, little-endian, C order (files layout: the .npy file without "
+       "its header; shards layout: row `row` of the shard). Computed when the cutout is written; "
+       "`cutouts verify` checks every cutout against it."),
 )
 
 #: What a layout returns per catalog row: every index column but the ones the cutout and
 #: index steps add.
 _ADDED_BY_INDEX = (
-    "cutout_id", "job_id", "cutout_filename", "shard", "row", "score_peak", "split"
+    "cutout_id", "job_id", "cutout_filename", "shard", "row", "score_peak", "split", "sha256"
 )
 CANDIDATE_COLUMNS: dict[str, str] = {
     c.name: c.dtype for c in INDEX_SCHEMA if c.name not in _ADDED_BY_INDEX

@@ -9,9 +9,18 @@ not depend on file order.
 
 Magnitudes (AB):
 
-- injected fakes (``xpix ypix flux``, flux in DN/s): ``mag = -2.5 log10(flux) + ZPTMAG``
-  (NaN for flux <= 0, which never labels real);
-- simulation truth (``mag`` column, instrumental): ``mag + ZPTMAG``.
+- injected fakes (``xpix ypix flux``): RAPID writes ``flux`` in counts of the raw image,
+  before the division by EXPTIME, as ``flux = 10 ** (-0.4 * (mag - (ZPTMAG + zp_band)))``
+  with ``zp_band`` galsim's Roman bandpass AB zero point of the image's filter
+  (``modules/fake_src/rapid_source_injections.py`` in Caltech-IPAC/rapid), so
+  ``mag = ZPTMAG + zp_band - 2.5 log10(flux)`` (NaN for flux <= 0, which never labels
+  real); :data:`ROMAN_BAND_ZEROPOINTS` holds ``zp_band``;
+- simulation truth (``mag`` column, instrumental): ``mag + zero point``, the zero point being
+  ``ZPTMAG`` unless ``labels.truth_index_zeropoint`` says otherwise (an assumption: RAPID
+  does not read this file).
+
+A truth source labels real only when it is strictly brighter than the magnitude limit
+(``mag < mag_limit``); one exactly at the limit does not.
 """
 
 from __future__ import annotations
@@ -20,17 +29,56 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from tasks.errors import CatalogError
 
 __all__ = [
+    "ROMAN_BAND_ZEROPOINTS",
+    "injection_magnitudes",
     "label_detections",
     "match_one_to_one",
     "read_injections",
     "read_simulation_truth",
     "to_zero_based",
 ]
+
+
+#: galsim's Roman bandpass AB zero points (``galsim.roman.getBandpasses()[f].zeropoint``,
+#: galsim 2.8), magnitudes, by ``FILTER`` card value. RAPID adds this to ``ZPTMAG`` to turn
+#: an injected fake's magnitude into raw-image counts. ``tests/test_truth.py`` checks the
+#: table against the installed galsim.
+ROMAN_BAND_ZEROPOINTS: dict[str, float] = {
+    "F184": 14.621994,
+    "H158": 15.074165,
+    "J129": 15.039625,
+    "K213": 14.579316,
+    "R062": 15.296832,
+    "W146": 16.270076,
+    "Y106": 15.023547,
+    "Z087": 14.964334,
+}
+
+
+def injection_magnitudes(flux: np.ndarray, zeropoint: float) -> np.ndarray:
+    """AB magnitudes of injected fakes from their raw-image counts.
+
+    Parameters
+    ----------
+    flux : ndarray
+        ``flux`` column of the injection list: counts of the raw image (before the
+        division by EXPTIME).
+    zeropoint : float
+        ``ZPTMAG + zp_band``: the science header's ``ZPTMAG`` plus the filter's galsim
+        bandpass zero point (:data:`ROMAN_BAND_ZEROPOINTS`), magnitudes.
+
+    Returns
+    -------
+    ndarray of float64
+        ``zeropoint - 2.5 log10(flux)``; NaN where flux is not positive or not a number.
+    """
+    flux = np.asarray(flux, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(flux > 0, zeropoint - 2.5 * np.log10(flux), np.nan)
 
 
 def to_zero_based(values: np.ndarray, origin: float) -> np.ndarray:
@@ -63,6 +111,8 @@ def match_one_to_one(det_xy: np.ndarray, truth_xy: np.ndarray, radius: float) ->
     ok_truth = np.isfinite(truth_xy).all(axis=1)
     if not ok_det.any() or not ok_truth.any():
         return match
+    from scipy.spatial import cKDTree  # here: the CLI imports this module at start-up
+
     di, ti = np.flatnonzero(ok_det), np.flatnonzero(ok_truth)
     pairs = cKDTree(det_xy[di]).sparse_distance_matrix(
         cKDTree(truth_xy[ti]), radius * (1 + 1e-12), output_type="ndarray"
@@ -92,9 +142,10 @@ def label_detections(
     truth : DataFrame
         Columns ``x``, ``y`` (0-based), ``mag`` (AB), ``match_id`` (``<row>_inj`` or
         ``<object_id>_ou``), ``truth_id`` (the row or object id), ``injected`` (bool).
-        Rows fainter than ``mag_limit`` or with a NaN magnitude are ignored.
+        Rows not strictly brighter than ``mag_limit`` (including one exactly at it) or
+        with a NaN magnitude are ignored.
     mag_limit : float
-        AB magnitude; only brighter truth labels real.
+        AB magnitude; only strictly brighter truth labels real.
     radius_px : float
         Matching radius, pixels.
 
@@ -149,11 +200,14 @@ def _read_whitespace(job_id: str, path: Path, names: list[str] | None = None) ->
     return frame
 
 
-def read_injections(job_id: str, path: Path, zpt: float, origin: float = 1.0) -> pd.DataFrame:
+def read_injections(
+    job_id: str, path: Path, zeropoint: float, origin: float = 1.0
+) -> pd.DataFrame:
     """Injected fakes (``xpix ypix flux``) as truth rows.
 
     Positions are converted from ``origin`` (galsim: 1) to 0-based; ``mag`` is
-    ``-2.5 log10(flux) + zpt`` (NaN when flux <= 0); ``match_id`` is ``<row>_inj``.
+    :func:`injection_magnitudes` of ``flux`` (raw-image counts) with ``zeropoint`` =
+    ``ZPTMAG + zp_band``; ``match_id`` is ``<row>_inj``.
 
     Raises
     ------
@@ -165,8 +219,7 @@ def read_injections(job_id: str, path: Path, zpt: float, origin: float = 1.0) ->
     if missing:
         raise CatalogError(job_id, f"injection list lacks column(s) {missing}", path)
     flux = pd.to_numeric(frame["flux"], errors="coerce").to_numpy(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(flux > 0, -2.5 * np.log10(flux) + zpt, np.nan)
+    mag = injection_magnitudes(flux, zeropoint)
     rows = np.arange(len(frame))
     return pd.DataFrame({
         "x": to_zero_based(pd.to_numeric(frame["xpix"], errors="coerce"), origin),
@@ -179,12 +232,13 @@ def read_injections(job_id: str, path: Path, zpt: float, origin: float = 1.0) ->
 
 
 def read_simulation_truth(
-    job_id: str, path: Path, zpt: float, origin: float = 1.0
+    job_id: str, path: Path, zeropoint: float, origin: float = 1.0
 ) -> pd.DataFrame:
     """Transients of the simulation truth index as truth rows (stars and galaxies dropped).
 
     The file has a commented header ``# object_id ra dec x y realized_flux flux mag obj_type``;
-    ``mag`` is instrumental, AB = ``mag + zpt``; ``match_id`` is ``<object_id>_ou``.
+    ``mag`` is instrumental, AB = ``mag + zeropoint`` (``ZPTMAG`` by default);
+    ``match_id`` is ``<object_id>_ou``.
     """
     with open(path, encoding="utf-8", errors="replace") as fh:
         header = fh.readline().lstrip("#").split()
@@ -197,7 +251,7 @@ def read_simulation_truth(
     return pd.DataFrame({
         "x": to_zero_based(pd.to_numeric(frame["x"], errors="coerce"), origin),
         "y": to_zero_based(pd.to_numeric(frame["y"], errors="coerce"), origin),
-        "mag": pd.to_numeric(frame["mag"], errors="coerce").to_numpy(np.float64) + zpt,
+        "mag": pd.to_numeric(frame["mag"], errors="coerce").to_numpy(np.float64) + zeropoint,
         "match_id": [f"{i}_ou" for i in ids],
         "truth_id": ids,
         "injected": False,

@@ -6,7 +6,9 @@
 - every ``master_index.csv`` row: its file exists and is a valid ``.npy`` (what
   ``np.load(path, mmap_mode="r", allow_pickle=False)`` accepts, in C order, with no bytes
   after the array) of shape (64, 64, 4) (files layout) or (N, 64, 64, 4) (shards layout),
-  dtype ``<f4`` (little-endian float32), all values finite and within [0, 1];
+  dtype ``<f4`` (little-endian float32), all values finite and within [0, 1], and every
+  cutout's 65,536 data bytes hashing to its ``sha256`` in the index (a flipped bit that
+  leaves the values valid is caught here);
 - the index itself: ``cutout_id`` 0 .. N-1 in order, rows in job then catalog order, one row
   per (``job_id``, ``catalog_row``), file names as the contract names them, and per shard
   ``row`` exactly 0 .. N-1 with N the shard's length;
@@ -16,7 +18,11 @@
 - accounting, per job of ``jobs.csv``: every catalog row ``0 .. catalog_rows-1`` is either
   in the index or in ``rejects.csv``, never both, never twice; optionally each catalog
   recounted from the input job folders (which also give the totals of a dataset written
-  before ``jobs.csv`` existed).
+  before ``jobs.csv`` existed);
+- with ``deep``, every indexed candidate cut again from its input job folder (the plain
+  load, normalize and cutout functions, one job at a time, images memory-mapped) and
+  compared byte for byte with the dataset's cutout, which catches a cutout replaced by
+  another valid one together with its ``sha256``.
 
 Choices:
 
@@ -26,22 +32,28 @@ Choices:
   ``shards/`` are not ours and are ignored (the Croissant FileSet matches ``*.npy`` only).
 - One cause, one line: a checksum mismatch is reported for a file only when no other
   problem was found in that file (a shard holding a NaN is reported as ``non-finite``, not
-  also as ``checksum``); an exact duplicate index row is reported once and left out of the
-  sequence and accounting checks.
+  also as ``checksum``; a shard with a row whose ``sha256`` differs, as ``digest`` at that
+  row, not also as ``checksum``); a cutout with a bad value is not also a ``digest`` line,
+  and a cutout reported by a file check is not cut again by ``deep``; an exact duplicate
+  index row is reported once and left out of the sequence and accounting checks.
+- An index without a ``sha256`` column (written before the column existed) is checked
+  for everything else, with a note saying the bytes were not checked against digests.
 
 Values are checked per file (or per block of shard rows) with one vectorised min/max pass;
-small files are read in chunks on a pool of threads (reads and numpy release the GIL), each
-file with one ``open``/``read`` relative to an open folder descriptor. A shard is read once,
-sequentially, for both its values and its sha256.
+small files are read in chunks on a pool of threads (reads, numpy and hashlib release the
+GIL), each file with one ``open``/``read`` relative to an open folder descriptor. A shard is
+read once, sequentially, for its values, its file sha256 and its rows' sha256.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -60,11 +72,18 @@ from tasks.cutout import (
     CUTOUT_SIZE,
     SHARD_DIR,
     _npy_header,
+    candidate_pixels,
     cutout_filename,
+    make_tensors,
+    position_rejects,
     shard_filename,
 )
+from tasks.errors import JobError
 from tasks.index import INDEX_FILE, JOBS_FILE, REJECTS_FILE
-from tasks.layouts import CHANNELS
+from tasks.layouts import CHANNELS, LabelOptions
+from tasks.load import JobData, JobSpec, discover_jobs, load_job, open_image
+from tasks.normalize import job_limits
+from tasks.remote import is_remote
 from tasks.splits import SPLITS, truth_links
 
 __all__ = [
@@ -97,6 +116,9 @@ KINDS: dict[str, str] = {
     "checksum": "a file's sha256 differs from the one in croissant.json",
     "accounting": "index + rejects do not account for a job's catalog rows exactly once",
     "input-count": "the input job folder's catalog has another number of rows than jobs.csv",
+    "digest": "a cutout's data bytes do not hash to its sha256 in master_index.csv",
+    "recut": "with --deep: a cutout differs from its candidate cut again from the input job "
+    "folder, or the candidate cannot be cut again",
     "split": "a split value other than train/validation/test, or a job or truth source in two "
     "splits",
 }
@@ -187,7 +209,11 @@ class VerifyReport:
     index_rows, cutouts, files, jobs, catalog_rows, reject_rows, sha256, recounted : int
         Counts of what was checked: index rows; cutout tensors whose values were read;
         ``.npy`` files opened; jobs and catalog rows accounted; ``rejects.csv`` rows;
-        digests compared; input catalogs recounted.
+        file digests of ``croissant.json`` compared; input catalogs recounted.
+    digests : int
+        Cutouts whose data bytes were compared with their ``sha256`` in the index.
+    recut : int
+        Cutouts cut again from their input job folder and compared byte for byte (``deep``).
     seconds : float
         Wall time of the verification.
     """
@@ -203,6 +229,8 @@ class VerifyReport:
     reject_rows: int = 0
     sha256: int = 0
     recounted: int = 0
+    digests: int = 0
+    recut: int = 0
     seconds: float = 0.0
 
     @property
@@ -220,11 +248,14 @@ class VerifyReport:
     def summary(self) -> str:
         """The last line ``cutouts verify`` prints."""
         checked = (
-            f"{self.cutouts} cutouts in {self.files} files checked, {self.jobs} jobs "
-            f"({self.catalog_rows} catalog rows) accounted, {self.sha256} sha256 compared"
+            f"{self.cutouts} cutouts in {self.files} files checked ({self.digests} against "
+            f"their sha256), {self.jobs} jobs ({self.catalog_rows} catalog rows) accounted, "
+            f"{self.sha256} file sha256 compared"
         )
         if self.recounted:
             checked += f", {self.recounted} input catalogs recounted"
+        if self.recut:
+            checked += f", {self.recut} cutouts cut again and compared"
         checked += f", seconds: {self.seconds:.1f}"
         if self.ok:
             return f"verify: OK, {checked}"
@@ -305,6 +336,8 @@ class _Index:
     shard: np.ndarray
     row: np.ndarray
     row_ok: np.ndarray
+    #: lowercase hex ``sha256`` per row ("" where invalid); None when the column is absent
+    sha256: np.ndarray | None = None
 
     def where(self, i: int) -> dict[str, object]:
         """Problem keywords locating kept row ``i``."""
@@ -358,6 +391,8 @@ def _parse_index(frame: pd.DataFrame, problems: list[Problem]) -> _Index:
         row=row,
         row_ok=row_ok,
     )
+    if "sha256" in kept:
+        index.sha256 = _parse_digests(index, kept["sha256"], problems)
     for i in np.flatnonzero(~id_ok):
         problems.append(
             Problem(
@@ -377,6 +412,25 @@ def _parse_index(frame: pd.DataFrame, problems: list[Problem]) -> _Index:
             )
         )
     return index
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _parse_digests(index: _Index, values: pd.Series, problems: list[Problem]) -> np.ndarray:
+    """The ``sha256`` column, lowercased; an ``index`` problem (and "") where not 64 hex digits."""
+    digests = values.str.strip().str.lower()
+    valid = digests.map(lambda v: _HEX64.fullmatch(v) is not None).to_numpy(bool)
+    for i in np.flatnonzero(~valid):
+        problems.append(
+            Problem(
+                "index",
+                f"sha256 {values.iat[i]!r} is not a SHA-256 digest (64 hex digits)",
+                file=INDEX_FILE,
+                **index.where(int(i)),
+            )
+        )
+    return np.where(valid, digests.to_numpy(str), "")
 
 
 def _check_index(index: _Index, problems: list[Problem]) -> None:
@@ -514,12 +568,24 @@ def _check_splits(index: _Index, problems: list[Problem]) -> None:
 
 @dataclass
 class _Scan:
-    """Result of reading one .npy: problems without location, and its digest when asked."""
+    """Result of reading one .npy: problems without location, and its digests when asked.
+
+    ``rows_sha256`` holds the :func:`tasks.cutout.cutout_sha256` of each cutout's data bytes
+    (one for a cutout file, one per row of a shard), when asked and the file is readable.
+    """
 
     problems: list[tuple[str, str, int | None]]  # kind, message, shard row (None: whole file)
     cutouts: int = 0
     sha256: str | None = None
     missing: bool = False
+    rows_sha256: list[str] | None = None
+
+
+def _row_digests(view: memoryview, m: int) -> list[str]:
+    """sha256 of each of the ``m`` consecutive 65,536-byte cutouts in ``view`` (bytes)."""
+    return [
+        hashlib.sha256(view[j * _ROW_BYTES : (j + 1) * _ROW_BYTES]).hexdigest() for j in range(m)
+    ]
 
 
 def _value_problems(block: np.ndarray) -> list[tuple[int, str, str]]:
@@ -576,7 +642,7 @@ def _npy_error(path: Path, size: int, exc: BaseException) -> str:
     return f"not a readable .npy file ({type(exc).__name__}: {exc})"
 
 
-def _scan_npy(path: Path, rows: int | None, want_sha: bool) -> _Scan:
+def _scan_npy(path: Path, rows: int | None, want_sha: bool, want_rows: bool = False) -> _Scan:
     """Check one .npy in full: format, shape, dtype, values; sha256 of its bytes when asked.
 
     Parameters
@@ -587,6 +653,8 @@ def _scan_npy(path: Path, rows: int | None, want_sha: bool) -> _Scan:
         gives the shard (shape (rows, 64, 64, 4)).
     want_sha : bool
         Also return the file's sha256, from the same read.
+    want_rows : bool
+        Also return each cutout's data sha256 (:attr:`_Scan.rows_sha256`), from the same read.
     """
     scan = _Scan([])
     try:
@@ -629,6 +697,7 @@ def _scan_npy(path: Path, rows: int | None, want_sha: bool) -> _Scan:
     if scan.problems:  # no checksum line for a file already found broken
         return scan
     digest = hashlib.sha256() if want_sha else None
+    rows_sha: list[str] | None = [] if want_rows else None
     n = 1 if rows is None else rows
     block = np.empty((min(n, _SHARD_BLOCK), _ROW_FLOATS), _DTYPE)
     with open(path, "rb", buffering=0) as fh:
@@ -646,12 +715,15 @@ def _scan_npy(path: Path, rows: int | None, want_sha: bool) -> _Scan:
                 return scan
             if digest is not None:
                 digest.update(view)
+            if rows_sha is not None:
+                rows_sha.extend(_row_digests(view, m))
             for r, kind, msg in _value_problems(block[:m]):
                 scan.problems.append((kind, msg, None if rows is None else start + r))
         if digest is not None:
             digest.update(fh.read())
     scan.cutouts = n
     scan.sha256 = digest.hexdigest() if digest is not None else None
+    scan.rows_sha256 = rows_sha
     return scan
 
 
@@ -671,11 +743,14 @@ _FILE_BYTES = len(_HEADER) + _ROW_BYTES
 _STRIDE = _FILE_BYTES + 64  # room to notice trailing bytes; keeps each row 64-byte aligned
 
 
-def _scan_files(root: Path, folder: str, names: list[str]) -> list[tuple[str, _Scan]]:
+def _scan_files(
+    root: Path, folder: str, names: list[str], want_rows: bool = False
+) -> list[tuple[str, _Scan]]:
     """Check a chunk of cutout files ``<root>/<folder>/<name>``, values in one pass.
 
     A file whose bytes are exactly a canonical header plus 65,536 bytes is checked from one
     read; any other file gets the full :func:`_scan_npy` treatment for a precise message.
+    With ``want_rows``, each scan also carries the sha256 of the file's data bytes.
     Returns ``(relative path, scan)`` per file.
     """
     rel = [f"{folder}/{n}" if folder else n for n in names]
@@ -715,10 +790,15 @@ def _scan_files(root: Path, folder: str, names: list[str]) -> list[tuple[str, _S
         for r, kind, msg in _value_problems(values):
             bad.setdefault(r, []).append((kind, msg, None))
         for j, i in enumerate(good):
-            out.append((rel[i], _Scan(bad.get(j, []), cutouts=1)))
+            scan = _Scan(bad.get(j, []), cutouts=1)
+            if want_rows:
+                scan.rows_sha256 = [hashlib.sha256(buf[i, len(_HEADER) : _FILE_BYTES]).hexdigest()]
+            out.append((rel[i], scan))
     done = set(good)
     out += [
-        (rel[i], _scan_npy(root / rel[i], None, False)) for i in range(len(rel)) if i not in done
+        (rel[i], _scan_npy(root / rel[i], None, False, want_rows))
+        for i in range(len(rel))
+        if i not in done
     ]
     return out
 
@@ -767,6 +847,9 @@ def verify_dataset(
     croissant: str | os.PathLike[str] | None = None,
     input_layout: str = "auto",
     workers: int = 2,
+    deep: bool = False,
+    labels: LabelOptions | None = None,
+    batch: int = 64,
 ) -> VerifyReport:
     """Check a dataset folder against the cutout contract; report every problem found.
 
@@ -787,13 +870,29 @@ def verify_dataset(
         Input layout of the recount (``auto``, ``seed``, ``rapid``), as for the build.
     workers : int
         Threads reading files (default 2: reads and numpy release the GIL).
+    deep : bool
+        Also cut every indexed candidate again from its job folder in ``input_dir`` and
+        compare it byte for byte with the dataset's cutout (:func:`_recut_jobs`; needs
+        ``input_dir``; costs what loading and cutting the jobs cost).
+    labels : LabelOptions, optional
+        Labelling options for loading the jobs again with ``deep`` (the ``labels:`` of the
+        params the dataset was built with; they decide no pixel, only whether a job loads).
+    batch : int
+        Candidates cut per batch with ``deep`` (memory: about 160 KiB per candidate).
 
     Returns
     -------
     VerifyReport
         ``report.ok`` is True when nothing is wrong. A bad dataset (or a missing
         ``input_dir``) is reported, never raised.
+
+    Raises
+    ------
+    ValueError
+        ``deep`` without ``input_dir``.
     """
+    if deep and input_dir is None:
+        raise ValueError("a deep verification cuts the candidates again: it needs input_dir")
     t0 = time.perf_counter()
     root = Path(dataset_dir)
     report = VerifyReport(dataset_dir=root)
@@ -812,6 +911,11 @@ def verify_dataset(
         index = _parse_index(frame, problems)
         _check_index(index, problems)
         _check_splits(index, problems)
+        if index.sha256 is None:
+            report.notes.append(
+                f"{INDEX_FILE} has no sha256 column (written before it existed): the cutouts' "
+                "bytes were checked for format and values only"
+            )
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # croissant first: it says which shards need a digest
@@ -837,6 +941,9 @@ def verify_dataset(
     counted = None
     if input_dir is not None:
         counted = _recount(Path(input_dir), jobs, index, rejects, input_layout, report)
+    if deep and index is not None:
+        rows = _rows_to_recut(index, file_problems)
+        _recut_jobs(root, index, Path(input_dir), input_layout, labels, rows, batch, report)
     listed = jobs is not None
     if not listed and counted:  # a dataset without jobs.csv: totals from the inputs
         jobs = _jobs_from_counts(counted, rejects)
@@ -858,12 +965,14 @@ def _check_tensors(
     missing: set[str],
     report: VerifyReport,
 ) -> None:
-    """Every file and shard the index lists: format, shape, dtype, values; shard rows.
+    """Every file and shard the index lists: format, shape, dtype, values, cutout sha256.
 
     Fills ``digests`` (sha256 of the shards in ``wanted``, from the same read),
-    ``file_problems`` (per relative path, what was found) and ``missing``.
+    ``file_problems`` (per relative path, what was found, ``digest`` mismatches included)
+    and ``missing``.
     """
     problems = report.problems
+    want_rows = index.sha256 is not None
     sharded = index.shard != ""
     # files layout: rows by file name
     rows_of: dict[str, list[int]] = {}
@@ -885,7 +994,7 @@ def _check_tensors(
         folder, _, base = name.rpartition("/")
         by_folder.setdefault(folder, []).append(base)
     file_jobs = [
-        pool.submit(_scan_files, root, folder, chunk)
+        pool.submit(_scan_files, root, folder, chunk, want_rows)
         for folder, names in sorted(by_folder.items())
         for chunk in _chunks(sorted(names), _CHUNK_FILES)
     ]
@@ -924,7 +1033,7 @@ def _check_tensors(
                 )
             )
         path = root / name
-        shard_jobs[name] = pool.submit(_scan_npy, path, n, path.resolve() in wanted)
+        shard_jobs[name] = pool.submit(_scan_npy, path, n, path.resolve() in wanted, want_rows)
     located: list[Problem] = []
     for fut in file_jobs:
         for name, scan in fut.result():
@@ -932,10 +1041,12 @@ def _check_tensors(
             report.cutouts += scan.cutouts
             if scan.missing:
                 missing.add(name)
-            file_problems[name] = scan.problems
             for i in rows_of[name]:
                 for kind, msg, _ in scan.problems:
                     located.append(Problem(kind, msg, file=name, **index.where(i)))
+                if not scan.problems and scan.rows_sha256:
+                    located += _digest_problems(index, name, {0: i}, scan, report, None)
+            file_problems[name] = scan.problems
     for name, fut in shard_jobs.items():
         scan = fut.result()
         report.files += not scan.missing
@@ -946,15 +1057,51 @@ def _check_tensors(
             missing.add(name)
         if scan.sha256 is not None:
             digests[(root / name).resolve()] = scan.sha256
-        file_problems[name] = scan.problems
         for kind, msg, r in scan.problems:
             if r is None:
                 located.append(Problem(kind, msg, job_id=job_id, file=name))
             else:
                 where = index.where(seen[r]) if r in seen else {"job_id": job_id}
                 located.append(Problem(kind, f"shard row {r}: {msg}", file=name, **where))
+        if scan.rows_sha256:
+            bad = {r for _, _, r in scan.problems}
+            rows = {r: i for r, i in seen.items() if r not in bad}
+            located += _digest_problems(index, name, rows, scan, report, "shard row")
+        file_problems[name] = scan.problems
     located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
     problems.extend(located)
+
+
+def _digest_problems(
+    index: _Index,
+    name: str,
+    rows: dict[int, int],
+    scan: _Scan,
+    report: VerifyReport,
+    prefix: str | None,
+) -> list[Problem]:
+    """Compare each cutout's data sha256 with the index's ``sha256``; ``digest`` problems.
+
+    ``rows`` maps a cutout's position in the file (shard row; 0 for a cutout file) to its
+    kept index row. Rows with an invalid ``sha256`` (already an ``index`` problem) and
+    positions beyond the file are skipped. Mismatches are appended to ``scan.problems`` too,
+    so the same file is not reported again as a ``croissant.json`` checksum mismatch.
+    """
+    if index.sha256 is None or scan.rows_sha256 is None:
+        return []
+    out = []
+    for r, i in sorted(rows.items()):
+        want = index.sha256[i]
+        if not want or r >= len(scan.rows_sha256):
+            continue
+        report.digests += 1
+        got = scan.rows_sha256[r]
+        if got != want:
+            head = f"{prefix} {r}: " if prefix else ""
+            msg = f"{head}data bytes hash to sha256 {got[:16]}..., {INDEX_FILE} says {want[:16]}..."
+            out.append(Problem("digest", msg, file=name, **index.where(i)))
+            scan.problems.append(("digest", msg, r if prefix else None))
+    return out
 
 
 def _listing(values: list[int], limit: int = 10) -> str:
@@ -1322,6 +1469,206 @@ def _recount(
             f"{', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}"
         )
     return counted
+
+
+# --------------------------------------------------------------------------------------
+# deep: every indexed candidate cut again from its input job folder
+
+
+def _rows_to_recut(index: _Index, file_problems: dict[str, list]) -> np.ndarray:
+    """Mask of the kept index rows to cut again: scanned, with no problem in their cutout.
+
+    A row whose file (or shard row) was reported by a file check, or was never scanned
+    (unsafe path, bad shard row), is left out: one cause, one line.
+    """
+    bad: dict[str, set[int | None]] = {
+        name: {r for _, _, r in found} for name, found in file_problems.items()
+    }
+    sharded = index.shard != ""
+    names = np.where(sharded, index.shard, index.file)
+    keep = index.catalog_ok.copy()
+    for i in np.flatnonzero(keep):
+        found = bad.get(names[i])
+        if found is None or (not sharded[i] and found):
+            keep[i] = False
+        elif sharded[i] and (not index.row_ok[i] or None in found or index.row[i] in found):
+            keep[i] = False
+    return keep
+
+
+def _recut_jobs(
+    root: Path,
+    index: _Index,
+    input_dir: Path,
+    input_layout: str,
+    labels: LabelOptions | None,
+    rows: np.ndarray,
+    batch: int,
+    report: VerifyReport,
+) -> None:
+    """Cut the candidates of ``rows`` (mask of kept index rows) again, job by job; compare.
+
+    Each job of the index with a folder in ``input_dir`` is loaded with the plain
+    :func:`tasks.load.load_job`, its ZScale limits recomputed
+    (:func:`tasks.normalize.job_limits`) and its indexed candidates cut in batches of
+    ``batch`` (:func:`tasks.cutout.make_tensors`) from the memory-mapped images, at the
+    positions of the input catalog's rows named by ``catalog_row``. Memory: one job's
+    catalog and one batch of fresh and stored cutouts at a time.
+    """
+    if is_remote(str(input_dir)):
+        report.notes.append(f"input {input_dir} is remote: cutouts not cut again")
+        return
+    try:
+        specs = {s.job_id: s for s in discover_jobs(input_dir, input_layout)}
+    except FileNotFoundError:
+        return  # an input-count problem already says so
+    absent: dict[str, int] = {}
+    chosen = np.flatnonzero(rows)
+    by_job = pd.Series(chosen).groupby(index.job[chosen], sort=False)  # index order: job order
+    for job, members in by_job:
+        picked = members.to_numpy()
+        spec = specs.get(job)
+        if spec is None:
+            absent[job] = len(picked)
+            continue
+        spec = dataclasses.replace(spec, labels=labels or LabelOptions())
+        _recut_job(root, index, spec, picked, batch, report)
+    if absent:
+        report.notes.append(
+            f"{sum(absent.values())} cutouts of {len(absent)} jobs not cut again: no job "
+            f"folder in {input_dir} ({', '.join(list(absent)[:10])}"
+            f"{' ...' if len(absent) > 10 else ''})"
+        )
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+
+
+def _recut_job(
+    root: Path, index: _Index, spec: JobSpec, rows: np.ndarray, batch: int, report: VerifyReport
+) -> None:
+    """One job of :func:`_recut_jobs`: ``rows`` are its kept index rows to cut again."""
+    try:
+        data = load_job(spec)
+        limits = job_limits(data)
+    except (JobError, OSError, ValueError) as exc:
+        report.problems.append(
+            Problem(
+                "recut",
+                f"cannot load the job again from {spec.path}: {_why(exc)}",
+                job_id=spec.job_id,
+            )
+        )
+        return
+    rows, at = _recuttable(index, data, rows, report)
+    table = data.table
+    r, c = candidate_pixels(table["x"].to_numpy()[at], table["y"].to_numpy()[at])
+    images = {ch: open_image(data.images[ch]) for ch in CHANNELS}
+    shards: dict[str, np.ndarray] = {}
+    for start in range(0, len(rows), batch):
+        part = slice(start, start + batch)
+        fresh = make_tensors(images, limits, r[part], c[part])
+        stored, read = _stored_cutouts(root, index, rows[part], shards, report)
+        _compare_cutouts(index, rows[part][read], fresh[read], stored[read], spec, report)
+
+
+def _recuttable(
+    index: _Index, data: JobData, rows: np.ndarray, report: VerifyReport
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose catalog row the input still cuts, and that row's position in the table.
+
+    A ``catalog_row`` the input catalog lacks, or one the input rejects now (a bad row, or
+    a position off the image), is a ``recut`` problem.
+    """
+    table = data.table
+    catalog = table["catalog_row"].to_numpy(np.int64)
+    refused = dict(data.row_rejects)
+    for pos, why in position_rejects(table["x"], table["y"], data.shape).items():
+        refused.setdefault(int(catalog[pos]), why)
+    at = pd.Index(catalog).get_indexer(index.catalog_row[rows])
+    usable = np.ones(len(rows), bool)
+    for j, i in enumerate(rows):
+        k = int(index.catalog_row[i])
+        why = None
+        if at[j] < 0:
+            why = f"the input catalog has no row {k} ({len(table)} rows)"
+        elif k in refused:
+            why = f"the input rejects this catalog row now: {refused[k]}"
+        if why is not None:
+            usable[j] = False
+            report.problems.append(
+                Problem("recut", why, file=_cutout_file(index, i), **index.where(int(i)))
+            )
+    return rows[usable], at[usable]
+
+
+def _cutout_file(index: _Index, i: int) -> str:
+    return index.shard[i] or index.file[i]
+
+
+def _stored_cutouts(
+    root: Path,
+    index: _Index,
+    rows: np.ndarray,
+    shards: dict[str, np.ndarray],
+    report: VerifyReport,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's cutouts of ``rows``, shape (m, 64, 64, 4) ``<f4``, and a mask of those read.
+
+    Shards are memory-mapped once per job (``shards`` keeps them); a file that cannot be
+    read now (changed since it was scanned) is a ``recut`` problem.
+    """
+    out = np.zeros((len(rows), *_TENSOR_SHAPE), _DTYPE)
+    read = np.ones(len(rows), bool)
+    for j, i in enumerate(rows):
+        name = _cutout_file(index, i)
+        try:
+            if index.shard[i]:
+                if name not in shards:
+                    shards[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+                out[j] = shards[name][index.row[i]]
+            else:
+                out[j] = np.load(root / name, allow_pickle=False)
+        except (OSError, ValueError, IndexError) as exc:
+            read[j] = False
+            report.problems.append(
+                Problem(
+                    "recut",
+                    f"cannot read the cutout now: {_why(exc)}",
+                    file=name,
+                    **index.where(int(i)),
+                )
+            )
+    return out, read
+
+
+def _compare_cutouts(
+    index: _Index,
+    rows: np.ndarray,
+    fresh: np.ndarray,
+    stored: np.ndarray,
+    spec: JobSpec,
+    report: VerifyReport,
+) -> None:
+    """A ``recut`` problem for each stored cutout whose bytes differ from the fresh one."""
+    m = len(rows)
+    report.recut += m
+    differ = fresh.reshape(m, -1).view(np.uint32) != stored.reshape(m, -1).view(np.uint32)
+    counts = differ.sum(axis=1)
+    for j in np.flatnonzero(counts):
+        i = int(rows[j])
+        largest = float(np.abs(fresh[j].astype(np.float64) - stored[j]).max())
+        head = f"shard row {index.row[i]}: " if index.shard[i] else ""
+        report.problems.append(
+            Problem(
+                "recut",
+                f"{head}{counts[j]} of {_ROW_FLOATS} values differ from the candidate cut "
+                f"again from {spec.path} (largest difference {largest:.3g})",
+                file=_cutout_file(index, i),
+                **index.where(i),
+            )
+        )
 
 
 @task(name="verify", cache_policy=NO_CACHE, persist_result=False)

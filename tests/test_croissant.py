@@ -60,6 +60,8 @@ def test_records_iterate_to_index_row_count(dataset):
     index = pd.read_csv(dataset / "master_index.csv")
     assert len(records) == len(index) == 14
     assert [r["transient_candidates/cutout_id"] for r in records] == index["cutout_id"].tolist()
+    digests = [r["transient_candidates/sha256"] for r in records]  # generated from the schema
+    assert [d.decode() for d in digests] == index["sha256"].tolist()
 
 
 def test_output_elsewhere_uses_relative_paths(dataset, tmp_path):

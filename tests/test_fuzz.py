@@ -288,7 +288,7 @@ def test_seed_catalog_parses_or_names_the_file(scratch, case):
     note(f"expected errors: {errors}")
     event("refused" if errors else "accepted")
     try:
-        table, rejects = SeedLayout().parse_catalog(job.name, job)
+        table, rejects, _ = SeedLayout().parse_catalog(job.name, job)
     except CatalogError as exc:
         assert errors, f"refused a readable catalog: {exc}"
         assert_names_file(exc, "psfcat.csv")
@@ -376,7 +376,7 @@ def test_seed_catalog_any_bytes(scratch, data):
         text = None
     rows = csv_rows(text) if text is not None and "\x00" not in text else None
     try:
-        table, rejects = SeedLayout().parse_catalog(job.name, job)
+        table, rejects, _ = SeedLayout().parse_catalog(job.name, job)
     except CatalogError as exc:
         event("refused")
         assert_names_file(exc, "psfcat.csv")
@@ -537,7 +537,7 @@ def test_rapid_catalog_joins_on_id_or_names_the_file(scratch, case):
     note(f"expected errors: {errors}")
     event("refused" if errors else "accepted")
     try:
-        table, rejects = RapidLayout().parse_catalog(job.name, job)
+        table, rejects, _ = RapidLayout().parse_catalog(job.name, job)
     except CatalogError as exc:
         assert errors, f"refused a readable catalog: {exc}"
         assert_names_file(exc, "diffimage_masked_psfcat.txt", "diffimage_masked_psfcat_finder.txt")
@@ -676,7 +676,7 @@ def test_rapid_catalog_any_damage(scratch, damage):
         (job / name).write_bytes(content)
     headers = {} if zpt is None else {"ZPTMAG": zpt}
     try:
-        table, rejects = RapidLayout().parse_catalog(job.name, job, None, headers)
+        table, rejects, _ = RapidLayout().parse_catalog(job.name, job, None, headers)
     except CatalogError as exc:
         event("refused")
         assert_names_file(exc, *data, INJECT, INDEX)

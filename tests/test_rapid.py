@@ -113,19 +113,89 @@ def test_join_on_id_not_row_position(sims, tmp_path):
     pd.testing.assert_frame_equal(before, after)
 
 
-def test_zogy_names_and_parquet_catalogs(sims, tmp_path):
+#: Real RAPID outputs the simulator imitates, each job the same scene as ``jid0001``
+#: (photutils 2 columns, 2025 names, text catalogs, cards in the science image).
+VARIANTS = {
+    "jid0002": {"photutils": "3"},
+    "jid0003": {"photutils": "3", "names": "2026"},
+    "jid0004": {"photutils": "3", "names": "2026", "catalogs": "parquet_only"},
+    "jid0005": {"photutils": "2", "catalogs": "no_finder"},
+    "jid0006": {"photutils": "3", "science_cards": False},
+}
+SCENE = dict(size=(384, 320), seed=5, fields=2, injections_per_mpx=150, transients_per_mpx=40)
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    root = tmp_path_factory.mktemp("variants")
+    simulate_job(root / "jid0001", k=0, photutils="2", **SCENE)
+    for job_id, variant in VARIANTS.items():
+        simulate_job(root / job_id, k=0, **SCENE, **variant)
+    return root
+
+
+FINDER_COLUMNS = ["xcentroid", "ycentroid", "sharpness", "npix", "peak", "finder_flux", "mag"]
+
+
+@pytest.mark.parametrize("job_id", sorted(VARIANTS))
+def test_every_rapid_variant_reads_as_the_same_candidates(variants, job_id):
+    ref = load_job(spec(variants / "jid0001"))
+    got = load_job(spec(variants / job_id))
+    same = ["catalog_row", "x", "y", "flux_fit", "npixfit", "label", "match_id", "truth_mag"]
+    same += ["filter", "mjd", "field", "ra", "dec", "bogus_kind"]
+    pd.testing.assert_frame_equal(got.table[same], ref.table[same], check_exact=False, atol=1e-3)
+    assert ref.table["label"].sum() > 3 and ref.table["reduced_chi2"].isna().all()
+    photutils3 = VARIANTS[job_id]["photutils"] == "3"
+    assert got.table["reduced_chi2"].notna().all() == photutils3
+    if VARIANTS[job_id].get("catalogs") == "no_finder":
+        assert got.table[FINDER_COLUMNS].isna().all().all()
+        assert got.notes == [
+            "no finder catalog beside diffimage_masked_psfcat.txt (RAPID before July 2025): "
+            "candidates from the PSF-fit catalog alone, finder columns empty"
+        ]
+    else:
+        pd.testing.assert_frame_equal(
+            got.table[FINDER_COLUMNS], ref.table[FINDER_COLUMNS], check_exact=False, atol=1e-3
+        )
+    if not VARIANTS[job_id].get("science_cards", True):
+        assert len(got.notes) == 1 and "_reformatted.fits: not in" in got.notes[0]
+
+
+@pytest.mark.flow
+def test_every_rapid_variant_through_the_flow(tmp_path, capsys):
+    """One folder of every variant (distinct fields, so the splits have sides), run whole."""
+    from flows.cli import main
+
+    jobs = tmp_path / "jobs"
+    scene = {**SCENE, "fields": 6}
+    simulate_job(jobs / "jid0001", k=0, photutils="2", **scene)
+    for k, (job_id, variant) in enumerate(VARIANTS.items(), start=1):
+        simulate_job(jobs / job_id, k=k, **scene, **variant)
+    out = tmp_path / "ds"
+    assert main(["run", "-i", str(jobs), "-o", str(out), "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    status = pd.read_csv(out / "jobs.csv").set_index("job_id")["status"]
+    assert (status == "ok").all() and len(status) == 1 + len(VARIANTS)
+    index = pd.read_csv(out / "master_index.csv")
+    per_job = index.groupby("job_id")
+    assert (per_job["reduced_chi2"].count() > 0).tolist() == [False, True, True, True, False, True]
+    assert (per_job["xcentroid"].count() > 0).tolist() == [True, True, True, True, False, True]
+    for job_id, rows in per_job:  # our labels agree with the simulator's own, every variant
+        kinds = pd.read_csv(jobs / job_id / KINDS_FILE, sep=r"\s+")
+        assert rows["label"].sum() == (kinds["kind"] == "real").sum() > 0, job_id
+        assert not (rows["bogus_kind"] == "unmatched_real").any(), job_id
+    assert "jid0005: no finder catalog" in printed
+    assert "jid0006: FILTER, ZPTMAG, MJD-OBS from Roman_TDS_simple_model_" in printed
+
+
+def test_a_catalog_with_both_photutils_names_is_refused(sims, tmp_path):
     job = copy_job(sims, tmp_path)
-    before = load_job(spec(job)).table
-    for old in ("diffimage_masked.fits", "scorrimage_masked.fits"):
-        (job / old).rename(job / f"zogy_{old}")
-    for name in ("diffimage_masked_psfcat.txt", "diffimage_masked_psfcat_finder.txt"):
-        table = pd.read_csv(job / name, sep=r"\s+")
-        table.to_parquet(job / f"zogy_{name.replace('.txt', '.parquet')}")
-        (job / name).unlink()
-    after = load_job(spec(job)).table
-    pd.testing.assert_frame_equal(
-        before.drop(columns="reference_file"), after.drop(columns="reference_file")
-    )
+    finder = job / "diffimage_masked_psfcat_finder.txt"
+    table = pd.read_csv(finder, sep=r"\s+")
+    table["x_centroid"] = table["xcentroid"] + 1.0
+    table.to_csv(finder, sep=" ", index=False)
+    with pytest.raises(CatalogError, match=r"finder\.txt.*both photutils names of x_centroid"):
+        load_job(spec(job))
 
 
 def test_plain_reference_when_no_gainmatched(sims, tmp_path):
@@ -189,8 +259,44 @@ def test_bad_rapid_input_names_job_and_file(sims, tmp_path, damage, error, messa
         path = job / "bkg_subbed_science_image.fits"
         with fits.open(path, mode="update") as hdul:
             del hdul[0].header["ZPTMAG"]
+        for path in job.glob("*_reformatted.fits"):  # no header to fall back on either
+            path.unlink()
     with pytest.raises(error, match=message):
         load_job(spec(job))
+
+
+def test_missing_science_cards_come_from_the_reformatted_image_with_a_note(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    full = load_job(spec(job))
+    science = job / "bkg_subbed_science_image.fits"
+    with fits.open(science, mode="update") as hdul:
+        cards = {k: hdul[0].header.pop(k) for k in ("ZPTMAG", "FILTER", "MJD-OBS")}
+        hdul[0].header["FIELD"] = 7  # FIELD is no science card: the science image keeps it
+    (reformatted,) = job.glob("*_reformatted.fits")
+    assert fits.getheader(reformatted)["ZPTMAG"] == cards["ZPTMAG"]
+    data = load_job(spec(job))
+    pd.testing.assert_series_equal(data.table["truth_mag"], full.table["truth_mag"])
+    assert (data.table["filter"] == cards["FILTER"]).all()
+    assert (data.table["mjd"] == cards["MJD-OBS"]).all()
+    assert data.notes == [
+        f"FILTER, ZPTMAG, MJD-OBS from {reformatted.name}: not in bkg_subbed_science_image.fits"
+    ]
+    # the reference's own zero point never stands in for the science's
+    reference = job / "awaicgen_output_mosaic_image_resampled_gainmatched.fits"
+    with fits.open(reference, mode="update") as hdul:
+        hdul[0].header["ZPTMAG"] = 17.0
+    reformatted.unlink()
+    with pytest.raises(JobError, match="ZPTMAG"):
+        load_job(spec(job))
+
+
+def test_a_changed_fallback_header_changes_the_load_cache_key(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    (reformatted,) = job.glob("*_reformatted.fits")
+    before = spec(job).describe()
+    with fits.open(reformatted, mode="update") as hdul:
+        hdul[0].header["ZPTMAG"] = 18.5
+    assert spec(job).describe() != before
 
 
 def test_partial_join_rejects_rows(sims, tmp_path):
@@ -265,9 +371,19 @@ def write_hand_job(root, inject_rows, index_rows, det_xy, zpt=20.0, shape=(40, 4
     return job
 
 
+#: galsim 2.8's Roman H158 bandpass AB zero point, written out here (not taken from the
+#: tool's table) so that these tests check the tool's injection formula independently.
+H158_BAND_ZP = 15.074164829833911
+
+
+def injected_counts(mag_ab, zptmag):
+    """Raw-image counts RAPID writes for a fake of ``mag_ab`` (rapid_source_injections.py)."""
+    return 10 ** (-0.4 * (mag_ab - (zptmag + H158_BAND_ZP)))
+
+
 def test_hand_made_rapid_folder_every_label_worked_out(tmp_path):
     zpt = 20.0
-    flux_22 = 10 ** (-0.4 * (22.0 - zpt))  # an injected fake of AB 22
+    flux_22 = injected_counts(22.0, zpt)  # an injected fake of AB 22
     # 0-based detections (psfcat rows are written in reverse order of id)
     det = [
         (10.0, 10.0),
@@ -297,6 +413,62 @@ def test_hand_made_rapid_folder_every_label_worked_out(tmp_path):
     assert by_det.loc[0, "truth_mag"] == pytest.approx(22.0)
     assert by_det.loc[2, "truth_mag"] == pytest.approx(22.0)  # mag + ZPTMAG
     assert (t["field"] == "42").all() and (t["filter"] == "H158").all()
+
+
+def test_truth_origin_alone_moves_every_truth_position(tmp_path):
+    # truth sources 1-based at (11, 11) and (21, 31): detections at 0-based (10, 10), (20, 30)
+    inject = [(11.0, 11.0, injected_counts(22.0, 20.0))]
+    index = [(7, 21.0, 31.0, 2.0, "transient")]
+    job = write_hand_job(tmp_path, inject, index, [(10.0, 10.0), (20.0, 30.0)])
+    one = load_job(JobSpec(job.name, job)).table
+    assert one["label"].tolist() == [1, 1]
+    assert one["match_distance"].tolist() == [0.0, 0.0]
+    zero = load_job(JobSpec(job.name, job, labels=LabelOptions(truth_origin=0.0))).table
+    assert zero["label"].tolist() == [1, 1]  # same radius: still within 4 px
+    assert zero["match_distance"].tolist() == pytest.approx([2**0.5, 2**0.5], abs=1e-12)
+
+
+def test_a_source_exactly_at_the_magnitude_limit_does_not_label_real(tmp_path):
+    # ZPTMAG 20 + instrumental 6.0 = AB 26.0 exactly; 5.75 -> 25.75
+    index = [(1, 11.0, 11.0, 6.0, "transient"), (2, 21.0, 31.0, 5.75, "transient")]
+    job = write_hand_job(tmp_path, [], index, [(10.0, 10.0), (20.0, 30.0)])
+    (job / "Roman_TDS_simple_model_H158_1_1_lite_inject.txt").unlink()
+    at_26 = load_job(JobSpec(job.name, job, labels=LabelOptions(mag_limit=26.0))).table
+    assert at_26["label"].tolist()[::-1] == [0, 1]  # rows are in reverse order of detection
+    above = load_job(JobSpec(job.name, job, labels=LabelOptions(mag_limit=26.0 + 1e-9))).table
+    assert above["label"].tolist() == [1, 1]
+
+
+def test_injection_magnitudes_use_the_band_zero_point_and_exptime_free_counts(tmp_path):
+    inject = [(11.0, 11.0, injected_counts(25.5, 20.0)), (21.0, 31.0, injected_counts(26.5, 20.0))]
+    job = write_hand_job(tmp_path, inject, [], [(10.0, 10.0), (20.0, 30.0)])
+    t = load_job(JobSpec(job.name, job)).table.iloc[::-1]  # rows: reverse detection order
+    assert t["label"].tolist() == [1, 0]  # the AB 26.5 fake is past the limit
+    assert t["truth_mag"].iloc[0] == pytest.approx(25.5, abs=1e-5)
+    bright = load_job(JobSpec(job.name, job, labels=LabelOptions(mag_limit=27.0))).table
+    assert bright["truth_mag"].tolist()[::-1] == pytest.approx([25.5, 26.5], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cards", "message"),
+    [
+        ({"FILTER": "F999"}, r"filter 'F999' has no band zero point.*H158"),
+        ({"FILTER": None}, "no FILTER"),
+    ],
+)
+def test_a_labelled_job_with_an_unknown_filter_is_rejected(tmp_path, cards, message):
+    job = write_hand_job(tmp_path, [(11.0, 11.0, 1000.0)], [], [(10.0, 10.0)])
+    with fits.open(job / "bkg_subbed_science_image.fits", mode="update") as hdul:
+        for key, value in cards.items():
+            if value is None:
+                del hdul[0].header[key]
+            else:
+                hdul[0].header[key] = value
+    with pytest.raises(JobError, match=message):
+        load_job(JobSpec(job.name, job))
+    custom = LabelOptions(band_zeropoints={"F999": 15.0})
+    if cards["FILTER"]:
+        assert load_job(JobSpec(job.name, job, labels=custom)).table["labelled"].all()
 
 
 @pytest.mark.flow

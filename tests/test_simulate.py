@@ -11,12 +11,36 @@ from astropy.io import fits
 from astropy.table import Table
 
 from simulate import BOGUS_KINDS, simulate_jobs
-from simulate.catalogs import FINDER_COLUMNS, PSFCAT_COLUMNS, match_one_to_one
+from simulate.catalogs import match_one_to_one
 from simulate.layouts import KINDS_FILE
 from simulate.scene import FILTERS, flux_from_mag, moffat_stamp, render_points
 from simulate.zogy import zogy
 
 SHAPE = (512, 448)  # non-square on purpose
+#: galsim 2.8's Roman bandpass AB zero points and the Roman TDS exposure times, written out
+#: here so the simulator's photometry is checked against numbers it does not compute.
+BAND_ZP = {"H158": 15.074164829833911, "R062": 15.296832274841094}
+EXPTIME = {"H158": 302.275, "R062": 161.025}
+#: Catalog columns as photutils writes them (photutils 2.2 and 3.0 runs of RAPID's calls;
+#: RAPID's pipeline/loadPSFCatIntoDBSourcesTable.py lists the same).
+FINDER_2 = "id xcentroid ycentroid sharpness roundness1 roundness2 npix peak flux mag daofind_mag"
+FINDER_3 = (
+    "id x_centroid y_centroid sharpness roundness1 roundness2 n_pixels peak flux mag daofind_mag"
+)
+PSF_2 = (
+    "id group_id group_size local_bkg x_init y_init flux_init x_fit y_fit flux_fit x_err y_err "
+    "flux_err npixfit qfit cfit flags ra dec"
+)
+PSF_3 = (
+    "id group_id group_size local_bkg x_init y_init flux_init x_fit y_fit flux_fit x_err y_err "
+    "flux_err n_pixels_fit qfit cfit reduced_chi2 flags ra dec"
+)
+
+
+def injected_ab(job, inj):
+    """AB magnitudes of injected fakes from RAPID's counts (rapid_source_injections.py)."""
+    header = fits.getheader(job / IMAGES[0])
+    return -2.5 * np.log10(inj.flux) + header["ZPTMAG"] + BAND_ZP[header["FILTER"]]
 IMAGES = [
     "bkg_subbed_science_image.fits",
     "awaicgen_output_mosaic_image_resampled_gainmatched.fits",
@@ -82,16 +106,21 @@ def test_images_physics(rapid):
     assert 0.8 < np.std(np.clip(finite, -5, 5)) < 1.3  # score in sigma
 
 
-def test_catalog_formats_and_join_on_id(rapid):
+@pytest.mark.parametrize(
+    ("job_id", "finder_names", "psf_names"),
+    [("jid0001", FINDER_2, PSF_2), ("jid0002", FINDER_3, PSF_3)],
+)
+def test_catalog_formats_alternate_photutils_and_join_on_id(rapid, job_id, finder_names, psf_names):
     out, _ = rapid
-    job = out / "jid0002"
+    job = out / job_id
     finder = Table.read(job / "diffimage_masked_psfcat_finder.txt", format="ascii")
     psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii")
-    assert finder.colnames == list(FINDER_COLUMNS)
-    assert psf.colnames == list(PSFCAT_COLUMNS)
+    assert finder.colnames == finder_names.split()
+    assert psf.colnames == psf_names.split()
     assert sorted(finder["id"]) == sorted(psf["id"]) and finder["id"][0] == 1
-    assert len(set(finder["npix"])) == 1
-    joined = pd.DataFrame(finder.as_array()).merge(pd.DataFrame(psf.as_array()), on="id")
+    renames = {"x_centroid": "xcentroid", "y_centroid": "ycentroid"}
+    finder = finder.to_pandas().rename(columns=renames)
+    joined = finder.merge(psf.to_pandas(), on="id")
     assert len(joined) == len(finder)
     assert (np.hypot(joined.x_fit - joined.xcentroid, joined.y_fit - joined.ycentroid) < 3).all()
     assert (
@@ -121,8 +150,7 @@ def test_truth_files_are_one_based(rapid):
     inject_name, index_name = job_files(job)
     inj = pd.read_csv(job / inject_name, sep=r"\s+")
     assert list(inj.columns) == ["xpix", "ypix", "flux"]
-    zpt = fits.getheader(job / IMAGES[0])["ZPTMAG"]
-    mags = -2.5 * np.log10(inj.flux) + zpt
+    mags = injected_ab(job, inj)
     assert mags.between(21, 28).all() and len(inj) == summaries[0].n_injected
     first = (job / index_name).read_text().splitlines()[0]
     assert first == "# object_id ra dec x y realized_flux flux mag obj_type"
@@ -166,8 +194,7 @@ def test_detection_efficiency_falls_with_magnitude(tmp_path):
     inject_name, _ = job_files(job)
     inj = pd.read_csv(job / inject_name, sep=r"\s+")
     psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii")
-    zpt = fits.getheader(job / IMAGES[0])["ZPTMAG"]
-    mag = -2.5 * np.log10(inj.flux) + zpt
+    mag = injected_ab(job, inj)
     m = match_one_to_one(
         np.column_stack([inj.xpix - 1, inj.ypix - 1]),
         np.column_stack([psf["x_fit"], psf["y_fit"]]),
@@ -232,7 +259,7 @@ def test_seed_matches_lie_within_radius_of_real_truth(seed, rapid):
             "x": np.r_[idx.x, inj.xpix] - 1.0,
             "y": np.r_[idx.y, inj.ypix] - 1.0,
             "kind": np.r_[idx.obj_type, ["injected"] * len(inj)],
-            "mag": np.r_[idx.mag + zpt, -2.5 * np.log10(inj.flux) + zpt],
+            "mag": np.r_[idx.mag + zpt, injected_ab(out / "jid0001", inj)],
         }
     )
     real = cat[cat.match >= 0]
@@ -247,10 +274,9 @@ def test_score_is_significant_at_bright_injections(rapid):
     job = out / "jid0001"
     inject_name, _ = job_files(job)
     inj = pd.read_csv(job / inject_name, sep=r"\s+")
-    zpt = fits.getheader(job / IMAGES[0])["ZPTMAG"]
     score = fits.getdata(job / IMAGES[3])
     checked = 0
-    for row in inj[-2.5 * np.log10(inj.flux) + zpt < 23.5].itertuples():
+    for row in inj[injected_ab(job, inj) < 23.5].itertuples():
         r, c = round(row.ypix - 1), round(row.xpix - 1)
         win = score[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]
         if np.isfinite(win).all():
@@ -318,3 +344,71 @@ def test_zogy_point_source_flux_and_significance():
 def test_flux_from_mag():
     assert flux_from_mag(17.638, 17.638) == pytest.approx(1.0)
     assert flux_from_mag(20.138, 17.638) == pytest.approx(0.1)
+
+
+def test_injected_fakes_are_raw_counts_and_pixels_are_dn_per_s(rapid):
+    """The injection list holds raw counts; the science image holds counts / EXPTIME."""
+    out, _ = rapid
+    job = out / "jid0001"
+    header = fits.getheader(job / IMAGES[0])
+    assert header["EXPTIME"] == EXPTIME[header["FILTER"]]
+    inj = pd.read_csv(job / job_files(job)[0], sep=r"\s+")
+    sci = fits.getdata(job / IMAGES[0]).astype(np.float64)
+    bright = inj.loc[inj.flux.idxmax()]
+    r, c = round(bright.ypix - 1), round(bright.xpix - 1)
+    if not (8 <= r < SHAPE[0] - 8 and 8 <= c < SHAPE[1] - 8):
+        pytest.skip("brightest fake too near an edge")
+    aperture = sci[r - 7 : r + 8, c - 7 : c + 8].sum()  # 15 x 15: the whole rendered stamp
+    assert aperture == pytest.approx(bright.flux / header["EXPTIME"], rel=0.15)
+    assert 1e2 < bright.flux < 1e6  # AB 21-28 at ZPTMAG + zp_band ~ 32.7: counts, not DN/s
+
+
+@pytest.mark.parametrize(
+    ("variant", "present", "absent"),
+    [
+        (
+            {"names": "2026"},
+            ["zogy_diffimage_masked.fits", "scorrimage_masked.fits",
+             "zogy_diffimage_masked_psfcat.txt", "zogy_diffimage_masked_psfcat_finder.txt",
+             "zogy_diffimage_masked_psfcat.parquet"],
+            ["diffimage_masked.fits", "zogy_scorrimage_masked.fits"],
+        ),
+        (
+            {"names": "2026", "catalogs": "parquet_only"},
+            ["zogy_diffimage_masked_psfcat.parquet"],
+            ["zogy_diffimage_masked_psfcat.txt", "zogy_diffimage_masked_psfcat_finder.txt"],
+        ),
+        (
+            {"catalogs": "no_finder"},
+            ["diffimage_masked_psfcat.txt"],
+            ["diffimage_masked_psfcat_finder.txt", "diffimage_masked_psfcat.parquet"],
+        ),
+    ],
+)
+def test_rapid_file_name_and_catalog_variants(tmp_path, variant, present, absent):
+    (s,) = simulate_jobs(tmp_path, n_jobs=1, size=(256, 256), seed=2, **variant)
+    names = {p.name for p in s.path.iterdir()}
+    assert set(present) <= names and not set(absent) & names
+
+
+def test_parquet_is_rapids_inner_join_of_psfcat_and_finder(tmp_path):
+    (s,) = simulate_jobs(tmp_path, n_jobs=1, size=(256, 256), seed=2, names="2026", photutils="3")
+    stem = s.path / "zogy_diffimage_masked_psfcat"
+    parquet = pd.read_parquet(stem.with_suffix(".parquet"))
+    psf = Table.read(stem.with_suffix(".txt"), format="ascii").to_pandas()
+    finder = Table.read(f"{stem}_finder.txt", format="ascii").to_pandas()
+    assert list(parquet.columns) == PSF_3.split() + FINDER_3.split()[1:]
+    pd.testing.assert_frame_equal(
+        parquet[["id", "x_fit", "x_centroid"]].reset_index(drop=True),
+        psf[["id", "x_fit"]].merge(finder[["id", "x_centroid"]], on="id"),
+        check_dtype=False,
+        atol=1e-3,
+    )
+
+
+def test_science_cards_can_be_left_to_the_reformatted_image(tmp_path):
+    (s,) = simulate_jobs(tmp_path, n_jobs=1, size=(256, 256), seed=2, science_cards=False)
+    science = fits.getheader(s.path / IMAGES[0])
+    (reformatted,) = s.path.glob("*_reformatted.fits")
+    for card in ("FILTER", "ZPTMAG", "MJD-OBS"):
+        assert card not in science and card in fits.getheader(reformatted)

@@ -83,15 +83,17 @@ def test_readers_on_a_simulated_rapid_job_reproduce_its_labels(tmp_path):
     from astropy.table import Table
 
     from simulate import simulate_jobs
-    from tasks.truth import read_injections, read_simulation_truth
+    from tasks.truth import ROMAN_BAND_ZEROPOINTS, read_injections, read_simulation_truth
 
     kw = dict(n_jobs=1, size=(384, 320), seed=11, injections_per_mpx=200,
               transients_per_mpx=100, gallery=False)
     simulate_jobs(tmp_path / "rapid", **kw)
     simulate_jobs(tmp_path / "seed", layout="seed", **kw)
     job = tmp_path / "rapid" / "jid0001"
-    zpt = fits.getheader(job / "bkg_subbed_science_image.fits")["ZPTMAG"]
-    inj = read_injections("jid0001", next(job.glob("*_lite_inject.txt")), zpt)
+    header = fits.getheader(job / "bkg_subbed_science_image.fits")
+    zpt = header["ZPTMAG"]
+    inj_zpt = zpt + ROMAN_BAND_ZEROPOINTS[header["FILTER"]]
+    inj = read_injections("jid0001", next(job.glob("*_lite_inject.txt")), inj_zpt)
     sim = read_simulation_truth("jid0001", next(job.glob("Roman_TDS_index_*.txt")), zpt)
     assert len(sim) > 0 and inj["mag"].between(21, 28).all()
     psf = Table.read(job / "diffimage_masked_psfcat.txt", format="ascii").to_pandas()
@@ -113,3 +115,27 @@ def test_unparsable_truth_file_names_job_and_file(tmp_path):
     idx.write_text("# a b c\n1 2 3\n")
     with pytest.raises(CatalogError, match="header"):
         read_simulation_truth("jid9", idx, 17.6)
+
+
+def test_band_zero_points_are_galsims():
+    """The table RAPID's injection zero points come from: galsim's Roman bandpasses."""
+    from galsim import roman
+
+    from tasks.config import LabelParams
+    from tasks.truth import ROMAN_BAND_ZEROPOINTS
+
+    bandpasses = roman.getBandpasses()  # as rapid_source_injections.py calls it
+    assert set(ROMAN_BAND_ZEROPOINTS) == set(bandpasses)
+    for name, bandpass in bandpasses.items():
+        assert ROMAN_BAND_ZEROPOINTS[name] == pytest.approx(bandpass.zeropoint, abs=1e-5), name
+    assert LabelParams().band_zeropoints == ROMAN_BAND_ZEROPOINTS
+
+
+def test_injection_magnitudes_invert_rapids_flux_formula():
+    from tasks.truth import injection_magnitudes
+
+    zeropoint = 17.638 + 15.074165  # ZPTMAG + zp_band of an H158 image
+    mags = np.array([21.0, 24.5, 28.0])
+    counts = 10 ** (-0.4 * (mags - zeropoint))  # rapid_source_injections.py
+    assert injection_magnitudes(counts, zeropoint) == pytest.approx(mags, abs=1e-12)
+    assert np.isnan(injection_magnitudes(np.array([0.0, -3.0, np.nan]), zeropoint)).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from flows.build import build_dataset
 from flows.cli import main
 from tasks.config import Params
+from tasks.cutout import cutout_sha256
 from tasks.verify import DatasetInvalid, Problem, verify_dataset, verify_task
 
 pytestmark = pytest.mark.flow
@@ -108,6 +110,17 @@ def _at(problem: Problem, row: pd.Series, file: str | None = None) -> None:
 def _rewrite(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:
         np.save(fh, array)
+
+
+def _set_sha256(ds: Path, index_row: int, digest: str) -> None:
+    """Rewrite one index row's ``sha256``, leaving every other byte of the CSV as it was."""
+    path = ds / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    old = index.at[index_row, "sha256"]
+    lines = path.read_text().splitlines(keepends=True)
+    assert lines[index_row + 1].count(old) == 1
+    lines[index_row + 1] = lines[index_row + 1].replace(old, digest)
+    path.write_text("".join(lines))
 
 
 @pytest.mark.parametrize("layout", ["files", "shards"])
@@ -257,13 +270,29 @@ def test_candidate_indexed_and_rejected(files):
 # --- shards layout ------------------------------------------------------------------------
 
 
-def test_changed_value_in_shard_is_a_checksum_mismatch(shards):
-    stack = np.load(shards / "shards" / "jid0002.npy", mmap_mode="r+")
-    stack[4, 1, 2, 3] = 0.5 if stack[4, 1, 2, 3] != 0.5 else 0.25  # still a valid value
+def test_changed_value_in_shard_is_a_digest_mismatch_at_its_row(shards):
+    row = _row(shards, "jid0002", 4)
+    stack = np.load(shards / row.shard, mmap_mode="r+")
+    stack[row.row, 1, 2, 3] = 0.5 if stack[row.row, 1, 2, 3] != 0.5 else 0.25  # still valid
     stack.flush()
     del stack
-    problem = _only(verify_dataset(shards), "checksum")
-    assert problem.file == "shards/jid0002.npy"
+    problem = _only(verify_dataset(shards), "digest")  # not also the shard's checksum
+    _at(problem, row, "shards/jid0002.npy")
+    assert f"shard row {row.row}: data bytes hash to sha256" in problem.message
+
+
+def test_changed_shard_with_matching_index_sha256_is_a_checksum_mismatch(shards):
+    """croissant.json's file digests still catch what the index's sha256 would not."""
+    row = _row(shards, "jid0002", 4)
+    stack = np.load(shards / row.shard, mmap_mode="r+")
+    stack[row.row, 1, 2, 3] = 0.5 if stack[row.row, 1, 2, 3] != 0.5 else 0.25
+    stack.flush()
+    digest = cutout_sha256(np.array(stack[row.row]))
+    del stack
+    _set_sha256(shards, row.index_row, digest)
+    report = verify_dataset(shards)
+    got = sorted((p.kind, p.file) for p in report.problems)
+    assert got == [("checksum", "master_index.csv"), ("checksum", "shards/jid0002.npy")], got
 
 
 def test_nan_in_shard_names_the_row(shards):
@@ -393,3 +422,250 @@ def test_a_job_in_two_splits_and_an_unknown_split(files):
     assert unknown.index_row == rows[5] and unknown.job_id == "jid0002"
     spread = next(p for p in report.problems if "in 3 splits" in p.message)
     assert "job_id jid0002" in spread.message and spread.index_row == rows[0]
+
+
+# --- integrity: every cutout's bytes against its sha256, and cut again with --deep ---------
+
+
+def _flip_bit(path: Path, start: int) -> None:
+    """Flip the lowest bit of the first value in (0, 1) of the cutout at byte ``start``.
+
+    The value moves by one unit in the last place, so it stays finite and inside [0, 1]:
+    only the cutout's digest can tell.
+    """
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        values = np.frombuffer(fh.read(64 * 64 * 4 * 4), "<f4")
+        j = int(np.flatnonzero((values > 0) & (values < 1))[0])
+        fh.seek(start + 4 * j)
+        byte = fh.read(1)[0]
+        fh.seek(start + 4 * j)
+        fh.write(bytes([byte ^ 1]))
+
+
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_index_has_a_sha256_per_cutout_identical_in_both_layouts(built):
+    files = pd.read_csv(built["files"] / "master_index.csv")
+    shards = pd.read_csv(built["shards"] / "master_index.csv")
+    assert files["sha256"].str.fullmatch("[0-9a-f]{64}").all()
+    assert files["sha256"].tolist() == shards["sha256"].tolist()
+    for row in files.itertuples():
+        data = (built["files"] / row.cutout_filename).read_bytes()[-64 * 64 * 4 * 4 :]
+        assert hashlib.sha256(data).hexdigest() == row.sha256
+    stack = np.load(built["shards"] / "shards" / "jid0002.npy")
+    rows = shards[shards.job_id == "jid0002"]
+    assert [cutout_sha256(stack[r]) for r in rows["row"]] == rows["sha256"].tolist()
+
+
+def test_flipped_bit_in_a_cutout_file(files, capsys):
+    row = _row(files)
+    path = files / row.cutout_filename
+    _flip_bit(path, path.stat().st_size - 64 * 64 * 4 * 4)
+    tensor = np.load(path)
+    assert np.isfinite(tensor).all() and tensor.min() >= 0 and tensor.max() <= 1
+    problem = _only(verify_dataset(files), "digest")
+    _at(problem, row)
+    assert main(["verify", "-d", str(files)]) == 1
+    assert _lines(capsys)[0].startswith(
+        f"digest: {row.cutout_filename} (index row {row.index_row}, "
+    )
+
+
+def test_flipped_bit_in_a_shard_row(shards, capsys):
+    row = _row(shards, "jid0001", 5)
+    path = shards / row.shard
+    offset = np.load(path, mmap_mode="r").offset
+    _flip_bit(path, offset + int(row.row) * 64 * 64 * 4 * 4)
+    stack = np.load(path)
+    assert np.isfinite(stack).all() and stack.min() >= 0 and stack.max() <= 1
+    problem = _only(verify_dataset(shards), "digest")  # not also the shard's checksum
+    _at(problem, row, "shards/jid0001.npy")
+    assert problem.message.startswith(f"shard row {row.row}: ")
+    assert main(["verify", "-d", str(shards)]) == 1
+    assert _lines(capsys)[0].startswith(f"digest: shards/jid0001.npy (index row {row.index_row}, ")
+
+
+def test_bad_sha256_value_in_the_index(files):
+    (files / "croissant.json").unlink()
+    row = _row(files)
+    _set_sha256(files, row.index_row, "not-a-digest")
+    problem = _only(verify_dataset(files, require_croissant=False), "index")
+    assert (
+        problem.index_row == row.index_row and "'not-a-digest' is not a SHA-256" in problem.message
+    )
+
+
+def test_index_without_sha256_column_is_noted(files):
+    (files / "croissant.json").unlink()
+    path = files / "master_index.csv"
+    pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns="sha256").to_csv(
+        path, index=False
+    )
+    report = verify_dataset(files, require_croissant=False)
+    assert report.ok and report.digests == 0, report.lines()
+    assert any("no sha256 column" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("renumber", [False, True])
+def test_dropped_index_row_names_the_file(files, capsys, renumber):
+    row = _row(files)
+    path = files / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False).drop(index=row.index_row)
+    if renumber:  # cutout_id still 0 .. N-1
+        index["cutout_id"] = [str(i) for i in range(len(index))]
+    index.to_csv(path, index=False, lineterminator="\n")
+    report = verify_dataset(files)
+    kinds = sorted({p.kind for p in report.problems})
+    # the gap in cutout_id, else the index's changed bytes (croissant.json), and the row
+    assert kinds == ["accounting", "checksum" if renumber else "index", "unlisted-file"], (
+        report.lines()
+    )
+    unlisted = next(p for p in report.problems if p.kind == "unlisted-file")
+    assert unlisted.file == row.cutout_filename
+    assert main(["verify", "-d", str(files)]) == 1
+    assert f"unlisted-file: {row.cutout_filename}: not listed in master_index.csv" in _lines(capsys)
+
+
+@pytest.mark.parametrize(
+    ("layout", "stray"),
+    [("files", "cutouts/jid0002_cutout00099.npy"), ("shards", "shards/jid0099.npy")],
+)
+def test_stray_npy_names_the_file(built, tmp_path, capsys, layout, stray):
+    ds = _copy(built[layout], tmp_path / layout)
+    source = ds / _row(ds).cutout_filename
+    shutil.copy(source, ds / stray)
+    assert _only(verify_dataset(ds), "unlisted-file").file == stray
+    assert main(["verify", "-d", str(ds)]) == 1
+    assert _lines(capsys)[0] == f"unlisted-file: {stray}: not listed in master_index.csv"
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_deep_passes_on_an_untouched_dataset(built, capsys, layout):
+    report = verify_dataset(built[layout], built["jobs"], deep=True)
+    assert report.ok, report.lines()
+    assert (report.recut, report.digests) == (26, 26)
+    assert "26 cutouts cut again and compared" in report.summary()
+    assert main(["verify", "-d", str(built[layout]), "-i", str(built["jobs"]), "--deep"]) == 0
+    assert _lines(capsys)[-1].startswith("verify: OK, 26 cutouts in ")
+
+
+def _swap_in(ds: Path, row: pd.Series, other: pd.Series) -> None:
+    """Replace ``row``'s cutout by ``other``'s (a valid cutout) and its sha256 to match.
+
+    croissant.json goes, since its index digest would tell; only a recut can then see it.
+    """
+    if row.shard == row.shard:  # not NaN: shards layout
+        stack = np.load(ds / row.shard, mmap_mode="r+")
+        stack[int(row.row)] = stack[int(other.row)]
+        stack.flush()
+        del stack
+    else:
+        shutil.copy(ds / other.cutout_filename, ds / row.cutout_filename)
+    _set_sha256(ds, row.index_row, other.sha256)
+    (ds / "croissant.json").unlink()
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_deep_catches_a_swapped_cutout_with_a_matching_sha256(built, tmp_path, capsys, layout):
+    ds = _copy(built[layout], tmp_path / layout)
+    row, other = _row(ds, "jid0002", 3), _row(ds, "jid0002", 5)
+    _swap_in(ds, row, other)
+    jobs = str(built["jobs"])
+    assert verify_dataset(ds, jobs, require_croissant=False).ok  # only --deep can tell
+    problem = _only(verify_dataset(ds, jobs, require_croissant=False, deep=True), "recut")
+    _at(problem, row, row.shard if layout == "shards" else None)
+    assert "values differ from the candidate cut again from" in problem.message
+    assert "jid0002" in problem.message
+    assert main(["verify", "-d", str(ds), "-i", jobs, "--no-croissant"]) == 0
+    capsys.readouterr()
+    assert main(["verify", "-d", str(ds), "-i", jobs, "--no-croissant", "--deep"]) == 1
+    assert _lines(capsys)[0].startswith(f"recut: {problem.file} (index row {row.index_row}, ")
+
+
+def test_deep_needs_the_input(files, capsys):
+    assert main(["verify", "-d", str(files), "--deep"]) == 2
+    assert "--deep needs -i" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs input_dir"):
+        verify_dataset(files, deep=True)
+
+
+def test_deep_reports_a_candidate_the_input_no_longer_has(built, files, tmp_path):
+    jobs = Path(shutil.copytree(built["jobs"], tmp_path / "jobs"))
+    catalog = jobs / "jid0003" / "psfcat.csv"
+    catalog.write_text("".join(catalog.read_text().splitlines(keepends=True)[:3]))  # rows 0, 1
+    report = verify_dataset(files, jobs, deep=True)
+    recut = [p for p in report.problems if p.kind == "recut"]
+    assert [(p.job_id, p.catalog_row, p.file) for p in recut] == [
+        ("jid0003", 2, "cutouts/jid0003_cutout00002.npy")
+    ], report.lines()
+    assert "the input catalog has no row 2 (2 rows)" in recut[0].message
+
+
+# --- accounting: each check against a one-line mutation of it ------------------------------
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
+
+
+def test_reject_row_at_the_catalog_row_count_is_beyond_the_catalog(files):
+    _append(files / "rejects.csv", "jid0003,3,made up")  # jid0003 has rows 0, 1, 2
+    problem = _only(verify_dataset(files), "accounting")
+    assert (problem.job_id, problem.catalog_row, problem.file) == ("jid0003", 3, "rejects.csv")
+    assert problem.message == "beyond the catalog's 3 rows (jobs.csv)"
+
+
+def test_index_row_at_the_catalog_row_count_is_beyond_the_catalog(files):
+    (files / "croissant.json").unlink()
+    path = files / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    i = index.index[(index.job_id == "jid0003") & (index.catalog_row == "2")][0]
+    new = "cutouts/jid0003_cutout00003.npy"
+    (files / index.at[i, "cutout_filename"]).rename(files / new)
+    index.loc[i, ["catalog_row", "cutout_filename"]] = ["3", new]
+    index.to_csv(path, index=False, lineterminator="\n")
+    report = verify_dataset(files, require_croissant=False)
+    got = [(p.kind, p.file, p.catalog_row, p.message) for p in report.problems]
+    assert got == [
+        ("accounting", "master_index.csv", 3, "beyond the catalog's 3 rows (jobs.csv)"),
+        ("accounting", None, 2, "neither in master_index.csv nor in rejects.csv"),
+    ], report.lines()
+
+
+def test_row_listed_twice_in_rejects(files):
+    path = files / "rejects.csv"
+    lines = path.read_text().splitlines()
+    assert lines[1].startswith("jid0003,1,")
+    _append(path, lines[1])
+    problem = _only(verify_dataset(files), "accounting")
+    assert (problem.job_id, problem.catalog_row, problem.file) == ("jid0003", 1, "rejects.csv")
+    assert problem.message == "rejects.csv rows 0 and 4 both reject it"
+
+
+def test_job_marked_rejected_with_indexed_rows(files):
+    path = files / "jobs.csv"
+    jobs = pd.read_csv(path, dtype=str, keep_default_na=False)
+    jobs.loc[jobs.job_id == "jid0001", "status"] = "rejected"
+    jobs.to_csv(path, index=False, lineterminator="\n")
+    _append(files / "rejects.csv", "jid0001,,made up")  # its whole-job row, so only one cause
+    problem = _only(verify_dataset(files), "accounting")
+    assert problem.job_id == "jid0001"
+    assert problem.message == "jobs.csv says rejected, yet 12 rows are indexed"
+
+
+@pytest.mark.parametrize(
+    ("job", "column", "value", "held"),
+    [("jid0001", "cutouts", "11", 12), ("jid0003", "rejected_rows", "0", 1)],
+)
+def test_jobs_csv_counts_that_disagree_with_the_tables(files, job, column, value, held):
+    path = files / "jobs.csv"
+    jobs = pd.read_csv(path, dtype=str, keep_default_na=False)
+    jobs.loc[jobs.job_id == job, column] = value
+    jobs.to_csv(path, index=False, lineterminator="\n")
+    problem = _only(verify_dataset(files), "accounting")
+    assert (problem.job_id, problem.file) == (job, "jobs.csv")
+    assert problem.message == f"jobs.csv says {column}={value}, the tables hold {held}"
