@@ -674,7 +674,7 @@ def test_rapid_catalog_any_damage(scratch, damage):
     if truth is not None:
         name, content = TRUTH_FILES[truth]
         (job / name).write_bytes(content)
-    headers = {} if zpt is None else {"ZPTMAG": zpt}
+    headers = {"FILTER": "H158", **({} if zpt is None else {"ZPTMAG": zpt})}
     try:
         table, rejects, _ = RapidLayout().parse_catalog(job.name, job, None, headers)
     except CatalogError as exc:
