@@ -139,3 +139,54 @@ def test_injection_magnitudes_invert_rapids_flux_formula():
     counts = 10 ** (-0.4 * (mags - zeropoint))  # rapid_source_injections.py
     assert injection_magnitudes(counts, zeropoint) == pytest.approx(mags, abs=1e-12)
     assert np.isnan(injection_magnitudes(np.array([0.0, -3.0, np.nan]), zeropoint)).all()
+
+
+def test_every_output_column_of_a_match_and_a_miss():
+    """Each column of a matched row carries its truth source's values; a miss is empty."""
+    t = truth([(10.0, 10.0, 22.5, "7_inj", True), (40.0, 40.0, 21.0, "1234_ou", False)])
+    out = label_detections(np.array([10.0, 40.0, 25.0]), np.array([13.0, 40.0, 25.0]), t)
+    assert list(out.columns) == [
+        "label", "match_id", "truth_id", "injected", "match_distance", "truth_mag"
+    ]
+    assert out.dtypes.astype(str).tolist() == [
+        "Int64", "string", "string", "boolean", "float64", "float64"
+    ]
+    assert out["label"].tolist() == [1, 1, 0]
+    assert out["match_id"].tolist()[:2] == ["7_inj", "1234_ou"]
+    assert out["truth_id"].tolist()[:2] == ["7", "1234"]
+    assert out["injected"].tolist()[:2] == [True, False]
+    assert out["match_distance"].tolist()[:2] == [3.0, 0.0]
+    assert out["truth_mag"].tolist()[:2] == [22.5, 21.0]
+    assert out.iloc[2, 1:].isna().all()
+
+
+def test_default_radius_and_limit_are_the_documented_ones():
+    t = truth([(10.0, 10.0, 25.99, "0_inj", True), (30.0, 30.0, 26.0, "1_inj", True)])
+    out = label_detections(np.array([14.0, 30.0, 44.5]), np.array([10.0, 30.0, 10.0]), t)
+    assert out["label"].tolist() == [1, 0, 0]  # 4 px matches; AB 26.0 is not brighter than 26
+    t = truth([(10.0, 10.0, 22.0, "0_inj", True)])
+    assert label_detections(np.array([14.01]), np.array([10.0]), t)["label"][0] == 0
+
+
+def test_readers_default_to_one_based_truth_and_name_job_and_file(tmp_path):
+    from tasks.errors import CatalogError
+    from tasks.truth import read_injections, read_simulation_truth
+
+    inject = tmp_path / "x_lite_inject.txt"
+    inject.write_text("xpix ypix flux\n11.0 21.0 0.5\n")
+    rows = read_injections("jid9", inject, 30.0)
+    assert (rows["x"][0], rows["y"][0]) == (10.0, 20.0)
+    assert rows["mag"][0] == pytest.approx(30.0 + 2.5 * np.log10(2.0))  # < 1 count is a source
+    index = tmp_path / "Roman_TDS_index_H158_1_1.txt"
+    index.write_text("# object_id ra dec x y realized_flux flux mag obj_type\n"
+                     "5 0 0 11.0 21.0 1 1 8.0 transient\n")
+    rows = read_simulation_truth("jid9", index, 18.0)
+    assert (rows["x"][0], rows["y"][0], rows["mag"][0]) == (10.0, 20.0, 26.0)
+    inject.write_bytes(b"xpix ypix flux\n\xff\xfe 1 2\n")
+    with pytest.raises(CatalogError, match=r"jid9.*x_lite_inject\.txt.*truth file does not parse"):
+        read_injections("jid9", inject, 30.0)
+
+
+def test_matching_with_no_detection_or_no_truth():
+    assert match_one_to_one(np.zeros((0, 2)), np.array([[1.0, 1.0]]), 4).tolist() == []
+    assert match_one_to_one(np.array([[1.0, 1.0]]), np.zeros((0, 2)), 4).tolist() == [-1]
