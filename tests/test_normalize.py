@@ -99,3 +99,20 @@ def test_finite_per_row_matches_a_plain_count():
     for block in (1, 7, 64, 1000):
         assert (finite_per_row(img, rows_per_block=block) == want).all()
     assert finite_per_row(img)[250] == 70
+
+
+def test_negative_zero_comes_out_as_positive_zero():
+    """Cutout bytes (and their sha256) never depend on the sign of a zero."""
+    lim = ChannelLimits(0.0, 1.0, "ok")
+    out = apply_limits(np.array([-0.0, 0.0, -1e-300, -5.0], np.float64), lim)
+    assert out.tobytes() == np.zeros(4, np.float32).tobytes()
+    assert not np.signbit(out).any()
+
+
+def test_a_range_that_overflows_float64_normalises_to_zeros():
+    img = np.zeros((40, 40))
+    img[::2] = -1.5e308
+    img[1::2] = 1.5e308
+    lim = zscale_limits(img)
+    assert lim.status == "limits_not_finite" and not lim.usable
+    assert (apply_limits(img[:4, :4], lim) == 0).all()

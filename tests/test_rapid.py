@@ -633,3 +633,57 @@ def test_dataset_with_kinds_and_score_peak_verifies(kinds_job, tmp_path):
     assert np.isfinite(index["score_peak"]).any()
     report = verify_dataset(out, good.parent)
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        (7, "7"), (np.int64(7), "7"), (7.0, "7"), ("7", "7"), (" 7.0 ", "7"), ("1e3", "1000"),
+        (b"12", "12"), (7.5, "7.5"), ("abc", "abc"), ("", None), (None, None), (pd.NA, None),
+        (float("nan"), None), ("inf", None), ("123456789012345678901", "123456789012345678901"),
+    ],
+)
+def test_id_join_keys(value, key):
+    from tasks.layouts import _id_key
+
+    assert _id_key(value) == key
+
+
+@pytest.mark.parametrize("zptmag", ["abc", float("nan"), float("inf")])
+def test_a_zero_point_that_is_no_finite_number_rejects_the_job(tmp_path, zptmag):
+    job = write_hand_job(tmp_path, [], [(1, 11.0, 11.0, 5.0, "transient")], [(10.0, 10.0)])
+    (job / "Roman_TDS_simple_model_H158_1_1_lite_inject.txt").unlink()
+    with pytest.raises(JobError, match=r"ZPTMAG = .* is not a finite number"):
+        RapidLayout().parse_catalog(job.name, job, None, {"ZPTMAG": zptmag, "FILTER": "H158"})
+
+
+def test_truth_index_zero_point_parameter_and_labelled_with_one_kind_of_truth(tmp_path):
+    index = [(1, 11.0, 11.0, 5.0, "transient")]  # instrumental 5.0: AB 25.0 at ZPTMAG 20
+    job = write_hand_job(tmp_path, [], index, [(10.0, 10.0)])
+    (job / "Roman_TDS_simple_model_H158_1_1_lite_inject.txt").unlink()
+    t = load_job(JobSpec(job.name, job)).table
+    assert t["labelled"].all() and t["truth_mag"].tolist() == [25.0]
+    own = LabelOptions(truth_index_zeropoint=21.5)  # AB 26.5: past the limit
+    t = load_job(JobSpec(job.name, job, labels=own)).table
+    assert t["labelled"].all() and t["label"].tolist() == [0]
+    own = LabelOptions(truth_index_zeropoint=21.5, mag_limit=27.0)
+    assert load_job(JobSpec(job.name, job, labels=own)).table["truth_mag"].tolist() == [26.5]
+
+
+def test_injection_matches_carry_truth_id_and_injected_flag(tmp_path):
+    inject = [(51.0, 51.0, 1.0), (11.0, 11.0, injected_counts(22.0, 20.0))]
+    job = write_hand_job(tmp_path, inject, [], [(10.0, 10.0)])
+    (job / "Roman_TDS_index_H158_1_1.txt").unlink()
+    t = load_job(JobSpec(job.name, job)).table
+    assert t["labelled"].all()
+    assert (t["match_id"].tolist(), t["truth_id"].tolist()) == (["1_inj"], ["1"])
+    assert t["injected"].tolist() == [True]
+
+
+def test_absurd_truth_positions_and_non_numbers_never_match(tmp_path):
+    index = [(1, 1e308, 11.0, 2.0, "transient"), (2, "abc", 11.0, 2.0, "transient"),
+             (3, 11.0, 11.0, "faint", "transient")]
+    job = write_hand_job(tmp_path, [(1e308, 11.0, 100.0), ("x", 11.0, 100.0)], index,
+                         [(10.0, 10.0)])
+    t = load_job(JobSpec(job.name, job)).table
+    assert t["labelled"].all() and t["label"].tolist() == [0]
