@@ -96,6 +96,9 @@ def make_job(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session", autouse=True)
 def prefect_backend():
     """One temporary Prefect API server (own database) for the whole test session."""
+    if os.environ.get("MUTMUT_SKIP_PREFECT_HARNESS") == "1":  # mutation runs: non-flow tests
+        yield
+        return
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
