@@ -108,6 +108,43 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``simulate`` subcommand: flags override the ``simulate:`` params."""
+    p = sub.add_parser("simulate", help="write simulated RAPID job folders")
+    p.add_argument("-o", "--output_dir", default="./mini_dataset", help="folder to write jobs into")
+    p.add_argument("--jobs", type=int, default=None, help="number of jobs (simulate.jobs)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (simulate.size)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (simulate.seed)")
+    p.add_argument("--workers", type=int, default=None, help="jobs simulated in parallel")
+    p.add_argument(
+        "--layout",
+        choices=["rapid", "seed"],
+        default=None,
+        help="folder layout (simulate.layout; default rapid)",
+    )
+    p.add_argument(
+        "--photutils",
+        choices=["2", "3", "alternate"],
+        default=None,
+        help="catalog column names of photutils 2 or 3 (simulate.photutils; default: "
+        "alternate per job)",
+    )
+    p.add_argument(
+        "--names",
+        choices=["2025", "2026"],
+        default=None,
+        help="RAPID file names: 2025, or 2026 with the zogy_ prefix (simulate.names)",
+    )
+    p.add_argument(
+        "--catalogs",
+        choices=["text", "parquet_only", "no_finder"],
+        default=None,
+        help="catalog files: text (2026: plus parquet), the 2026 parquet alone, or no "
+        "finder catalog as before July 2025 (simulate.catalogs)",
+    )
+    _add_common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cutouts",
@@ -183,39 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     _add_common(p)
 
-    p = sub.add_parser("simulate", help="write simulated RAPID job folders")
-    p.add_argument("-o", "--output_dir", default="./mini_dataset", help="folder to write jobs into")
-    p.add_argument("--jobs", type=int, default=None, help="number of jobs (simulate.jobs)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (simulate.size)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (simulate.seed)")
-    p.add_argument("--workers", type=int, default=None, help="jobs simulated in parallel")
-    p.add_argument(
-        "--layout",
-        choices=["rapid", "seed"],
-        default=None,
-        help="folder layout (simulate.layout; default rapid)",
-    )
-    p.add_argument(
-        "--photutils",
-        choices=["2", "3", "alternate"],
-        default=None,
-        help="catalog column names of photutils 2 or 3 (simulate.photutils; default: "
-        "alternate per job)",
-    )
-    p.add_argument(
-        "--names",
-        choices=["2025", "2026"],
-        default=None,
-        help="RAPID file names: 2025, or 2026 with the zogy_ prefix (simulate.names)",
-    )
-    p.add_argument(
-        "--catalogs",
-        choices=["text", "parquet_only", "no_finder"],
-        default=None,
-        help="catalog files: text (2026: plus parquet), the 2026 parquet alone, or no "
-        "finder catalog as before July 2025 (simulate.catalogs)",
-    )
-    _add_common(p)
+    _add_simulate_parser(sub)
     p = sub.add_parser("serve", help="serve build_dataset on a schedule from this process")
     p.add_argument(
         "-i",
