@@ -393,25 +393,24 @@ def _parse_index(frame: pd.DataFrame, problems: list[Problem]) -> _Index:
     )
     if "sha256" in kept:
         index.sha256 = _parse_digests(index, kept["sha256"], problems)
-    for i in np.flatnonzero(~id_ok):
-        problems.append(
-            Problem(
-                "index",
-                f"cutout_id {kept['cutout_id'].iat[i]!r} is not an integer",
-                file=INDEX_FILE,
-                **index.where(i),
-            )
-        )
-    for i in np.flatnonzero(~catalog_ok):
-        problems.append(
-            Problem(
-                "index",
-                f"catalog_row {kept['catalog_row'].iat[i]!r} is not an integer",
-                file=INDEX_FILE,
-                **index.where(i),
-            )
-        )
+    _bad_cells(index, kept["cutout_id"], ~id_ok, "is not an integer", problems)
+    _bad_cells(index, kept["catalog_row"], ~catalog_ok, "is not an integer", problems)
     return index
+
+
+def _bad_cells(
+    index: _Index, values: pd.Series, bad: np.ndarray, why: str, problems: list[Problem]
+) -> None:
+    """An ``index`` problem ``"<column> <value> <why>"`` for each row where ``bad`` is true."""
+    for i in np.flatnonzero(bad):
+        problems.append(
+            Problem(
+                "index",
+                f"{values.name} {values.iat[i]!r} {why}",
+                file=INDEX_FILE,
+                **index.where(int(i)),
+            )
+        )
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -421,15 +420,7 @@ def _parse_digests(index: _Index, values: pd.Series, problems: list[Problem]) ->
     """The ``sha256`` column, lowercased; an ``index`` problem (and "") where not 64 hex digits."""
     digests = values.str.strip().str.lower()
     valid = digests.map(lambda v: _HEX64.fullmatch(v) is not None).to_numpy(bool)
-    for i in np.flatnonzero(~valid):
-        problems.append(
-            Problem(
-                "index",
-                f"sha256 {values.iat[i]!r} is not a SHA-256 digest (64 hex digits)",
-                file=INDEX_FILE,
-                **index.where(int(i)),
-            )
-        )
+    _bad_cells(index, values, ~valid, "is not a SHA-256 digest (64 hex digits)", problems)
     return np.where(valid, digests.to_numpy(str), "")
 
 
