@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -23,16 +24,32 @@ FILES = Params().override("cutouts", retry_delay_s=0.0, workers=2)
 SHARDS = FILES.override("cutouts", layout="shards")
 
 
+#: A folder in which ``built`` keeps its datasets between test sessions (mutation runs, where
+#: every mutant is a new session without a Prefect server: docs/mutation-testing.md).
+KEEP = "CUTOUTS_TEST_VERIFY_DATASETS"
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:
     """Input jobs and one dataset per layout, made once by the real flow (create, croissant).
 
     jid0001, jid0002: 12 rows each, all cut. jid0003: 3 rows, one off the image (rejected).
-    jid0004: a truncated image, rejected whole with its 2 catalog rows.
+    jid0004: a truncated image, rejected whole with its 2 catalog rows. With ``$KEEP`` set,
+    they are made in that folder by the first session and read from it by later ones.
     """
+    kept = os.environ.get(KEEP)
+    root = Path(kept) if kept else tmp_path_factory.mktemp("verify")
+    out = {"jobs": root / "jobs", "files": root / "files", "shards": root / "shards"}
+    if not (root / "complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        _build(root)
+        (root / "complete").touch()
+    return out
+
+
+def _build(root: Path) -> None:
     from conftest import SEED_FILES, ramp_image, write_fits
 
-    root = tmp_path_factory.mktemp("verify")
     jobs = root / "jobs"
     catalogs = {
         "jid0003": pd.DataFrame(
@@ -59,12 +76,9 @@ def built(tmp_path_factory) -> dict[str, Path]:
         catalog.to_csv(job / "psfcat.csv", index=False)
     diff = jobs / "jid0004" / SEED_FILES["difference"]
     diff.write_bytes(diff.read_bytes()[:3000])
-    out = {"jobs": jobs}
     for layout, params in (("files", FILES), ("shards", SHARDS)):
-        out[layout] = root / layout
-        summary = build_dataset(str(jobs), str(out[layout]), params, ["create", "croissant"])
+        summary = build_dataset(str(jobs), str(root / layout), params, ["create", "croissant"])
         assert (summary.cutouts, summary.rejected, summary.jobs_rejected) == (26, 3, 1)
-    return out
 
 
 @pytest.fixture
