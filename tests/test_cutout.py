@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 
 import numpy as np
@@ -199,4 +201,115 @@ def test_cut_job_adds_score_peak_and_keeps_the_cutout_bytes(make_job, tmp_path):
     tensors = make_tensors(images, result.limits, r, c)
     for tensor, name in zip(tensors, rows["cutout_filename"], strict=True):
         assert (tmp_path / "ds" / name).read_bytes() == npy_bytes(tensor)
+    # each kept row's sha256 is that of its own cutout's data bytes, whatever rows were dropped
+    assert rows["sha256"].dtype == "string"
+    for name, digest in zip(rows["cutout_filename"], rows["sha256"], strict=True):
+        data = (tmp_path / "ds" / name).read_bytes()[-64 * 64 * 4 * 4 :]
+        assert hashlib.sha256(data).hexdigest() == digest
     assert tensors[0, 32, 32, 3] == 1.0  # the 77 peak saturates the normalised score channel
+
+
+def _cut(make_job, out, layout, name="jid0001", **kw):
+    from tasks.load import JobSpec, load_job
+    from tasks.normalize import job_limits
+
+    data = load_job(JobSpec(name, make_job(name, shape=(50, 60), seed=4)))
+    return cut_job(data, job_limits(data), out, layout=layout, **kw)
+
+
+def test_a_shard_is_np_save_of_the_files_layouts_cutouts(make_job, tmp_path):
+    """Shard bytes are ``np.save`` of the stacked cutouts; each row's sha256 is its file's."""
+    import hashlib
+
+    files = _cut(make_job, tmp_path / "files", "files").rows
+    shards = _cut(make_job, tmp_path / "shards", "shards", batch=5).rows
+    stack = np.stack([np.load(tmp_path / "files" / f) for f in files["cutout_filename"]])
+    buf = io.BytesIO()
+    np.save(buf, stack)
+    assert (tmp_path / "shards" / "shards" / "jid0001.npy").read_bytes() == buf.getvalue()
+    assert shards["sha256"].tolist() == files["sha256"].tolist()
+    assert shards["row"].tolist() == list(range(len(files)))
+    assert (shards["shard"] == shards["cutout_filename"]).all()
+    assert (shards["shard"] == "shards/jid0001.npy").all()
+    second = _cut(make_job, tmp_path / "shards", "shards", name="jid0002").rows
+    assert (second["shard"] == "shards/jid0002.npy").all()
+    assert (tmp_path / "shards" / "shards" / "jid0002.npy").is_file()
+    for name, digest in zip(files["cutout_filename"], files["sha256"], strict=True):
+        data = (tmp_path / "files" / name).read_bytes()[-64 * 64 * 4 * 4 :]
+        assert hashlib.sha256(data).hexdigest() == digest
+
+
+def test_a_short_writev_is_completed(make_job, tmp_path, monkeypatch):
+    """When ``os.writev`` writes only part of a cutout, the rest still reaches the file."""
+    import os
+
+    import tasks.cutout
+
+    whole = _cut(make_job, tmp_path / "whole", "files").rows
+    real = os.writev
+
+    def short(fd, buffers):
+        return real(fd, [bytes(buffers[0])[:100]])
+
+    monkeypatch.setattr(tasks.cutout.os, "writev", short)
+    part = _cut(make_job, tmp_path / "part", "files").rows
+    for name in whole["cutout_filename"]:
+        assert (tmp_path / "part" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert part["sha256"].tolist() == whole["sha256"].tolist()
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_outputs_present_needs_the_manifest_and_every_file(make_job, tmp_path, layout):
+    from tasks.cutout import STATE_DIR, manifest_path, outputs_present
+
+    out = tmp_path / "ds"
+    assert not outputs_present(out, "jid0001", layout)
+    rows = _cut(make_job, out, layout).rows
+    path = manifest_path(out, "jid0001", layout)
+    assert path == out / STATE_DIR / "jobs" / layout / "jid0001.json"
+    assert manifest_path(out, "jid0001") == out / STATE_DIR / "jobs" / "files" / "jid0001.json"
+    assert outputs_present(out, "jid0001", layout)
+    assert outputs_present(str(out), "jid0001", layout)
+    files = sorted(set(rows["cutout_filename"]))
+    assert json.loads(path.read_text()) == {"job_id": "jid0001", "layout": layout, "files": files}
+    other = "shards" if layout == "files" else "files"
+    assert not outputs_present(out, "jid0001", other)
+    assert not outputs_present(out, "jid0002", layout)
+    (out / rows["cutout_filename"].iloc[-1]).unlink()
+    assert not outputs_present(out, "jid0001", layout)
+    for text in ("{}", "not json", '{"files": []}'):
+        path.write_text(text)
+        assert outputs_present(out, "jid0001", layout) is (text == '{"files": []}')
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((64, 64, 4), ">f4"), ((64, 64, 3), "<f4"), ((64, 64, 4), "<f8")]
+)
+def test_digest_and_bytes_refuse_other_shapes_and_byte_orders(shape, dtype):
+    from tasks.cutout import cutout_sha256
+
+    tensor = np.zeros(shape, dtype)
+    with pytest.raises(ValueError, match=r"expected \(64, 64, 4\) <f4"):
+        cutout_sha256(tensor)
+    if np.dtype(dtype) != np.float32 or shape != (64, 64, 4):
+        with pytest.raises(ValueError, match=r"expected \(64, 64, 4\) float32"):
+            npy_bytes(tensor)
+
+
+def test_a_failed_files_layout_job_leaves_no_cutouts(make_job, tmp_path, monkeypatch):
+    """A write that fails part-way removes the cutouts the job had already written."""
+    import tasks.cutout
+
+    calls = {"n": 0}
+    real = tasks.cutout.make_tensors
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(tasks.cutout, "make_tensors", failing)
+    with pytest.raises(OSError, match="disk full"):
+        _cut(make_job, tmp_path / "ds", "files", batch=5)
+    assert list((tmp_path / "ds" / "cutouts").iterdir()) == []

@@ -22,8 +22,6 @@ from tasks.cutout import cut_job
 from tasks.load import JobSpec, load_job
 from tasks.normalize import job_limits
 
-pytestmark = pytest.mark.flow
-
 FILES = Params().override("cutouts", retry_delay_s=0.0, workers=2)
 SHARDS = FILES.override("cutouts", layout="shards")
 
@@ -45,6 +43,7 @@ def three_jobs(tmp_path, make_job):
     return tmp_path / "jobs"
 
 
+@pytest.mark.flow
 def test_shards_hold_the_files_layouts_tensors(tmp_path, three_jobs):
     files, shards = tmp_path / "files", tmp_path / "shards"
     a, b = run(three_jobs, files, FILES), run(three_jobs, shards, SHARDS)
@@ -74,6 +73,7 @@ def test_shards_hold_the_files_layouts_tensors(tmp_path, three_jobs):
     assert all((files / f).read_bytes() == (shards / f).read_bytes() for f in limits)
 
 
+@pytest.mark.flow
 def test_switching_layout_removes_the_other_layouts_files(tmp_path, three_jobs):
     out = tmp_path / "ds"
     run(three_jobs, out, FILES)
@@ -114,6 +114,7 @@ def test_shard_is_streamed_in_batches_and_atomic(tmp_path, make_job, monkeypatch
     assert list((tmp_path / "broken" / "shards").iterdir()) == []  # no partial, no temp file
 
 
+@pytest.mark.flow
 def test_croissant_lists_every_shard_with_its_sha256(tmp_path, three_jobs, monkeypatch):
     out = tmp_path / "ds"
     run(three_jobs, out, SHARDS)

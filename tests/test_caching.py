@@ -1,0 +1,159 @@
+"""Cache keys (without a flow): what enters a task's key, and what must not."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import xxhash
+
+from tasks.caching import (
+    ContentPolicy,
+    file_digest,
+    is_transient,
+    module_source_digest,
+    retry_on_oserror,
+)
+
+POLICY = ContentPolicy(modules=("tasks.truth",), exclude=("batch",))
+
+
+def key(inputs: dict, policy: ContentPolicy = POLICY, task: str = "load") -> str:
+    ctx = SimpleNamespace(task=SimpleNamespace(name=task))
+    return policy.compute_key(ctx, inputs, {})
+
+
+class Job:
+    """A job-like input: files by content, plus a description of its settings."""
+
+    def __init__(self, files: list[Path], more: object = None, remote: object = None):
+        self.job_id = "jid0001"
+        self.files, self.more, self.remote = files, more, remote
+        self.restored = 0
+
+    def input_files(self) -> list[Path]:
+        return self.files
+
+    def ensure_local(self) -> None:
+        self.restored += 1
+
+    def describe(self) -> object:
+        return self.more
+
+    def remote_identity(self) -> object:
+        return self.remote
+
+
+@dataclasses.dataclass
+class Opts:
+    radius: float = 1.0
+    names: tuple[str, ...] = ("a",)
+
+
+@pytest.fixture
+def files(tmp_path) -> list[Path]:
+    paths = [tmp_path / "science.fits", tmp_path / "psfcat.csv"]
+    for k, p in enumerate(paths):
+        p.write_bytes(bytes([k]) * 100)
+    return paths
+
+
+def test_same_inputs_same_key_and_every_part_enters_it(files):
+    base = key({"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts()})
+    assert base == key({"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts()})
+    assert len(base) == 64 and int(base, 16) >= 0
+    changed = [
+        key({"job": Job(files, more={"a": 2}), "batch": 64, "opts": Opts()}),
+        key({"job": Job(files[:1], more={"a": 1}), "batch": 64, "opts": Opts()}),
+        key({"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts(radius=2.0)}),
+        key({"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts(names=("b",))}),
+        key({"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts()}, task="cutout"),
+        key(
+            {"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts()},
+            ContentPolicy(modules=("tasks.normalize",), exclude=("batch",)),
+        ),
+        key({"job": Job(files, more={"a": 1}), "batch": 64}),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+    # an excluded parameter does not enter the key
+    assert key({"job": Job(files, more={"a": 1}), "batch": 5, "opts": Opts()}) == base
+
+
+def test_file_bytes_and_names_enter_the_key(files, tmp_path):
+    job = Job(files)
+    before = key({"job": job})
+    assert job.restored == 1  # local files are restored before they are hashed
+    files[1].write_bytes(b"\x01" * 99 + b"\x02")  # same size, one byte changed
+    os.utime(files[1], ns=(1, 1))
+    after = key({"job": Job(files)})
+    assert after != before
+    renamed = files[1].rename(tmp_path / "other.csv")
+    assert key({"job": Job([files[0], renamed])}) != after
+
+
+def test_a_remote_job_is_keyed_by_its_identity_without_reading_files(tmp_path):
+    missing = [tmp_path / "not-downloaded.fits"]
+    one = Job(missing, more={"a": 1}, remote=[("s3://b/j/science.fits", 100, "etag1")])
+    same = Job(missing, more={"a": 1}, remote=[("s3://b/j/science.fits", 100, "etag1")])
+    other = Job(missing, more={"a": 1}, remote=[("s3://b/j/science.fits", 100, "etag2")])
+    settings = Job(missing, more={"a": 2}, remote=[("s3://b/j/science.fits", 100, "etag1")])
+    assert key({"job": one}) == key({"job": same})
+    assert len({key({"job": one}), key({"job": other}), key({"job": settings})}) == 3
+    assert one.restored == 0
+
+
+def test_descriptions_of_plain_values():
+    assert key({"p": {"b": 1, "a": [1, 2]}}) == key({"p": {"a": (1, 2), "b": 1}})
+    assert key({"p": 1}) != key({"p": "1"})
+    assert key({"p": None}) != key({"p": "None"})
+    assert key({"p": True}) != key({"p": 1.5})
+    model = SimpleNamespace(model_dump=lambda mode: {"mode": mode})
+    assert key({"p": model}) == key({"p": {"mode": "json"}})
+    assert key({"p": Opts}) == key({"p": Opts})  # a class is described by its repr
+    assert key({"p": Opts}) != key({"p": Opts()})
+
+
+def test_an_input_that_cannot_be_read_gets_a_fresh_key(tmp_path):
+    gone = Job([tmp_path / "missing.fits"])
+    first, second = key({"job": gone}), key({"job": gone})
+    assert first != second and len(first) == 32
+
+
+def test_file_digest_is_xxh3_of_the_bytes_and_follows_changes(tmp_path):
+    path = tmp_path / "image.fits"
+    path.write_bytes(b"abc" * 1000)
+    assert file_digest(path, chunk=7) == xxhash.xxh3_128(b"abc" * 1000).hexdigest()
+    assert file_digest(str(path)) == file_digest(path, chunk=7)
+    path.write_bytes(b"abd" * 1000)
+    os.utime(path, ns=(10**9, 10**9))
+    assert file_digest(path) == xxhash.xxh3_128(b"abd" * 1000).hexdigest()
+
+
+def test_module_source_digest_is_order_free_and_names_matter():
+    a = module_source_digest(("tasks.truth", "tasks.cutout"))
+    assert a == module_source_digest(("tasks.cutout", "tasks.truth"))
+    assert a != module_source_digest(("tasks.truth",))
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (OSError("timeout"), True),
+        (OSError(errno.EIO, "I/O error"), True),
+        (OSError(errno.ENOENT, "gone"), False),
+        (OSError(errno.ENOSPC, "full"), False),
+        (ValueError("bad content"), False),
+    ],
+)
+def test_only_transient_errors_are_retried(exc, transient):
+    assert is_transient(exc) is transient
+
+    def result():
+        raise exc
+
+    assert retry_on_oserror(None, None, SimpleNamespace(result=result)) is transient
+    assert retry_on_oserror(None, None, SimpleNamespace(result=lambda: 1)) is False
