@@ -221,8 +221,10 @@ def extract_stamps(image: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarra
 
     Returns
     -------
-    stamps : ndarray, shape (n, 64, 64), float64 when an edge window needs NaN, else the
-        image's dtype.
+    stamps : ndarray, shape (n, 64, 64)
+        The image's dtype when every window is inside the image; else
+        ``numpy.result_type(image.dtype, float32)`` (float32 for float32 and 16-bit
+        integer images), which can hold the NaN.
     """
     ny, nx = image.shape
     r = np.asarray(r, np.int64)
@@ -411,9 +413,7 @@ def cut_job(
     keep = ~table["catalog_row"].isin(list(rejects)).to_numpy()
     rows = table.loc[keep].copy()
     if layout == "files":
-        rows["cutout_filename"] = [
-            cutout_filename(job.job_id, int(k)) for k in rows["catalog_row"]
-        ]
+        rows["cutout_filename"] = [cutout_filename(job.job_id, int(k)) for k in rows["catalog_row"]]
         files = list(rows["cutout_filename"])
     else:
         shard = shard_filename(job.job_id)

@@ -64,6 +64,37 @@ def test_geometry_matches_reference(x, y):
     np.testing.assert_array_equal(vector_stamp(IMAGE, x, y), reference_stamp(IMAGE, x, y))
 
 
+BIG = (np.arange(130)[:, None] * 1000 + np.arange(150)[None, :] + 1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "centres",
+    [
+        [(32, 32), (98, 118), (60, 70), (32, 118), (98, 32)],  # all inside: the windowed path
+        [(32, 32), (31, 50), (99, 60), (60, 31), (60, 119), (98, 118), (0, 0)],  # mixed
+        [(-40, 10), (200, 10)],  # all at or beyond an edge
+    ],
+)
+def test_interior_and_edge_windows_match_reference_on_an_image_larger_than_a_cutout(centres):
+    """Centres at rows 32..98 and columns 32..118 have their windows inside a 130x150 image."""
+    r = np.array([p[0] for p in centres])
+    c = np.array([p[1] for p in centres])
+    stamps = extract_stamps(BIG, r, c)
+    for k, (row, col) in enumerate(centres):
+        want = reference_stamp(BIG, float(col), float(row))
+        np.testing.assert_array_equal(np.nan_to_num(stamps[k], nan=0.0), want)
+
+
+def test_stamp_dtypes():
+    inside = extract_stamps(BIG, np.array([60]), np.array([70]))
+    assert inside.dtype == np.float32
+    edge = extract_stamps(BIG.astype(np.int16), np.array([60, 0]), np.array([70, 0]))
+    assert edge.dtype == np.float32 and np.isnan(edge[1, 0, 0])
+    assert edge[0, 32, 32] == np.int16(BIG[60, 70])
+    r, c = candidate_pixels(np.array([1.2]), np.array([3.7]))
+    assert r.dtype == c.dtype == np.int64
+
+
 def test_candidate_pixel_at_index_32_32():
     stamp = vector_stamp(IMAGE, 20.0, 30.0)
     assert stamp[32, 32] == IMAGE[30, 20]
