@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -91,6 +92,8 @@ def test_stamp_dtypes():
     edge = extract_stamps(BIG.astype(np.int16), np.array([60, 0]), np.array([70, 0]))
     assert edge.dtype == np.float32 and np.isnan(edge[1, 0, 0])
     assert edge[0, 32, 32] == np.int16(BIG[60, 70])
+    wide = extract_stamps(BIG.astype(np.float64), np.array([60, 0]), np.array([70, 0]))
+    assert wide.dtype == np.float64  # no precision lost before normalisation
     r, c = candidate_pixels(np.array([1.2]), np.array([3.7]))
     assert r.dtype == c.dtype == np.int64
 
@@ -222,6 +225,8 @@ def test_cut_job_adds_score_peak_and_keeps_the_cutout_bytes(make_job, tmp_path):
     result = cut_job(data, job_limits(data), tmp_path / "ds")
     rows = result.rows
     assert rows["catalog_row"].tolist() == [0, 1, 2, 4]  # row 3 is off the image
+    assert result.n_catalog_rows == 5 and [k for k, _ in result.row_rejects] == [3]
+    assert result.seconds >= 0 and result.worker.rpartition(":")[2] == str(os.getpid())
     assert rows["score_peak"].dtype == np.float64
     # y = 4.5 rounds half up to row 5: rows 4-6, columns 9-11
     want = [77.0, score[38:40, 0:2].max(), np.nan, score[4:7, 9:12].max()]
@@ -272,8 +277,6 @@ def test_a_shard_is_np_save_of_the_files_layouts_cutouts(make_job, tmp_path):
 
 def test_a_short_writev_is_completed(make_job, tmp_path, monkeypatch):
     """When ``os.writev`` writes only part of a cutout, the rest still reaches the file."""
-    import os
-
     import tasks.cutout
 
     whole = _cut(make_job, tmp_path / "whole", "files").rows
@@ -299,6 +302,7 @@ def test_outputs_present_needs_the_manifest_and_every_file(make_job, tmp_path, l
     path = manifest_path(out, "jid0001", layout)
     assert path == out / STATE_DIR / "jobs" / layout / "jid0001.json"
     assert manifest_path(out, "jid0001") == out / STATE_DIR / "jobs" / "files" / "jid0001.json"
+    assert outputs_present(out, "jid0001") is (layout == "files")
     assert outputs_present(out, "jid0001", layout)
     assert outputs_present(str(out), "jid0001", layout)
     files = sorted(set(rows["cutout_filename"]))
@@ -344,3 +348,33 @@ def test_a_failed_files_layout_job_leaves_no_cutouts(make_job, tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         _cut(make_job, tmp_path / "ds", "files", batch=5)
     assert list((tmp_path / "ds" / "cutouts").iterdir()) == []
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_a_failed_manifest_write_removes_the_jobs_files(make_job, tmp_path, monkeypatch, layout):
+    import tasks.cutout
+
+    def broken(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tasks.cutout, "atomic_write_text", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _cut(make_job, tmp_path / "ds", layout)
+    folder = tmp_path / "ds" / ("cutouts" if layout == "files" else "shards")
+    assert list(folder.iterdir()) == []
+
+
+def test_a_shards_job_without_cutouts_writes_no_shard(make_job, tmp_path):
+    import pandas as pd
+
+    from tasks.cutout import manifest_path
+    from tasks.load import JobSpec, load_job
+    from tasks.normalize import job_limits
+
+    catalog = pd.DataFrame({"x": [500.0, -9.0], "y": [5.0, 5.0], "match": [-1, -1]})
+    data = load_job(JobSpec("jid0001", make_job("jid0001", catalog=catalog)))
+    result = cut_job(data, job_limits(data), tmp_path / "ds", layout="shards")
+    assert result.rows.empty and len(result.row_rejects) == 2
+    assert not (tmp_path / "ds" / "shards" / "jid0001.npy").exists()
+    manifest = json.loads(manifest_path(tmp_path / "ds", "jid0001", "shards").read_text())
+    assert manifest["files"] == []
