@@ -157,3 +157,64 @@ def test_only_transient_errors_are_retried(exc, transient):
 
     assert retry_on_oserror(None, None, SimpleNamespace(result=result)) is transient
     assert retry_on_oserror(None, None, SimpleNamespace(result=lambda: 1)) is False
+
+
+def test_job_id_and_type_enter_the_key(files):
+    one, other = Job(files, more={"a": 1}), Job(files, more={"a": 1})
+    other.job_id = "jid0002"  # a copy of a job under another name: its rows differ
+    assert key({"job": one}) != key({"job": other})
+
+    class Other(Job):
+        pass
+
+    assert key({"job": one}) != key({"job": Other(files, more={"a": 1})})
+    remote = [("s3://b/j/science.fits", 100, "etag1")]
+    named = Job(files, remote=remote)
+    renamed = Job(files, remote=remote)
+    renamed.job_id = "jid0002"
+    assert key({"job": named}) != key({"job": renamed})
+
+
+def test_minimal_inputs_without_describe_or_ensure_local(files):
+    class Bare:
+        def __init__(self, paths):
+            self.paths = paths
+
+        def input_files(self):
+            return self.paths
+
+    class BareRemote:
+        def remote_identity(self):
+            return ["s3://b/j/x.fits"]
+
+    assert key({"job": Bare(files)}) == key({"job": Bare(list(files))})
+    assert key({"job": Bare(files)}) != key({"job": Bare(files[:1])})
+    assert len(key({"job": BareRemote()})) == 64
+    # without a task context the key still forms, and differs from a named task's
+    assert POLICY.compute_key(None, {"p": 1}, {}) != key({"p": 1})
+    assert POLICY.compute_key(None, {"p": 1}, {}) == POLICY.compute_key(
+        SimpleNamespace(), {"p": 1}, {}
+    )
+
+
+def test_other_values_are_described_by_their_repr():
+    assert key({"p": Path("a.fits")}) != key({"p": Path("b.fits")})
+    assert key({"p": Path("a.fits")}) == key({"p": Path("a.fits")})
+
+
+def test_file_digest_reads_an_unchanged_file_once(tmp_path, monkeypatch):
+    import builtins
+
+    import tasks.caching
+
+    path = tmp_path / "once.fits"
+    path.write_bytes(b"x" * 10)
+    opened = []
+
+    def counting(*args, **kwargs):
+        opened.append(args[0])
+        return builtins.open(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.caching, "open", counting, raising=False)
+    first = file_digest(path)
+    assert file_digest(path) == first and opened == [path]

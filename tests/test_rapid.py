@@ -159,6 +159,13 @@ def test_every_rapid_variant_reads_as_the_same_candidates(variants, job_id):
         )
     if not VARIANTS[job_id].get("science_cards", True):
         assert len(got.notes) == 1 and "_reformatted.fits: not in" in got.notes[0]
+    # the finder catalog, where there is one, is an input file (cache keys see it)
+    folder = variants / job_id
+    finders = sorted(p.name for p in folder.iterdir() if "_finder." in p.name)
+    assert bool(finders) == (VARIANTS[job_id].get("catalogs") is None)
+    names = [p.name for p in RapidLayout().catalog_files(folder)]
+    assert [n for n in names if "_finder." in n] == finders
+    assert finders == [n for n in (p.name for p in spec(folder).input_files()) if "_finder." in n]
 
 
 @pytest.mark.flow
@@ -196,6 +203,22 @@ def test_a_catalog_with_both_photutils_names_is_refused(sims, tmp_path):
     table.to_csv(finder, sep=" ", index=False)
     with pytest.raises(CatalogError, match=r"finder\.txt.*both photutils names of x_centroid"):
         load_job(spec(job))
+    with pytest.raises(CatalogError) as caught:
+        load_job(spec(job))
+    assert str(caught.value).startswith("job jid0001 (diffimage_masked_psfcat_finder.txt): ")
+    assert str(caught.value).endswith("has both photutils names of x_centroid/xcentroid")
+
+
+def test_a_rapid_job_without_a_psf_fit_catalog_names_every_name_looked_for(sims, tmp_path):
+    job = copy_job(sims, tmp_path)
+    (job / "diffimage_masked_psfcat.txt").unlink()
+    with pytest.raises(JobError) as caught:
+        RapidLayout().catalog_files(job)
+    assert str(caught.value) == (
+        "job jid0001: PSF-fit catalog missing (looked for diffimage_masked_psfcat.txt, "
+        "diffimage_masked_psfcat.parquet, zogy_diffimage_masked_psfcat.txt, "
+        "zogy_diffimage_masked_psfcat.parquet)"
+    )
 
 
 def test_plain_reference_when_no_gainmatched(sims, tmp_path):
@@ -238,6 +261,7 @@ def test_truth_origin_and_limits_are_parameters(sims):
         ("bad_truth", CatalogError, r"_lite_inject\.txt.*does not parse|lacks"),
         ("no_zptmag", JobError, "ZPTMAG"),
         ("dup_id", CatalogError, "more than once"),
+        ("no_psfcat", JobError, r"^job jid0001: candidate catalog missing \(looked for psfcat"),
     ],
 )
 def test_bad_rapid_input_names_job_and_file(sims, tmp_path, damage, error, message):
@@ -253,6 +277,8 @@ def test_bad_rapid_input_names_job_and_file(sims, tmp_path, damage, error, messa
         t = pd.read_csv(psf, sep=r"\s+")
         t.loc[1, "id"] = t.loc[0, "id"]
         t.to_csv(psf, sep=" ", index=False)
+    elif damage == "no_psfcat":
+        psf.unlink()
     elif damage == "bad_truth":
         next(job.glob("*_lite_inject.txt")).write_text("xpix ypix\n1 2 3 4 5\n\x00\x01\n")
     else:
@@ -638,9 +664,21 @@ def test_dataset_with_kinds_and_score_peak_verifies(kinds_job, tmp_path):
 @pytest.mark.parametrize(
     ("value", "key"),
     [
-        (7, "7"), (np.int64(7), "7"), (7.0, "7"), ("7", "7"), (" 7.0 ", "7"), ("1e3", "1000"),
-        (b"12", "12"), (7.5, "7.5"), ("abc", "abc"), ("", None), (None, None), (pd.NA, None),
-        (float("nan"), None), ("inf", None), ("123456789012345678901", "123456789012345678901"),
+        (7, "7"),
+        (np.int64(7), "7"),
+        (7.0, "7"),
+        ("7", "7"),
+        (" 7.0 ", "7"),
+        ("1e3", "1000"),
+        (b"12", "12"),
+        (7.5, "7.5"),
+        ("abc", "abc"),
+        ("", None),
+        (None, None),
+        (pd.NA, None),
+        (float("nan"), None),
+        ("inf", None),
+        ("123456789012345678901", "123456789012345678901"),
     ],
 )
 def test_id_join_keys(value, key):
@@ -681,9 +719,13 @@ def test_injection_matches_carry_truth_id_and_injected_flag(tmp_path):
 
 
 def test_absurd_truth_positions_and_non_numbers_never_match(tmp_path):
-    index = [(1, 1e308, 11.0, 2.0, "transient"), (2, "abc", 11.0, 2.0, "transient"),
-             (3, 11.0, 11.0, "faint", "transient")]
-    job = write_hand_job(tmp_path, [(1e308, 11.0, 100.0), ("x", 11.0, 100.0)], index,
-                         [(10.0, 10.0)])
+    index = [
+        (1, 1e308, 11.0, 2.0, "transient"),
+        (2, "abc", 11.0, 2.0, "transient"),
+        (3, 11.0, 11.0, "faint", "transient"),
+    ]
+    job = write_hand_job(
+        tmp_path, [(1e308, 11.0, 100.0), ("x", 11.0, 100.0)], index, [(10.0, 10.0)]
+    )
     t = load_job(JobSpec(job.name, job)).table
     assert t["labelled"].all() and t["label"].tolist() == [0]

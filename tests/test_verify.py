@@ -595,10 +595,45 @@ def test_deep_catches_a_swapped_cutout_with_a_matching_sha256(built, tmp_path, c
     _at(problem, row, row.shard if layout == "shards" else None)
     assert "values differ from the candidate cut again from" in problem.message
     assert "jid0002" in problem.message
+    fresh, stored = np.load(built[layout] / _held(row)), np.load(ds / _held(other))
+    if layout == "shards":
+        fresh, stored = fresh[int(row.row)], stored[int(other.row)]
+    largest = float(np.abs(fresh.astype(np.float64) - stored).max())
+    assert f"(largest difference {largest:.3g})" in problem.message and largest > 0
+    head = f"shard row {int(row.row)}: " if layout == "shards" else ""
+    assert problem.message.startswith(f"{head}{int((fresh != stored).sum())} of 16384 values")
     assert main(["verify", "-d", str(ds), "-i", jobs, "--no-croissant"]) == 0
     capsys.readouterr()
     assert main(["verify", "-d", str(ds), "-i", jobs, "--no-croissant", "--deep"]) == 1
     assert _lines(capsys)[0].startswith(f"recut: {problem.file} (index row {row.index_row}, ")
+
+
+def _held(row: pd.Series) -> str:
+    return row.shard if row.shard == row.shard else row.cutout_filename
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_deep_reports_a_damaged_cutout_once_and_recuts_the_rest(built, tmp_path, layout):
+    """One cause, one line: a cutout a file check reported is not also cut again."""
+    ds = _copy(built[layout], tmp_path / layout)
+    row = _row(ds, "jid0001", 5)
+    if layout == "files":
+        path = ds / row.cutout_filename
+        _flip_bit(path, path.stat().st_size - 64 * 64 * 4 * 4)
+    else:
+        path = ds / row.shard
+        _flip_bit(path, np.load(path, mmap_mode="r").offset + int(row.row) * 64 * 64 * 4 * 4)
+    report = verify_dataset(ds, built["jobs"], deep=True)
+    _at(_only(report, "digest"), row, _held(row))
+    assert report.recut == 25
+
+
+def test_deep_skips_the_rows_of_a_shard_with_a_problem(built, tmp_path):
+    ds = _copy(built["shards"], tmp_path / "shards")
+    _rewrite(ds / "shards" / "jid0002.npy", np.zeros((11, 64, 64, 4), np.float32))
+    report = verify_dataset(ds, built["jobs"], deep=True, require_croissant=False)
+    assert [(p.kind, p.file) for p in report.problems] == [("shape", "shards/jid0002.npy")]
+    assert report.recut == 26 - 12
 
 
 def test_deep_needs_the_input(files, capsys):
