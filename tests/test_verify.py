@@ -514,6 +514,21 @@ def test_bad_sha256_value_in_the_index(files):
     )
 
 
+def test_every_shard_row_is_checked_past_one_with_a_bad_sha256(shards):
+    (shards / "croissant.json").unlink()
+    bad, flipped = _row(shards, "jid0001", 2), _row(shards, "jid0001", 5)
+    _set_sha256(shards, bad.index_row, "not-a-digest")
+    path = shards / flipped.shard
+    _flip_bit(path, np.load(path, mmap_mode="r").offset + int(flipped.row) * 64 * 64 * 4 * 4)
+    report = verify_dataset(shards, require_croissant=False)
+    assert [(p.kind, p.index_row) for p in report.problems] == [
+        ("index", bad.index_row),
+        ("digest", flipped.index_row),
+    ], report.lines()
+    assert report.problems[1].message.startswith(f"shard row {int(flipped.row)}: data bytes")
+    assert report.digests == 25
+
+
 def test_index_without_sha256_column_is_noted(files):
     (files / "croissant.json").unlink()
     path = files / "master_index.csv"
@@ -634,6 +649,49 @@ def test_deep_skips_the_rows_of_a_shard_with_a_problem(built, tmp_path):
     report = verify_dataset(ds, built["jobs"], deep=True, require_croissant=False)
     assert [(p.kind, p.file) for p in report.problems] == [("shape", "shards/jid0002.npy")]
     assert report.recut == 26 - 12
+
+
+def test_deep_in_small_batches(built):
+    report = verify_dataset(built["shards"], built["jobs"], deep=True, batch=5)
+    assert report.ok and report.recut == 26, report.lines()
+
+
+def test_deep_notes_the_jobs_the_input_no_longer_has(built, tmp_path):
+    jobs = Path(shutil.copytree(built["jobs"], tmp_path / "jobs"))
+    shutil.rmtree(jobs / "jid0001")
+    report = verify_dataset(built["files"], jobs, deep=True, require_croissant=False)
+    assert report.recut == 26 - 12
+    assert f"12 cutouts of 1 jobs not cut again: no job folder in {jobs} (jid0001)" in (
+        report.notes
+    )
+    assert not [p for p in report.problems if p.kind == "recut"]
+
+
+def test_deep_names_a_job_it_cannot_load_again(built, tmp_path):
+    jobs = Path(shutil.copytree(built["jobs"], tmp_path / "jobs"))
+    (jobs / "jid0002" / "psfcat.csv").write_text("not,a\ncatalog\n")
+    report = verify_dataset(built["files"], jobs, deep=True, require_croissant=False)
+    recut = [p for p in report.problems if p.kind == "recut"]
+    assert [(p.job_id, p.file) for p in recut] == [("jid0002", None)], report.lines()
+    assert recut[0].message.startswith(f"cannot load the job again from {jobs / 'jid0002'}: ")
+    assert report.recut == 26 - 12
+
+
+def test_deep_names_a_cutout_it_cannot_read_again(built, monkeypatch):
+    row = _row(built["files"], "jid0002", 4)
+    real = np.load
+
+    def load(path, *args, **kwargs):
+        if Path(path).name == Path(row.cutout_filename).name:
+            raise OSError("device gone")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", load)
+    report = verify_dataset(built["files"], built["jobs"], deep=True)
+    problem = _only(report, "recut")
+    _at(problem, row)
+    assert problem.message == "cannot read the cutout now: OSError: device gone"
+    assert report.recut == 25
 
 
 def test_deep_needs_the_input(files, capsys):
