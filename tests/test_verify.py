@@ -228,6 +228,16 @@ def test_unlisted_cutout_and_leftover_temporary_file(files):
     report = verify_dataset(files)
     assert _only(report, "unlisted-file").file == "cutouts/jid0002_cutout00099.npy"
     assert any("1 leftover temporary files" in n for n in report.notes)
+    # temporaries in the cutouts folder and at the dataset's top level are counted together
+    shutil.copy(src, files / "cutouts" / ".jid0002_cutout00101.npy.tmp-123-457")
+    (files / ".jobs.csv.tmp-9-9").write_text("half a table")
+    (files / ".hidden-note").write_text("not ours")
+    (files / "notes.tmp-1").write_text("not hidden, not ours")
+    report = verify_dataset(files)
+    assert [n for n in report.notes if "leftover" in n] == [
+        "3 leftover temporary files of an interrupted run (hidden, '.tmp-' in the name); "
+        "the next create removes them"
+    ]
 
 
 def test_changed_byte_in_index_is_a_checksum_mismatch(files):
@@ -764,6 +774,56 @@ def test_job_marked_rejected_with_indexed_rows(files):
     problem = _only(verify_dataset(files), "accounting")
     assert problem.job_id == "jid0001"
     assert problem.message == "jobs.csv says rejected, yet 12 rows are indexed"
+
+
+def test_reject_row_whose_catalog_row_is_not_an_integer(files):
+    _append(files / "rejects.csv", "jid0003,two,made up")
+    problem = _only(verify_dataset(files), "accounting")
+    assert (problem.job_id, problem.file) == ("jid0003", "rejects.csv")
+    assert problem.message == "rejects.csv row 4: catalog_row 'two' is not an integer"  # 0-based
+
+
+def _edit_jobs(ds: Path, edit) -> None:
+    path = ds / "jobs.csv"
+    jobs = edit(pd.read_csv(path, dtype=str, keep_default_na=False))
+    jobs.to_csv(path, index=False, lineterminator="\n")
+
+
+@pytest.mark.parametrize("count", ["-1", "twelve", ""])
+def test_jobs_csv_count_that_is_not_a_count(files, count):
+    def edit(jobs):
+        jobs.loc[jobs.job_id == "jid0001", "catalog_rows"] = count
+        return jobs
+
+    _edit_jobs(files, edit)
+    report = verify_dataset(files)
+    got = [(p.kind, p.job_id, p.file, p.message) for p in report.problems]
+    assert got == [
+        ("table", "jid0001", "jobs.csv", f"catalog_rows {count!r} is not a count"),
+        ("accounting", "jid0001", None, "in master_index.csv or rejects.csv but not in jobs.csv"),
+    ], report.lines()
+    assert (report.jobs, report.catalog_rows) == (3, 17)
+
+
+def test_jobs_csv_with_a_job_twice_and_an_empty_job(files):
+    def edit(jobs):
+        empty = {"job_id": "jid0009", "status": "ok", "catalog_rows": "0", "cutouts": "0"}
+        extra = pd.DataFrame([jobs.iloc[1].to_dict(), {**empty, "rejected_rows": "0"}])
+        return pd.concat([jobs, extra.fillna("")], ignore_index=True)
+
+    _edit_jobs(files, edit)
+    report = verify_dataset(files)
+    got = [(p.kind, p.job_id, p.file, p.message) for p in report.problems]
+    assert got == [("table", "jid0002", "jobs.csv", "job listed twice")], report.lines()
+    assert (report.jobs, report.catalog_rows) == (5, 29)
+
+
+def test_a_job_missing_from_jobs_csv(files):
+    _edit_jobs(files, lambda jobs: jobs[jobs.job_id != "jid0003"])
+    report = verify_dataset(files)
+    assert [(p.kind, p.job_id, p.message) for p in report.problems] == [
+        ("accounting", "jid0003", "in master_index.csv or rejects.csv but not in jobs.csv")
+    ], report.lines()
 
 
 @pytest.mark.parametrize(
