@@ -291,6 +291,7 @@ def test_candidate_indexed_and_rejected(files):
     problem = _only(verify_dataset(files), "accounting")
     assert (problem.index_row, problem.job_id, problem.catalog_row) == (24, "jid0003", 0)
     assert "indexed and also rejected (rejects.csv row 4)" in problem.message
+    assert problem.file == "master_index.csv"
 
 
 # --- shards layout ------------------------------------------------------------------------
@@ -816,6 +817,45 @@ def test_jobs_csv_with_a_job_twice_and_an_empty_job(files):
     got = [(p.kind, p.job_id, p.file, p.message) for p in report.problems]
     assert got == [("table", "jid0002", "jobs.csv", "job listed twice")], report.lines()
     assert (report.jobs, report.catalog_rows) == (5, 29)
+
+
+def _set_status(jobs: pd.DataFrame, job: str, status: str) -> pd.DataFrame:
+    jobs.loc[jobs.job_id == job, "status"] = status
+    return jobs
+
+
+@pytest.mark.parametrize(
+    ("job", "status", "kind", "file", "message"),
+    [
+        (
+            "jid0004",
+            "ok",
+            "accounting",
+            None,
+            "rejects.csv rejects the whole job, jobs.csv says ok",
+        ),
+        ("jid0001", "done", "table", "jobs.csv", "status 'done', expected 'ok' or 'rejected'"),
+    ],
+)
+def test_jobs_csv_status_against_the_tables(files, job, status, kind, file, message):
+    _edit_jobs(files, lambda jobs: _set_status(jobs, job, status))
+    report = verify_dataset(files)
+    got = [(p.kind, p.job_id, p.file, p.message) for p in report.problems]
+    assert got == [(kind, job, file, message)], report.lines()
+
+
+def test_a_rejected_job_without_its_whole_job_reject_row(files):
+    lines = (files / "rejects.csv").read_text().splitlines(keepends=True)
+    (files / "rejects.csv").write_text("".join(line for line in lines if ",," not in line))
+    report = verify_dataset(files)
+    got = [(p.kind, p.job_id, p.message) for p in report.problems]
+    assert got == [
+        (
+            "accounting",
+            "jid0004",
+            "jobs.csv says rejected, rejects.csv has no whole-job row (empty catalog_row)",
+        )
+    ], report.lines()
 
 
 def test_a_job_missing_from_jobs_csv(files):
