@@ -352,6 +352,12 @@ class _Index:
 _INDEX_REQUIRED = ("cutout_id", "job_id", "cutout_filename", "catalog_row")
 
 
+def _texts(values: pd.Series) -> np.ndarray:
+    """A column as an object array of Python ``str`` (so messages quote ``'a'``, not
+    ``np.str_('a')``)."""
+    return values.to_numpy(str).astype(object)
+
+
 def _parse_index(frame: pd.DataFrame, problems: list[Problem]) -> _Index:
     """Drop exact duplicate rows (reported), parse the columns the checks need."""
     dup = frame.duplicated(keep="first").to_numpy()
@@ -378,15 +384,15 @@ def _parse_index(frame: pd.DataFrame, problems: list[Problem]) -> _Index:
     cutout_id, id_ok = _integers(kept["cutout_id"])
     catalog_row, catalog_ok = _integers(kept["catalog_row"])
     row, row_ok = _integers(kept["row"])
-    shard = kept["shard"].to_numpy(str)
+    shard = _texts(kept["shard"])
     index = _Index(
         frame=kept,
         pos=np.flatnonzero(keep),
         cutout_id=np.where(id_ok, cutout_id, -1),
         catalog_row=catalog_row,
         catalog_ok=catalog_ok,
-        job=kept["job_id"].to_numpy(str),
-        file=kept["cutout_filename"].to_numpy(str),
+        job=_texts(kept["job_id"]),
+        file=_texts(kept["cutout_filename"]),
         shard=shard,
         row=row,
         row_ok=row_ok,

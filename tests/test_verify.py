@@ -274,6 +274,43 @@ def test_duplicated_index_row(built, tmp_path, layout):
     assert "repeats index row 6" in problem.message
 
 
+def _set_cell(ds: Path, index_row: int, column: str, value: str) -> None:
+    """Rewrite one index cell; croissant.json goes, since its index digest would tell."""
+    path = ds / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    index.at[index_row, column] = value
+    index.to_csv(path, index=False, lineterminator="\n")
+    (ds / "croissant.json").unlink()
+
+
+@pytest.mark.parametrize("name", ["../outside.npy", "/etc/passwd"])
+def test_a_cutout_path_outside_the_dataset_is_an_index_problem(files, name):
+    row = _row(files)
+    _set_cell(files, row.index_row, "cutout_filename", name)
+    report = verify_dataset(files, require_croissant=False)
+    index = [p for p in report.problems if p.kind == "index"]
+    assert [(p.index_row, p.file, p.job_id, p.catalog_row) for p in index] == 2 * [
+        (row.index_row, "master_index.csv", row.job_id, row.catalog_row)
+    ], report.lines()
+    assert index[0].message == (
+        f"cutout_filename {name!r}, the contract's name is {row.cutout_filename!r}"
+    )
+    assert index[1].message == f"cutout_filename {name!r} is not a path inside the dataset"
+
+
+def test_a_shard_row_listed_twice(shards):
+    first, second = _row(shards, "jid0002", 3), _row(shards, "jid0002", 7)
+    _set_cell(shards, second.index_row, "row", str(int(first.row)))
+    report = verify_dataset(shards, require_croissant=False)
+    twice = [p for p in report.problems if "already listed" in p.message]
+    assert [(p.kind, p.index_row, p.file) for p in twice] == [
+        ("index", second.index_row, "shards/jid0002.npy")
+    ], report.lines()
+    assert twice[0].message == f"shard row 3 is already listed at index row {first.index_row}"
+    gap = [p for p in report.problems if p.message.startswith("shard rows must be")]
+    assert [(p.job_id, p.file) for p in gap] == [("jid0002", "shards/jid0002.npy")]
+
+
 def test_candidate_indexed_twice(files):
     path = files / "master_index.csv"
     index = pd.read_csv(path, dtype=str, keep_default_na=False)
