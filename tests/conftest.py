@@ -123,16 +123,28 @@ def s3_server(tmp_path):
         port = s.getsockname()[1]
     log = open(tmp_path / "moto.log", "w")
     BIN = Path(sys.executable).parent
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1"}
+    creds = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     try:
         import time
 
-        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
         for _ in range(100):
             try:
                 client.create_bucket(Bucket="cutouts")
@@ -144,3 +156,19 @@ def s3_server(tmp_path):
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def fail_second_batch(monkeypatch) -> None:
+    """Make ``tasks.cutout.make_tensors`` raise ``OSError("disk full")`` on its second call."""
+    import tasks.cutout
+
+    calls = {"n": 0}
+    real = tasks.cutout.make_tensors
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(tasks.cutout, "make_tensors", failing)

@@ -333,18 +333,9 @@ def test_digest_and_bytes_refuse_other_shapes_and_byte_orders(shape, dtype):
 
 def test_a_failed_files_layout_job_leaves_no_cutouts(make_job, tmp_path, monkeypatch):
     """A write that fails part-way removes the cutouts the job had already written."""
-    import tasks.cutout
+    from conftest import fail_second_batch
 
-    calls = {"n": 0}
-    real = tasks.cutout.make_tensors
-
-    def failing(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full")
-        return real(*args)
-
-    monkeypatch.setattr(tasks.cutout, "make_tensors", failing)
+    fail_second_batch(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         _cut(make_job, tmp_path / "ds", "files", batch=5)
     assert list((tmp_path / "ds" / "cutouts").iterdir()) == []

@@ -58,7 +58,9 @@ def test_shards_hold_the_files_layouts_tensors(tmp_path, three_jobs):
     assert (ib["row"] == ib.groupby("job_id").cumcount()).all()
     assert not (shards / "cutouts").exists()
     assert sorted(p.name for p in (shards / "shards").iterdir()) == [
-        "jid0001.npy", "jid0002.npy", "jid0003.npy"
+        "jid0001.npy",
+        "jid0002.npy",
+        "jid0003.npy",
     ]
     for job, rows in ib.groupby("job_id"):
         raw = (shards / "shards" / f"{job}.npy").read_bytes()
@@ -99,16 +101,9 @@ def test_shard_is_streamed_in_batches_and_atomic(tmp_path, make_job, monkeypatch
     assert (tmp_path / "one" / shard).read_bytes() == (tmp_path / "many" / shard).read_bytes()
     assert whole.rows.equals(batched.rows)
 
-    calls = {"n": 0}
-    real = tasks.cutout.make_tensors
+    from conftest import fail_second_batch
 
-    def failing(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full")
-        return real(*args)
-
-    monkeypatch.setattr(tasks.cutout, "make_tensors", failing)
+    fail_second_batch(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         cut_job(job, limits, tmp_path / "broken", batch=5, layout="shards")
     assert list((tmp_path / "broken" / "shards").iterdir()) == []  # no partial, no temp file
@@ -156,17 +151,31 @@ def test_layout_param_and_flags(tmp_path):
     with pytest.raises(ValueError, match="input_layout"):
         load_params(bad)
     args = build_parser().parse_args(
-        ["create", "--layout", "shards", "--input_layout", "rapid", "--task-runner", "dask",
-         "--workers", "3"]
+        [
+            "create",
+            "--layout",
+            "shards",
+            "--input_layout",
+            "rapid",
+            "--task-runner",
+            "dask",
+            "--workers",
+            "3",
+        ]
     )
     opts = cli_params(args).cutouts
     assert (opts.layout, opts.input_layout, opts.task_runner, opts.workers) == (
-        "shards", "rapid", "dask", 3
+        "shards",
+        "rapid",
+        "dask",
+        3,
     )
     args = build_parser().parse_args(["create", "--dask-address", "tcp://10.0.0.1:8786"])
     opts = cli_params(args).cutouts
     assert (opts.task_runner, opts.dask_address, opts.layout) == (
-        "dask", "tcp://10.0.0.1:8786", "files"
+        "dask",
+        "tcp://10.0.0.1:8786",
+        "files",
     )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["create", "--layout", "rapid"])
