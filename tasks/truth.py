@@ -20,7 +20,10 @@ Magnitudes (AB):
   does not read this file).
 
 A truth source labels real only when it is strictly brighter than the magnitude limit
-(``mag < mag_limit``); one exactly at the limit does not.
+(``mag < mag_limit``); one exactly at the limit does not. A position, flux or magnitude that
+is text and not a number rejects the job (the file and row are named): a truth source lost
+that way would turn its real detection into a bogus label. ``nan`` is a number here (a fake
+with no known flux never labels real).
 """
 
 from __future__ import annotations
@@ -177,14 +180,16 @@ def label_detections(
     injected[hit] = binj[j]
     tmag = np.full(len(m), np.nan)
     tmag[hit] = bmag[j]
-    return pd.DataFrame({
-        "label": pd.array(hit.astype(np.int64), dtype="Int64"),
-        "match_id": pd.array(match_ids, dtype="string"),
-        "truth_id": pd.array(ids, dtype="string"),
-        "injected": pd.array(injected, dtype="boolean"),
-        "match_distance": dist,
-        "truth_mag": tmag,
-    })
+    return pd.DataFrame(
+        {
+            "label": pd.array(hit.astype(np.int64), dtype="Int64"),
+            "match_id": pd.array(match_ids, dtype="string"),
+            "truth_id": pd.array(ids, dtype="string"),
+            "injected": pd.array(injected, dtype="boolean"),
+            "match_distance": dist,
+            "truth_mag": tmag,
+        }
+    )
 
 
 def _read_whitespace(job_id: str, path: Path, names: list[str] | None = None) -> pd.DataFrame:
@@ -193,16 +198,33 @@ def _read_whitespace(job_id: str, path: Path, names: list[str] | None = None) ->
         if names is None:
             frame = pd.read_csv(path, sep=r"\s+", engine="python")
         else:
-            frame = pd.read_csv(path, sep=r"\s+", engine="python", comment=None, skiprows=1,
-                                names=names)
+            frame = pd.read_csv(
+                path, sep=r"\s+", engine="python", comment=None, skiprows=1, names=names
+            )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CatalogError(job_id, f"truth file does not parse ({exc})", path) from exc
     return frame
 
 
-def read_injections(
-    job_id: str, path: Path, zeropoint: float, origin: float = 1.0
-) -> pd.DataFrame:
+def _numbers(job_id: str, path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
+    """A truth column as float64 (``nan`` stays NaN); text that is no number is an error.
+
+    Raises
+    ------
+    CatalogError
+        Naming ``path`` and the 0-based data row of the first such field.
+    """
+    values = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+    bad = np.flatnonzero(values.isna().to_numpy() & frame[column].notna().to_numpy())
+    if bad.size:
+        text = str(frame[column].iloc[bad[0]])
+        shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}..."
+        row = int(frame.index[bad[0]])
+        raise CatalogError(job_id, f"{column} {shown} is not a number", path, row)
+    return values
+
+
+def read_injections(job_id: str, path: Path, zeropoint: float, origin: float = 1.0) -> pd.DataFrame:
     """Injected fakes (``xpix ypix flux``) as truth rows.
 
     Positions are converted from ``origin`` (galsim: 1) to 0-based; ``mag`` is
@@ -212,23 +234,25 @@ def read_injections(
     Raises
     ------
     CatalogError
-        When the file does not parse or lacks a column.
+        When the file does not parse, lacks a column, or has a field that is not a number.
     """
     frame = _read_whitespace(job_id, path)
     missing = [c for c in ("xpix", "ypix", "flux") if c not in frame.columns]
     if missing:
         raise CatalogError(job_id, f"injection list lacks column(s) {missing}", path)
-    flux = pd.to_numeric(frame["flux"], errors="coerce").to_numpy(np.float64)
-    mag = injection_magnitudes(flux, zeropoint)
+    num = {c: _numbers(job_id, path, frame, c) for c in ("xpix", "ypix", "flux")}
+    mag = injection_magnitudes(num["flux"].to_numpy(), zeropoint)
     rows = np.arange(len(frame))
-    return pd.DataFrame({
-        "x": to_zero_based(pd.to_numeric(frame["xpix"], errors="coerce"), origin),
-        "y": to_zero_based(pd.to_numeric(frame["ypix"], errors="coerce"), origin),
-        "mag": mag,
-        "match_id": [f"{k}_inj" for k in rows],
-        "truth_id": rows.astype(str),
-        "injected": True,
-    })
+    return pd.DataFrame(
+        {
+            "x": to_zero_based(num["xpix"], origin),
+            "y": to_zero_based(num["ypix"], origin),
+            "mag": mag,
+            "match_id": [f"{k}_inj" for k in rows],
+            "truth_id": rows.astype(str),
+            "injected": True,
+        }
+    )
 
 
 def read_simulation_truth(
@@ -239,6 +263,12 @@ def read_simulation_truth(
     The file has a commented header ``# object_id ra dec x y realized_flux flux mag obj_type``;
     ``mag`` is instrumental, AB = ``mag + zeropoint`` (``ZPTMAG`` by default);
     ``match_id`` is ``<object_id>_ou``.
+
+    Raises
+    ------
+    CatalogError
+        When the file does not parse, its header lacks a column, or a transient's ``x``,
+        ``y`` or ``mag`` is not a number.
     """
     with open(path, encoding="utf-8", errors="replace") as fh:
         header = fh.readline().lstrip("#").split()
@@ -248,11 +278,14 @@ def read_simulation_truth(
     frame = _read_whitespace(job_id, path, header)
     frame = frame[frame["obj_type"].astype(str) == "transient"]
     ids = frame["object_id"].astype(str).to_numpy()
-    return pd.DataFrame({
-        "x": to_zero_based(pd.to_numeric(frame["x"], errors="coerce"), origin),
-        "y": to_zero_based(pd.to_numeric(frame["y"], errors="coerce"), origin),
-        "mag": pd.to_numeric(frame["mag"], errors="coerce").to_numpy(np.float64) + zeropoint,
-        "match_id": [f"{i}_ou" for i in ids],
-        "truth_id": ids,
-        "injected": False,
-    })
+    num = {c: _numbers(job_id, path, frame, c) for c in ("x", "y", "mag")}
+    return pd.DataFrame(
+        {
+            "x": to_zero_based(num["x"], origin),
+            "y": to_zero_based(num["y"], origin),
+            "mag": num["mag"].to_numpy() + zeropoint,
+            "match_id": [f"{i}_ou" for i in ids],
+            "truth_id": ids,
+            "injected": False,
+        }
+    )

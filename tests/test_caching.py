@@ -175,6 +175,31 @@ def test_job_id_and_type_enter_the_key(files):
     assert key({"job": named}) != key({"job": renamed})
 
 
+def test_dataclasses_are_described_field_by_field_with_their_type(files):
+    @dataclasses.dataclass
+    class Wrapped:
+        job: object
+
+    @dataclasses.dataclass
+    class Twin:  # the same fields as Opts under another name
+        radius: float = 1.0
+        names: tuple[str, ...] = ("a",)
+
+    before = key({"w": Wrapped(Job(files))})
+    files[0].write_bytes(b"\x07" * 100)  # same size and name: only the bytes tell
+    os.utime(files[0], ns=(5, 5))
+    assert key({"w": Wrapped(Job(files))}) != before  # a job inside is hashed by content
+    assert key({"o": Opts()}) != key({"o": Twin()})
+    remote = [("s3://b/j/science.fits", 100, "etag1")]
+
+    class OtherRemote(Job):
+        pass
+
+    assert key({"job": Job(files, remote=remote)}) != key(
+        {"job": OtherRemote(files, remote=remote)}
+    )
+
+
 def test_minimal_inputs_without_describe_or_ensure_local(files):
     class Bare:
         def __init__(self, paths):

@@ -98,6 +98,20 @@ def test_job_metadata_and_features(sims):
     ):
         assert t[col].notna().all(), col
     assert (np.hypot(t.x - t.xcentroid, t.y - t.ycentroid) < 3).all()
+    assert t["flux"].equals(t["flux_fit"])  # the seed's flux column: the PSF-fit flux
+
+
+def test_integer_features_keep_whole_numbers_only(tmp_path):
+    job = write_hand_job(tmp_path, [], [], [(10.0, 10.0), (20.0, 20.0), (30.0, 30.0)])
+    path = job / "diffimage_masked_psfcat.txt"
+    psf = pd.read_csv(path, sep=" ")
+    psf["npixfit"] = ["25", "7.5", "n/a"]
+    psf["flags"] = ["0", "4", "1e30"]  # beyond int64: no whole number it could hold
+    psf.to_csv(path, sep=" ", index=False)
+    t = load_job(JobSpec(job.name, job)).table
+    assert t["npixfit"].dtype == "Int64" and t["flags"].dtype == "Int64"
+    assert t["npixfit"].tolist() == [25, pd.NA, pd.NA]
+    assert t["flags"].tolist() == [0, 4, pd.NA]
 
 
 def test_join_on_id_not_row_position(sims, tmp_path):
@@ -592,6 +606,29 @@ def test_simulated_real_labelled_bogus_is_unmatched_real(kinds_job):
     assert (strict.bogus_kind == UNMATCHED_REAL).sum() == flipped.sum()
 
 
+def test_a_row_without_a_valid_id_is_rejected_and_the_others_keep_their_kind(kinds_job, tmp_path):
+    job = copy_kinds_job(kinds_job, tmp_path)
+    base = load_job(spec(job)).table
+    psfcat = job / "diffimage_masked_psfcat.txt"
+    lines = psfcat.read_text().splitlines(keepends=True)
+    lines[3] = "nan" + lines[3][lines[3].index(" ") :]  # catalog row 2 (id 3) loses its id
+    psfcat.write_text("".join(lines))
+    sidecar = job / KINDS_FILE
+    sidecar.write_text(
+        "".join(x for x in sidecar.read_text().splitlines(True) if x.split()[0] != "3")
+    )
+    data = load_job(spec(job))
+    assert [k for k, _ in data.row_rejects] == [2] and "id" in dict(data.row_rejects)[2]
+    kinds, before = data.table["bogus_kind"], base["bogus_kind"]
+    assert kinds.isna()[2] and kinds.drop(index=2).equals(before.drop(index=2))
+
+
+def test_count_rows_without_a_psf_fit_catalog_names_the_job(tmp_path):
+    (tmp_path / "jid0007").mkdir()
+    with pytest.raises(JobError, match=r"^job jid0007: PSF-fit catalog missing$"):
+        RapidLayout().count_rows("jid0007", tmp_path / "jid0007")
+
+
 def _damage_kinds(path, damage):
     lines = path.read_text().splitlines()
     if damage == "missing_column":
@@ -718,14 +755,22 @@ def test_injection_matches_carry_truth_id_and_injected_flag(tmp_path):
     assert t["injected"].tolist() == [True]
 
 
-def test_absurd_truth_positions_and_non_numbers_never_match(tmp_path):
-    index = [
-        (1, 1e308, 11.0, 2.0, "transient"),
-        (2, "abc", 11.0, 2.0, "transient"),
-        (3, 11.0, 11.0, "faint", "transient"),
-    ]
-    job = write_hand_job(
-        tmp_path, [(1e308, 11.0, 100.0), ("x", 11.0, 100.0)], index, [(10.0, 10.0)]
-    )
+def test_absurd_truth_positions_never_match(tmp_path):
+    index = [(1, 1e308, 11.0, 2.0, "transient"), (2, 11.0, 11.0, "nan", "transient")]
+    job = write_hand_job(tmp_path, [(1e308, 11.0, 100.0), (11.0, 11.0, "nan")], index, [(10, 10)])
     t = load_job(JobSpec(job.name, job)).table
     assert t["labelled"].all() and t["label"].tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    ("inject", "index", "message"),
+    [
+        ([("x", 11.0, 100.0)], [], r"_lite_inject\.txt\): row 0: xpix 'x' is not a number"),
+        ([], [(3, 11.0, 11.0, "faint", "transient")], r"index_.*row 0: mag 'faint' is not a"),
+    ],
+)
+def test_a_truth_field_that_is_no_number_rejects_the_job(tmp_path, inject, index, message):
+    """A truth source dropped silently would turn its real detection into a bogus label."""
+    job = write_hand_job(tmp_path, inject, index, [(10.0, 10.0)])
+    with pytest.raises(CatalogError, match=message):
+        load_job(JobSpec(job.name, job))

@@ -39,8 +39,13 @@ def test_truth_exactly_at_radius_matches():
 
 
 def test_faint_truth_is_ignored_for_both_kinds():
-    t = truth([(10.0, 10.0, 26.5, "0_inj", True), (20.0, 20.0, 27.0, "5_ou", False),
-               (30.0, 30.0, np.nan, "1_inj", True)])
+    t = truth(
+        [
+            (10.0, 10.0, 26.5, "0_inj", True),
+            (20.0, 20.0, 27.0, "5_ou", False),
+            (30.0, 30.0, np.nan, "1_inj", True),
+        ]
+    )
     out = label_detections(np.array([10.0, 20.0, 30.0]), np.array([10.0, 20.0, 30.0]), t)
     assert out["label"].tolist() == [0, 0, 0]
 
@@ -51,8 +56,10 @@ def test_one_based_positions_are_converted_once():
     out = label_detections(np.array([10.0]), np.array([10.0]), t, radius_px=0.5)
     assert out["label"][0] == 1
     unconverted = truth([(xpix[0], 10.0, 22.0, "0_inj", True)])
-    assert label_detections(np.array([10.0]), np.array([10.0]), unconverted,
-                            radius_px=0.5)["label"][0] == 0
+    assert (
+        label_detections(np.array([10.0]), np.array([10.0]), unconverted, radius_px=0.5)["label"][0]
+        == 0
+    )
 
 
 def test_order_of_files_does_not_matter():
@@ -85,8 +92,14 @@ def test_readers_on_a_simulated_rapid_job_reproduce_its_labels(tmp_path):
     from simulate import simulate_jobs
     from tasks.truth import ROMAN_BAND_ZEROPOINTS, read_injections, read_simulation_truth
 
-    kw = dict(n_jobs=1, size=(384, 320), seed=11, injections_per_mpx=200,
-              transients_per_mpx=100, gallery=False)
+    kw = dict(
+        n_jobs=1,
+        size=(384, 320),
+        seed=11,
+        injections_per_mpx=200,
+        transients_per_mpx=100,
+        gallery=False,
+    )
     simulate_jobs(tmp_path / "rapid", **kw)
     simulate_jobs(tmp_path / "seed", layout="seed", **kw)
     job = tmp_path / "rapid" / "jid0001"
@@ -146,10 +159,20 @@ def test_every_output_column_of_a_match_and_a_miss():
     t = truth([(10.0, 10.0, 22.5, "7_inj", True), (40.0, 40.0, 21.0, "1234_ou", False)])
     out = label_detections(np.array([10.0, 40.0, 25.0]), np.array([13.0, 40.0, 25.0]), t)
     assert list(out.columns) == [
-        "label", "match_id", "truth_id", "injected", "match_distance", "truth_mag"
+        "label",
+        "match_id",
+        "truth_id",
+        "injected",
+        "match_distance",
+        "truth_mag",
     ]
     assert out.dtypes.astype(str).tolist() == [
-        "Int64", "string", "string", "boolean", "float64", "float64"
+        "Int64",
+        "string",
+        "string",
+        "boolean",
+        "float64",
+        "float64",
     ]
     assert out["label"].tolist() == [1, 1, 0]
     assert out["match_id"].tolist()[:2] == ["7_inj", "1234_ou"]
@@ -178,13 +201,54 @@ def test_readers_default_to_one_based_truth_and_name_job_and_file(tmp_path):
     assert (rows["x"][0], rows["y"][0]) == (10.0, 20.0)
     assert rows["mag"][0] == pytest.approx(30.0 + 2.5 * np.log10(2.0))  # < 1 count is a source
     index = tmp_path / "Roman_TDS_index_H158_1_1.txt"
-    index.write_text("# object_id ra dec x y realized_flux flux mag obj_type\n"
-                     "5 0 0 11.0 21.0 1 1 8.0 transient\n")
+    index.write_text(
+        "# object_id ra dec x y realized_flux flux mag obj_type\n"
+        "5 0 0 11.0 21.0 1 1 8.0 transient\n"
+    )
     rows = read_simulation_truth("jid9", index, 18.0)
     assert (rows["x"][0], rows["y"][0], rows["mag"][0]) == (10.0, 20.0, 26.0)
     inject.write_bytes(b"xpix ypix flux\n\xff\xfe 1 2\n")
     with pytest.raises(CatalogError, match=r"jid9.*x_lite_inject\.txt.*truth file does not parse"):
         read_injections("jid9", inject, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("xpix ypix flux\n11 21 5\n12 22 lots\n", r"row 1: flux 'lots' is not a number"),
+        ("xpix ypix flux\n11 ? 5\n", r"row 0: ypix '\?' is not a number"),
+        ("xpix ypix flux\n11 21 nan\n3e1 4 5\n", None),  # nan is a number: a fake, no flux
+    ],
+)
+def test_injection_field_that_is_no_number_rejects_the_job(tmp_path, text, message):
+    from tasks.errors import CatalogError
+    from tasks.truth import read_injections
+
+    path = tmp_path / "x_lite_inject.txt"
+    path.write_text(text)
+    if message is None:
+        rows = read_injections("jid9", path, 30.0)
+        assert rows["x"].tolist() == [10.0, 29.0] and np.isnan(rows["mag"][0])
+        return
+    with pytest.raises(CatalogError, match=rf"^job jid9 \(x_lite_inject\.txt\): {message}$"):
+        read_injections("jid9", path, 30.0)
+
+
+def test_truth_index_field_that_is_no_number_names_the_file_row(tmp_path):
+    """Only transients are read: a star's odd field does not matter; a transient's does."""
+    from tasks.errors import CatalogError
+    from tasks.truth import read_simulation_truth
+
+    head = "# object_id ra dec x y realized_flux flux mag obj_type\n"
+    star = "1 0 0 n/a 4 1 1 8.0 star\n"
+    transient = "2 0 0 3 4 1 1 {mag} transient\n"
+    path = tmp_path / "Roman_TDS_index_H158_1_1.txt"
+    path.write_text(head + star + transient.format(mag="8.5"))
+    assert read_simulation_truth("jid9", path, 18.0)["mag"].tolist() == [26.5]
+    path.write_text(head + star + transient.format(mag="faint"))
+    with pytest.raises(CatalogError, match=r"row 1: mag 'faint' is not a number$") as info:
+        read_simulation_truth("jid9", path, 18.0)
+    assert info.value.row == 1 and info.value.path == path
 
 
 def test_matching_with_no_detection_or_no_truth():

@@ -16,7 +16,7 @@ from flows.build import build_dataset
 from flows.cli import main
 from tasks.config import Params
 from tasks.cutout import cutout_sha256
-from tasks.verify import DatasetInvalid, Problem, verify_dataset, verify_task
+from tasks.verify import DatasetInvalid, Problem, VerifyReport, verify_dataset, verify_task
 
 FILES = Params().override("cutouts", retry_delay_s=0.0, workers=2)
 SHARDS = FILES.override("cutouts", layout="shards")
@@ -331,6 +331,15 @@ def test_candidate_indexed_and_rejected(files):
     assert problem.file == "master_index.csv"
 
 
+def test_bytes_after_the_array_in_a_cutout(files):
+    row = _row(files)
+    path = files / row.cutout_filename
+    path.write_bytes(path.read_bytes() + b"\0" * 7)  # the array still loads; 7 bytes too many
+    problem = _only(verify_dataset(files), "bad-npy")
+    _at(problem, row)
+    assert problem.message == "7 bytes after the array"
+
+
 # --- shards layout ------------------------------------------------------------------------
 
 
@@ -391,6 +400,31 @@ def test_shard_row_gap(shards):
     problems = [p for p in report.problems if p.kind != "checksum"]
     assert [(p.kind, p.file) for p in problems] == [("index", "shards/jid0001.npy")]
     assert "3 missing, 12 listed instead" in problems[0].message
+
+
+def test_bytes_after_the_array_in_a_shard(shards):
+    path = shards / "shards" / "jid0001.npy"
+    path.write_bytes(path.read_bytes() + b"\0" * 5)
+    report = verify_dataset(shards, require_croissant=False)
+    got = [(p.kind, p.file, p.job_id, p.message) for p in report.problems]
+    assert got == [("bad-npy", "shards/jid0001.npy", "jid0001", "5 bytes after the array")]
+
+
+def test_shards_read_in_blocks_keep_their_row_numbers(shards, monkeypatch):
+    """A shard longer than one read block: digests and problems keep their shard row."""
+    import tasks.verify
+
+    monkeypatch.setattr(tasks.verify, "_SHARD_BLOCK", 5)  # jid0002's 12 rows: 5 + 5 + 2
+    report = verify_dataset(shards)
+    assert report.ok and report.digests == 26, report.lines()
+    row = _row(shards, "jid0002", 11)
+    stack = np.load(shards / row.shard, mmap_mode="r+")
+    stack[row.row, 0, 0, 1] = np.inf
+    stack.flush()
+    del stack
+    problem = _only(verify_dataset(shards), "non-finite")
+    _at(problem, row, "shards/jid0002.npy")
+    assert problem.message.startswith(f"shard row {row.row}:") and row.row == 11
 
 
 # --- tables, croissant, recount ------------------------------------------------------------
@@ -721,7 +755,8 @@ def test_deep_names_a_job_it_cannot_load_again(built, tmp_path):
     report = verify_dataset(built["files"], jobs, deep=True, require_croissant=False)
     recut = [p for p in report.problems if p.kind == "recut"]
     assert [(p.job_id, p.file) for p in recut] == [("jid0002", None)], report.lines()
-    assert recut[0].message.startswith(f"cannot load the job again from {jobs / 'jid0002'}: ")
+    why = f"cannot load the job again from {jobs / 'jid0002'}: psfcat.csv: "  # the reason only
+    assert recut[0].message.startswith(why), recut[0].message
     assert report.recut == 26 - 12
 
 
@@ -759,6 +794,28 @@ def test_deep_reports_a_candidate_the_input_no_longer_has(built, files, tmp_path
         ("jid0003", 2, "cutouts/jid0003_cutout00002.npy")
     ], report.lines()
     assert "the input catalog has no row 2 (2 rows)" in recut[0].message
+
+
+def test_deep_reports_candidates_the_input_rejects_now(built, files, tmp_path):
+    """A row that no longer parses, and one whose position is now off the image."""
+    jobs = Path(shutil.copytree(built["jobs"], tmp_path / "jobs"))
+    catalog = jobs / "jid0001" / "psfcat.csv"
+    table = pd.read_csv(catalog)
+    table["x"] = table["x"].astype(object)
+    table.loc[2, "x"], table.loc[7, "x"] = "nan", -500.0
+    table.to_csv(catalog, index=False)
+    report = verify_dataset(files, jobs, deep=True)
+    recut = [p for p in report.problems if p.kind == "recut"]
+    assert [(p.catalog_row, p.file) for p in recut] == [
+        (2, "cutouts/jid0001_cutout00002.npy"),
+        (7, "cutouts/jid0001_cutout00007.npy"),
+    ], report.lines()
+    for problem in recut:
+        _at(problem, _row(files, "jid0001", problem.catalog_row))
+        assert problem.message.startswith("the input rejects this catalog row now: ")
+    assert recut[0].message.endswith("x 'nan' is not a finite number")
+    assert recut[1].message.endswith("is outside the 40x50 image")
+    assert report.recut == 26 - 2
 
 
 # --- accounting: each check against a one-line mutation of it ------------------------------
@@ -915,3 +972,33 @@ def test_jobs_csv_counts_that_disagree_with_the_tables(files, job, column, value
     problem = _only(verify_dataset(files), "accounting")
     assert (problem.job_id, problem.file) == (job, "jobs.csv")
     assert problem.message == f"jobs.csv says {column}={value}, the tables hold {held}"
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def test_report_text_counts_kinds_and_shortens_long_lists(tmp_path):
+    problems = [Problem("dtype", "dtype >f4", file="cutouts/a.npy")] + [
+        Problem("missing-file", "file missing", file=f"cutouts/c{i}.npy") for i in range(3)
+    ]
+    report = VerifyReport(tmp_path, problems=problems, cutouts=5, files=4, jobs=2)
+    assert list(report.kinds().items()) == [("missing-file", 3), ("dtype", 1)]  # KINDS order
+    assert report.summary().startswith(
+        "verify: 4 problems (3 missing-file, 1 dtype); 5 cutouts in 4 files checked"
+    )
+    assert report.lines() == [p.line() for p in problems]
+    assert report.lines(4) == report.lines()  # all shown: no line about more
+    assert report.lines(1) == [problems[0].line(), "... and 3 more problems"]
+    err = DatasetInvalid(report, limit=1)
+    assert str(err).splitlines() == [
+        f"dataset {tmp_path} fails verification:",
+        problems[0].line(),
+        "... and 3 more problems",
+        report.summary(),
+    ]
+    again = pickle.loads(pickle.dumps(err))
+    assert (str(again), again.limit) == (str(err), 1)
+    many = VerifyReport(tmp_path, problems=[problems[1]] * 51)
+    assert str(DatasetInvalid(many)).splitlines()[-2] == "... and 1 more problems"  # 50 shown
+    one = VerifyReport(tmp_path, problems=[problems[1]])
+    assert one.summary().startswith("verify: 1 problem (1 missing-file); ")
