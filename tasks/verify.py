@@ -937,10 +937,10 @@ def verify_dataset(
             )
     counted = None
     if input_dir is not None:
-        counted = _recount(Path(input_dir), jobs, index, rejects, input_layout, report)
+        counted = _recount(_location(input_dir), jobs, index, rejects, input_layout, report)
     if deep and index is not None:
         rows = _rows_to_recut(index, file_problems)
-        _recut_jobs(root, index, Path(input_dir), input_layout, labels, rows, batch, report)
+        _recut_jobs(root, index, _location(input_dir), input_layout, labels, rows, batch, report)
     listed = jobs is not None
     if not listed and counted:  # a dataset without jobs.csv: totals from the inputs
         jobs = _jobs_from_counts(counted, rejects)
@@ -1389,8 +1389,15 @@ def _jobs_from_counts(counted: dict[str, int], rejects: pd.DataFrame | None) -> 
     )
 
 
+def _location(input_dir: str | os.PathLike[str]) -> Path | str:
+    """A local input folder as a Path; an object-store URL as text (a Path folds ``//``)."""
+    from tasks.remote import is_remote
+
+    return str(input_dir) if is_remote(str(input_dir)) else Path(input_dir)
+
+
 def _recount(
-    input_dir: Path,
+    input_dir: Path | str,
     jobs: pd.DataFrame | None,
     index: _Index | None,
     rejects: pd.DataFrame | None,
@@ -1496,7 +1503,7 @@ def _rows_to_recut(index: _Index, file_problems: dict[str, list]) -> np.ndarray:
 def _recut_jobs(
     root: Path,
     index: _Index,
-    input_dir: Path,
+    input_dir: Path | str,
     input_layout: str,
     labels: LabelOptions | None,
     rows: np.ndarray,

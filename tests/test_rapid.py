@@ -168,6 +168,7 @@ def test_every_rapid_variant_reads_as_the_same_candidates(variants, job_id):
             "candidates from the PSF-fit catalog alone, finder columns empty"
         ]
     else:
+        assert not [n for n in got.notes if "finder" in n], got.notes  # joined, or parquet
         pd.testing.assert_frame_equal(
             got.table[FINDER_COLUMNS], ref.table[FINDER_COLUMNS], check_exact=False, atol=1e-3
         )
@@ -774,3 +775,31 @@ def test_a_truth_field_that_is_no_number_rejects_the_job(tmp_path, inject, index
     job = write_hand_job(tmp_path, inject, index, [(10.0, 10.0)])
     with pytest.raises(CatalogError, match=message):
         load_job(JobSpec(job.name, job))
+
+
+def test_a_read_error_is_raised_for_retry_and_a_bad_file_is_a_catalog_error(tmp_path, monkeypatch):
+    """An OSError with an errno (EIO, a network mount) is transient: Prefect retries it."""
+    import errno
+
+    import tasks.layouts
+
+    path = tmp_path / "zogy_diffimage_masked_psfcat.parquet"
+    path.write_bytes(b"PAR1 but not a parquet file")
+    with pytest.raises(
+        CatalogError, match=r"^job jid1 \(zogy_diffimage_masked_psfcat\.parquet\): "
+    ):
+        tasks.layouts._read_table("jid1", path)
+
+    def fail(exc):
+        def read_parquet(*args, **kwargs):
+            raise exc
+
+        return read_parquet
+
+    monkeypatch.setattr(pd, "read_parquet", fail(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError) as info:
+        tasks.layouts._read_table("jid1", path)
+    assert not isinstance(info.value, CatalogError) and info.value.errno == errno.EIO
+    monkeypatch.setattr(pd, "read_parquet", fail(OSError("Invalid parquet footer")))  # no errno
+    with pytest.raises(CatalogError, match="does not parse \\(Invalid parquet footer\\)"):
+        tasks.layouts._read_table("jid1", path)

@@ -460,6 +460,49 @@ def test_recount_from_input_folders(built, files, tmp_path):
     assert verify_dataset(files, tmp_path / "missing").problems[0].kind == "input-count"
 
 
+def test_recount_goes_on_past_an_absent_job_and_names_an_unreadable_catalog(built, files, tmp_path):
+    jobs = Path(shutil.copytree(built["jobs"], tmp_path / "jobs"))
+    shutil.rmtree(jobs / "jid0001")  # first in order: the recount goes on past it
+    (jobs / "jid0002" / "psfcat.csv").unlink()
+    catalog = jobs / "jid0003" / "psfcat.csv"
+    catalog.write_text(catalog.read_text() + "7.0,8.0,-1\n")
+    report = verify_dataset(files, jobs)
+    got = [(p.kind, p.job_id, p.file, p.message) for p in report.problems]
+    assert [g[:3] for g in got] == [
+        ("input-count", "jid0002", None),
+        ("input-count", "jid0003", None),
+    ]
+    assert got[0][3].startswith("catalog unreadable now (job jid0002: ")
+    assert got[0][3].endswith("); jobs.csv says 12 rows")
+    assert got[1][3] == "the input catalog has 4 rows, jobs.csv says 3"
+    assert f"1 jobs of the dataset have no folder in {jobs}: jid0001" in report.notes
+    assert report.recounted == 3
+    assert report.problems[0].line().startswith("input-count: job jid0002: catalog unreadable")
+    gone = tmp_path / "missing"
+    problem = _only(verify_dataset(files, gone), "input-count")
+    assert str(gone) in problem.message and problem.job_id is None
+    assert problem.line() == f"input-count: {problem.message}"
+
+
+def test_remote_input_is_not_recounted_or_recut(files, capsys):
+    """An object-store URL stays a URL (``Path`` made it ``s3:/bucket``, a missing folder)."""
+    report = verify_dataset(files, "s3://bucket/jobs", deep=True)
+    assert report.ok and (report.recounted, report.recut) == (0, 0), report.lines()
+    assert report.notes == [
+        "input s3://bucket/jobs is remote: catalog rows not recounted",
+        "input s3://bucket/jobs is remote: cutouts not cut again",
+    ]
+    assert main(["verify", "-d", str(files), "-i", "s3://bucket/jobs"]) == 0
+    assert "note: input s3://bucket/jobs is remote: catalog rows not recounted" in _lines(capsys)
+
+
+def test_problems_at_the_first_index_row_carry_cutout_id_0(files):
+    row = _row(files, "jid0001", 0)
+    assert (row.index_row, row.cutout_id) == (0, 0)
+    (files / row.cutout_filename).unlink()
+    _at(_only(verify_dataset(files), "missing-file"), row)
+
+
 def test_without_jobs_csv_the_input_gives_the_totals(built, files):
     (files / "jobs.csv").unlink()  # a dataset written before jobs.csv existed
     assert _only(verify_dataset(files), "table").file == "jobs.csv"
