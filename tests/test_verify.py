@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -280,7 +281,7 @@ def _set_cell(ds: Path, index_row: int, column: str, value: str) -> None:
     index = pd.read_csv(path, dtype=str, keep_default_na=False)
     index.at[index_row, column] = value
     index.to_csv(path, index=False, lineterminator="\n")
-    (ds / "croissant.json").unlink()
+    (ds / "croissant.json").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("name", ["../outside.npy", "/etc/passwd"])
@@ -309,6 +310,20 @@ def test_a_shard_row_listed_twice(shards):
     assert twice[0].message == f"shard row 3 is already listed at index row {first.index_row}"
     gap = [p for p in report.problems if p.message.startswith("shard rows must be")]
     assert [(p.job_id, p.file) for p in gap] == [("jid0002", "shards/jid0002.npy")]
+
+
+def test_index_cells_that_are_not_integers(files):
+    first, second = _row(files, "jid0002", 3), _row(files, "jid0002", 5)
+    _set_cell(files, first.index_row, "cutout_id", "inf")
+    _set_cell(files, second.index_row, "catalog_row", "1.5")
+    report = verify_dataset(files, require_croissant=False)
+    bad = [p for p in report.problems if p.message.endswith("is not an integer")]
+    assert [(p.kind, p.file, p.index_row, p.message) for p in bad] == [
+        ("index", "master_index.csv", first.index_row, "cutout_id 'inf' is not an integer"),
+        ("index", "master_index.csv", second.index_row, "catalog_row '1.5' is not an integer"),
+    ], report.lines()
+    assert (bad[0].cutout_id, bad[0].catalog_row) == (None, first.catalog_row)
+    assert (bad[1].cutout_id, bad[1].catalog_row) == (second.cutout_id, None)
 
 
 def test_candidate_indexed_twice(files):
@@ -440,6 +455,38 @@ def test_missing_and_unreadable_tables(files):
     assert not report.ok and len(lines) == len(report.problems)
     assert str(report).splitlines()[-1].startswith("verify: 2 problems (2 table); 0 cutouts")
     assert verify_dataset(files.parent / "nowhere").problems[0].kind == "table"
+
+
+def test_croissant_must_describe_the_index_and_every_shard(shards):
+    """Each FileObject is checked past a broken one; the index and each shard need one."""
+    path = shards / "croissant.json"
+    doc = json.loads(path.read_text())
+    by_url = {o["contentUrl"]: o for o in doc["distribution"] if "contentUrl" in o}
+    blank, gone, bad_sha = (by_url[f"shards/jid000{k}.npy"] for k in (2, 3, 1))
+    del blank["@id"]  # named by its name then
+    blank["contentUrl"] = ""
+    gone["contentUrl"] = "shards/gone.npy"
+    bad_sha["sha256"] = "0" * 64
+    no_url = by_url["master_index.csv"]
+    del no_url["contentUrl"]
+    doc["distribution"] = [no_url, blank, gone, bad_sha]
+    path.write_text(json.dumps(doc))
+    report = verify_dataset(shards)
+    got = [(p.kind, p.file, p.message) for p in report.problems]
+    assert got == [
+        ("croissant", "croissant.json", "FileObject 'master_index.csv' has no contentUrl"),
+        ("croissant", "croissant.json", "FileObject 'jid0002.npy' has no contentUrl"),
+        (
+            "croissant",
+            "shards/gone.npy",
+            "FileObject 'shard-jid0003': contentUrl 'shards/gone.npy' is missing",
+        ),
+        ("checksum", "shards/jid0001.npy", got[3][2]),
+        ("croissant", "croissant.json", "no FileObject for master_index.csv"),
+        ("croissant", "croissant.json", "no FileObject describes shard shards/jid0002.npy"),
+        ("croissant", "croissant.json", "no FileObject describes shard shards/jid0003.npy"),
+    ], report.lines()
+    assert got[3][2].endswith(", croissant.json says 0000000000000000...")
 
 
 def test_croissant_required_unless_told(files):
