@@ -221,6 +221,16 @@ def test_wrong_array_in_cutout(files, array, kind):
     _at(_only(verify_dataset(files), kind), row)
 
 
+def test_cutouts_folder_gone_and_no_file_descriptor_left_open(files):
+    fds = len(os.listdir("/proc/self/fd"))
+    shutil.rmtree(files / "cutouts")
+    report = verify_dataset(files)
+    assert [p.kind for p in report.problems] == ["missing-file"] * 26, report.lines()
+    assert report.problems[0].file == _row(files, "jid0001", 0).cutout_filename
+    assert report.files == 0
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_unlisted_cutout_and_leftover_temporary_file(files):
     src = files / _row(files).cutout_filename
     shutil.copy(src, files / "cutouts" / "jid0002_cutout00099.npy")
@@ -1092,3 +1102,5 @@ def test_report_text_counts_kinds_and_shortens_long_lists(tmp_path):
     assert str(DatasetInvalid(many)).splitlines()[-2] == "... and 1 more problems"  # 50 shown
     one = VerifyReport(tmp_path, problems=[problems[1]])
     assert one.summary().startswith("verify: 1 problem (1 missing-file); ")
+    plain = Problem("index", "m", job_id=np.str_("jid0001"), index_row=np.int64(3))
+    assert type(plain.job_id) is str and type(plain.index_row) is int  # JSON-able, picklable
