@@ -206,6 +206,22 @@ def test_bad_value_in_cutout(files, value, kind, words):
     assert words in problem.message
 
 
+def test_values_exactly_0_and_1_are_in_range(files):
+    row = _row(files)
+    path = files / row.cutout_filename
+    tensor = np.load(path)
+    tensor[0, 0, :2], tensor[1, 1, :2] = 0.0, 1.0
+    (files / "croissant.json").unlink()  # its digest of the index would tell
+    _rewrite(path, tensor)
+    _set_sha256(files, row.index_row, cutout_sha256(tensor))
+    assert verify_dataset(files, require_croissant=False).ok
+    tensor[5, 5, 3] = np.nan  # now a NaN too: one line, and 0 and 1 still not out of range
+    _rewrite(path, tensor)
+    _set_sha256(files, row.index_row, cutout_sha256(tensor))
+    problem = _only(verify_dataset(files, require_croissant=False), "non-finite")
+    assert problem.message == "1 NaN and 0 inf values"
+
+
 @pytest.mark.parametrize(
     ("array", "kind"),
     [
@@ -334,6 +350,66 @@ def test_index_cells_that_are_not_integers(files):
     ], report.lines()
     assert (bad[0].cutout_id, bad[0].catalog_row) == (None, first.catalog_row)
     assert (bad[1].cutout_id, bad[1].catalog_row) == (second.cutout_id, None)
+
+
+def _index_problems(ds: Path, words: str) -> list[tuple]:
+    report = verify_dataset(ds, require_croissant=False)
+    found = [p for p in report.problems if p.kind == "index" and words in p.message]
+    return [(p.index_row, p.job_id, p.file, p.message) for p in found]
+
+
+def test_cutout_ids_must_count_rows_from_0(files):
+    _set_cell(files, 5, "cutout_id", "99")
+    assert _index_problems(files, "cutout_id is") == [
+        (
+            5,
+            "jid0001",
+            "master_index.csv",
+            "cutout_id is 99, expected 5: ids must be 0 .. 25 in row order "
+            "(1 rows differ from here on)",
+        )
+    ]
+
+
+def test_rows_must_be_in_job_then_catalog_order(files):
+    path = files / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    others = [c for c in index.columns if c != "cutout_id"]
+    index.loc[[3, 4], others] = index.loc[[4, 3], others].to_numpy()  # catalog rows 4, 3
+    index.to_csv(path, index=False, lineterminator="\n")
+    (files / "croissant.json").unlink()
+    assert _index_problems(files, "order") == [
+        (
+            4,
+            "jid0001",
+            "master_index.csv",
+            "rows are not in job order, then catalog order, from here on",
+        )
+    ]
+    index.loc[[3, 4], others] = index.loc[[4, 3], others].to_numpy()  # back
+    index.loc[[11, 12], others] = index.loc[[12, 11], others].to_numpy()  # jid0002 first
+    index.to_csv(path, index=False, lineterminator="\n")
+    assert [p[:2] for p in _index_problems(files, "order")] == [(12, "jid0001")]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words", "file"),
+    [
+        ("shard", "", "mixes layouts: 25 rows name a shard, 1 do not", "master_index.csv"),
+        (
+            "shard",
+            "shards/jid0002.npy",
+            "shard 'shards/jid0002.npy', cutout_filename 'shards/jid0001.npy': both must be "
+            "'shards/jid0001.npy'",
+            "master_index.csv",
+        ),
+        ("row", "-1", "row '-1' is not a shard row", "shards/jid0001.npy"),
+        ("row", "two", "row 'two' is not a shard row", "shards/jid0001.npy"),
+    ],
+)
+def test_shard_columns_of_the_index(shards, column, value, words, file):
+    _set_cell(shards, 5, column, value)
+    assert _index_problems(shards, words) == [(5, "jid0001", file, words)]
 
 
 def test_candidate_indexed_twice(files):
@@ -620,6 +696,45 @@ def test_a_job_in_two_splits_and_an_unknown_split(files):
     assert unknown.index_row == rows[5] and unknown.job_id == "jid0002"
     spread = next(p for p in report.problems if "in 3 splits" in p.message)
     assert "job_id jid0002" in spread.message and spread.index_row == rows[0]
+
+
+def test_a_job_in_exactly_two_splits_and_an_empty_split(files):
+    (files / "croissant.json").unlink()
+    index = pd.read_csv(files / "master_index.csv", dtype=str, keep_default_na=False)
+    rows = index.index[index["job_id"] == "jid0002"]
+    was = index.at[rows[0], "split"]
+    other = next(s for s in ("train", "test") if s != was)
+    index.loc[rows[3], "split"] = other
+    index.loc[2, "split"] = ""
+    index.to_csv(files / "master_index.csv", index=False, lineterminator="\n")
+    report = verify_dataset(files, require_croissant=False)
+    got = [(p.kind, p.index_row, p.job_id, p.file, p.message) for p in report.problems]
+    sides = ", ".join(sorted([was, other]))
+    first = index.at[0, "split"]
+    assert got == [
+        (
+            "split",
+            2,
+            "jid0001",
+            "master_index.csv",
+            "split '' is not one of train, validation, test",
+        ),
+        (
+            "split",
+            0,
+            "jid0001",
+            "master_index.csv",
+            f"job_id jid0001 is in 2 splits (, {first}): the test split would see what "
+            "training saw",
+        ),
+        (
+            "split",
+            rows[0],
+            "jid0002",
+            "master_index.csv",
+            f"job_id jid0002 is in 2 splits ({sides}): the test split would see what training saw",
+        ),
+    ], report.lines()
 
 
 # --- integrity: every cutout's bytes against its sha256, and cut again with --deep ---------
