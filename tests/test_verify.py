@@ -543,6 +543,47 @@ def test_missing_and_unreadable_tables(files):
     assert verify_dataset(files.parent / "nowhere").problems[0].kind == "table"
 
 
+def test_table_problems_say_what_is_wrong(files):
+    (files / "jobs.csv").unlink()
+    (files / "master_index.csv").write_text("")
+    rejects = pd.read_csv(files / "rejects.csv", dtype=str, keep_default_na=False)
+    rejects.drop(columns="catalog_row").to_csv(files / "rejects.csv", index=False)
+    report = verify_dataset(files, require_croissant=False)
+    got = [(p.kind, p.file, p.message) for p in report.problems]
+    assert got == [
+        ("table", "master_index.csv", "unreadable: empty file"),
+        ("table", "rejects.csv", "lacks column(s) catalog_row"),
+        ("table", "jobs.csv", "file missing"),
+    ], report.lines()
+    assert "jobs.csv missing: catalog row totals were not checked" in report.notes
+    gone = files.parent / "nowhere"
+    assert [(p.kind, p.message) for p in verify_dataset(gone).problems] == [
+        ("table", f"dataset folder {gone} does not exist")
+    ]
+
+
+def test_croissant_json_unreadable_or_without_a_distribution(files, tmp_path):
+    path = files / "croissant.json"
+    doc = json.loads(path.read_text())
+    path.write_text("{not json")
+    problem = _only(verify_dataset(files), "croissant")
+    assert problem.file == "croissant.json" and problem.message.startswith("unreadable: ")
+    path.write_text(json.dumps({"name": "x"}))
+    assert _only(verify_dataset(files), "croissant").message == "has no distribution list"
+    doc["distribution"] += ["not an object", {"@type": "cr:FileSet", "contentUrl": "nowhere"}]
+    elsewhere = tmp_path / "described.json"  # a croissant.json kept outside the dataset
+    for obj in doc["distribution"]:  # contentUrl is relative to the croissant.json
+        if isinstance(obj, dict) and "FileObject" in obj["@type"]:
+            obj["contentUrl"] = os.path.relpath(files / obj["contentUrl"], tmp_path)
+    elsewhere.write_text(json.dumps(doc))
+    path.unlink()
+    report = verify_dataset(files, croissant=elsewhere)
+    assert report.ok and report.sha256 == 1, report.lines()  # the FileSet is not a file
+    elsewhere.write_text("[]")
+    problem = _only(verify_dataset(files, croissant=elsewhere), "croissant")
+    assert (problem.file, problem.message) == (str(elsewhere), "has no distribution list")
+
+
 def test_croissant_must_describe_the_index_and_every_shard(shards):
     """Each FileObject is checked past a broken one; the index and each shard need one."""
     path = shards / "croissant.json"
@@ -1039,6 +1080,21 @@ def test_deep_reports_candidates_the_input_rejects_now(built, files, tmp_path):
 def _append(path: Path, line: str) -> None:
     with open(path, "a") as fh:
         fh.write(line + "\n")
+
+
+def test_a_job_with_every_row_rejected_is_still_accounted(files):
+    """jid0003 with no indexed row (only rejects) and not rejected whole: still checked."""
+    (files / "croissant.json").unlink()
+    path = files / "master_index.csv"
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for name in index.loc[index.job_id == "jid0003", "cutout_filename"]:
+        (files / name).unlink()
+    index[index.job_id != "jid0003"].to_csv(path, index=False, lineterminator="\n")
+    _append(files / "rejects.csv", "jid0003,0,made up")  # row 2 now nowhere
+    report = verify_dataset(files, require_croissant=False)
+    problem = _only(report, "accounting")
+    assert (problem.job_id, problem.catalog_row) == ("jid0003", 2), report.lines()
+    assert problem.message == "neither in master_index.csv nor in rejects.csv"
 
 
 def test_reject_row_at_the_catalog_row_count_is_beyond_the_catalog(files):
