@@ -31,6 +31,9 @@ def prepare_environment(home: str | Path | None = None) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    # Prefect gives a temporary server 20 s to start; a busy machine (parallel runs, a test
+    # suite on every core) can need more, and the run then fails before its first task
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # a local Dask cluster (--task-runner dask) logs its start and stop at INFO: keep it quiet
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # plain functions log through the same loggers outside flow runs: not an error
