@@ -130,3 +130,19 @@ def test_flags_and_optional_columns(make_job):
     cat = pd.DataFrame({"x": [1.0], "y": [2.0], "match": [-1], "flags": [4]})
     job = load_job(spec(make_job(catalog=cat)))
     assert job.table.loc[0, "flags"] == 4 and np.isnan(job.table.loc[0, "flux"])
+
+
+def test_seed_features_are_carried_and_flags_are_whole_numbers(make_job):
+    text = (
+        "x,y,match,flux,fwhm,elongation,flags\n"
+        "1,2,-1,10,2.5,1.2,0\n"
+        "3,4,5,20,,1.1,2.5\n"
+        "5,6,,30,2,1.0,4\n"
+    )
+    job = load_job(spec(make_job(catalog=text)))
+    t = job.table
+    assert t["fwhm"].tolist()[::2] == [2.5, 2.0] and np.isnan(t.loc[1, "fwhm"])
+    assert t["elongation"].tolist() == [1.2, 1.1, 1.0] and t["flux"].tolist() == [10, 20, 30]
+    assert t["flags"].dtype == "Int64" and t["flags"].tolist() == [0, pd.NA, 4]
+    assert t["label"].dtype == "Int64" and t["label"].tolist()[:2] == [0, 1]
+    assert job.row_rejects == [(2, "match is empty")]
