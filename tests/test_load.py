@@ -136,13 +136,18 @@ def test_seed_features_are_carried_and_flags_are_whole_numbers(make_job):
     text = (
         "x,y,match,flux,fwhm,elongation,flags\n"
         "1,2,-1,10,2.5,1.2,0\n"
-        "3,4,5,20,,1.1,2.5\n"
-        "5,6,,30,2,1.0,4\n"
+        "3,4,5,NaN,,1.1,2.5\n"
+        "5,6,,-NAN,2,+nan,4\n"
     )
     job = load_job(spec(make_job(catalog=text)))
     t = job.table
     assert t["fwhm"].tolist()[::2] == [2.5, 2.0] and np.isnan(t.loc[1, "fwhm"])
-    assert t["elongation"].tolist() == [1.2, 1.1, 1.0] and t["flux"].tolist() == [10, 20, 30]
+    assert t["elongation"].tolist()[:2] == [1.2, 1.1] and np.isnan(t.loc[2, "elongation"])
+    assert t.loc[0, "flux"] == 10 and t["flux"].isna().tolist() == [
+        False,
+        True,
+        True,
+    ]  # nan: a number
     assert t["flags"].dtype == "Int64" and t["flags"].tolist() == [0, pd.NA, 4]
     assert t["label"].dtype == "Int64" and t["label"].tolist()[:2] == [0, 1]
     assert job.row_rejects == [(2, "match is empty")]
