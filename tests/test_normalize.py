@@ -116,3 +116,22 @@ def test_a_range_that_overflows_float64_normalises_to_zeros():
     lim = zscale_limits(img)
     assert lim.status == "limits_not_finite" and not lim.usable
     assert (apply_limits(img[:4, :4], lim) == 0).all()
+
+
+def test_a_zero_is_always_positive_zero():
+    """A -0.0 pixel gives +0.0 wherever it sits (numpy's fmax keeps -0.0 in some SIMD lanes)."""
+    limits = ChannelLimits(0.0, 1.0, "ok")
+    for n in range(1, 20):
+        for pos in range(n):
+            pixels = np.full(n, 0.5)
+            pixels[pos] = -0.0
+            out = apply_limits(pixels, limits)
+            assert not np.signbit(out).any(), (n, pos)
+    pixels = np.array([-1e-320, -5.0, -np.inf, np.nan] * 5, ">f8")  # underflow, below, NaN
+    assert not np.signbit(apply_limits(pixels, ChannelLimits(-0.0, 2.0, "ok"))).any()
+
+
+def test_a_huge_pixel_over_a_narrow_range_is_clipped_without_a_warning():
+    limits = ChannelLimits(0.0, 1e-300, "ok")
+    out = apply_limits(np.array([1e308, -1e308, 0.5e-300], np.float64), limits)  # errors: raise
+    assert out.tolist() == [1.0, 0.0, 0.5]
