@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CatalogError", "JobError", "JobRejection"]
+__all__ = ["CatalogError", "JobError", "JobRejection", "short_repr"]
+
+
+def short_repr(text: str, limit: int = 40) -> str:
+    """``repr`` of a field for a message, cut to about ``limit`` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class JobError(ValueError):

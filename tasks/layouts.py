@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import CatalogError, JobError
+from tasks.errors import short_repr as _short
 from tasks.schema import CANDIDATE_COLUMNS
 from tasks.truth import (
     ROMAN_BAND_ZEROPOINTS,
@@ -178,11 +179,6 @@ def _decode(job_id: str, path: Path, raw: bytes) -> str:
     if "\x00" in text:
         raise CatalogError(job_id, "contains NUL bytes: not a text table", path)
     return text
-
-
-def _short(text: str, limit: int = 40) -> str:
-    """``repr`` of a field, cut to about ``limit`` characters (for messages)."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _read_text_table(job_id: str, path: Path, sep: str = ",") -> pd.DataFrame:

@@ -44,6 +44,7 @@ __all__ = [
     "is_staged",
     "join_url",
     "list_jobs",
+    "location",
     "read_bytes",
     "read_header",
     "remote_exists",
@@ -112,6 +113,14 @@ def is_remote(url: str | os.PathLike[str]) -> bool:
         return False
     protocol, _ = split_protocol(str(url))
     return protocol is not None and protocol not in ("file", "local")
+
+
+def location(place: str | os.PathLike[str]) -> str | Path:
+    """An input location as it should be held: a URL as text, a local folder as a Path.
+
+    ``Path("s3://b/jobs")`` would fold the ``//`` into ``s3:/b/jobs``, a missing folder.
+    """
+    return str(place) if is_remote(place) else Path(place)
 
 
 def join_url(url: str, *parts: str) -> str:

@@ -29,7 +29,15 @@ from astropy.io import fits
 from tasks.errors import JobError, JobRejection
 from tasks.layouts import LabelOptions, get_layout
 from tasks.load import JobSpec, discover_jobs
-from tasks.remote import is_remote, join_url, list_jobs, read_bytes, read_header, remote_exists
+from tasks.remote import (
+    is_remote,
+    join_url,
+    list_jobs,
+    location,
+    read_bytes,
+    read_header,
+    remote_exists,
+)
 
 __all__ = ["FIELD_LIST_COLUMNS", "Selection", "plan_jobs", "read_field_lists"]
 
@@ -185,7 +193,7 @@ def plan_jobs(
     """
     labels = labels or LabelOptions()
     selection = selection or Selection()
-    root = input_dir if is_remote(input_dir) else Path(input_dir)
+    root = location(input_dir)
     on_disk = _available_jobs(input_dir, layout, stage_dir)
     make = lambda s, meta=(): replace(s, layout=layout, labels=labels, meta=meta)  # noqa: E731
     if not selection.active:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.errors import CatalogError
+from tasks.errors import CatalogError, short_repr
 
 __all__ = [
     "ROMAN_BAND_ZEROPOINTS",
@@ -217,8 +217,7 @@ def _numbers(job_id: str, path: Path, frame: pd.DataFrame, column: str) -> pd.Se
     values = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
     bad = np.flatnonzero(values.isna().to_numpy() & frame[column].notna().to_numpy())
     if bad.size:
-        text = str(frame[column].iloc[bad[0]])
-        shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}..."
+        shown = short_repr(str(frame[column].iloc[bad[0]]))
         row = int(frame.index[bad[0]])
         raise CatalogError(job_id, f"{column} {shown} is not a number", path, row)
     return values

@@ -83,7 +83,7 @@ from tasks.index import INDEX_FILE, JOBS_FILE, REJECTS_FILE
 from tasks.layouts import CHANNELS, LabelOptions
 from tasks.load import JobData, JobSpec, discover_jobs, load_job, open_image
 from tasks.normalize import job_limits
-from tasks.remote import is_remote
+from tasks.remote import is_remote, location
 from tasks.splits import SPLITS, truth_links
 
 __all__ = [
@@ -937,10 +937,10 @@ def verify_dataset(
             )
     counted = None
     if input_dir is not None:
-        counted = _recount(_location(input_dir), jobs, index, rejects, input_layout, report)
+        counted = _recount(location(input_dir), jobs, index, rejects, input_layout, report)
     if deep and index is not None:
         rows = _rows_to_recut(index, file_problems)
-        _recut_jobs(root, index, _location(input_dir), input_layout, labels, rows, batch, report)
+        _recut_jobs(root, index, location(input_dir), input_layout, labels, rows, batch, report)
     listed = jobs is not None
     if not listed and counted:  # a dataset without jobs.csv: totals from the inputs
         jobs = _jobs_from_counts(counted, rejects)
@@ -1387,13 +1387,6 @@ def _jobs_from_counts(counted: dict[str, int], rejects: pd.DataFrame | None) -> 
             "catalog_rows": [str(n) for n in counts.values()],
         }
     )
-
-
-def _location(input_dir: str | os.PathLike[str]) -> Path | str:
-    """A local input folder as a Path; an object-store URL as text (a Path folds ``//``)."""
-    from tasks.remote import is_remote
-
-    return str(input_dir) if is_remote(str(input_dir)) else Path(input_dir)
 
 
 def _recount(
