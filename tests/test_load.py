@@ -84,16 +84,18 @@ def test_shape_mismatch(make_job):
         ("a,b,c\n1,2,3\n", "lacks column"),
         ("x,y,match\n1,2,-1\n3,4,5,6\n", "row 1: has 4 fields"),
         ("x,y,match\n1,2,-1\n\xff\xfe\n", None),
+        ("x,y,match\n1,2,-1\n3,\x00,-1\n", "contains NUL bytes: not a text table"),
     ],
 )
 def test_bad_catalogs(make_job, text, match):
+    """Each refusal names the job and the file (the message users see in rejects.csv)."""
     job_dir = make_job(catalog="x")
     if match is None:
         (job_dir / "psfcat.csv").write_bytes(b"x,y,match\n1,2,-1\n\xff\xfe\n")
-        match = "not UTF-8"
+        match = r"not UTF-8 text \(byte 17\)"
     else:
         (job_dir / "psfcat.csv").write_text(text)
-    with pytest.raises(CatalogError, match=f"psfcat.csv.*{match}"):
+    with pytest.raises(CatalogError, match=f"^job {job_dir.name} \\(psfcat.csv\\): .*{match}"):
         load_job(spec(job_dir))
 
 

@@ -725,6 +725,18 @@ def test_id_join_keys(value, key):
     assert _id_key(value) == key
 
 
+def test_integer_columns_keep_every_whole_value_in_int64_range():
+    """flags, npix, ...: a whole number is kept exactly, up to int64's range; the rest is NA."""
+    from tasks.layouts import _whole
+
+    values = [0.0, -7.0, 300.0, 2.0**62, 1024.0 * 1024, 2.5, np.nan, np.inf, -np.inf, 2.0**63,
+              1e19, 1e20, -(2.0**63)]
+    got = _whole(np.array(values))
+    assert str(got.dtype) == "Int64"
+    want = [0, -7, 300, 2**62, 1024 * 1024] + [None] * 7 + [None]
+    assert [None if v is pd.NA else int(v) for v in got] == want
+
+
 @pytest.mark.parametrize("zptmag", ["abc", float("nan"), float("inf")])
 def test_a_zero_point_that_is_no_finite_number_rejects_the_job(tmp_path, zptmag):
     job = write_hand_job(tmp_path, [], [(1, 11.0, 11.0, 5.0, "transient")], [(10.0, 10.0)])

@@ -126,7 +126,8 @@ def test_unparsable_truth_file_names_job_and_file(tmp_path):
         read_injections("jid9", bad, 17.6)
     idx = tmp_path / "Roman_TDS_index_H158_1_1.txt"
     idx.write_text("# a b c\n1 2 3\n")
-    with pytest.raises(CatalogError, match="header"):
+    with pytest.raises(CatalogError, match=r"^job jid9 \(Roman_TDS_index_H158_1_1.txt\): truth"
+                       r" index header \['a', 'b', 'c'\] lacks one of"):
         read_simulation_truth("jid9", idx, 17.6)
 
 
@@ -248,7 +249,10 @@ def test_truth_index_field_that_is_no_number_names_the_file_row(tmp_path):
     path.write_text(head + star + transient.format(mag="faint"))
     with pytest.raises(CatalogError, match=r"row 1: mag 'faint' is not a number$") as info:
         read_simulation_truth("jid9", path, 18.0)
-    assert info.value.row == 1 and info.value.path == path
+    assert info.value.row == 1 and info.value.path == path and info.value.job_id == "jid9"
+    path.write_text(head + transient.format(mag="8.5") + "3 0 0 3 4 1 1 9 transient extra\n")
+    with pytest.raises(CatalogError, match=r"^job jid9 \(Roman_TDS_index_H158_1_1.txt\): "):
+        read_simulation_truth("jid9", path, 18.0)
 
 
 def test_matching_with_no_detection_or_no_truth():
