@@ -135,8 +135,7 @@ def _subset(jobs: Path, n: int, where: Path) -> Path:
 def _simulate(jobs: Path, n: int, size: int) -> None:
     if len(list(jobs.glob("jid*"))) >= n:
         return
-    sys.path.insert(0, str(ROOT))
-    from simulate import simulate_jobs
+    from croissant_cutouts.simulate import simulate_jobs
 
     print(f"simulating {n} jobs of {size}x{size} ...", flush=True)
     t0 = time.perf_counter()

@@ -149,7 +149,7 @@ def simulate(args: argparse.Namespace, env: dict[str, str], logs: Path) -> dict:
             ],
             args.workdir,
             env,
-            logs / "simulate.log",
+            logs / "croissant_cutouts.simulate.log",
         )
         marker.write_text(json.dumps({"sim": sim, "jobs": n_jobs}) + "\n")
         log(f"  simulated in {sim_s:.1f} s")

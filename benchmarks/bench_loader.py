@@ -44,20 +44,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tasks.croissant import write_croissant  # noqa: E402
-from tasks.index import INDEX_FILE  # noqa: E402
-from tasks.schema import INDEX_SCHEMA  # noqa: E402
-from tasks.train import (  # noqa: E402
+from croissant_cutouts.tasks.contract import (
     CUTOUT_BYTES,
-    CutoutDataset,
-    SmallCNN,
-    make_loader,
-    read_records,
+    INDEX_FILE,
+    INDEX_SCHEMA,
 )
+from croissant_cutouts.tasks.dataset.croissant import write_croissant
+from croissant_cutouts.tasks.evaluate.data import CutoutDataset, make_loader, read_records
+from croissant_cutouts.tasks.evaluate.model import SmallCNN
 
+ROOT = Path(__file__).resolve().parent.parent
 CUTOUTS = str(Path(sys.executable).with_name("cutouts"))
 BATCHES = (64, 256)
 
@@ -120,7 +116,7 @@ def synthetic(where: Path, n_jobs: int, per_job: int, files: bool) -> dict[str, 
 def simulated(where: Path, n_jobs: int, size: int, files: bool) -> dict[str, Path]:
     """The real pipeline through the CLI: simulate, create (both layouts), croissant."""
     home = tempfile.mkdtemp(prefix="bench-prefect-")
-    env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PREFECT_HOME": home}
     params = ["--params", str(ROOT / "params.yaml")]
     jobs = where / "jobs"
     layouts = ("shards", "files") if files else ("shards",)

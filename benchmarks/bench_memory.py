@@ -81,8 +81,7 @@ def main() -> int:
     args = ap.parse_args()
     jobs = args.workdir / f"seed-jobs-{args.size}"
     if len(list(jobs.glob("jid*"))) < args.jobs:
-        sys.path.insert(0, str(ROOT))
-        from simulate import simulate_jobs
+        from croissant_cutouts.simulate import simulate_jobs
 
         simulate_jobs(jobs, n_jobs=args.jobs, size=args.size, seed=0, workers=2, layout="seed")
     subset = args.workdir / f"mem-{args.jobs}"

@@ -23,21 +23,36 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from tasks.atomic import remove_temporaries
-from tasks.caching import file_digest, is_transient, module_source_digest
-from tasks.config import CutoutParams, Params, load_params
-from tasks.croissant import croissant_task
-from tasks.cutout import STATE_DIR, JobCutouts, cutout_task, outputs_present
-from tasks.errors import JobError, JobRejection
-from tasks.index import INDEX_FILE, IndexSummary, index_task
-from tasks.layouts import LabelOptions
-from tasks.load import JobSpec, load_task, reject_job
-from tasks.lock import dataset_lock
-from tasks.normalize import normalize_task
-from tasks.outdir import claim_output_dir, guard_foreign_outputs, is_dataset_dir
-from tasks.remote import is_remote
-from tasks.select import Selection, plan_jobs
-from tasks.verify import verify_task
+from croissant_cutouts.tasks.config import CutoutParams, Params, load_params
+from croissant_cutouts.tasks.contract import (
+    CROISSANT_FILE,
+    INDEX_FILE,
+    METRICS_FILE,
+    PLOTS_DIR,
+    REJECTS_FILE,
+    REPORT_FILE,
+    STATE_DIR,
+)
+from croissant_cutouts.tasks.dataset.croissant import croissant_task
+from croissant_cutouts.tasks.dataset.cutout import JobCutouts, cutout_task, outputs_present
+from croissant_cutouts.tasks.dataset.index import IndexSummary, index_task
+from croissant_cutouts.tasks.dataset.normalize import normalize_task
+from croissant_cutouts.tasks.errors import JobError, JobRejection
+from croissant_cutouts.tasks.infra.atomic import remove_temporaries
+from croissant_cutouts.tasks.infra.caching import is_transient, module_source_digest
+from croissant_cutouts.tasks.infra.digests import file_digest
+from croissant_cutouts.tasks.infra.lock import dataset_lock
+from croissant_cutouts.tasks.infra.outdir import (
+    claim_output_dir,
+    guard_foreign_outputs,
+    is_dataset_dir,
+)
+from croissant_cutouts.tasks.infra.versions import step_modules
+from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+from croissant_cutouts.tasks.inputs.load import JobSpec, load_task, reject_job
+from croissant_cutouts.tasks.inputs.remote import is_remote
+from croissant_cutouts.tasks.inputs.select import Selection, plan_jobs
+from croissant_cutouts.tasks.verify import verify_task
 
 __all__ = [
     "RunSummary",
@@ -49,21 +64,6 @@ __all__ = [
 ]
 
 STEPS = ("create", "croissant", "train")
-#: Modules whose source decides the bytes of a dataset.
-CODE_MODULES = (
-    "tasks.load",
-    "tasks.layouts",
-    "tasks.normalize",
-    "tasks.cutout",
-    "tasks.index",
-    "tasks.croissant",
-    "tasks.truth",
-    "tasks.schema",
-    "tasks.select",
-    "tasks.remote",
-)
-
-
 @dataclass
 class RunSummary:
     """What a run did; :meth:`line` is the one-line summary every command ends with."""
@@ -307,7 +307,7 @@ def _clean_temporaries(out_dir: Path) -> None:
 
 def _step_outputs(out_dir: Path, steps: list[str]) -> list[Path]:
     """Files the croissant and train steps write into a dataset folder."""
-    names = {"croissant": ["croissant.json"], "train": ["metrics.json", "report.md", "plots"]}
+    names = {"croissant": [CROISSANT_FILE], "train": [METRICS_FILE, REPORT_FILE, PLOTS_DIR]}
     return [out_dir / n for s in steps for n in names.get(s, [])]
 
 
@@ -355,7 +355,7 @@ def _build(
     csv_path = out_dir / INDEX_FILE
     if "croissant" in steps:
         summary.croissant = croissant_task(
-            str(csv_path), str(out_dir / "croissant.json"), params.croissant
+            str(csv_path), str(out_dir / CROISSANT_FILE), params.croissant
         )
     if "train" in steps:
         key = dataset_fingerprint(specs, out_dir) if "create" in steps else None
@@ -366,7 +366,7 @@ def _build(
     verify_task(
         str(out_dir),
         input_dir if recount else None,
-        require_croissant="croissant" in steps or (out_dir / "croissant.json").exists(),
+        require_croissant="croissant" in steps or (out_dir / CROISSANT_FILE).exists(),
         input_layout=params.cutouts.input_layout,
     )
     summary.seconds = time.perf_counter() - t0
@@ -434,14 +434,14 @@ def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = N
         gap = (summary.metrics or {}).get("leakage", {}).get("gap")
         lines += ["", f"Leakage gap (random per-cutout split AUC minus this one): {_cell(gap)}", ""]
     links = [
-        ("report.md", out_dir / "report.md"),
-        ("croissant.json", out_dir / "croissant.json"),
-        ("master_index.csv", out_dir / INDEX_FILE),
-        ("rejects.csv", out_dir / "rejects.csv"),
-        ("metrics.json", out_dir / "metrics.json"),
+        (REPORT_FILE, out_dir / REPORT_FILE),
+        (CROISSANT_FILE, out_dir / CROISSANT_FILE),
+        (INDEX_FILE, out_dir / INDEX_FILE),
+        (REJECTS_FILE, out_dir / REJECTS_FILE),
+        (METRICS_FILE, out_dir / METRICS_FILE),
     ]
     links += [
-        (f"{path.stem} plot", path) for path in sorted((out_dir / "plots").glob("*.png"))
+        (f"{path.stem} plot", path) for path in sorted((out_dir / PLOTS_DIR).glob("*.png"))
     ]
     if gallery is not None:
         links.append(("simulated gallery", gallery))
@@ -465,14 +465,14 @@ def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dic
     With a ``dataset_key`` the result is cached in the dataset's own cache folder, so an
     unchanged dataset is not trained again while its ``metrics.json`` exists.
     """
-    from tasks.train import smoke_train_task
+    from croissant_cutouts.tasks.evaluate.train import smoke_train_task
 
-    fresh = dataset_key is None or not (out_dir / "metrics.json").exists()
+    fresh = dataset_key is None or not (out_dir / METRICS_FILE).exists()
     train = smoke_train_task.with_options(
         result_storage=(out_dir / STATE_DIR / "cache").resolve(), refresh_cache=fresh
     )
     return train(
-        str(out_dir), str(out_dir / "croissant.json"), params.train, dataset_key, params.splits
+        str(out_dir), str(out_dir / CROISSANT_FILE), params.train, dataset_key, params.splits
     )
 
 
@@ -488,7 +488,7 @@ def dataset_fingerprint(specs: list[JobSpec], out_dir: Path) -> str:
         for f in files:
             h.update(file_digest(f).encode())
     h.update(file_digest(out_dir / INDEX_FILE).encode())
-    h.update(module_source_digest(CODE_MODULES).encode())
+    h.update(module_source_digest(step_modules("dataset")).encode())
     return h.hexdigest()
 
 
@@ -501,7 +501,7 @@ def _fill_from_index(summary: RunSummary, out_dir: Path) -> None:
     summary.cutouts = len(index)
     summary.real = int((index["label"] == 1).sum())
     summary.bogus = int((index["label"] == 0).sum())
-    rejects = out_dir / "rejects.csv"
+    rejects = out_dir / REJECTS_FILE
     if rejects.exists():
         rej = pd.read_csv(rejects)
         summary.rejected = int(rej["catalog_row"].notna().sum())

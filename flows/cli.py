@@ -23,11 +23,16 @@ import sys
 import time
 from pathlib import Path
 
-from flows.settings import local_run_settings, prepare_environment, start_temporary_api
+from croissant_cutouts.flows.settings import (
+    local_run_settings,
+    prepare_environment,
+    start_temporary_api,
+)
+from croissant_cutouts.tasks.contract import CROISSANT_FILE, INDEX_FILE, METRICS_FILE, PLOTS_DIR
 
 __all__ = ["main"]
 
-log = logging.getLogger("flows.cli")
+log = logging.getLogger("croissant_cutouts.flows.cli")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -160,14 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-c",
         "--csv_path",
-        default="./hackathon_dataset/master_index.csv",
-        help="master index CSV (default: ./hackathon_dataset/master_index.csv)",
+        default=f"./hackathon_dataset/{INDEX_FILE}",
+        help=f"master index CSV (default: ./hackathon_dataset/{INDEX_FILE})",
     )
     p.add_argument(
         "-o",
         "--output",
-        default="./hackathon_dataset/croissant.json",
-        help="croissant.json to write (default: ./hackathon_dataset/croissant.json)",
+        default=f"./hackathon_dataset/{CROISSANT_FILE}",
+        help=f"{CROISSANT_FILE} to write (default: ./hackathon_dataset/{CROISSANT_FILE})",
     )
     _add_common(p)
 
@@ -242,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     """Serve the build_dataset deployment (blocks; Ctrl-C stops it)."""
-    from flows.build import build_dataset
-    from tasks.remote import is_remote
+    from croissant_cutouts.flows.build import build_dataset
+    from croissant_cutouts.tasks.inputs.remote import is_remote
 
     parameters = {
         "input_dir": args.input_dir
@@ -263,7 +268,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace):
-    from tasks.config import load_params
+    from croissant_cutouts.tasks.config import load_params
 
     params = load_params(args.params)
     if args.command in ("create", "run"):
@@ -317,7 +322,7 @@ def _print_metrics(metrics: dict | None) -> None:
 
 
 def _simulate(args: argparse.Namespace, params) -> int:
-    from simulate import format_summary, simulate_jobs
+    from croissant_cutouts.simulate import format_summary, simulate_jobs
 
     sim = params.override(
         "simulate",
@@ -366,8 +371,8 @@ def _simulate(args: argparse.Namespace, params) -> int:
 
 def _verify(args: argparse.Namespace, params) -> int:
     """Check a dataset (no Prefect run, no API server): one line per problem, then a summary."""
-    from tasks.layouts import LabelOptions
-    from tasks.verify import verify_dataset
+    from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+    from croissant_cutouts.tasks.verify import verify_dataset
 
     if args.deep and args.input_dir is None:
         print("cutouts: verify --deep needs -i INPUT_DIR (the job folders)", file=sys.stderr)
@@ -401,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         return _verify(args, params)
 
-    from tasks.lock import DatasetLocked, dataset_lock
+    from croissant_cutouts.tasks.infra.lock import DatasetLocked, dataset_lock
 
     try:
         # refuse a folder that is not ours, or one another run is writing, before Prefect
@@ -409,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = _check_output(args)
         with dataset_lock(folder) if folder is not None else contextlib.nullcontext():
             # import the flow while the temporary API server starts
-            start_temporary_api(then=lambda: importlib.import_module("flows.build"))
+            start_temporary_api(then=lambda: importlib.import_module(f"{__package__}.build"))
             with local_run_settings():
                 summary = _run_command(args, params)
     except (OSError, ValueError, DatasetLocked) as exc:
@@ -427,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_output(args: argparse.Namespace) -> Path | None:
     """The dataset folder a command writes, checked as the flow will check it."""
-    from tasks.outdir import claim_output_dir, guard_foreign_outputs, is_dataset_dir
+    from croissant_cutouts.tasks.infra.outdir import (
+        claim_output_dir,
+        guard_foreign_outputs,
+        is_dataset_dir,
+    )
 
     if args.command in ("create", "run"):
         return claim_output_dir(args.output_dir, f"cutouts {args.command}")
@@ -436,12 +445,12 @@ def _check_output(args: argparse.Namespace) -> Path | None:
         guard_foreign_outputs(folder, [Path(args.output)])
     else:
         folder = Path(args.dataset_dir)
-        guard_foreign_outputs(folder, [folder / "metrics.json", folder / "plots"])
+        guard_foreign_outputs(folder, [folder / METRICS_FILE, folder / PLOTS_DIR])
     return folder if is_dataset_dir(folder) else None
 
 
 def _run_command(args: argparse.Namespace, params):
-    from flows.build import build_dataset, describe_dataset, train_dataset
+    from croissant_cutouts.flows.build import build_dataset, describe_dataset, train_dataset
 
     if args.command in ("create", "run"):
         steps = ["create"] if args.command == "create" else None

@@ -20,7 +20,7 @@ from photutils.detection import DAOStarFinder
 from photutils.psf import CircularGaussianPRF, PSFPhotometry
 from scipy.spatial import cKDTree
 
-from tasks.truth import match_one_to_one
+from croissant_cutouts.tasks.inputs.truth import match_one_to_one
 
 __all__ = [
     "FINDER_COLUMNS",

@@ -8,7 +8,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.visualization import ZScaleInterval
 
-from tasks.atomic import atomic_output
+from croissant_cutouts.tasks.infra.atomic import atomic_output
 
 __all__ = ["write_gallery"]
 

@@ -25,10 +25,10 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table, join
 
-from simulate.catalogs import PHOTUTILS3_NAMES
-from simulate.scene import Scene
-from tasks.atomic import atomic_output, atomic_write_text
-from tasks.layouts import SIMULATED_KINDS_FILE
+from croissant_cutouts.simulate.catalogs import PHOTUTILS3_NAMES
+from croissant_cutouts.simulate.scene import Scene
+from croissant_cutouts.tasks.infra.atomic import atomic_output, atomic_write_text
+from croissant_cutouts.tasks.inputs.layouts import SIMULATED_KINDS_FILE
 
 __all__ = [
     "KINDS_FILE",

@@ -24,8 +24,8 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
-from simulate.zogy import WORKERS, fft_shape, kernel_spectrum, zogy
-from tasks.truth import ROMAN_BAND_ZEROPOINTS
+from croissant_cutouts.simulate.zogy import WORKERS, fft_shape, kernel_spectrum, zogy
+from croissant_cutouts.tasks.config import ROMAN_BAND_ZEROPOINTS
 
 __all__ = [
     "EXPTIME",
@@ -301,16 +301,68 @@ def make_epoch(
     bands at every edge.
     """
     p = params
-    ny, nx = shape
     zpt = dn_zeropoint(filt)
-    mpx = ny * nx / 1e6
+    mpx = shape[0] * shape[1] / 1e6
     psf_s = moffat_stamp(p.fwhm_science_px, p.moffat_beta)
     psf_r = moffat_stamp(p.fwhm_reference_px, p.moffat_beta)
     nea = 1.0 / np.sum(psf_s**2)  # noise-equivalent area, pixels
     sigma = float(flux_from_mag(p.depth_mag, zpt) / (5.0 * np.sqrt(nea)))
     sigma_r = sigma * 10 ** (-0.4 * p.reference_depth_gain_mag)
+    # the random draws, in this order: sources, registration, science noise, cosmic rays, hot
+    # pixels, reference noise, coverage, edge bands (the jobs are byte-identical across runs)
+    src = _epoch_sources(rng, sky, shape, p, mpx)
+    ddx, ddy = rng.normal(0, p.misregistration_px, 2)
+    gain = 1.0 + rng.normal(0, p.gain_mismatch)
+    fshape = fft_shape(shape)
+    spectra = (kernel_spectrum(psf_s, fshape), kernel_spectrum(psf_r, fshape))
+    gal_sci, gal_ref = _galaxy_images(shape, sky, zpt, spectra, (ddx, ddy), gain)
+    stars, sflux = sky.stars, flux_from_mag(sky.stars[:, 2], zpt)
+    sat_s = float(flux_from_mag(p.saturation_mag, zpt) * psf_s.max())
+    sci = render_points(
+        shape,
+        np.r_[stars[:, 0], src["tx"], src["ix"]],
+        np.r_[stars[:, 1], src["ty"], src["iy"]],
+        np.r_[sflux, flux_from_mag(src["tmag"], zpt), flux_from_mag(src["imag"], zpt)],
+        p.fwhm_science_px,
+        p.moffat_beta,
+    ) + gal_sci
+    np.minimum(sci, sat_s, out=sci)
+    artefacts = _science_artefacts(rng, sci, p, mpx, sigma)
+    ref = render_points(
+        shape, stars[:, 0] + ddx, stars[:, 1] + ddy, sflux * gain,
+        p.fwhm_reference_px, p.moffat_beta,
+    )
+    ref += gal_ref
+    np.minimum(ref, sat_s * 4.0, out=ref)  # the coadd saturates later
+    ref += rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma_r)
+    cov = _coverage(rng, shape, p)
+    ref *= cov  # soft coverage edges are imperfectly gain-matched: mask-edge artefacts
+    masked = _masked(rng, cov, p)
+    d, s, psf_d = zogy(sci, ref, psf_s, psf_r, sigma, sigma_r, masked, spectra)
+    return Scene(
+        science=sci.astype(np.float32),
+        reference=ref.astype(np.float32),
+        difference=d,
+        score=s,
+        coverage=cov,
+        psf_science=psf_s.astype(np.float32),
+        psf_difference=psf_d.astype(np.float32),
+        truth=_truth(sky, src, zpt),
+        bogus_sources=_bogus_sources(sky, p, artefacts, masked),
+        sky_sigma=sigma,
+        zpt=zpt,
+    )
 
-    # this epoch's real sources
+
+def _epoch_sources(
+    rng: np.random.Generator, sky: StaticSky, shape: tuple[int, int], p: SceneParams, mpx: float
+) -> dict[str, np.ndarray]:
+    """This epoch's real sources: transients (some on galaxies) and injected fakes.
+
+    Returns ``tx``, ``ty``, ``tmag`` (transients) and ``ix``, ``iy``, ``imag`` (injected):
+    0-based pixel positions, AB magnitudes.
+    """
+    ny, nx = shape
     n_tr = rng.poisson(p.transients_per_mpx * mpx)
     on_gal = (rng.random(n_tr) < p.transient_on_galaxy) & (len(sky.galaxies) > 0)
     host = rng.integers(0, max(len(sky.galaxies), 1), n_tr)
@@ -323,33 +375,40 @@ def make_epoch(
     n_inj = rng.poisson(p.injections_per_mpx * mpx)
     ix, iy = rng.uniform(3, nx - 4, n_inj), rng.uniform(3, ny - 4, n_inj)
     imag = rng.uniform(*p.injection_mag_range, n_inj)
+    return {"tx": tx, "ty": ty, "tmag": tmag, "ix": ix, "iy": iy, "imag": imag}
 
-    stars = sky.stars
-    sflux = flux_from_mag(stars[:, 2], zpt)
-    ddx, ddy = rng.normal(0, p.misregistration_px, 2)
-    gain = 1.0 + rng.normal(0, p.gain_mismatch)
+
+def _galaxy_images(
+    shape: tuple[int, int],
+    sky: StaticSky,
+    zpt: float,
+    spectra: tuple[np.ndarray, np.ndarray],
+    offset: tuple[float, float],
+    gain: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The galaxies through the science PSF, and through the reference PSF shifted by
+    ``offset`` (dx, dy pixels) and scaled by ``gain``; both (ny, nx), DN/s."""
+    ny, nx = shape
     fshape = fft_shape(shape)
-    ps_hat, pr_hat = kernel_spectrum(psf_s, fshape), kernel_spectrum(psf_r, fshape)
+    ps_hat, pr_hat = spectra
     gal_hat = sfft.rfft2(render_galaxies(shape, sky.galaxies, zpt), s=fshape, workers=WORKERS)
     gal_sci = sfft.irfft2(gal_hat * ps_hat, s=fshape, workers=WORKERS)[:ny, :nx]
     ky = sfft.fftfreq(fshape[0])[:, None]
     kx = sfft.rfftfreq(fshape[1])[None, :]
-    shift = np.exp(-2j * np.pi * (kx * ddx + ky * ddy)) * gain
+    shift = np.exp(-2j * np.pi * (kx * offset[0] + ky * offset[1])) * gain
     gal_ref = sfft.irfft2(gal_hat * pr_hat * shift, s=fshape, workers=WORKERS)[:ny, :nx]
-    del gal_hat, shift
-    sci = (
-        render_points(
-            shape,
-            np.r_[stars[:, 0], tx, ix],
-            np.r_[stars[:, 1], ty, iy],
-            np.r_[sflux, flux_from_mag(tmag, zpt), flux_from_mag(imag, zpt)],
-            p.fwhm_science_px,
-            p.moffat_beta,
-        )
-        + gal_sci
-    )
-    sat_s = float(flux_from_mag(p.saturation_mag, zpt) * psf_s.max())
-    np.minimum(sci, sat_s, out=sci)
+    return gal_sci, gal_ref
+
+
+def _science_artefacts(
+    rng: np.random.Generator, sci: np.ndarray, p: SceneParams, mpx: float, sigma: float
+) -> dict[str, np.ndarray]:
+    """Add noise, cosmic rays and hot pixels to ``sci`` in place; return where the latter are.
+
+    Returns ``cosmic_ray`` and ``hot_pixel``: (n, 2) 0-based (x, y) pixel positions.
+    """
+    shape = sci.shape
+    ny, nx = shape
     sci += rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
     cr_xy, cr_img = _cosmic_rays(
         rng, shape, rng.poisson(p.cosmic_rays_per_mpx * mpx * p.bogus_density), sigma
@@ -362,21 +421,12 @@ def make_epoch(
     bleed = rng.uniform(0.0, 0.5, n_hot) * amp  # inter-pixel capacitance into the 4 neighbours
     for dy_, dx_ in ((0, 1), (0, -1), (1, 0), (-1, 0)):
         sci[hy + dy_, hx + dx_] += bleed
+    return {"cosmic_ray": cr_xy, "hot_pixel": np.column_stack([hx, hy]).astype(np.float64)}
 
-    # reference: deep coadd resampled onto this grid, misregistered, gain-matched imperfectly
-    ref = render_points(
-        shape,
-        stars[:, 0] + ddx,
-        stars[:, 1] + ddy,
-        sflux * gain,
-        p.fwhm_reference_px,
-        p.moffat_beta,
-    )
-    ref += gal_ref
-    np.minimum(ref, sat_s * 4.0, out=ref)  # the coadd saturates later
-    ref += rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma_r)
-    cov = _coverage(rng, shape, p)
-    ref *= cov  # soft coverage edges are imperfectly gain-matched: mask-edge artefacts
+
+def _masked(rng: np.random.Generator, cov: np.ndarray, p: SceneParams) -> np.ndarray:
+    """Pixels without a difference: coverage below 0.5 and a random thin band at each edge."""
+    ny, nx = cov.shape
     masked = cov < 0.5
     lo = p.edge_band_px[0]
     w = rng.integers(lo // 2, lo + 1, 4)
@@ -384,41 +434,39 @@ def make_epoch(
     masked[ny - w[1] :] = True
     masked[:, : w[2]] = True
     masked[:, nx - w[3] :] = True
+    return masked
 
-    d, s, psf_d = zogy(sci, ref, psf_s, psf_r, sigma, sigma_r, masked, (ps_hat, pr_hat))
+
+def _truth(sky: StaticSky, src: dict[str, np.ndarray], zpt: float) -> dict[str, np.ndarray]:
+    """Every source of the epoch: kind, 0-based x and y, AB mag, flux (DN/s)."""
+    stars, galaxies = sky.stars, sky.galaxies
+    n_tr, n_inj = len(src["tx"]), len(src["ix"])
     truth = {
         "kind": np.array(
-            ["star"] * len(stars)
-            + ["galaxy"] * len(sky.galaxies)
-            + ["transient"] * n_tr
-            + ["injected"] * n_inj
+            ["star"] * len(stars) + ["galaxy"] * len(galaxies)
+            + ["transient"] * n_tr + ["injected"] * n_inj
         ),
-        "x": np.r_[stars[:, 0], sky.galaxies[:, 0], tx, ix],
-        "y": np.r_[stars[:, 1], sky.galaxies[:, 1], ty, iy],
-        "mag": np.r_[stars[:, 2], sky.galaxies[:, 2], tmag, imag],
+        "x": np.r_[stars[:, 0], galaxies[:, 0], src["tx"], src["ix"]],
+        "y": np.r_[stars[:, 1], galaxies[:, 1], src["ty"], src["iy"]],
+        "mag": np.r_[stars[:, 2], galaxies[:, 2], src["tmag"], src["imag"]],
     }
     truth["flux"] = flux_from_mag(truth["mag"], zpt)
+    return truth
+
+
+def _bogus_sources(
+    sky: StaticSky, p: SceneParams, artefacts: dict[str, np.ndarray], masked: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Where each cause of bogus detections lies: (n, 2) 0-based (x, y) per kind."""
+    stars = sky.stars
     residual = stars[:, 2] < p.saturation_mag + 6.0  # residuals of these stars are detectable
     saturated = stars[:, 2] < p.saturation_mag
-    return Scene(
-        science=sci.astype(np.float32),
-        reference=ref.astype(np.float32),
-        difference=d,
-        score=s,
-        coverage=cov,
-        psf_science=psf_s.astype(np.float32),
-        psf_difference=psf_d.astype(np.float32),
-        truth=truth,
-        bogus_sources={
-            "saturated_star": stars[saturated, :2],
-            "star_residual": stars[residual & ~saturated, :2],
-            "galaxy_residual": sky.galaxies[:, :2],
-            "cosmic_ray": cr_xy,
-            "hot_pixel": np.column_stack([hx, hy]).astype(np.float64),
-            "mask_edge": np.argwhere(ndimage.binary_dilation(masked, iterations=4) & ~masked)[
-                :, ::-1
-            ].astype(np.float64),
-        },
-        sky_sigma=sigma,
-        zpt=zpt,
-    )
+    edge = ndimage.binary_dilation(masked, iterations=4) & ~masked
+    return {
+        "saturated_star": stars[saturated, :2],
+        "star_residual": stars[residual & ~saturated, :2],
+        "galaxy_residual": sky.galaxies[:, :2],
+        "cosmic_ray": artefacts["cosmic_ray"],
+        "hot_pixel": artefacts["hot_pixel"],
+        "mask_edge": np.argwhere(edge)[:, ::-1].astype(np.float64),
+    }

@@ -14,9 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tasks.truth import ROMAN_BAND_ZEROPOINTS
-
 __all__ = [
+    "ROMAN_BAND_ZEROPOINTS",
     "CroissantParams",
     "CutoutParams",
     "LabelParams",
@@ -28,6 +27,22 @@ __all__ = [
     "TrainParams",
     "load_params",
 ]
+
+
+#: galsim's Roman bandpass AB zero points (``galsim.roman.getBandpasses()[f].zeropoint``,
+#: galsim 2.8), magnitudes, by ``FILTER`` card value. RAPID adds this to ``ZPTMAG`` to turn
+#: an injected fake's magnitude into raw-image counts. ``tests/test_truth.py`` checks the
+#: table against the installed galsim.
+ROMAN_BAND_ZEROPOINTS: dict[str, float] = {
+    "F184": 14.621994,
+    "H158": 15.074165,
+    "J129": 15.039625,
+    "K213": 14.579316,
+    "R062": 15.296832,
+    "W146": 16.270076,
+    "Y106": 15.023547,
+    "Z087": 14.964334,
+}
 
 
 class _Section(BaseModel):

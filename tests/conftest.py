@@ -12,12 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# A mutation run (docs/mutation-testing.md) runs the tests from its copy of the code in
+# ./mutants: point the package's tasks at that copy before anything imports them.
+if os.environ.get("MUTANT_UNDER_TEST") is not None and Path("tasks").is_dir():
+    import croissant_cutouts.tasks
+
+    croissant_cutouts.tasks.__path__.insert(0, str(Path("tasks").resolve()))
+
 # Before anything imports Prefect: its home, database and results live in a throw-away
 # folder of this test session (ephemeral mode, no server to run by hand).
 _PREFECT_HOME = tempfile.mkdtemp(prefix="cutouts-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
-from flows.settings import prepare_environment  # noqa: E402
+from croissant_cutouts.flows.settings import prepare_environment  # noqa: E402
 
 prepare_environment()
 
@@ -160,10 +167,10 @@ def s3_server(tmp_path):
 
 def fail_second_batch(monkeypatch) -> None:
     """Make ``tasks.cutout.make_tensors`` raise ``OSError("disk full")`` on its second call."""
-    import tasks.cutout
+    import croissant_cutouts.tasks.dataset.cutout as cutout_mod
 
     calls = {"n": 0}
-    real = tasks.cutout.make_tensors
+    real = cutout_mod.make_tensors
 
     def failing(*args):
         calls["n"] += 1
@@ -171,4 +178,4 @@ def fail_second_batch(monkeypatch) -> None:
             raise OSError("disk full")
         return real(*args)
 
-    monkeypatch.setattr(tasks.cutout, "make_tensors", failing)
+    monkeypatch.setattr(cutout_mod, "make_tensors", failing)

@@ -11,15 +11,16 @@ from types import SimpleNamespace
 import pytest
 import xxhash
 
-from tasks.caching import (
+from croissant_cutouts.tasks.infra.caching import (
     ContentPolicy,
-    file_digest,
     is_transient,
     module_source_digest,
     retry_on_oserror,
 )
+from croissant_cutouts.tasks.infra.digests import file_digest
 
-POLICY = ContentPolicy(modules=("tasks.truth",), exclude=("batch",))
+TASKS = "croissant_cutouts.tasks"
+POLICY = ContentPolicy(modules=(f"{TASKS}.inputs.truth",), exclude=("batch",))
 
 
 def key(inputs: dict, policy: ContentPolicy = POLICY, task: str = "load") -> str:
@@ -74,7 +75,7 @@ def test_same_inputs_same_key_and_every_part_enters_it(files):
         key({"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts()}, task="cutout"),
         key(
             {"job": Job(files, more={"a": 1}), "batch": 64, "opts": Opts()},
-            ContentPolicy(modules=("tasks.normalize",), exclude=("batch",)),
+            ContentPolicy(modules=(f"{TASKS}.dataset.normalize",), exclude=("batch",)),
         ),
         key({"job": Job(files, more={"a": 1}), "batch": 64}),
     ]
@@ -134,9 +135,10 @@ def test_file_digest_is_xxh3_of_the_bytes_and_follows_changes(tmp_path):
 
 
 def test_module_source_digest_is_order_free_and_names_matter():
-    a = module_source_digest(("tasks.truth", "tasks.cutout"))
-    assert a == module_source_digest(("tasks.cutout", "tasks.truth"))
-    assert a != module_source_digest(("tasks.truth",))
+    truth, cutout = f"{TASKS}.inputs.truth", f"{TASKS}.dataset.cutout"
+    a = module_source_digest((truth, cutout))
+    assert a == module_source_digest((cutout, truth))
+    assert a != module_source_digest((truth,))
 
 
 @pytest.mark.parametrize(
@@ -230,7 +232,7 @@ def test_other_values_are_described_by_their_repr():
 def test_file_digest_reads_an_unchanged_file_once(tmp_path, monkeypatch):
     import builtins
 
-    import tasks.caching
+    import croissant_cutouts.tasks.infra.digests as digests_mod
 
     path = tmp_path / "once.fits"
     path.write_bytes(b"x" * 10)
@@ -240,6 +242,6 @@ def test_file_digest_reads_an_unchanged_file_once(tmp_path, monkeypatch):
         opened.append(args[0])
         return builtins.open(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.caching, "open", counting, raising=False)
+    monkeypatch.setattr(digests_mod, "open", counting, raising=False)
     first = file_digest(path)
     assert file_digest(path) == first and opened == [path]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from flows.cli import build_parser, main
+from croissant_cutouts.flows.cli import build_parser, main
 
 pytestmark = pytest.mark.flow
 

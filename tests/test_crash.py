@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.atomic import TMP_MARK
+from croissant_cutouts.tasks.infra.atomic import TMP_MARK
 
 pytestmark = pytest.mark.flow
 

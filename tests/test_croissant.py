@@ -10,13 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import CroissantParams
-from tasks.croissant import CroissantError, sha256_file, validate, write_croissant
-from tasks.cutout import cut_job
-from tasks.index import write_index
-from tasks.load import discover_jobs, load_job
-from tasks.normalize import job_limits
-from tasks.schema import INDEX_SCHEMA
+from croissant_cutouts.tasks.config import CroissantParams
+from croissant_cutouts.tasks.contract import INDEX_SCHEMA
+from croissant_cutouts.tasks.dataset.croissant import (
+    CroissantError,
+    validate,
+    write_croissant,
+)
+from croissant_cutouts.tasks.dataset.cutout import cut_job
+from croissant_cutouts.tasks.dataset.index import write_index
+from croissant_cutouts.tasks.dataset.normalize import job_limits
+from croissant_cutouts.tasks.infra.digests import sha256_file
+from croissant_cutouts.tasks.inputs.load import discover_jobs, load_job
 
 
 @pytest.fixture

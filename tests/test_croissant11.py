@@ -14,20 +14,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import CroissantParams
-from tasks.croissant import (
+from croissant_cutouts.tasks.config import CroissantParams
+from croissant_cutouts.tasks.contract import CHANNELS, CUTOUT_DTYPE, CUTOUT_SHAPE, INDEX_SCHEMA
+from croissant_cutouts.tasks.dataset.croissant import (
     CONFORMS_TO,
     CROISSANT_1_1,
-    CUTOUT_SHAPE,
-    NPY_DTYPE,
     RAI_1_0,
     SYNTHETIC_COLLECTION_TYPE,
     CroissantError,
     validate,
     write_croissant,
 )
-from tasks.layouts import CHANNELS
-from tasks.schema import INDEX_SCHEMA
+
+NPY_DTYPE = CUTOUT_DTYPE.str
 
 #: The JSON-LD context of the Croissant 1.1 specification, Appendix 1.
 SPEC_CONTEXT_1_1 = {
@@ -272,7 +271,7 @@ def test_array_shape_shards(shards_ds):
 
 
 def test_loads_without_warnings_and_records_match_index(files_ds):
-    from tasks.train import read_records
+    from croissant_cutouts.tasks.evaluate.data import read_records
 
     doc = _doc(files_ds)
     assert len(_record_set(doc, "transient_candidates")["field"]) == len(INDEX_SCHEMA)

@@ -11,12 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from tasks.cutout import (
+from croissant_cutouts.tasks.contract import cutout_filename, npy_bytes
+from croissant_cutouts.tasks.dataset.cutout import (
     candidate_pixels,
     cut_job,
-    cutout_filename,
     extract_stamps,
-    npy_bytes,
     position_rejects,
     score_peak,
 )
@@ -204,10 +203,10 @@ def test_cut_job_adds_score_peak_and_keeps_the_cutout_bytes(make_job, tmp_path):
     import pandas as pd
     from conftest import ramp_image
 
-    from tasks.cutout import make_tensors
-    from tasks.layouts import CHANNELS
-    from tasks.load import JobSpec, load_job, open_image
-    from tasks.normalize import job_limits
+    from croissant_cutouts.tasks.contract import CHANNELS
+    from croissant_cutouts.tasks.dataset.cutout import make_tensors
+    from croissant_cutouts.tasks.dataset.normalize import job_limits
+    from croissant_cutouts.tasks.inputs.load import JobSpec, load_job, open_image
 
     shape = (40, 50)
     score = ramp_image(shape, 3) / 1000.0
@@ -246,8 +245,8 @@ def test_cut_job_adds_score_peak_and_keeps_the_cutout_bytes(make_job, tmp_path):
 
 
 def _cut(make_job, out, layout, name="jid0001", **kw):
-    from tasks.load import JobSpec, load_job
-    from tasks.normalize import job_limits
+    from croissant_cutouts.tasks.dataset.normalize import job_limits
+    from croissant_cutouts.tasks.inputs.load import JobSpec, load_job
 
     data = load_job(JobSpec(name, make_job(name, shape=(50, 60), seed=4)))
     return cut_job(data, job_limits(data), out, layout=layout, **kw)
@@ -277,7 +276,7 @@ def test_a_shard_is_np_save_of_the_files_layouts_cutouts(make_job, tmp_path):
 
 def test_a_short_writev_is_completed(make_job, tmp_path, monkeypatch):
     """When ``os.writev`` writes only part of a cutout, the rest still reaches the file."""
-    import tasks.cutout
+    import croissant_cutouts.tasks.dataset.cutout as cutout_mod
 
     whole = _cut(make_job, tmp_path / "whole", "files").rows
     real = os.writev
@@ -285,7 +284,7 @@ def test_a_short_writev_is_completed(make_job, tmp_path, monkeypatch):
     def short(fd, buffers):
         return real(fd, [bytes(buffers[0])[:100]])
 
-    monkeypatch.setattr(tasks.cutout.os, "writev", short)
+    monkeypatch.setattr(cutout_mod.os, "writev", short)
     part = _cut(make_job, tmp_path / "part", "files").rows
     for name in whole["cutout_filename"]:
         assert (tmp_path / "part" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
@@ -294,7 +293,8 @@ def test_a_short_writev_is_completed(make_job, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("layout", ["files", "shards"])
 def test_outputs_present_needs_the_manifest_and_every_file(make_job, tmp_path, layout):
-    from tasks.cutout import STATE_DIR, manifest_path, outputs_present
+    from croissant_cutouts.tasks.contract import STATE_DIR
+    from croissant_cutouts.tasks.dataset.cutout import manifest_path, outputs_present
 
     out = tmp_path / "ds"
     assert not outputs_present(out, "jid0001", layout)
@@ -321,7 +321,7 @@ def test_outputs_present_needs_the_manifest_and_every_file(make_job, tmp_path, l
     ("shape", "dtype"), [((64, 64, 4), ">f4"), ((64, 64, 3), "<f4"), ((64, 64, 4), "<f8")]
 )
 def test_digest_and_bytes_refuse_other_shapes_and_byte_orders(shape, dtype):
-    from tasks.cutout import cutout_sha256
+    from croissant_cutouts.tasks.contract import cutout_sha256
 
     tensor = np.zeros(shape, dtype)
     with pytest.raises(ValueError, match=r"expected \(64, 64, 4\) <f4"):
@@ -343,12 +343,12 @@ def test_a_failed_files_layout_job_leaves_no_cutouts(make_job, tmp_path, monkeyp
 
 @pytest.mark.parametrize("layout", ["files", "shards"])
 def test_a_failed_manifest_write_removes_the_jobs_files(make_job, tmp_path, monkeypatch, layout):
-    import tasks.cutout
+    import croissant_cutouts.tasks.dataset.cutout as cutout_mod
 
     def broken(path, text):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tasks.cutout, "atomic_write_text", broken)
+    monkeypatch.setattr(cutout_mod, "atomic_write_text", broken)
     with pytest.raises(OSError, match="disk full"):
         _cut(make_job, tmp_path / "ds", layout)
     folder = tmp_path / "ds" / ("cutouts" if layout == "files" else "shards")
@@ -358,9 +358,9 @@ def test_a_failed_manifest_write_removes_the_jobs_files(make_job, tmp_path, monk
 def test_a_shards_job_without_cutouts_writes_no_shard(make_job, tmp_path):
     import pandas as pd
 
-    from tasks.cutout import manifest_path
-    from tasks.load import JobSpec, load_job
-    from tasks.normalize import job_limits
+    from croissant_cutouts.tasks.dataset.cutout import manifest_path
+    from croissant_cutouts.tasks.dataset.normalize import job_limits
+    from croissant_cutouts.tasks.inputs.load import JobSpec, load_job
 
     catalog = pd.DataFrame({"x": [500.0, -9.0], "y": [5.0, 5.0], "match": [-1, -1]})
     data = load_job(JobSpec("jid0001", make_job("jid0001", catalog=catalog)))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.build import build_dataset, cut_jobs
-from tasks.config import Params
-from tasks.select import plan_jobs
+from croissant_cutouts.flows.build import build_dataset, cut_jobs
+from croissant_cutouts.tasks.config import Params
+from croissant_cutouts.tasks.inputs.select import plan_jobs
 
 pytestmark = pytest.mark.flow
 

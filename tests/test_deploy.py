@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from simulate import simulate_jobs
+from croissant_cutouts.simulate import simulate_jobs
 
 pytestmark = pytest.mark.flow
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tasks.load
-from flows.build import build_dataset
-from tasks.config import Params
+import croissant_cutouts.tasks.inputs.load as load_mod
+from croissant_cutouts.flows.build import build_dataset
+from croissant_cutouts.tasks.config import Params
 
 pytestmark = pytest.mark.flow
 
@@ -73,7 +73,7 @@ def test_params_change_cache_key(tmp_path, three_jobs):
 
 
 def test_transient_oserror_is_retried(tmp_path, three_jobs, monkeypatch):
-    real = tasks.load.read_image_info
+    real = load_mod.read_image_info
     calls = {"n": 0}
 
     def flaky(job_id, path):
@@ -83,14 +83,14 @@ def test_transient_oserror_is_retried(tmp_path, three_jobs, monkeypatch):
                 raise OSError(errno.EIO, "Input/output error (injected)", str(path))
         return real(job_id, path)
 
-    monkeypatch.setattr(tasks.load, "read_image_info", flaky)
+    monkeypatch.setattr(load_mod, "read_image_info", flaky)
     summary = run(three_jobs, tmp_path / "ds")
     assert summary.jobs_rejected == 0 and summary.cutouts == 36
     assert calls["n"] >= 3  # two failures, then success on the third attempt
 
 
 def test_persistent_oserror_rejects_job_after_retries(tmp_path, three_jobs, monkeypatch):
-    real = tasks.load.read_image_info
+    real = load_mod.read_image_info
     calls = {"n": 0}
 
     def broken(job_id, path):
@@ -99,7 +99,7 @@ def test_persistent_oserror_rejects_job_after_retries(tmp_path, three_jobs, monk
             raise OSError(errno.EIO, "Input/output error (injected)", str(path))
         return real(job_id, path)
 
-    monkeypatch.setattr(tasks.load, "read_image_info", broken)
+    monkeypatch.setattr(load_mod, "read_image_info", broken)
     summary = run(three_jobs, tmp_path / "ds")
     assert calls["n"] == 3  # 1 + 2 retries
     assert summary.jobs_rejected == 1 and summary.cutouts == 24
@@ -110,7 +110,7 @@ def test_persistent_oserror_rejects_job_after_retries(tmp_path, three_jobs, monk
 def test_bad_input_is_not_retried(tmp_path, three_jobs, monkeypatch):
     path = three_jobs / "jid0001" / "diffimage_masked.fits"
     path.write_bytes(path.read_bytes()[:3000])
-    real = tasks.load.read_image_info
+    real = load_mod.read_image_info
     calls = {"n": 0}
 
     def counting(job_id, p):
@@ -118,7 +118,7 @@ def test_bad_input_is_not_retried(tmp_path, three_jobs, monkeypatch):
             calls["n"] += 1
         return real(job_id, p)
 
-    monkeypatch.setattr(tasks.load, "read_image_info", counting)
+    monkeypatch.setattr(load_mod, "read_image_info", counting)
     summary = run(three_jobs, tmp_path / "ds")
     assert calls["n"] == 1, calls  # checked once (reject_job re-reads only the catalog)
     assert summary.jobs_rejected == 1
@@ -128,7 +128,7 @@ def test_bad_input_is_not_retried(tmp_path, three_jobs, monkeypatch):
 
 def test_permanent_oserror_fails_once(tmp_path, three_jobs, monkeypatch):
     """A forbidden file (EACCES) is not worth a retry: one attempt, the reason on record."""
-    real = tasks.load.read_image_info
+    real = load_mod.read_image_info
     calls = {"n": 0}
 
     def forbidden(job_id, path):
@@ -137,7 +137,7 @@ def test_permanent_oserror_fails_once(tmp_path, three_jobs, monkeypatch):
             raise PermissionError(errno.EACCES, "Permission denied (injected)", str(path))
         return real(job_id, path)
 
-    monkeypatch.setattr(tasks.load, "read_image_info", forbidden)
+    monkeypatch.setattr(load_mod, "read_image_info", forbidden)
     summary = run(three_jobs, tmp_path / "ds", FAST.override("cutouts", retry_delay_s=5.0))
     assert calls["n"] == 1
     assert summary.jobs_rejected == 1 and summary.cutouts == 24
@@ -161,7 +161,7 @@ def test_permanent_oserror_fails_once(tmp_path, three_jobs, monkeypatch):
     ],
 )
 def test_transient_classification(exc, transient):
-    from tasks.caching import is_transient
+    from croissant_cutouts.tasks.infra.caching import is_transient
 
     assert is_transient(exc) is transient
 
@@ -214,7 +214,7 @@ def test_artifacts_are_published(tmp_path, three_jobs):
 @pytest.fixture(scope="module")
 def rapid_jobs(tmp_path_factory):
     """Three small simulated RAPID jobs (with truth files, so labels depend on `labels:`)."""
-    from simulate import simulate_jobs
+    from croissant_cutouts.simulate import simulate_jobs
 
     root = tmp_path_factory.mktemp("rapid") / "jobs"
     simulate_jobs(root, n_jobs=3, size=256, seed=4, fields=3, injections_per_mpx=400,
@@ -226,7 +226,7 @@ def test_run_fails_when_its_dataset_does_not_verify(tmp_path, three_jobs):
     """A cutout damaged on disk is still present, so the re-run serves its job from the cache
     and writes a new index around it: only the last step (verify) can see the damage, and
     the run must fail naming it instead of reporting success."""
-    from tasks.verify import DatasetInvalid
+    from croissant_cutouts.tasks.verify import DatasetInvalid
 
     out = tmp_path / "ds"
     assert run(three_jobs, out).cutouts == 36  # a valid dataset: the run succeeds
@@ -260,7 +260,7 @@ class _Counting:
     """``read_image_info`` that records the jobs it read (the load task's body ran)."""
 
     def __init__(self) -> None:
-        self.real = tasks.load.read_image_info
+        self.real = load_mod.read_image_info
         self.jobs: set[str] = set()
 
     def __call__(self, job_id, path):
@@ -278,8 +278,9 @@ def test_code_change_invalidates_the_load_cache(tmp_path, three_jobs, monkeypatc
     """
     import sys
 
-    from tasks.caching import module_source_digest
-    from tasks.load import LOAD_MODULES, load_task
+    from croissant_cutouts.tasks.infra.caching import module_source_digest
+    from croissant_cutouts.tasks.infra.versions import step_modules
+    from croissant_cutouts.tasks.inputs.load import load_task
 
     name = "cutouts_code_probe"
     source = tmp_path / "code" / f"{name}.py"
@@ -287,9 +288,9 @@ def test_code_change_invalidates_the_load_cache(tmp_path, three_jobs, monkeypatc
     source.write_text("ZPT = 1.0\n")
     monkeypatch.syspath_prepend(str(source.parent))
     monkeypatch.delitem(sys.modules, name, raising=False)
-    monkeypatch.setattr(load_task.cache_policy, "modules", (*LOAD_MODULES, name))
+    monkeypatch.setattr(load_task.cache_policy, "modules", (*step_modules("load"), name))
     counting = _Counting()
-    monkeypatch.setattr(tasks.load, "read_image_info", counting)
+    monkeypatch.setattr(load_mod, "read_image_info", counting)
     out = tmp_path / "ds"
     assert run(three_jobs, out).from_cache == 0
     assert counting.jobs == {"jid0001", "jid0002", "jid0003"}

@@ -1,4 +1,4 @@
-"""Fuzzing: bad catalogs, any geometry and malformed FITS never crash a run (issue 7, item 5).
+"""Fuzzing: bad catalogs, any geometry and malformed FITS never crash a run.
 
 1. Catalog parsing (hypothesis, plain functions): random ``psfcat.csv`` files (seed layout)
    and RAPID PSF-fit + finder catalogs, with random columns, values, encodings and damage.
@@ -36,17 +36,24 @@ from astropy.visualization import ZScaleInterval
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from tasks.cutout import (
-    CUTOUT_SIZE,
+from croissant_cutouts.tasks.contract import CHANNELS, CUTOUT_SIZE
+from croissant_cutouts.tasks.dataset.cutout import (
     candidate_pixels,
     extract_stamps,
     make_tensors,
     position_rejects,
 )
-from tasks.errors import CatalogError, JobError
-from tasks.layouts import CHANNELS, RapidLayout, SeedLayout
-from tasks.load import open_image, read_image_info
-from tasks.normalize import CONSTANT, NO_FINITE, OK, ChannelLimits, apply_limits, zscale_limits
+from croissant_cutouts.tasks.dataset.normalize import (
+    CONSTANT,
+    NO_FINITE,
+    OK,
+    ChannelLimits,
+    apply_limits,
+    zscale_limits,
+)
+from croissant_cutouts.tasks.errors import CatalogError, JobError
+from croissant_cutouts.tasks.inputs.layouts import RapidLayout, SeedLayout
+from croissant_cutouts.tasks.inputs.load import open_image, read_image_info
 
 # Hypothesis warns when Python's global `random` state moves while a strategy draws. Here it
 # moves in other threads of the process (the Prefect test server's client picks ports and
@@ -980,8 +987,8 @@ def test_negative_naxis_header_is_refused_without_exhausting_memory(tmp_path):
     code = (
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
-        "from tasks.errors import JobError\n"
-        "from tasks.load import read_image_info\n"
+        "from croissant_cutouts.tasks.errors import JobError\n"
+        "from croissant_cutouts.tasks.inputs.load import read_image_info\n"
         "try:\n"
         f"    print('accepted', read_image_info('jid0001', {str(path)!r}))\n"
         "except JobError as exc:\n"
@@ -1123,8 +1130,8 @@ def contract_tensor(job: Path, x: float, y: float) -> np.ndarray:
 
 @pytest.mark.flow
 def test_malformed_fits_corpus_through_the_flow(tmp_path):
-    from flows.build import build_dataset
-    from tasks.config import Params
+    from croissant_cutouts.flows.build import build_dataset
+    from croissant_cutouts.tasks.config import Params
 
     root = tmp_path / "jobs"
     good = good_images(0)

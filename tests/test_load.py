@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import CatalogError, JobError
-from tasks.load import JobSpec, discover_jobs, load_job, open_image, reject_job
+from croissant_cutouts.tasks.errors import CatalogError, JobError
+from croissant_cutouts.tasks.inputs.load import (
+    JobSpec,
+    discover_jobs,
+    load_job,
+    open_image,
+    reject_job,
+)
 
 GOOD = "x,y,match,flux\n1.0,2.0,-1,3.0\n4.0,5.0,0,6.0\n"
 

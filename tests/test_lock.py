@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from tasks.lock import DatasetLocked, dataset_lock, read_holder
-from tasks.outdir import MARKER, NotOurFolder, claim_output_dir, is_dataset_dir
+from croissant_cutouts.flows.cli import main
+from croissant_cutouts.tasks.contract import MARKER
+from croissant_cutouts.tasks.infra.lock import DatasetLocked, dataset_lock, read_holder
+from croissant_cutouts.tasks.infra.outdir import NotOurFolder, claim_output_dir, is_dataset_dir
 
 CUTOUTS = str(Path(sys.executable).with_name("cutouts"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from tasks.lock import dataset_lock
+    from croissant_cutouts.tasks.infra.lock import dataset_lock
     with dataset_lock(sys.argv[1], command="holder for a test"):
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -63,7 +64,8 @@ def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_holder(ds / ".cutouts" / "lock").pid == proc.pid  # its record is left behind
-    with caplog.at_level(logging.WARNING, logger="tasks.lock"), dataset_lock(ds) as me:
+    logger = "croissant_cutouts.tasks.infra.lock"
+    with caplog.at_level(logging.WARNING, logger=logger), dataset_lock(ds) as me:
         assert me.pid == os.getpid()
         assert read_holder(ds / ".cutouts" / "lock").pid == os.getpid()
     assert f"pid {proc.pid}" in caplog.text and "taking over" in caplog.text
@@ -167,8 +169,8 @@ def test_croissant_does_not_overwrite_outside_a_dataset(tmp_path, capsys):
 
 @pytest.mark.flow
 def test_rerun_keeps_user_files_in_a_dataset(tmp_path, make_job):
-    from flows.build import build_dataset
-    from tasks.config import Params
+    from croissant_cutouts.flows.build import build_dataset
+    from croissant_cutouts.tasks.config import Params
 
     make_job("jid0001")
     ds = tmp_path / "ds"

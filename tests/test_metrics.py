@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tasks.metrics import (
+from croissant_cutouts.tasks.evaluate.metrics import (
     RATE_KEYS,
     completeness_by_mag,
     evaluate,

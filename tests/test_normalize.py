@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.visualization import ZScaleInterval
 
-from tasks.normalize import ChannelLimits, apply_limits, zscale_limits
+from croissant_cutouts.tasks.dataset.normalize import ChannelLimits, apply_limits, zscale_limits
 
 
 def test_limits_are_astropy_zscale_defaults():
@@ -63,7 +63,7 @@ def test_big_endian_memmap_like_input():
 @pytest.mark.parametrize("seed", range(8))
 def test_fast_sample_gives_astropy_limits_exactly(seed):
     """The row-wise sample equals astropy's own, whatever the NaN pattern and shape."""
-    from tasks.normalize import zscale_sample
+    from croissant_cutouts.tasks.dataset.normalize import zscale_sample
 
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
@@ -85,7 +85,7 @@ def test_fast_sample_gives_astropy_limits_exactly(seed):
 
 
 def test_finite_per_row_matches_a_plain_count():
-    from tasks.normalize import finite_per_row
+    from croissant_cutouts.tasks.dataset.normalize import finite_per_row
 
     rng = np.random.default_rng(3)
     img = rng.normal(0, 1, (300, 70)).astype(">f4")  # big-endian, as FITS stores it

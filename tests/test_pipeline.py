@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 from astropy.visualization import ZScaleInterval
 
-from tasks.cutout import cut_job
-from tasks.errors import JobError
-from tasks.index import write_index
-from tasks.load import JobSpec, discover_jobs, load_job, reject_job
-from tasks.normalize import job_limits
-from tasks.schema import INDEX_SCHEMA
+from croissant_cutouts.tasks.contract import INDEX_SCHEMA
+from croissant_cutouts.tasks.dataset.cutout import cut_job
+from croissant_cutouts.tasks.dataset.index import write_index
+from croissant_cutouts.tasks.dataset.normalize import job_limits
+from croissant_cutouts.tasks.errors import JobError
+from croissant_cutouts.tasks.inputs.load import JobSpec, discover_jobs, load_job, reject_job
 
 CHANNEL_FILES = ["science", "reference", "difference", "score"]
 

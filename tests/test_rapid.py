@@ -10,20 +10,20 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from simulate import BOGUS_KINDS, simulate_job, simulate_jobs
-from simulate.layouts import KINDS_FILE
-from tasks.cutout import cut_job
-from tasks.errors import CatalogError, JobError
-from tasks.index import write_index
-from tasks.layouts import (
+from croissant_cutouts.simulate import BOGUS_KINDS, simulate_job, simulate_jobs
+from croissant_cutouts.simulate.layouts import KINDS_FILE
+from croissant_cutouts.tasks.dataset.cutout import cut_job
+from croissant_cutouts.tasks.dataset.index import write_index
+from croissant_cutouts.tasks.dataset.normalize import job_limits
+from croissant_cutouts.tasks.errors import CatalogError, JobError
+from croissant_cutouts.tasks.inputs.layouts import (
     SIMULATED_KINDS_FILE,
     UNMATCHED_REAL,
     LabelOptions,
     RapidLayout,
     detect_layout,
 )
-from tasks.load import JobSpec, discover_jobs, load_job, reject_job
-from tasks.normalize import job_limits
+from croissant_cutouts.tasks.inputs.load import JobSpec, discover_jobs, load_job, reject_job
 
 SHAPE = (384, 320)
 KW = dict(
@@ -186,7 +186,7 @@ def test_every_rapid_variant_reads_as_the_same_candidates(variants, job_id):
 @pytest.mark.flow
 def test_every_rapid_variant_through_the_flow(tmp_path, capsys):
     """One folder of every variant (distinct fields, so the splits have sides), run whole."""
-    from flows.cli import main
+    from croissant_cutouts.flows.cli import main
 
     jobs = tmp_path / "jobs"
     scene = {**SCENE, "fields": 6}
@@ -518,7 +518,7 @@ def test_run_on_rapid_jobs_with_an_unlabelled_one(tmp_path, capsys):
 
     import mlcroissant as mlc
 
-    from flows.cli import main
+    from croissant_cutouts.flows.cli import main
 
     jobs = tmp_path / "jobs"
     simulate_jobs(
@@ -675,9 +675,9 @@ def test_bad_kinds_sidecar_rejects_the_job(kinds_job, tmp_path, damage, row, mes
 
 @pytest.mark.flow
 def test_dataset_with_kinds_and_score_peak_verifies(kinds_job, tmp_path):
-    from flows.build import build_dataset
-    from tasks.config import Params
-    from tasks.verify import verify_dataset
+    from croissant_cutouts.flows.build import build_dataset
+    from croissant_cutouts.tasks.config import Params
+    from croissant_cutouts.tasks.verify import verify_dataset
 
     good = copy_kinds_job(kinds_job, tmp_path, "jid0001")
     bad = copy_kinds_job(kinds_job, tmp_path, "jid0002")
@@ -720,14 +720,14 @@ def test_dataset_with_kinds_and_score_peak_verifies(kinds_job, tmp_path):
     ],
 )
 def test_id_join_keys(value, key):
-    from tasks.layouts import _id_key
+    from croissant_cutouts.tasks.inputs.layouts import _id_key
 
     assert _id_key(value) == key
 
 
 def test_integer_columns_keep_every_whole_value_in_int64_range():
     """flags, npix, ...: a whole number is kept exactly, up to int64's range; the rest is NA."""
-    from tasks.layouts import _whole
+    from croissant_cutouts.tasks.inputs.layouts import _whole
 
     values = [0.0, -7.0, 300.0, 2.0**62, 1024.0 * 1024, 2.5, np.nan, np.inf, -np.inf, 2.0**63,
               1e19, 1e20, -(2.0**63)]
@@ -793,14 +793,14 @@ def test_a_read_error_is_raised_for_retry_and_a_bad_file_is_a_catalog_error(tmp_
     """An OSError with an errno (EIO, a network mount) is transient: Prefect retries it."""
     import errno
 
-    import tasks.layouts
+    import croissant_cutouts.tasks.inputs.layouts as layouts_mod
 
     path = tmp_path / "zogy_diffimage_masked_psfcat.parquet"
     path.write_bytes(b"PAR1 but not a parquet file")
     with pytest.raises(
         CatalogError, match=r"^job jid1 \(zogy_diffimage_masked_psfcat\.parquet\): "
     ):
-        tasks.layouts._read_table("jid1", path)
+        layouts_mod._read_table("jid1", path)
 
     def fail(exc):
         def read_parquet(*args, **kwargs):
@@ -810,8 +810,8 @@ def test_a_read_error_is_raised_for_retry_and_a_bad_file_is_a_catalog_error(tmp_
 
     monkeypatch.setattr(pd, "read_parquet", fail(OSError(errno.EIO, "I/O error")))
     with pytest.raises(OSError) as info:
-        tasks.layouts._read_table("jid1", path)
+        layouts_mod._read_table("jid1", path)
     assert not isinstance(info.value, CatalogError) and info.value.errno == errno.EIO
     monkeypatch.setattr(pd, "read_parquet", fail(OSError("Invalid parquet footer")))  # no errno
     with pytest.raises(CatalogError, match="does not parse \\(Invalid parquet footer\\)"):
-        tasks.layouts._read_table("jid1", path)
+        layouts_mod._read_table("jid1", path)

@@ -15,12 +15,19 @@ import boto3
 import pandas as pd
 import pytest
 
-from flows.cli import main
-from simulate import simulate_jobs
-from tasks.errors import JobError
-from tasks.load import load_job
-from tasks.remote import MANIFEST, RemoteFile, RemoteJob, is_remote, is_staged, stage_job
-from tasks.select import Selection, plan_jobs
+from croissant_cutouts.flows.cli import main
+from croissant_cutouts.simulate import simulate_jobs
+from croissant_cutouts.tasks.errors import JobError
+from croissant_cutouts.tasks.inputs.load import load_job
+from croissant_cutouts.tasks.inputs.remote import (
+    MANIFEST,
+    RemoteFile,
+    RemoteJob,
+    is_remote,
+    is_staged,
+    stage_job,
+)
+from croissant_cutouts.tasks.inputs.select import Selection, plan_jobs
 
 BUCKET = "cutouts"
 SUMMARY = re.compile(r"^jobs: (\d+) \((\d+) from cache, (\d+) rejected\), cutouts: (\d+)")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.metrics import (
+from croissant_cutouts.tasks.evaluate.metrics import (
     completeness_by_mag,
     evaluate,
     fpr_by_kind,
@@ -19,7 +19,7 @@ from tasks.metrics import (
     reliability_table,
     threshold_at_fpr,
 )
-from tasks.report import (
+from croissant_cutouts.tasks.evaluate.report import (
     DPI,
     FIGSIZE,
     GALLERY_CELL_IN,

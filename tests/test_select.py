@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.cli import main
-from simulate import simulate_jobs
-from tasks.select import Selection, plan_jobs
+from croissant_cutouts.flows.cli import main
+from croissant_cutouts.simulate import simulate_jobs
+from croissant_cutouts.tasks.inputs.select import Selection, plan_jobs
 
 
 @pytest.fixture(scope="module")

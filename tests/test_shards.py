@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tasks.croissant
-import tasks.cutout
-from flows.build import build_dataset
-from flows.cli import _params as cli_params
-from flows.cli import build_parser
-from tasks.config import Params, load_params
-from tasks.croissant import write_croissant
-from tasks.cutout import cut_job
-from tasks.load import JobSpec, load_job
-from tasks.normalize import job_limits
+import croissant_cutouts.tasks.dataset.croissant as croissant_mod
+import croissant_cutouts.tasks.infra.digests as digests_mod
+from croissant_cutouts.flows.build import build_dataset
+from croissant_cutouts.flows.cli import _params as cli_params
+from croissant_cutouts.flows.cli import build_parser
+from croissant_cutouts.tasks.config import Params, load_params
+from croissant_cutouts.tasks.dataset.croissant import write_croissant
+from croissant_cutouts.tasks.dataset.cutout import cut_job
+from croissant_cutouts.tasks.dataset.normalize import job_limits
+from croissant_cutouts.tasks.inputs.load import JobSpec, load_job
 
 FILES = Params().override("cutouts", retry_delay_s=0.0, workers=2)
 SHARDS = FILES.override("cutouts", layout="shards")
@@ -131,9 +131,12 @@ def test_croissant_lists_every_shard_with_its_sha256(tmp_path, three_jobs, monke
 
     # digests are remembered while a shard is unchanged, recomputed when it is replaced
     seen = []
-    monkeypatch.setattr(
-        tasks.croissant, "sha256_file", lambda p: seen.append(p) or hashlib.sha256(b"").hexdigest()
-    )
+    def spy(p):
+        seen.append(p)
+        return hashlib.sha256(b"").hexdigest()
+
+    monkeypatch.setattr(croissant_mod, "sha256_file", spy)  # the index
+    monkeypatch.setattr(digests_mod, "sha256_file", spy)  # the shards, via sha256_files
     write_croissant(out / "master_index.csv", out / "croissant.json")
     assert [p.name for p in seen] == ["master_index.csv"]  # the index is always hashed
     seen.clear()

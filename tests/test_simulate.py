@@ -10,11 +10,11 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from simulate import BOGUS_KINDS, simulate_jobs
-from simulate.catalogs import match_one_to_one
-from simulate.layouts import KINDS_FILE
-from simulate.scene import FILTERS, flux_from_mag, moffat_stamp, render_points
-from simulate.zogy import zogy
+from croissant_cutouts.simulate import BOGUS_KINDS, simulate_jobs
+from croissant_cutouts.simulate.catalogs import match_one_to_one
+from croissant_cutouts.simulate.layouts import KINDS_FILE
+from croissant_cutouts.simulate.scene import FILTERS, flux_from_mag, moffat_stamp, render_points
+from croissant_cutouts.simulate.zogy import zogy
 
 SHAPE = (512, 448)  # non-square on purpose
 #: galsim 2.8's Roman bandpass AB zero points and the Roman TDS exposure times, written out

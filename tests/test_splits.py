@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import Params, SplitParams
-from tasks.splits import SPLITS, SplitError, assign_splits, split_counts, split_groups
+from croissant_cutouts.tasks.config import Params, SplitParams
+from croissant_cutouts.tasks.dataset.splits import (
+    SPLITS,
+    SplitError,
+    assign_splits,
+    split_counts,
+    split_groups,
+)
 
 
 def _index(

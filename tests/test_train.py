@@ -14,27 +14,27 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.config import SplitParams, TrainParams
-from tasks.croissant import sha256_file, write_croissant
-from tasks.index import INDEX_FILE
-from tasks.schema import INDEX_SCHEMA
-from tasks.splits import assign_splits
-from tasks.train import (
+from croissant_cutouts.tasks.config import SplitParams, TrainParams
+from croissant_cutouts.tasks.contract import INDEX_FILE, INDEX_SCHEMA
+from croissant_cutouts.tasks.dataset.croissant import write_croissant
+from croissant_cutouts.tasks.dataset.splits import assign_splits
+from croissant_cutouts.tasks.evaluate.data import (
     CutoutDataset,
     IndexBatches,
-    SmallCNN,
-    binary_metrics,
     cap_by_job,
-    fnr_at_fpr,
     load_cutout,
-    majority_accuracy,
     make_loader,
     read_records,
-    resolve_device,
-    roc_auc,
-    smoke_train,
-    smoke_train_task,
 )
+from croissant_cutouts.tasks.evaluate.metrics import (
+    binary_metrics,
+    fnr_at_fpr,
+    majority_accuracy,
+    roc_auc,
+)
+from croissant_cutouts.tasks.evaluate.model import SmallCNN, resolve_device
+from croissant_cutouts.tasks.evaluate.train import smoke_train, smoke_train_task
+from croissant_cutouts.tasks.infra.digests import sha256_file
 
 N_JOBS, PER_JOB = 5, 30
 #: Rows of job 0 whose label is left empty (to be skipped and counted as unlabelled).
@@ -524,8 +524,8 @@ def _plain(values) -> list:
 @pytest.mark.flow
 def test_fast_record_reading_equals_mlcroissant(tmp_path, make_job):
     """The pandas path gives mlcroissant's values; an index not matching its sha256 fails."""
-    from flows.build import build_dataset
-    from tasks.config import Params
+    from croissant_cutouts.flows.build import build_dataset
+    from croissant_cutouts.tasks.config import Params
 
     for k in range(3):
         make_job(f"jid000{k + 1}", seed=k)
@@ -546,7 +546,7 @@ def test_fast_record_reading_equals_mlcroissant(tmp_path, make_job):
 
 
 def test_dihedral_turns_each_cutout_into_one_of_its_eight_orientations():
-    from tasks.train import dihedral
+    from croissant_cutouts.tasks.evaluate.model import dihedral
 
     x = torch.arange(5 * 2 * 4 * 4, dtype=torch.float32).reshape(5, 2, 4, 4)
     out = dihedral(x, torch.Generator().manual_seed(0))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.truth import label_detections, match_one_to_one, to_zero_based
+from croissant_cutouts.tasks.inputs.truth import label_detections, match_one_to_one, to_zero_based
 
 
 def truth(rows):
@@ -89,8 +89,9 @@ def test_readers_on_a_simulated_rapid_job_reproduce_its_labels(tmp_path):
     from astropy.io import fits
     from astropy.table import Table
 
-    from simulate import simulate_jobs
-    from tasks.truth import ROMAN_BAND_ZEROPOINTS, read_injections, read_simulation_truth
+    from croissant_cutouts.simulate import simulate_jobs
+    from croissant_cutouts.tasks.config import ROMAN_BAND_ZEROPOINTS
+    from croissant_cutouts.tasks.inputs.truth import read_injections, read_simulation_truth
 
     kw = dict(
         n_jobs=1,
@@ -117,8 +118,8 @@ def test_readers_on_a_simulated_rapid_job_reproduce_its_labels(tmp_path):
 
 
 def test_unparsable_truth_file_names_job_and_file(tmp_path):
-    from tasks.errors import CatalogError
-    from tasks.truth import read_injections, read_simulation_truth
+    from croissant_cutouts.tasks.errors import CatalogError
+    from croissant_cutouts.tasks.inputs.truth import read_injections, read_simulation_truth
 
     bad = tmp_path / "x_lite_inject.txt"
     bad.write_text("xpix ypix\n1 2\n")
@@ -135,8 +136,7 @@ def test_band_zero_points_are_galsims():
     """The table RAPID's injection zero points come from: galsim's Roman bandpasses."""
     from galsim import roman
 
-    from tasks.config import LabelParams
-    from tasks.truth import ROMAN_BAND_ZEROPOINTS
+    from croissant_cutouts.tasks.config import ROMAN_BAND_ZEROPOINTS, LabelParams
 
     bandpasses = roman.getBandpasses()  # as rapid_source_injections.py calls it
     assert set(ROMAN_BAND_ZEROPOINTS) == set(bandpasses)
@@ -146,7 +146,7 @@ def test_band_zero_points_are_galsims():
 
 
 def test_injection_magnitudes_invert_rapids_flux_formula():
-    from tasks.truth import injection_magnitudes
+    from croissant_cutouts.tasks.inputs.truth import injection_magnitudes
 
     zeropoint = 17.638 + 15.074165  # ZPTMAG + zp_band of an H158 image
     mags = np.array([21.0, 24.5, 28.0])
@@ -193,8 +193,8 @@ def test_default_radius_and_limit_are_the_documented_ones():
 
 
 def test_readers_default_to_one_based_truth_and_name_job_and_file(tmp_path):
-    from tasks.errors import CatalogError
-    from tasks.truth import read_injections, read_simulation_truth
+    from croissant_cutouts.tasks.errors import CatalogError
+    from croissant_cutouts.tasks.inputs.truth import read_injections, read_simulation_truth
 
     inject = tmp_path / "x_lite_inject.txt"
     inject.write_text("xpix ypix flux\n11.0 21.0 0.5\n")
@@ -222,8 +222,8 @@ def test_readers_default_to_one_based_truth_and_name_job_and_file(tmp_path):
     ],
 )
 def test_injection_field_that_is_no_number_rejects_the_job(tmp_path, text, message):
-    from tasks.errors import CatalogError
-    from tasks.truth import read_injections
+    from croissant_cutouts.tasks.errors import CatalogError
+    from croissant_cutouts.tasks.inputs.truth import read_injections
 
     path = tmp_path / "x_lite_inject.txt"
     path.write_text(text)
@@ -237,8 +237,8 @@ def test_injection_field_that_is_no_number_rejects_the_job(tmp_path, text, messa
 
 def test_truth_index_field_that_is_no_number_names_the_file_row(tmp_path):
     """Only transients are read: a star's odd field does not matter; a transient's does."""
-    from tasks.errors import CatalogError
-    from tasks.truth import read_simulation_truth
+    from croissant_cutouts.tasks.errors import CatalogError
+    from croissant_cutouts.tasks.inputs.truth import read_simulation_truth
 
     head = "# object_id ra dec x y realized_flux flux mag obj_type\n"
     star = "1 0 0 n/a 4 1 1 8.0 star\n"

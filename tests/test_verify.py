@@ -13,11 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.build import build_dataset
-from flows.cli import main
-from tasks.config import Params
-from tasks.cutout import cutout_sha256
-from tasks.verify import DatasetInvalid, Problem, VerifyReport, verify_dataset, verify_task
+from croissant_cutouts.flows.build import build_dataset
+from croissant_cutouts.flows.cli import main
+from croissant_cutouts.tasks.config import Params
+from croissant_cutouts.tasks.contract import cutout_sha256
+from croissant_cutouts.tasks.verify import (
+    DatasetInvalid,
+    Problem,
+    VerifyReport,
+    verify_dataset,
+    verify_task,
+)
 
 FILES = Params().override("cutouts", retry_delay_s=0.0, workers=2)
 SHARDS = FILES.override("cutouts", layout="shards")
@@ -513,9 +519,9 @@ def test_bytes_after_the_array_in_a_shard(shards):
 
 def test_shards_read_in_blocks_keep_their_row_numbers(shards, monkeypatch):
     """A shard longer than one read block: digests and problems keep their shard row."""
-    import tasks.verify
+    import croissant_cutouts.tasks.verify.tensors as verify_mod
 
-    monkeypatch.setattr(tasks.verify, "_SHARD_BLOCK", 5)  # jid0002's 12 rows: 5 + 5 + 2
+    monkeypatch.setattr(verify_mod, "_SHARD_BLOCK", 5)  # jid0002's 12 rows: 5 + 5 + 2
     report = verify_dataset(shards)
     assert report.ok and report.digests == 26, report.lines()
     row = _row(shards, "jid0002", 11)

@@ -18,11 +18,11 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import pandas as pd
 
-from tasks.errors import CatalogError, JobError
-from tasks.errors import short_repr as _short
-from tasks.schema import CANDIDATE_COLUMNS
-from tasks.truth import (
-    ROMAN_BAND_ZEROPOINTS,
+from croissant_cutouts.tasks.config import ROMAN_BAND_ZEROPOINTS
+from croissant_cutouts.tasks.contract import CANDIDATE_COLUMNS, CHANNELS
+from croissant_cutouts.tasks.errors import CatalogError, JobError
+from croissant_cutouts.tasks.errors import short_repr as _short
+from croissant_cutouts.tasks.inputs.truth import (
     label_detections,
     read_injections,
     read_simulation_truth,
@@ -30,7 +30,6 @@ from tasks.truth import (
 
 __all__ = [
     "BOGUS_KINDS",
-    "CHANNELS",
     "LAYOUTS",
     "SIMULATED_KINDS_FILE",
     "SIMULATED_REAL",
@@ -43,8 +42,6 @@ __all__ = [
     "get_layout",
 ]
 
-#: Channel order of every cutout tensor (last axis).
-CHANNELS: tuple[str, ...] = ("science", "reference", "difference", "score")
 
 #: Simulator-only sidecar of a RAPID-layout job folder (``simulate`` writes it; real RAPID
 #: folders never have it): a whitespace table with the header ``id kind`` and one row per

@@ -23,11 +23,12 @@ import pandas as pd
 from astropy.io import fits
 from prefect import task
 
-from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
-from tasks.errors import JobError, JobRejection
-from tasks.layouts import CHANNELS, LabelOptions, detect_layout, get_layout
-from tasks.remote import RemoteJob, is_staged, stage_job
-from tasks.schema import CANDIDATE_COLUMNS
+from croissant_cutouts.tasks.contract import CANDIDATE_COLUMNS, CHANNELS
+from croissant_cutouts.tasks.errors import JobError, JobRejection
+from croissant_cutouts.tasks.infra.caching import IO_TASK_OPTIONS, ContentPolicy
+from croissant_cutouts.tasks.infra.versions import step_modules
+from croissant_cutouts.tasks.inputs.layouts import LabelOptions, detect_layout, get_layout
+from croissant_cutouts.tasks.inputs.remote import RemoteJob, is_staged, stage_job
 
 __all__ = [
     "ImageInfo",
@@ -504,20 +505,9 @@ def reject_job(spec: JobSpec, error: Exception) -> JobRejection:
     return JobRejection(spec.job_id, reason, n_rows)
 
 
-#: Modules whose source code enters the cache key of the load task.
-LOAD_MODULES = (
-    "tasks.load",
-    "tasks.layouts",
-    "tasks.remote",
-    "tasks.errors",
-    "tasks.truth",
-    "tasks.schema",
-)
-
-
 @task(
     name="load",
-    cache_policy=ContentPolicy(modules=LOAD_MODULES),
+    cache_policy=ContentPolicy(modules=step_modules("load")),
     **IO_TASK_OPTIONS,
 )
 def load_task(spec: JobSpec) -> JobData | JobRejection:

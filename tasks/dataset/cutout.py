@@ -11,12 +11,10 @@ position is missing or not finite, is rejected.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,98 +24,44 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from tasks.atomic import TMP_MARK, atomic_write_text
-from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
-from tasks.errors import JobError, JobRejection
-from tasks.layouts import CHANNELS
-from tasks.load import JobData, open_image, reject_job
-from tasks.normalize import ChannelLimits, apply_limits
+from croissant_cutouts.tasks.contract import (
+    CHANNELS,
+    CUTOUT_BYTES,
+    CUTOUT_DIR,
+    CUTOUT_SHAPE,
+    CUTOUT_SIZE,
+    HALF,
+    MANIFEST_DIR,
+    NPY_HEADER,
+    OUTPUT_LAYOUTS,
+    SHARD_DIR,
+    cutout_filename,
+    cutout_sha256,
+    npy_bytes,
+    npy_header,
+    shard_filename,
+)
+from croissant_cutouts.tasks.dataset.normalize import ChannelLimits, apply_limits
+from croissant_cutouts.tasks.errors import JobError, JobRejection
+from croissant_cutouts.tasks.infra.atomic import atomic_fd, atomic_write_text, write_all
+from croissant_cutouts.tasks.infra.caching import IO_TASK_OPTIONS, ContentPolicy
+from croissant_cutouts.tasks.infra.versions import step_modules
+from croissant_cutouts.tasks.inputs.load import JobData, open_image, reject_job
 
 __all__ = [
-    "CUTOUT_DIR",
-    "CUTOUT_SIZE",
-    "LAYOUTS",
-    "SHARD_DIR",
     "JobCutouts",
     "candidate_pixels",
     "cut_job",
-    "cutout_filename",
-    "cutout_sha256",
     "cutout_task",
     "extract_stamps",
-    "npy_bytes",
     "position_rejects",
     "score_peak",
-    "shard_filename",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Side of a cutout in pixels, and the index of the candidate pixel on each axis.
-CUTOUT_SIZE = 64
-HALF = CUTOUT_SIZE // 2
-#: Folder of cutout files, relative to the dataset root.
-CUTOUT_DIR = "cutouts"
-#: Folder of per-job shards (sharded layout), relative to the dataset root.
-SHARD_DIR = "shards"
-#: Output layouts: one .npy per cutout (the seed's), or one (N, 64, 64, 4) .npy per job.
-LAYOUTS = ("files", "shards")
-#: Folder of the tool's own bookkeeping inside a dataset (per-job manifests, cache).
-from tasks.outdir import STATE_DIR  # noqa: E402  (one definition, re-exported)
-
-_TENSOR_SHAPE = (CUTOUT_SIZE, CUTOUT_SIZE, len(CHANNELS))
-
-
-def _npy_header(shape: tuple[int, ...], dtype: str = "<f4") -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": dtype, "fortran_order": False, "shape": shape}
-    )
-    return buf.getvalue()
-
-
-_HEADER = _npy_header(_TENSOR_SHAPE)
-_FILE_BYTES = len(_HEADER) + int(np.prod(_TENSOR_SHAPE)) * 4
-
-
-def npy_bytes(tensor: np.ndarray) -> bytes:
-    """The bytes ``numpy.save`` writes for a (64, 64, 4) float32 C-ordered tensor."""
-    if tensor.shape != _TENSOR_SHAPE or tensor.dtype != np.float32:
-        raise ValueError(f"expected {_TENSOR_SHAPE} float32, got {tensor.shape} {tensor.dtype}")
-    return _HEADER + np.ascontiguousarray(tensor, dtype="<f4").tobytes()
-
-
-def cutout_sha256(tensor: np.ndarray) -> str:
-    """Lowercase hex SHA-256 of a cutout's 65,536 data bytes (the index's ``sha256``).
-
-    Parameters
-    ----------
-    tensor : ndarray, shape (64, 64, 4), float32
-        One cutout, C-contiguous, in the little-endian byte order it is stored in (what the
-        files layout writes after the .npy header, and what a shard holds in its row).
-
-    Returns
-    -------
-    str
-        64 hex digits. The .npy header is not hashed, so both output layouts give a cutout
-        the same digest.
-    """
-    if tensor.shape != _TENSOR_SHAPE or tensor.dtype != np.dtype("<f4"):
-        raise ValueError(f"expected {_TENSOR_SHAPE} <f4, got {tensor.shape} {tensor.dtype.str}")
-    return hashlib.sha256(np.ascontiguousarray(tensor).data).hexdigest()
-
-
-def cutout_filename(job_id: str, catalog_row: int) -> str:
-    """Relative path of a cutout: ``cutouts/<job_id>_cutout<k>.npy``, k zero-padded to 5."""
-    return f"{CUTOUT_DIR}/{job_id}_cutout{catalog_row:05d}.npy"
-
-
-def shard_filename(job_id: str) -> str:
-    """Relative path of a job's shard: ``shards/<job_id>.npy``."""
-    return f"{SHARD_DIR}/{job_id}.npy"
-
+#: Bytes of one files-layout cutout file: header and data.
+_FILE_BYTES = len(NPY_HEADER) + CUTOUT_BYTES
 
 def candidate_pixels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest pixel (row, column) of 0-based positions: ``floor(y + 0.5)``, ``floor(x + 0.5)``.
@@ -254,7 +198,7 @@ def make_tensors(
     images: dict[str, np.ndarray], limits: dict[str, ChannelLimits], r: np.ndarray, c: np.ndarray
 ) -> np.ndarray:
     """Normalised cutout tensors, shape (n, 64, 64, 4), float32, zero off the image."""
-    out = np.empty((len(r), *_TENSOR_SHAPE), np.float32)
+    out = np.empty((len(r), *CUTOUT_SHAPE), np.float32)
     for k, channel in enumerate(CHANNELS):
         apply_limits(extract_stamps(images[channel], r, c), limits[channel], out=out[..., k])
     return out
@@ -275,38 +219,9 @@ class JobCutouts:
     worker: str = ""  # host:pid of the process that cut the job (a Dask worker, or this one)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-@contextlib.contextmanager
-def _atomic_fd(name: str | Path, dir_fd: int | None = None) -> Iterator[int]:
-    """A descriptor on a temporary sibling of ``name``, renamed onto it on success.
-
-    ``name`` is a path, or a bare file name inside the folder open as ``dir_fd`` (no path
-    walk per call, for the many small files of the files layout). On any error the
-    temporary file is removed and nothing appears under ``name``.
-    """
-    folder, sep, base = str(name).rpartition("/")
-    tmp = f"{folder}{sep}.{base}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-    try:
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-
-
 def manifest_path(out_dir: Path, job_id: str, layout: str = "files") -> Path:
     """Per-job manifest listing the files the cutout step wrote for a job in ``layout``."""
-    return Path(out_dir) / STATE_DIR / "jobs" / layout / f"{job_id}.json"
+    return Path(out_dir) / MANIFEST_DIR / layout / f"{job_id}.json"
 
 
 def _tensor_batches(
@@ -336,9 +251,9 @@ def _write_files(
     try:
         for start, tensors in batches:
             for tensor, name in zip(tensors, names[start : start + len(tensors)], strict=True):
-                with _atomic_fd(name, dfd) as fd:
-                    if os.writev(fd, [_HEADER, tensor.data]) != _FILE_BYTES:
-                        _write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
+                with atomic_fd(name, dfd) as fd:
+                    if os.writev(fd, [NPY_HEADER, tensor.data]) != _FILE_BYTES:
+                        write_all(fd, npy_bytes(tensor)[os.lseek(fd, 0, os.SEEK_CUR) :])
                 written.append(folder / name)
                 digests.append(cutout_sha256(tensor))
     finally:
@@ -355,10 +270,10 @@ def _write_shard(
     name only once complete. Returns the :func:`cutout_sha256` of each row, in row order.
     """
     digests: list[str] = []
-    with _atomic_fd(path) as fd:
-        _write_all(fd, _npy_header((n, *_TENSOR_SHAPE)))
+    with atomic_fd(path) as fd:
+        write_all(fd, npy_header((n, *CUTOUT_SHAPE)))
         for _, tensors in batches:
-            _write_all(fd, tensors.data)
+            write_all(fd, tensors.data)
             digests.extend(cutout_sha256(tensor) for tensor in tensors)
     written.append(path)
     return digests
@@ -397,8 +312,8 @@ def cut_job(
         If writing fails part-way, the files already written for this job are removed and
         the error propagates.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown output layout {layout!r}; choose from {LAYOUTS}")
+    if layout not in OUTPUT_LAYOUTS:
+        raise ValueError(f"unknown output layout {layout!r}; choose from {OUTPUT_LAYOUTS}")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     table = job.table
@@ -478,12 +393,11 @@ def outputs_present(out_dir: str | Path, job_id: str, layout: str = "files") -> 
     return all((root / f).is_file() for f in files)
 
 
-CUTOUT_MODULES = ("tasks.cutout", "tasks.normalize", "tasks.load", "tasks.layouts")
 
 
 @task(
     name="cutout",
-    cache_policy=ContentPolicy(modules=CUTOUT_MODULES, exclude=("batch",)),
+    cache_policy=ContentPolicy(modules=step_modules("cutout"), exclude=("batch",)),
     **IO_TASK_OPTIONS,
 )
 def cutout_task(

@@ -6,8 +6,9 @@ parameters, and (c) the source code of the modules that implement it. So re-runn
 unchanged inputs is served from Prefect's cache, changing one job's file recomputes only
 that job, and editing the science code invalidates what it produced.
 
-Hashing uses xxh3-128 (several GB/s), memoised per file on (path, size, mtime, inode) the
-way DVC does, so unchanged files are read once per process.
+Files are hashed with xxh3-128 (several GB/s) by
+:func:`~croissant_cutouts.tasks.infra.digests.file_digest`, remembered while a file is
+unchanged, so unchanged files are read once per process.
 """
 
 from __future__ import annotations
@@ -18,45 +19,21 @@ import functools
 import hashlib
 import importlib
 import inspect
-import os
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
-import xxhash
 from prefect.cache_policies import CachePolicy
+
+from croissant_cutouts.tasks.infra.digests import file_digest
 
 __all__ = [
     "IO_TASK_OPTIONS",
     "ContentPolicy",
-    "file_digest",
     "is_transient",
     "module_source_digest",
     "retry_on_oserror",
 ]
-
-_memo: dict[tuple[str, int, int, int], str] = {}
-_memo_lock = threading.Lock()
-
-
-def file_digest(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
-    """xxh3-128 hex digest of a file's bytes, memoised on its stat signature."""
-    st = os.stat(path)
-    sig = (os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    with _memo_lock:
-        hit = _memo.get(sig)
-    if hit is not None:
-        return hit
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    digest = h.hexdigest()
-    with _memo_lock:
-        _memo[sig] = digest
-    return digest
-
 
 @functools.lru_cache(maxsize=64)
 def module_source_digest(names: tuple[str, ...]) -> str:

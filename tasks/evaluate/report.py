@@ -32,8 +32,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tasks.atomic import atomic_output, atomic_write_text
-from tasks.metrics import pr_auc, pr_curve, rates_at_threshold, roc_auc, roc_curve, threshold_at_fpr
+from croissant_cutouts.tasks.contract import CROISSANT_FILE
+from croissant_cutouts.tasks.evaluate.metrics import (
+    pr_auc,
+    pr_curve,
+    rates_at_threshold,
+    roc_auc,
+    roc_curve,
+    threshold_at_fpr,
+)
+from croissant_cutouts.tasks.infra.atomic import atomic_output, atomic_write_text
 
 __all__ = [
     "CHANNEL_TITLES",
@@ -685,7 +693,7 @@ def _kinds_section(metrics: Mapping[str, Any]) -> list[str]:
 
 def _reproducibility_section(metrics: Mapping[str, Any]) -> list[str]:
     dataset = metrics.get("dataset") or {}
-    croissant = dataset.get("croissant") or "croissant.json"
+    croissant = dataset.get("croissant") or CROISSANT_FILE
     out = [
         "## Reproducibility",
         "",

@@ -20,10 +20,11 @@ import numpy as np
 from astropy.visualization import ZScaleInterval
 from prefect import task
 
-from tasks.caching import IO_TASK_OPTIONS, ContentPolicy
-from tasks.errors import JobRejection
-from tasks.layouts import CHANNELS
-from tasks.load import JobData, open_image
+from croissant_cutouts.tasks.contract import CHANNELS
+from croissant_cutouts.tasks.errors import JobRejection
+from croissant_cutouts.tasks.infra.caching import IO_TASK_OPTIONS, ContentPolicy
+from croissant_cutouts.tasks.infra.versions import step_modules
+from croissant_cutouts.tasks.inputs.load import JobData, open_image
 
 __all__ = [
     "ChannelLimits",
@@ -179,12 +180,11 @@ def apply_limits(
     return out
 
 
-NORMALIZE_MODULES = ("tasks.normalize", "tasks.load", "tasks.layouts")
 
 
 @task(
     name="normalize",
-    cache_policy=ContentPolicy(modules=NORMALIZE_MODULES),
+    cache_policy=ContentPolicy(modules=step_modules("normalize")),
     **IO_TASK_OPTIONS,
 )
 def normalize_task(job: JobData | JobRejection) -> dict[str, ChannelLimits] | JobRejection:

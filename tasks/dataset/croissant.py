@@ -37,11 +37,9 @@ is written:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +47,20 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.atomic import atomic_write_text
-from tasks.config import CroissantParams
-from tasks.cutout import CUTOUT_DIR, CUTOUT_SIZE, STATE_DIR
-from tasks.layouts import CHANNELS
-from tasks.schema import INDEX_SCHEMA
-from tasks.splits import SPLITS, split_counts
+from croissant_cutouts.tasks.config import CroissantParams
+from croissant_cutouts.tasks.contract import (
+    CHANNELS,
+    CUTOUT_DIR,
+    CUTOUT_DTYPE,
+    CUTOUT_SHAPE,
+    HALF,
+    INDEX_FILE,
+    INDEX_SCHEMA,
+    RECORD_SET,
+)
+from croissant_cutouts.tasks.dataset.splits import SPLITS, split_counts
+from croissant_cutouts.tasks.infra.atomic import atomic_write_text
+from croissant_cutouts.tasks.infra.digests import sha256_file, sha256_files
 
 if TYPE_CHECKING:  # mlcroissant is imported where used: it costs ~0.4 s at start-up
     import mlcroissant as mlc
@@ -63,10 +69,7 @@ __all__ = [
     "CHANNELS_ID",
     "CONFORMS_TO",
     "CROISSANT_1_1",
-    "CUTOUT_SHAPE",
-    "NPY_DTYPE",
     "RAI_1_0",
-    "RECORD_SET",
     "SPEC_CONTEXT",
     "SPLITS_ID",
     "SPLIT_URLS",
@@ -75,16 +78,13 @@ __all__ = [
     "array_statement",
     "build_metadata",
     "croissant_task",
-    "sha256_file",
-    "sha256_files",
     "validate",
     "write_croissant",
 ]
 
 log = logging.getLogger(__name__)
 
-RECORD_SET = "transient_candidates"
-INDEX_ID = "master_index.csv"
+INDEX_ID = INDEX_FILE
 CUTOUTS_ID = "cutout-files"
 #: Record set declaring the splits (``dataType`` ``cr:Split``).
 SPLITS_ID = "splits"
@@ -116,10 +116,6 @@ SPLIT_COUNTS = {
     "bogus": "Cutouts labelled bogus (0).",
     "unlabelled": "Cutouts without a label (jobs without truth files).",
 }
-#: Shape of one stored cutout: rows, columns, channels (channel-last).
-CUTOUT_SHAPE = (CUTOUT_SIZE, CUTOUT_SIZE, len(CHANNELS))
-#: numpy dtype of the stored cutouts: float32, little-endian.
-NPY_DTYPE = "<f4"
 NPY_MEDIA_TYPE = "application/x-npy"
 #: The .npy format's specification: the encodingFormat URL of an unregistered media type.
 NPY_FORMAT_URL = "https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html"
@@ -135,54 +131,6 @@ CHANNEL_DESCRIPTIONS = {
 
 class CroissantError(ValueError):
     """mlcroissant reported an error or a warning about the metadata."""
-
-
-def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
-    """Hex sha256 digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(chunk)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
-DIGESTS_FILE = "sha256.json"
-
-
-def sha256_files(root: Path, names: list[str], workers: int | None = None) -> dict[str, str]:
-    """sha256 of many files under ``root``, in parallel, remembered between runs.
-
-    Digests are kept in ``<root>/.cutouts/sha256.json`` keyed by relative path together
-    with the file's size, mtime and inode, and reused only while all three are unchanged
-    (every file of ours is replaced by rename, so a rewrite changes the inode). Hashing
-    releases the GIL, so threads use every core.
-    """
-    store = root / STATE_DIR / DIGESTS_FILE
-    try:
-        known = json.loads(store.read_text())
-    except (OSError, ValueError):
-        known = {}
-
-    def stamp(name: str) -> list[int]:
-        st = os.stat(root / name)
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-    def digest(name: str) -> tuple[str, list[int], str]:
-        before = stamp(name)
-        entry = known.get(name)
-        if entry and entry[0] == before:
-            return name, before, entry[1]
-        return name, before, sha256_file(root / name)
-
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        done = list(pool.map(digest, names))
-    fresh = {name: [st, sha] for name, st, sha in done}
-    if fresh != known:  # new or changed digests, or shards gone
-        store.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(store, json.dumps(fresh))
-    return {name: sha for name, _, sha in done}
 
 
 # --------------------------------------------------------------------------- index
@@ -263,10 +211,9 @@ def array_statement(shape: tuple[int, ...]) -> str:
     """
     dims = ", ".join(map(str, shape))
     return (
-        f"numpy .npy, shape ({dims}), dtype float32 little-endian ('{NPY_DTYPE}'), C order, "
-        f"channel-last: {', '.join(CHANNELS)}; each channel ZScale-normalised over its whole "
-        f"image to [0, 1]; the candidate pixel at row, column [{CUTOUT_SIZE // 2}, "
-        f"{CUTOUT_SIZE // 2}]."
+        f"numpy .npy, shape ({dims}), dtype float32 little-endian ('{CUTOUT_DTYPE.str}'), "
+        f"C order, channel-last: {', '.join(CHANNELS)}; each channel ZScale-normalised over "
+        f"its whole image to [0, 1]; the candidate pixel at row, column [{HALF}, {HALF}]."
     )
 
 

@@ -31,9 +31,10 @@ import fsspec
 from astropy.io import fits
 from fsspec.core import split_protocol
 
-from tasks.atomic import TMP_MARK
-from tasks.errors import JobError
-from tasks.layouts import CHANNELS, LAYOUTS, detect_layout, get_layout
+from croissant_cutouts.tasks.contract import CHANNELS
+from croissant_cutouts.tasks.errors import JobError
+from croissant_cutouts.tasks.infra.atomic import TMP_MARK
+from croissant_cutouts.tasks.inputs.layouts import LAYOUTS, detect_layout, get_layout
 
 __all__ = [
     "MANIFEST",

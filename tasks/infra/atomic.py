@@ -9,20 +9,66 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 __all__ = [
     "TMP_MARK",
+    "atomic_fd",
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_text",
     "remove_temporaries",
+    "write_all",
 ]
 
 TMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_fd(name: str | os.PathLike[str], dir_fd: int | None = None) -> Iterator[int]:
+    """A descriptor on a temporary sibling of ``name``, renamed onto it on success.
+
+    The one atomic write of the package: every other helper here is built on it.
+
+    Parameters
+    ----------
+    name : path-like
+        Final file name: a path, or a bare file name inside the folder open as ``dir_fd``
+        (no path walk per call, for the many small files of the files layout). The folder
+        must exist.
+    dir_fd : int, optional
+        A descriptor of the folder ``name`` is relative to.
+
+    Yields
+    ------
+    int
+        Write to it (:func:`write_all`). On any error the temporary file is removed and
+        nothing appears under ``name``; the temporary name is hidden and carries
+        :data:`TMP_MARK`, the process id and the thread id.
+    """
+    folder, sep, base = os.fspath(name).rpartition("/")
+    tmp = f"{folder}{sep}.{base}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+    try:
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 @contextlib.contextmanager
@@ -40,25 +86,15 @@ def atomic_output(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO
     ------
     file object
         Write to it. On an exception the temporary file is removed and ``path`` is untouched.
+        The file is made readable by all (0644) whatever the umask.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=final.parent, prefix=f".{final.name}", suffix=f"{TMP_MARK}{os.getpid()}"
-    )
-    try:
-        if "b" in mode:
-            fh = os.fdopen(fd, mode)
-        else:
-            fh = os.fdopen(fd, mode, encoding="utf-8", newline="\n")
-        with fh:
+    text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+    with atomic_fd(final) as fd:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(os.dup(fd), mode, **text) as fh:
             yield fh
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

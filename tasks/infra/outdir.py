@@ -18,42 +18,15 @@ import json
 import os
 from pathlib import Path
 
-from tasks.atomic import TMP_MARK, atomic_write_text
+from croissant_cutouts.tasks.contract import DATASET_NAMES, MARKER, STATE_DIR
+from croissant_cutouts.tasks.infra.atomic import TMP_MARK, atomic_write_text
 
 __all__ = [
-    "DATASET_NAMES",
-    "MARKER",
-    "STATE_DIR",
     "NotOurFolder",
     "claim_output_dir",
     "guard_foreign_outputs",
     "is_dataset_dir",
 ]
-
-#: Folder of the tool's own state inside a dataset (cache, manifests, lock, marker).
-STATE_DIR = ".cutouts"
-
-#: The marker file, relative to the dataset root.
-MARKER = f"{STATE_DIR}/dataset.json"
-
-#: Entries of a dataset root that the tool writes (``.gitignore`` is DVC's, for the outs).
-DATASET_NAMES = frozenset(
-    {
-        STATE_DIR,
-        "cutouts",
-        "shards",
-        "master_index.csv",
-        "rejects.csv",
-        "zscale_limits.csv",
-        "jobs.csv",
-        "croissant.json",
-        "metrics.json",
-        "plots",
-        "report.md",
-        ".gitignore",
-    }
-)
-
 
 class NotOurFolder(ValueError):
     """The output folder exists, is not empty and is not a dataset made by this tool."""

@@ -26,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 from astropy.io import fits
 
-from tasks.errors import JobError, JobRejection
-from tasks.layouts import LabelOptions, get_layout
-from tasks.load import JobSpec, discover_jobs
-from tasks.remote import (
+from croissant_cutouts.tasks.errors import JobError, JobRejection
+from croissant_cutouts.tasks.inputs.layouts import LabelOptions, get_layout
+from croissant_cutouts.tasks.inputs.load import JobSpec, discover_jobs
+from croissant_cutouts.tasks.inputs.remote import (
     is_remote,
     join_url,
     list_jobs,

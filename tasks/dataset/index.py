@@ -15,21 +15,23 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.atomic import TMP_MARK, atomic_output
-from tasks.config import SplitParams
-from tasks.cutout import CUTOUT_DIR, SHARD_DIR, JobCutouts
-from tasks.errors import JobRejection
-from tasks.layouts import CHANNELS
-from tasks.schema import INDEX_SCHEMA, Column
-from tasks.splits import SplitAssignment, SplitError, assign_splits
+from croissant_cutouts.tasks.config import SplitParams
+from croissant_cutouts.tasks.contract import (
+    CHANNELS,
+    CUTOUT_DIR,
+    INDEX_FILE,
+    INDEX_SCHEMA,
+    JOBS_FILE,
+    LIMITS_FILE,
+    REJECTS_FILE,
+    SHARD_DIR,
+)
+from croissant_cutouts.tasks.dataset.cutout import JobCutouts
+from croissant_cutouts.tasks.dataset.splits import SplitAssignment, SplitError, assign_splits
+from croissant_cutouts.tasks.errors import JobRejection
+from croissant_cutouts.tasks.infra.atomic import TMP_MARK, atomic_output
 
 __all__ = [
-    "INDEX_FILE",
-    "INDEX_SCHEMA",
-    "JOBS_FILE",
-    "LIMITS_FILE",
-    "REJECTS_FILE",
-    "Column",
     "IndexSummary",
     "JobRejection",
     "index_task",
@@ -37,11 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-INDEX_FILE = "master_index.csv"
-REJECTS_FILE = "rejects.csv"
-LIMITS_FILE = "zscale_limits.csv"
-JOBS_FILE = "jobs.csv"
 
 
 _OURS = {

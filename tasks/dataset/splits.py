@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tasks.config import SplitParams
+from croissant_cutouts.tasks.config import SplitParams
 
 __all__ = [
     "SPLITS",

@@ -14,7 +14,7 @@ Magnitudes (AB):
   with ``zp_band`` galsim's Roman bandpass AB zero point of the image's filter
   (``modules/fake_src/rapid_source_injections.py`` in Caltech-IPAC/rapid), so
   ``mag = ZPTMAG + zp_band - 2.5 log10(flux)`` (NaN for flux <= 0, which never labels
-  real); :data:`ROMAN_BAND_ZEROPOINTS` holds ``zp_band``;
+  real); ``config.ROMAN_BAND_ZEROPOINTS`` holds ``zp_band``;
 - simulation truth (``mag`` column, instrumental): ``mag + zero point``, the zero point being
   ``ZPTMAG`` unless ``labels.truth_index_zeropoint`` says otherwise (an assumption: RAPID
   does not read this file).
@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.errors import CatalogError, short_repr
+from croissant_cutouts.tasks.errors import CatalogError, short_repr
 
 __all__ = [
-    "ROMAN_BAND_ZEROPOINTS",
     "injection_magnitudes",
     "label_detections",
     "match_one_to_one",
@@ -44,22 +43,6 @@ __all__ = [
     "read_simulation_truth",
     "to_zero_based",
 ]
-
-
-#: galsim's Roman bandpass AB zero points (``galsim.roman.getBandpasses()[f].zeropoint``,
-#: galsim 2.8), magnitudes, by ``FILTER`` card value. RAPID adds this to ``ZPTMAG`` to turn
-#: an injected fake's magnitude into raw-image counts. ``tests/test_truth.py`` checks the
-#: table against the installed galsim.
-ROMAN_BAND_ZEROPOINTS: dict[str, float] = {
-    "F184": 14.621994,
-    "H158": 15.074165,
-    "J129": 15.039625,
-    "K213": 14.579316,
-    "R062": 15.296832,
-    "W146": 16.270076,
-    "Y106": 15.023547,
-    "Z087": 14.964334,
-}
 
 
 def injection_magnitudes(flux: np.ndarray, zeropoint: float) -> np.ndarray:
@@ -72,7 +55,7 @@ def injection_magnitudes(flux: np.ndarray, zeropoint: float) -> np.ndarray:
         division by EXPTIME).
     zeropoint : float
         ``ZPTMAG + zp_band``: the science header's ``ZPTMAG`` plus the filter's galsim
-        bandpass zero point (:data:`ROMAN_BAND_ZEROPOINTS`), magnitudes.
+        bandpass zero point (``config.ROMAN_BAND_ZEROPOINTS``), magnitudes.
 
     Returns
     -------

@@ -26,13 +26,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.outdir import STATE_DIR
+from croissant_cutouts.tasks.contract import LOCK_FILE, STATE_DIR
 
-__all__ = ["LOCK_FILE", "DatasetLocked", "LockHolder", "dataset_lock", "read_holder"]
+__all__ = ["DatasetLocked", "LockHolder", "dataset_lock", "read_holder"]
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = f"{STATE_DIR}/lock"
 
 
 @dataclass(frozen=True)

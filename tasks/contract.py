@@ -1,0 +1,355 @@
+"""The dataset's on-disk format, declared once: names, tensor, ``.npy`` bytes, index columns.
+
+Every module that writes or reads a dataset imports these; none defines its own.
+
+A dataset folder holds
+
+- ``cutouts/<job_id>_cutout<k>.npy`` (files layout: one (64, 64, 4) tensor per file, ``k``
+  the 0-based catalog row, zero-padded to 5) or ``shards/<job_id>.npy`` (shards layout: one
+  (N, 64, 64, 4) array per job, a cutout per row);
+- ``master_index.csv`` (one row per cutout, columns :data:`INDEX_SCHEMA`), ``rejects.csv``,
+  ``jobs.csv``, ``zscale_limits.csv``, ``croissant.json`` (record set :data:`RECORD_SET`),
+  and after training ``metrics.json``, ``report.md`` and ``plots/``;
+- ``.cutouts/``: the tool's bookkeeping (marker, lock, per-job manifests, task cache).
+
+A cutout is float32, little-endian, C order, channel-last (:data:`CHANNELS`), each channel
+ZScale-normalised to [0, 1], the candidate pixel at ``[HALF, HALF]``. Files are written as
+``numpy.save`` writes them (``.npy`` format 1.0); :func:`npy_bytes` makes those bytes
+without ``numpy.save``'s overhead and :func:`read_cutout` reads them back in one ``read``.
+
+The columns of ``master_index.csv``: the CSV writer, the input layouts and the Croissant
+fields are all generated from :data:`INDEX_SCHEMA`. The first nine columns are the seed's,
+in its order; the rest are extras that a layout fills when its inputs have them (empty
+otherwise). Positions are 0-based pixels (``x`` column, ``y`` row, pixel centres on
+integers); fluxes are DN/s; magnitudes AB unless stated.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CACHE_DIR",
+    "CANDIDATE_COLUMNS",
+    "CHANNELS",
+    "CROISSANT_FILE",
+    "CUTOUT_BYTES",
+    "CUTOUT_DIR",
+    "CUTOUT_DTYPE",
+    "CUTOUT_SHAPE",
+    "CUTOUT_SIZE",
+    "DATASET_NAMES",
+    "DIGESTS_FILE",
+    "HALF",
+    "INDEX_FILE",
+    "INDEX_SCHEMA",
+    "JOBS_FILE",
+    "LIMITS_FILE",
+    "LOCK_FILE",
+    "MANIFEST_DIR",
+    "MARKER",
+    "METRICS_FILE",
+    "NPY_HEADER",
+    "OUTPUT_LAYOUTS",
+    "PLOTS_DIR",
+    "RECORD_SET",
+    "REJECTS_FILE",
+    "REPORT_FILE",
+    "SHARD_DIR",
+    "STAGE_DIR",
+    "STATE_DIR",
+    "Column",
+    "cutout_filename",
+    "cutout_sha256",
+    "npy_bytes",
+    "npy_header",
+    "open_shard",
+    "read_cutout",
+    "shard_filename",
+]
+
+# --------------------------------------------------------------------------- the tensor
+
+#: Channel order of every cutout tensor (last axis).
+CHANNELS: tuple[str, ...] = ("science", "reference", "difference", "score")
+#: Side of a cutout in pixels, and the index of the candidate pixel on each axis.
+CUTOUT_SIZE = 64
+HALF = CUTOUT_SIZE // 2
+#: Shape of one stored cutout: (rows, columns, channels).
+CUTOUT_SHAPE: tuple[int, int, int] = (CUTOUT_SIZE, CUTOUT_SIZE, len(CHANNELS))
+#: Stored dtype: float32, little-endian.
+CUTOUT_DTYPE = np.dtype("<f4")
+#: Data bytes of one cutout (64 * 64 * 4 float32 = 64 KiB).
+CUTOUT_BYTES = int(np.prod(CUTOUT_SHAPE)) * CUTOUT_DTYPE.itemsize
+
+# --------------------------------------------------------------------------- names
+
+#: Output layouts: one .npy per cutout (the seed's), or one (N, 64, 64, 4) .npy per job.
+OUTPUT_LAYOUTS = ("files", "shards")
+#: Folder of cutout files (files layout), relative to the dataset root.
+CUTOUT_DIR = "cutouts"
+#: Folder of per-job shards (shards layout), relative to the dataset root.
+SHARD_DIR = "shards"
+INDEX_FILE = "master_index.csv"
+REJECTS_FILE = "rejects.csv"
+LIMITS_FILE = "zscale_limits.csv"
+JOBS_FILE = "jobs.csv"
+CROISSANT_FILE = "croissant.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+#: The Croissant record set of the candidates (the seed's name).
+RECORD_SET = "transient_candidates"
+#: Folder of the tool's own bookkeeping inside a dataset (marker, lock, manifests, cache).
+STATE_DIR = ".cutouts"
+#: The file that marks a folder as a dataset this tool made.
+MARKER = f"{STATE_DIR}/dataset.json"
+#: The lock a writing command holds (who, since when).
+LOCK_FILE = f"{STATE_DIR}/lock"
+#: Prefect's task results (the cache), per-job cutout manifests, staged remote inputs.
+CACHE_DIR = f"{STATE_DIR}/cache"
+MANIFEST_DIR = f"{STATE_DIR}/jobs"
+STAGE_DIR = f"{STATE_DIR}/inputs"
+#: The memo of file digests behind ``croissant.json``'s sha256 values.
+DIGESTS_FILE = f"{STATE_DIR}/sha256.json"
+#: Every name this tool writes at the top of a dataset folder (``.gitignore`` is DVC's,
+#: for the outs).
+DATASET_NAMES = frozenset(
+    {
+        STATE_DIR, CUTOUT_DIR, SHARD_DIR, INDEX_FILE, REJECTS_FILE, LIMITS_FILE, JOBS_FILE,
+        CROISSANT_FILE, METRICS_FILE, PLOTS_DIR, REPORT_FILE, ".gitignore",
+    }
+)
+
+
+def cutout_filename(job_id: str, catalog_row: int) -> str:
+    """Relative path of a cutout: ``cutouts/<job_id>_cutout<k>.npy``, k zero-padded to 5."""
+    return f"{CUTOUT_DIR}/{job_id}_cutout{catalog_row:05d}.npy"
+
+
+def shard_filename(job_id: str) -> str:
+    """Relative path of a job's shard: ``shards/<job_id>.npy``."""
+    return f"{SHARD_DIR}/{job_id}.npy"
+
+
+# --------------------------------------------------------------------------- .npy bytes
+
+
+def npy_header(shape: tuple[int, ...], dtype: str = "<f4") -> bytes:
+    """The ``.npy`` format 1.0 header ``numpy.save`` writes for a C-order array."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+#: Header of a files-layout cutout; a plain cutout file is this plus :data:`CUTOUT_BYTES`.
+NPY_HEADER = npy_header(CUTOUT_SHAPE)
+
+
+def _check_tensor(tensor: np.ndarray) -> None:
+    if tensor.shape != CUTOUT_SHAPE or tensor.dtype != CUTOUT_DTYPE:
+        raise ValueError(f"expected {CUTOUT_SHAPE} <f4, got {tensor.shape} {tensor.dtype.str}")
+
+
+def npy_bytes(tensor: np.ndarray) -> bytes:
+    """The bytes ``numpy.save`` writes for one cutout (a (64, 64, 4) ``<f4`` tensor)."""
+    if tensor.shape != CUTOUT_SHAPE or tensor.dtype != CUTOUT_DTYPE:
+        raise ValueError(f"expected {CUTOUT_SHAPE} float32, got {tensor.shape} {tensor.dtype}")
+    return NPY_HEADER + np.ascontiguousarray(tensor).tobytes()
+
+
+def cutout_sha256(tensor: np.ndarray) -> str:
+    """Lowercase hex SHA-256 of a cutout's 65,536 data bytes (the index's ``sha256``).
+
+    Parameters
+    ----------
+    tensor : ndarray, shape (64, 64, 4), float32
+        One cutout, in the little-endian byte order it is stored in (what the files layout
+        writes after the .npy header, and what a shard holds in its row).
+
+    Returns
+    -------
+    str
+        64 hex digits. The .npy header is not hashed, so both output layouts give a cutout
+        the same digest.
+    """
+    _check_tensor(tensor)
+    return hashlib.sha256(np.ascontiguousarray(tensor).data).hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_header(header: bytes) -> bool:
+    """Whether a whole .npy header (magic included) declares a C-order (64, 64, 4) ``<f4``."""
+    try:
+        buf = io.BytesIO(header)
+        if np.lib.format.read_magic(buf) != (1, 0):
+            return False
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+    except ValueError:
+        return False
+    return shape == CUTOUT_SHAPE and not fortran and dtype == CUTOUT_DTYPE
+
+
+def read_cutout(path: str | Path) -> np.ndarray:
+    """One cutout file as a read-only (64, 64, 4) float32 array, channel-last.
+
+    Fast path: one ``read`` of the whole file; when its header is the plain one
+    (:data:`NPY_HEADER`, or any format 1.0 header declaring the same array) the data are
+    viewed in place. Anything else (another header version, Fortran order, a truncated
+    file) goes through ``numpy.load``, and a wrong shape or dtype raises.
+
+    Raises
+    ------
+    ValueError
+        When the file holds another shape or dtype, or is not a ``.npy`` file.
+    """
+    with open(path, "rb", buffering=0) as fh:
+        raw = fh.read(CUTOUT_BYTES + 4096)
+    if raw[:6] == b"\x93NUMPY" and len(raw) > 10 and raw[6] == 1:
+        end = 10 + (raw[8] | raw[9] << 8)
+        if len(raw) - end == CUTOUT_BYTES and _plain_header(raw[:end]):
+            return np.frombuffer(raw, CUTOUT_DTYPE, offset=end).reshape(CUTOUT_SHAPE)
+    stored = np.load(path, mmap_mode="r")
+    if stored.shape != CUTOUT_SHAPE or stored.dtype != np.float32:
+        raise ValueError(
+            f"{path}: expected a {CUTOUT_SHAPE} float32 cutout, got {stored.shape} {stored.dtype}"
+        )
+    return stored
+
+
+def open_shard(path: str | Path) -> np.ndarray:
+    """A shard memory-mapped read-only, as a plain (N, 64, 64, 4) float32 ndarray view."""
+    stored = np.load(path, mmap_mode="r")
+    if stored.ndim != 4 or stored.shape[1:] != CUTOUT_SHAPE or stored.dtype != np.float32:
+        raise ValueError(
+            f"{path}: expected an (N, {', '.join(map(str, CUTOUT_SHAPE))}) float32 shard, "
+            f"got {stored.shape} {stored.dtype}"
+        )
+    return stored.view(np.ndarray)
+
+
+# --------------------------------------------------------------------------- the index
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of ``master_index.csv`` and its Croissant field.
+
+    ``dtype`` is the pandas dtype; ``data_type`` the Croissant type (``sc:Integer``,
+    ``sc:Float``, ``sc:Text``, ``sc:Boolean``); ``field`` the Croissant field name when it
+    differs from the column name.
+    """
+
+    name: str
+    dtype: str
+    data_type: str
+    description: str
+    field: str | None = None
+
+    @property
+    def field_name(self) -> str:
+        return self.field or self.name
+
+
+def _c(name: str, dtype: str, description: str, field: str | None = None) -> Column:
+    data_type = {"Int64": "sc:Integer", "int64": "sc:Integer", "float64": "sc:Float",
+                 "string": "sc:Text", "boolean": "sc:Boolean"}[dtype]
+    return Column(name, dtype, data_type, description, field)
+
+
+#: Columns of master_index.csv, in order.
+INDEX_SCHEMA: tuple[Column, ...] = (
+    # the seed's nine
+    _c("cutout_id", "int64", "Unique cutout identifier, 0 .. N-1 over the dataset."),
+    _c("job_id", "string", "RAPID job folder the candidate comes from (jid...)."),
+    _c("x", "float64", "Candidate column position in the job's images, 0-based pixels "
+       "(RAPID layout: PSF-fit x_fit)."),
+    _c("y", "float64", "Candidate row position in the job's images, 0-based pixels "
+       "(RAPID layout: PSF-fit y_fit)."),
+    _c("label", "Int64", "1 real, 0 bogus; empty when the job has no truth (unlabelled)."),
+    _c("cutout_filename", "string",
+       "Path of the .npy holding the cutout, relative to the dataset root: files layout, the "
+       "(64, 64, 4) float32 cutout itself; shards layout, its job's (N, 64, 64, 4) shard, the "
+       "cutout being row `row`. Channels science, reference, difference, score, each "
+       "ZScale-normalised to [0, 1].",
+       field="cutout_path"),
+    _c("flux", "float64", "Candidate flux, DN/s (seed: catalog flux; RAPID: PSF-fit flux_fit)."),
+    _c("fwhm", "float64", "Catalog FWHM of the candidate, pixels, when the catalog has it."),
+    _c("elongation", "float64", "Catalog elongation (major/minor axis), when the catalog has it."),
+    # sharded layout
+    _c("shard", "string", "Shards layout: path of the job's (N, 64, 64, 4) float32 .npy shard "
+       "(shards/<job_id>.npy); empty in the files layout."),
+    _c("row", "Int64", "Shards layout: 0-based row of the cutout in its shard; empty in the "
+       "files layout."),
+    # provenance
+    _c("catalog_row", "int64", "0-based data row of the candidate in its job's catalog."),
+    _c("flags", "Int64", "Catalog flags of the candidate (RAPID: PSF-fit flags), when present."),
+    _c("filter", "string", "Filter of the job's science image (e.g. H158, R062)."),
+    _c("field", "string", "Sky field (tile) of the job, from the field lists or the FIELD card."),
+    _c("mjd", "float64", "Modified Julian Date of the science exposure (MJD-OBS), days."),
+    _c("reference_file", "string", "Reference image used: the gain-matched one when present."),
+    # labels
+    _c("labelled", "boolean", "True when the job had truth files, so label is meaningful."),
+    _c("match_id", "string", "Matched truth source: <row>_inj (injected) or <object_id>_ou."),
+    _c("truth_id", "string", "Row of the injection list or object_id of the simulation truth."),
+    _c("injected", "boolean", "True when the matched truth source is an injected fake."),
+    _c("match_distance", "float64", "Distance to the matched truth source, pixels."),
+    _c("truth_mag", "float64", "AB magnitude of the matched truth source."),
+    # RAPID finder (photutils DAOStarFinder on D)
+    _c("xcentroid", "float64", "Finder centroid column, 0-based pixels (photutils 3: "
+       "x_centroid); empty when the job has no finder catalog."),
+    _c("ycentroid", "float64", "Finder centroid row, 0-based pixels (photutils 3: y_centroid)."),
+    _c("sharpness", "float64", "DAOStarFinder sharpness."),
+    _c("roundness1", "float64", "DAOStarFinder roundness from symmetry."),
+    _c("roundness2", "float64", "DAOStarFinder roundness from marginal Gaussian fits."),
+    _c("npix", "Int64", "Pixels in the finder's footprint (photutils 3: n_pixels)."),
+    _c("peak", "float64", "Peak pixel value of D at the source, DN/s."),
+    _c("finder_flux", "float64", "Finder flux (DAOStarFinder flux column), DN/s."),
+    _c("mag", "float64", "Finder instrumental magnitude, -2.5 log10(flux) (NaN for flux <= 0)."),
+    _c("daofind_mag", "float64", "DAOStarFinder magnitude relative to the detection threshold."),
+    # RAPID PSF photometry (photutils PSFPhotometry seeded by the finder)
+    _c("flux_fit", "float64", "PSF-fit flux, DN/s."),
+    _c("flux_err", "float64", "Uncertainty of flux_fit, DN/s."),
+    _c("x_err", "float64", "Uncertainty of x_fit, pixels."),
+    _c("y_err", "float64", "Uncertainty of y_fit, pixels."),
+    _c("qfit", "float64", "PSF-fit quality: sum of absolute residuals over flux."),
+    _c("cfit", "float64", "PSF-fit central pixel residual over flux."),
+    _c("local_bkg", "float64", "Local background subtracted by the PSF fit, DN/s."),
+    _c("npixfit", "Int64", "Pixels used in the PSF fit (photutils 3: n_pixels_fit)."),
+    _c("reduced_chi2", "float64", "Reduced chi-squared of the PSF fit (photutils 2.3 and "
+       "later); empty for catalogs without it."),
+    _c("ra", "float64", "Right ascension of the PSF-fit position, degrees (ICRS)."),
+    _c("dec", "float64", "Declination of the PSF-fit position, degrees (ICRS)."),
+    # evaluation
+    _c("score_peak", "float64", "Peak of the score image (Scorr, S/N units) over the 3 x 3 "
+       "pixels centred on the candidate pixel; NaN when all nine are non-finite."),
+    _c("bogus_kind", "string", "Cause of a bogus candidate where the simulator records it "
+       "(saturated_star, star_residual, galaxy_residual, cosmic_ray, hot_pixel, mask_edge, "
+       "noise; unmatched_real where the simulator matched a real source that our labels did not); "
+       "empty for real candidates and for jobs without such a record."),
+    _c("split", "string", "train, validation or test: assigned by sky field (by job when the "
+       "jobs carry no field), never by cutout; a truth source never straddles two splits. "
+       "See the `splits` record set."),
+    # integrity
+    _c("sha256", "string", "Lowercase hex SHA-256 of the cutout's 65,536 data bytes: the "
+       "(64, 64, 4) float32 tensor, little-endian, C order (files layout: the .npy file without "
+       "its header; shards layout: row `row` of the shard). Computed when the cutout is written; "
+       "`cutouts verify` checks every cutout against it."),
+)
+
+#: What a layout returns per catalog row: every index column but the ones the cutout and
+#: index steps add.
+_ADDED_BY_INDEX = (
+    "cutout_id", "job_id", "cutout_filename", "shard", "row", "score_peak", "split", "sha256"
+)
+CANDIDATE_COLUMNS: dict[str, str] = {
+    c.name: c.dtype for c in INDEX_SCHEMA if c.name not in _ADDED_BY_INDEX
+}

@@ -1,0 +1,265 @@
+"""The smoke-train model: a small CNN, its training loop and its augmentation.
+
+Conventions
+-----------
+- Input (B, 4, 64, 64) float32 in [0, 1], channel-first (science, reference, difference,
+  score). Labels: 1 real, 0 bogus. Scores are logits (float32, unbounded); probabilities are
+  ``sigmoid(logit)``.
+- The real class is rare (typically 3-15 %), so the loss weighs real candidates by
+  ``n_bogus / n_real`` of the training split.
+"""
+
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from croissant_cutouts.tasks.config import TrainParams
+from croissant_cutouts.tasks.contract import (
+    CHANNELS,
+)
+from croissant_cutouts.tasks.evaluate.data import CutoutDataset, make_loader
+from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
+    roc_auc,
+)
+
+__all__ = [
+    "SmallCNN",
+    "TrainedCNN",
+    "dihedral",
+    "resolve_device",
+    "train_cnn",
+]
+
+log = logging.getLogger(__name__)
+
+
+#: Batch size used for inference (no gradients, so larger than training batches).
+EVAL_BATCH = 256
+
+
+# --------------------------------------------------------------------------- model
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks, global and central average pooling, one logit.
+
+    Each block is 3x3 convolution (padding 1, no bias), batch norm, ReLU and 2x2 max
+    pooling: (B, 4, 64, 64) -> (B, w, 32, 32) -> (B, 2w, 16, 16) -> (B, 4w, 8, 8). The
+    head sees the mean of that map over all (8, 8) cells (global average pooling) beside
+    its mean over the central (2, 2) cells, which cover the central 16 x 16 pixels of the
+    cutout, and maps these 8w numbers to one logit: (B,). With ``width=16``: about 24 k
+    parameters, roughly 1 ms per cutout per training step on one CPU core.
+
+    Notes
+    -----
+    Candidates sit at pixel [32, 32] of every cutout by construction, and what decides
+    real or bogus is what lies there; global pooling alone cannot tell a centred source
+    from a neighbour elsewhere in the stamp. On the simulated demo dataset the central
+    pooling lifts validation AUC after 8 epochs from about 0.7 to about 1.0.
+
+    Parameters
+    ----------
+    channels : int
+        Input channels (4: science, reference, difference, score).
+    width : int
+        Channels of the first block; doubled at each further block.
+    """
+
+    def __init__(self, channels: int = len(CHANNELS), width: int = 16) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(
+            block(channels, width), block(width, 2 * width), block(2 * width, 4 * width)
+        )
+        self.head = nn.Linear(8 * width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (B,), of a batch of shape (B, 4, 64, 64) (channel-first)."""
+        maps = self.features(x)
+        mid = maps.shape[-1] // 2
+        centre = maps[:, :, mid - 1 : mid + 1, mid - 1 : mid + 1]
+        pooled = torch.cat([maps.mean(dim=(2, 3)), centre.mean(dim=(2, 3))], dim=1)
+        return self.head(pooled).squeeze(1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``'auto'``: CUDA when ``torch.cuda.is_available()``, else CPU; or ``'cpu'``, ``'cuda'``.
+
+    Raises
+    ------
+    RuntimeError
+        ``'cuda'`` asked for while CUDA is not available.
+    ValueError
+        Any other name.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch.cuda.is_available() is False")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; expected 'auto', 'cpu' or 'cuda'")
+    return torch.device(name)
+
+
+def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
+    """Logits of every item of ``loader``, shape (n,), float32, in loader order."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in loader:
+            out.append(model(x.to(device, non_blocking=True)).float())
+    return torch.cat(out).cpu().numpy() if out else np.empty(0, np.float32)
+
+
+class _Rows(Dataset):
+    """Items ``idx`` of a :class:`CutoutDataset`, without copying (whole batches too)."""
+
+    def __init__(self, base: CutoutDataset, idx: np.ndarray) -> None:
+        self.base, self.idx = base, np.asarray(idx, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
+        return self.base.__getitems__(self.idx[np.asarray(indices, np.int64)])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base[int(self.idx[i])]
+
+
+@dataclass
+class TrainedCNN:
+    """What :func:`train_cnn` returns: logits per evaluated split and the loss history."""
+
+    logits: dict[str, np.ndarray]
+    history: dict[str, list[float]]
+    train_seconds: float
+    n_train: int
+    best_epoch: int = 0
+
+
+def train_cnn(
+    data: CutoutDataset,
+    labels: np.ndarray,
+    sides: dict[str, np.ndarray],
+    params: TrainParams,
+    device: torch.device,
+    what: str = "field split",
+) -> TrainedCNN:
+    """Train :class:`SmallCNN` on the ``train`` rows of ``data``; logits of the other sides.
+
+    Adam, ``BCEWithLogitsLoss(pos_weight=n_bogus / n_real)`` of the training rows (1 when a
+    class is missing there), ``params.epochs`` passes in the order of a ``torch.Generator``
+    seeded with ``params.seed`` (:class:`IndexBatches`), weights from
+    ``torch.manual_seed(params.seed)``. After each epoch the mean loss on the
+    ``validation`` rows is recorded; after the last, the logits of every side but ``train``.
+
+    Parameters
+    ----------
+    data : CutoutDataset
+        Every cutout that may be used; ``labels`` and the boolean masks of ``sides`` index it.
+    sides : dict of str to numpy.ndarray of bool
+        ``train``, ``validation`` and any further sides to predict (``test``).
+    """
+    train_idx = np.flatnonzero(sides["train"])
+    y_train = labels[train_idx]
+    n_real, n_bogus = int((y_train == 1).sum()), int((y_train == 0).sum())
+    if n_real and n_bogus:
+        pos_weight = n_bogus / n_real
+    else:
+        pos_weight = 1.0
+        log.warning("%s: training rows hold one class only; the model cannot learn", what)
+    loaders = {
+        name: make_loader(_Rows(data, np.flatnonzero(mask)), EVAL_BATCH, False, device=device)
+        for name, mask in sides.items()
+        if name != "train"
+    }
+    train_loader = make_loader(
+        _Rows(data, train_idx), params.batch_size, True, params.seed, device
+    )
+    torch.manual_seed(params.seed)
+    model = SmallCNN().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+    y_val = torch.from_numpy(labels[sides["validation"]].astype(np.float32)).to(device)
+    history: dict[str, list[float]] = {"train": [], "validation": []}
+    seconds = 0.0
+    turns = torch.Generator().manual_seed(params.seed + 1)  # augmentation draws, CPU
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    for epoch in range(1, params.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        # float64 sum on the device: no host sync per step; same sums as Python floats
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for x, y in train_loader:
+            if params.augment:
+                x = dihedral(x, turns)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().double() * len(y)
+        history["train"].append(float(total.item()) / max(len(train_idx), 1))  # .item() syncs
+        seconds += time.perf_counter() - started
+        val_logits = _predict(model, loaders["validation"], device)
+        val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
+        history["validation"].append(val_loss)
+        val_auc = roc_auc(labels[sides["validation"]], val_logits)
+        log.info(
+            "%s epoch %d/%d: train loss %.4f, validation loss %.4f, validation AUC %.4f",
+            what,
+            epoch,
+            params.epochs,
+            history["train"][-1],
+            val_loss,
+            val_auc,
+        )
+        score = -math.inf if math.isnan(val_auc) else val_auc
+        if params.keep_best and (best is None or score > best[0]):
+            best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    best_epoch = params.epochs
+    if best is not None:
+        best_epoch = best[1]
+        model.load_state_dict(best[2])
+    logits = {name: _predict(model, loader, device) for name, loader in loaders.items()}
+    return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch)
+
+
+def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each cutout of a batch (B, C, H, W) turned by a random element of the dihedral group.
+
+    A quarter turn ``k`` in 0..3 and a left-right flip are drawn per cutout from
+    ``generator``: 8 equally likely orientations. Real/bogus does not depend on the
+    orientation of the sky, and the candidate stays at the centre pixel [32, 32] only for
+    even sizes turned about the centre of the array, so a turn moves it by at most one pixel
+    (the model pools the central cells, so this does not matter).
+    """
+    n = x.shape[0]
+    k = torch.randint(0, 4, (n,), generator=generator)
+    flip = torch.randint(0, 2, (n,), generator=generator).bool()
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for turn in (1, 2, 3):
+        sel = k == turn
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], turn, dims=(-2, -1))
+    return out
+
+

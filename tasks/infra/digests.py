@@ -1,0 +1,103 @@
+"""File digests, remembered while a file is unchanged: one helper per hash, one memo scheme.
+
+- :func:`sha256_file`: the sha256 of a file (what ``croissant.json`` and ``verify`` state).
+- :func:`file_digest`: xxh3-128 (several GB/s), for cache keys only.
+- :func:`sha256_files`: many sha256 digests in parallel, remembered between runs in a
+  dataset's :data:`~croissant_cutouts.tasks.contract.DIGESTS_FILE`.
+
+The memo scheme, the way DVC does it: a digest is reused only while the file's
+:func:`stamp` (size, mtime in ns, inode) is unchanged. Every file this tool writes is
+replaced by rename, so a rewrite changes the inode even within one mtime tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from croissant_cutouts.tasks.contract import DIGESTS_FILE
+from croissant_cutouts.tasks.infra.atomic import atomic_write_text
+
+__all__ = ["file_digest", "sha256_file", "sha256_files", "stamp"]
+
+_CHUNK = 4 << 20
+
+
+def stamp(path: str | os.PathLike[str]) -> list[int]:
+    """The memo signature of a file: ``[size, mtime_ns, inode]``."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _hash_file(path: str | os.PathLike[str], h: Any, chunk: int = _CHUNK) -> str:
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Lowercase hex sha256 of a file's bytes (not remembered)."""
+    return _hash_file(path, hashlib.sha256())
+
+
+_known: dict[str, tuple[list[int], str]] = {}
+_known_lock = threading.Lock()
+
+
+def file_digest(path: str | os.PathLike[str], chunk: int = _CHUNK) -> str:
+    """xxh3-128 hex digest of a file's bytes, remembered while its :func:`stamp` holds.
+
+    The memo lives as long as the process; it is thread-safe.
+    """
+    key, now = os.fspath(path), stamp(path)
+    with _known_lock:
+        hit = _known.get(key)
+    if hit is not None and hit[0] == now:
+        return hit[1]
+    digest = _hash_file(path, xxhash.xxh3_128(), chunk)
+    with _known_lock:
+        _known[key] = (now, digest)
+    return digest
+
+
+def sha256_files(root: Path, names: list[str], workers: int | None = None) -> dict[str, str]:
+    """sha256 of many files under ``root``, in parallel, remembered between runs.
+
+    Digests are kept in ``<root>/.cutouts/sha256.json``, keyed by relative path together
+    with the file's :func:`stamp`. Hashing releases the GIL, so threads use every core.
+
+    Returns
+    -------
+    dict
+        Relative name (as given) -> lowercase hex sha256.
+    """
+    store = root / DIGESTS_FILE
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+
+    def digest(name: str) -> tuple[str, list[int], str]:
+        before = stamp(root / name)
+        entry = known.get(name)
+        if entry and entry[0] == before:
+            return name, before, entry[1]
+        return name, before, sha256_file(root / name)
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        done = list(pool.map(digest, names))
+    fresh = {name: [st, sha] for name, st, sha in done}
+    if fresh != known:  # new or changed digests, or files gone
+        store.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(store, json.dumps(fresh))
+    return {name: sha for name, _, sha in done}

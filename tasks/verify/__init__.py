@@ -1,0 +1,23 @@
+"""Checking a dataset against its contract, and against its input jobs.
+
+:func:`verify_dataset` runs every check and returns a :class:`VerifyReport` of
+:class:`Problem` records (kinds: :data:`KINDS`); ``cutouts verify`` prints it. One module per
+checker:
+
+- :mod:`.tables`: the tables readable, the index contract, the splits.
+- :mod:`.tensors`: every cutout file and shard: valid ``.npy``, shape, dtype, values, digests;
+  no unlisted ``.npy``.
+- :mod:`.metadata`: ``croissant.json``'s FileObjects exist and their sha256 match.
+- :mod:`.accounting`: every catalog row in the index or in rejects, exactly once; recounts.
+- :mod:`.recut`: ``--deep``, every candidate cut again from its input job and compared.
+- :mod:`.report`: the problem kinds, :class:`Problem`, :class:`VerifyReport`.
+- :mod:`.dataset`: :func:`verify_dataset` and its Prefect task, running the checkers.
+
+May import everything below it: ``contract``, ``errors``, ``infra``, ``inputs``, ``dataset``.
+"""
+
+from croissant_cutouts.tasks.verify import dataset, report
+from croissant_cutouts.tasks.verify.dataset import *  # noqa: F403
+from croissant_cutouts.tasks.verify.report import *  # noqa: F403
+
+__all__ = [*report.__all__, *dataset.__all__]

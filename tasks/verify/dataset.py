@@ -1,0 +1,219 @@
+"""Verify step: check a written dataset against the cutout contract, row by row.
+
+:func:`verify_dataset` reads a dataset folder and reports every way it breaks the contract
+(``cutout-contract.md``) as a :class:`Problem`; it never changes a file. Checks:
+
+- every ``master_index.csv`` row: its file exists and is a valid ``.npy`` (what
+  ``np.load(path, mmap_mode="r", allow_pickle=False)`` accepts, in C order, with no bytes
+  after the array) of shape (64, 64, 4) (files layout) or (N, 64, 64, 4) (shards layout),
+  dtype ``<f4`` (little-endian float32), all values finite and within [0, 1], and every
+  cutout's 65,536 data bytes hashing to its ``sha256`` in the index (a flipped bit that
+  leaves the values valid is caught here);
+- the index itself: ``cutout_id`` 0 .. N-1 in order, rows in job then catalog order, one row
+  per (``job_id``, ``catalog_row``), file names as the contract names them, and per shard
+  ``row`` exactly 0 .. N-1 with N the shard's length;
+- no ``.npy`` under ``cutouts/`` or ``shards/`` that the index does not list;
+- ``croissant.json``: every FileObject's ``contentUrl`` exists and its ``sha256`` matches
+  the file, hashed afresh (the digest memo in ``.cutouts/sha256.json`` is not used);
+- accounting, per job of ``jobs.csv``: every catalog row ``0 .. catalog_rows-1`` is either
+  in the index or in ``rejects.csv``, never both, never twice; optionally each catalog
+  recounted from the input job folders (which also give the totals of a dataset written
+  before ``jobs.csv`` existed);
+- with ``deep``, every indexed candidate cut again from its input job folder (the plain
+  load, normalize and cutout functions, one job at a time, images memory-mapped) and
+  compared byte for byte with the dataset's cutout, which catches a cutout replaced by
+  another valid one together with its ``sha256``.
+
+Choices:
+
+- Hidden temporary files (``.<name>.tmp-<pid>...``, :data:`tasks.atomic.TMP_MARK`) are what
+  a killed run leaves; the next ``create`` removes them. They are not corruption: the report
+  counts them in a note, not as problems. Non-``.npy`` files a user put in ``cutouts/`` or
+  ``shards/`` are not ours and are ignored (the Croissant FileSet matches ``*.npy`` only).
+- One cause, one line: a checksum mismatch is reported for a file only when no other
+  problem was found in that file (a shard holding a NaN is reported as ``non-finite``, not
+  also as ``checksum``; a shard with a row whose ``sha256`` differs, as ``digest`` at that
+  row, not also as ``checksum``); a cutout with a bad value is not also a ``digest`` line,
+  and a cutout reported by a file check is not cut again by ``deep``; an exact duplicate
+  index row is reported once and left out of the sequence and accounting checks.
+- An index without a ``sha256`` column (written before the column existed) is checked
+  for everything else, with a note saying the bytes were not checked against digests.
+
+Values are checked per file (or per block of shard rows) with one vectorised min/max pass;
+small files are read in chunks on a pool of threads (reads, numpy and hashlib release the
+GIL), each file with one ``open``/``read`` relative to an open folder descriptor. A shard is
+read once, sequentially, for its values, its file sha256 and its rows' sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from croissant_cutouts.tasks.contract import (
+    CROISSANT_FILE,
+    INDEX_FILE,
+    JOBS_FILE,
+    REJECTS_FILE,
+)
+from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+from croissant_cutouts.tasks.inputs.remote import location
+from croissant_cutouts.tasks.verify.accounting import check_accounting, jobs_from_counts, recount
+from croissant_cutouts.tasks.verify.metadata import check_croissant, croissant_objects
+from croissant_cutouts.tasks.verify.recut import recut_jobs, rows_to_recut
+from croissant_cutouts.tasks.verify.report import DatasetInvalid, Problem, VerifyReport
+from croissant_cutouts.tasks.verify.tables import (
+    INDEX_REQUIRED,
+    check_index,
+    check_splits,
+    parse_index,
+    read_table,
+)
+from croissant_cutouts.tasks.verify.tensors import check_tensors, check_unlisted
+
+__all__ = [
+    "verify_dataset",
+    "verify_task",
+]
+
+log = logging.getLogger(__name__)
+
+def verify_dataset(
+    dataset_dir: str | os.PathLike[str],
+    input_dir: str | os.PathLike[str] | None = None,
+    *,
+    require_croissant: bool = True,
+    croissant: str | os.PathLike[str] | None = None,
+    input_layout: str = "auto",
+    workers: int = 2,
+    deep: bool = False,
+    labels: LabelOptions | None = None,
+    batch: int = 64,
+) -> VerifyReport:
+    """Check a dataset folder against the cutout contract; report every problem found.
+
+    Parameters
+    ----------
+    dataset_dir : path-like
+        Dataset root (holding ``master_index.csv``).
+    input_dir : path-like, optional
+        Local folder of the ``jid*`` job folders the dataset was built from: each job of
+        ``jobs.csv`` that has a folder there has its catalog rows recounted
+        (:meth:`tasks.layouts.Layout.count_rows`) and compared with ``catalog_rows``.
+    require_croissant : bool
+        Report a missing ``croissant.json`` (default). False after ``create`` alone.
+    croissant : path-like, optional
+        The metadata file; default ``<dataset_dir>/croissant.json``. Its ``contentUrl``
+        values are relative to its folder.
+    input_layout : str
+        Input layout of the recount (``auto``, ``seed``, ``rapid``), as for the build.
+    workers : int
+        Threads reading files (default 2: reads and numpy release the GIL).
+    deep : bool
+        Also cut every indexed candidate again from its job folder in ``input_dir`` and
+        compare it byte for byte with the dataset's cutout (:func:`recut_jobs`; needs
+        ``input_dir``; costs what loading and cutting the jobs cost).
+    labels : LabelOptions, optional
+        Labelling options for loading the jobs again with ``deep`` (the ``labels:`` of the
+        params the dataset was built with; they decide no pixel, only whether a job loads).
+    batch : int
+        Candidates cut per batch with ``deep`` (memory: about 160 KiB per candidate).
+
+    Returns
+    -------
+    VerifyReport
+        ``report.ok`` is True when nothing is wrong. A bad dataset (or a missing
+        ``input_dir``) is reported, never raised.
+
+    Raises
+    ------
+    ValueError
+        ``deep`` without ``input_dir``.
+    """
+    if deep and input_dir is None:
+        raise ValueError("a deep verification cuts the candidates again: it needs input_dir")
+    t0 = time.perf_counter()
+    root = Path(dataset_dir)
+    report = VerifyReport(dataset_dir=root)
+    problems = report.problems
+    if not root.is_dir():
+        problems.append(Problem("table", f"dataset folder {root} does not exist"))
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    frame = read_table(root, INDEX_FILE, INDEX_REQUIRED, problems)
+    rejects = read_table(root, REJECTS_FILE, ("job_id", "catalog_row", "reason"), problems)
+    jobs = read_table(root, JOBS_FILE, ("job_id", "status", "catalog_rows"), problems)
+    index = None
+    if frame is not None:
+        report.index_rows = len(frame)
+        index = parse_index(frame, problems)
+        check_index(index, problems)
+        check_splits(index, problems)
+        if index.sha256 is None:
+            report.notes.append(
+                f"{INDEX_FILE} has no sha256 column (written before it existed): the cutouts' "
+                "bytes were checked for format and values only"
+            )
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        # croissant first: it says which shards need a digest
+        cpath = Path(croissant) if croissant is not None else root / CROISSANT_FILE
+        objects = croissant_objects(root, cpath, require_croissant, problems)
+        base = cpath.parent
+        wanted = {  # resolved paths with a sha256 to compare
+            (base / obj["contentUrl"]).resolve()
+            for obj in objects or []
+            if isinstance(obj.get("contentUrl"), str) and isinstance(obj.get("sha256"), str)
+        }
+        digests: dict[Path, str] = {}
+        file_problems: dict[str, list[tuple[str, str, int | None]]] = {}
+        # files reported missing: croissant.json naming them is not a second problem
+        missing = set() if (root / INDEX_FILE).exists() else {INDEX_FILE}
+        if index is not None:
+            check_tensors(root, index, pool, wanted, digests, file_problems, missing, report)
+        check_unlisted(root, index, report)
+        if objects is not None:
+            check_croissant(
+                root, cpath, objects, index, pool, digests, file_problems, missing, report
+            )
+    counted = None
+    if input_dir is not None:
+        counted = recount(location(input_dir), jobs, index, rejects, input_layout, report)
+    if deep and index is not None:
+        rows = rows_to_recut(index, file_problems)
+        recut_jobs(root, index, location(input_dir), input_layout, labels, rows, batch, report)
+    listed = jobs is not None
+    if not listed and counted:  # a dataset without jobs.csv: totals from the inputs
+        jobs = jobs_from_counts(counted, rejects)
+        report.notes.append(f"{JOBS_FILE} missing: catalog row totals from {input_dir}")
+    elif not listed:
+        report.notes.append(f"{JOBS_FILE} missing: catalog row totals were not checked")
+    check_accounting(index, rejects, jobs, report, listed)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+@task(name="verify", cache_policy=NO_CACHE, persist_result=False)
+def verify_task(
+    dataset_dir: str,
+    input_dir: str | None = None,
+    require_croissant: bool = True,
+    input_layout: str = "auto",
+) -> VerifyReport:
+    """Prefect task: :func:`verify_dataset`; raises :class:`DatasetInvalid` when not ok."""
+    report = verify_dataset(
+        dataset_dir, input_dir, require_croissant=require_croissant, input_layout=input_layout
+    )
+    for note in report.notes:
+        log.info("verify: %s", note)
+    if not report.ok:
+        raise DatasetInvalid(report)
+    log.info(report.summary())
+    return report

@@ -1,0 +1,117 @@
+"""Checks of ``croissant.json``: its FileObjects exist and their sha256 match."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from croissant_cutouts.tasks.contract import (
+    INDEX_FILE,
+)
+from croissant_cutouts.tasks.infra.digests import sha256_file
+from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
+from croissant_cutouts.tasks.verify.tables import ParsedIndex, safe_relpath
+
+__all__ = [
+    "check_croissant",
+    "croissant_objects",
+]
+
+log = logging.getLogger(__name__)
+
+def croissant_objects(
+    root: Path, path: Path, require: bool, problems: list[Problem]
+) -> list[dict] | None:
+    """The FileObjects of ``croissant.json`` (dicts), or None when absent/unreadable."""
+    rel = os.path.relpath(path, root) if path.is_relative_to(root) else str(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if require:
+            problems.append(Problem("croissant", "file missing", file=rel))
+        return None
+    except (OSError, ValueError) as exc:
+        problems.append(Problem("croissant", f"unreadable: {exc}", file=rel))
+        return None
+    dist = doc.get("distribution") if isinstance(doc, dict) else None
+    if not isinstance(dist, list):
+        problems.append(Problem("croissant", "has no distribution list", file=rel))
+        return None
+    return [d for d in dist if isinstance(d, dict) and "FileObject" in str(d.get("@type", ""))]
+
+
+def check_croissant(
+    root: Path,
+    cpath: Path,
+    objects: list[dict],
+    index: ParsedIndex | None,
+    pool: ThreadPoolExecutor,
+    digests: dict[Path, str],
+    file_problems: dict[str, list],
+    missing: set[str],
+    report: VerifyReport,
+) -> None:
+    """contentUrl of every FileObject exists; sha256 matches; index and shards described."""
+    problems = report.problems
+    base = cpath.parent
+    crel = os.path.relpath(cpath, root) if cpath.is_relative_to(root) else str(cpath)
+    todo = {}
+    described: set[Path] = set()
+    for obj in objects:
+        oid = obj.get("@id", obj.get("name", "?"))
+        url = obj.get("contentUrl")
+        if not isinstance(url, str) or not url:
+            problems.append(
+                Problem("croissant", f"FileObject {oid!r} has no contentUrl", file=crel)
+            )
+            continue
+        path = (base / url).resolve()
+        described.add(path)
+        rel = os.path.relpath(path, root.resolve())
+        if not path.is_file():
+            if rel not in missing:
+                problems.append(
+                    Problem(
+                        "croissant", f"FileObject {oid!r}: contentUrl {url!r} is missing", file=rel
+                    )
+                )
+            continue
+        sha = obj.get("sha256")
+        if isinstance(sha, str) and path not in digests and not file_problems.get(rel):
+            todo[path] = pool.submit(sha256_file, path)
+    for path, fut in todo.items():
+        digests[path] = fut.result()
+    broken = {name for name, found in file_problems.items() if found}
+    index_kinds = ("table", "index", "duplicate-row")
+    if any(p.file == INDEX_FILE for p in problems if p.kind in index_kinds):
+        broken.add(INDEX_FILE)
+    for obj in objects:
+        url, sha = obj.get("contentUrl"), obj.get("sha256")
+        if not isinstance(url, str) or not isinstance(sha, str):
+            continue
+        path = (base / url).resolve()
+        if path not in digests:
+            continue
+        report.sha256 += 1
+        rel = os.path.relpath(path, root.resolve())
+        if digests[path] != sha.lower() and rel not in broken:
+            problems.append(
+                Problem(
+                    "checksum",
+                    f"sha256 {digests[path][:16]}..., croissant.json says {sha[:16]}...",
+                    file=rel,
+                )
+            )
+    if (root / INDEX_FILE).resolve() not in described:
+        problems.append(Problem("croissant", f"no FileObject for {INDEX_FILE}", file=crel))
+    if index is not None:
+        for name in sorted(set(index.shard) - {""}):
+            if safe_relpath(name) and (root / name).resolve() not in described:
+                problems.append(
+                    Problem("croissant", f"no FileObject describes shard {name}", file=crel)
+                )
+
+

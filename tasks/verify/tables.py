@@ -1,0 +1,308 @@
+"""Checks of the dataset's tables: the index contract, the splits, the tables readable."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from croissant_cutouts.tasks.contract import (
+    INDEX_FILE,
+    cutout_filename,
+    shard_filename,
+)
+from croissant_cutouts.tasks.dataset.splits import SPLITS, truth_links
+from croissant_cutouts.tasks.verify.report import Problem
+
+__all__ = [
+    "INDEX_REQUIRED",
+    "ParsedIndex",
+    "check_index",
+    "check_splits",
+    "integers",
+    "parse_index",
+    "read_table",
+    "safe_relpath",
+]
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------
+# tables
+
+
+def read_table(root: Path, name: str, required: Iterable[str], problems: list[Problem]):
+    """A CSV of the dataset as strings (no NA conversion), or None with a ``table`` problem."""
+    path = root / name
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except FileNotFoundError:
+        problems.append(Problem("table", "file missing", file=name))
+        return None
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc)
+        problems.append(Problem("table", f"unreadable: {reason}", file=name))
+        return None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        problems.append(Problem("table", f"lacks column(s) {', '.join(missing)}", file=name))
+        return None
+    return frame
+
+
+def integers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a column of strings as integers: ``(values as int64, mask of valid)``.
+
+    Empty or non-integer strings are invalid (their value is -1).
+    """
+    num = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    valid = np.isfinite(num) & (num == np.round(num))
+    return np.where(valid, num, -1).astype(np.int64), valid
+
+
+@dataclass
+class ParsedIndex:
+    """The parsed index, exact duplicate rows left out (``pos`` keeps their CSV row)."""
+
+    frame: pd.DataFrame
+    pos: np.ndarray  # 0-based CSV data row of each kept row
+    cutout_id: np.ndarray
+    catalog_row: np.ndarray
+    catalog_ok: np.ndarray
+    job: np.ndarray
+    file: np.ndarray
+    shard: np.ndarray
+    row: np.ndarray
+    row_ok: np.ndarray
+    #: lowercase hex ``sha256`` per row ("" where invalid); None when the column is absent
+    sha256: np.ndarray | None = None
+
+    def where(self, i: int) -> dict[str, object]:
+        """Problem keywords locating kept row ``i``."""
+        return {
+            "job_id": self.job[i],
+            "index_row": int(self.pos[i]),
+            "cutout_id": int(self.cutout_id[i]) if self.cutout_id[i] >= 0 else None,
+            "catalog_row": int(self.catalog_row[i]) if self.catalog_ok[i] else None,
+        }
+
+
+INDEX_REQUIRED = ("cutout_id", "job_id", "cutout_filename", "catalog_row")
+
+
+def _texts(values: pd.Series) -> np.ndarray:
+    """A column as an object array of Python ``str`` (so messages quote ``'a'``, not
+    ``np.str_('a')``)."""
+    return values.to_numpy(str).astype(object)
+
+
+def parse_index(frame: pd.DataFrame, problems: list[Problem]) -> ParsedIndex:
+    """Drop exact duplicate rows (reported), parse the columns the checks need."""
+    dup = frame.duplicated(keep="first").to_numpy()
+    if dup.any():
+        first = {}
+        for i, key in enumerate(map(tuple, frame.itertuples(index=False, name=None))):
+            if dup[i]:
+                problems.append(
+                    Problem(
+                        "duplicate-row",
+                        f"repeats index row {first[key]} exactly",
+                        job_id=frame["job_id"].iat[i],
+                        file=INDEX_FILE,
+                        index_row=i,
+                    )
+                )
+            else:
+                first.setdefault(key, i)
+    keep = ~dup
+    kept = frame.loc[keep].reset_index(drop=True)
+    for column in ("shard", "row"):  # the files layout's index may lack them (seed era)
+        if column not in kept:
+            kept[column] = ""
+    cutout_id, id_ok = integers(kept["cutout_id"])
+    catalog_row, catalog_ok = integers(kept["catalog_row"])
+    row, row_ok = integers(kept["row"])
+    shard = _texts(kept["shard"])
+    index = ParsedIndex(
+        frame=kept,
+        pos=np.flatnonzero(keep),
+        cutout_id=np.where(id_ok, cutout_id, -1),
+        catalog_row=catalog_row,
+        catalog_ok=catalog_ok,
+        job=_texts(kept["job_id"]),
+        file=_texts(kept["cutout_filename"]),
+        shard=shard,
+        row=row,
+        row_ok=row_ok,
+    )
+    if "sha256" in kept:
+        index.sha256 = _parse_digests(index, kept["sha256"], problems)
+    _bad_cells(index, kept["cutout_id"], ~id_ok, "is not an integer", problems)
+    _bad_cells(index, kept["catalog_row"], ~catalog_ok, "is not an integer", problems)
+    return index
+
+
+def _bad_cells(
+    index: ParsedIndex, values: pd.Series, bad: np.ndarray, why: str, problems: list[Problem]
+) -> None:
+    """An ``index`` problem ``"<column> <value> <why>"`` for each row where ``bad`` is true."""
+    for i in np.flatnonzero(bad):
+        problems.append(
+            Problem(
+                "index",
+                f"{values.name} {values.iat[i]!r} {why}",
+                file=INDEX_FILE,
+                **index.where(int(i)),
+            )
+        )
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _parse_digests(index: ParsedIndex, values: pd.Series, problems: list[Problem]) -> np.ndarray:
+    """The ``sha256`` column, lowercased; an ``index`` problem (and "") where not 64 hex digits."""
+    digests = values.str.strip().str.lower()
+    valid = digests.map(lambda v: _HEX64.fullmatch(v) is not None).to_numpy(bool)
+    _bad_cells(index, values, ~valid, "is not a SHA-256 digest (64 hex digits)", problems)
+    return np.where(valid, digests.to_numpy(str), "")
+
+
+def check_index(index: ParsedIndex, problems: list[Problem]) -> None:
+    """cutout_id sequence, job/catalog order, one row per candidate, contract file names."""
+    n = len(index.pos)
+    off = np.flatnonzero(index.cutout_id != np.arange(n))
+    if len(off):
+        i = off[0]
+        problems.append(
+            Problem(
+                "index",
+                f"cutout_id is {index.frame['cutout_id'].iat[i]}, expected {i}: ids must be "
+                f"0 .. {n - 1} in row order ({len(off)} rows differ from here on)",
+                file=INDEX_FILE,
+                **index.where(i),
+            )
+        )
+    key = pd.DataFrame({"job": index.job, "k": index.catalog_row})
+    again = key.duplicated(keep="first").to_numpy() & index.catalog_ok
+    if again.any():
+        first = {
+            (j, k): int(p)
+            for j, k, p in zip(
+                index.job[::-1], index.catalog_row[::-1], index.pos[::-1], strict=True
+            )
+        }
+        for i in np.flatnonzero(again):
+            problems.append(
+                Problem(
+                    "duplicate-row",
+                    f"candidate already indexed at index row "
+                    f"{first[(index.job[i], index.catalog_row[i])]}",
+                    file=INDEX_FILE,
+                    **index.where(i),
+                )
+            )
+    once = np.flatnonzero(~again)  # a repeated candidate is reported above, once
+    if len(once) > 1:
+        job, k = index.job[once], index.catalog_row[once]
+        back = (job[1:] < job[:-1]) | ((job[1:] == job[:-1]) & (k[1:] < k[:-1]))
+        if back.any():
+            i = int(once[np.flatnonzero(back)[0] + 1])
+            problems.append(
+                Problem(
+                    "index",
+                    "rows are not in job order, then catalog order, from here on",
+                    file=INDEX_FILE,
+                    **index.where(i),
+                )
+            )
+    sharded = index.shard != ""
+    if sharded.any() and not sharded.all():
+        i = int(np.flatnonzero(~sharded)[0] if sharded[0] else np.flatnonzero(sharded)[0])
+        problems.append(
+            Problem(
+                "index",
+                f"mixes layouts: {int(sharded.sum())} rows name a shard, "
+                f"{int((~sharded).sum())} do not",
+                file=INDEX_FILE,
+                **index.where(i),
+            )
+        )
+    for i in range(n):
+        job_id, name = index.job[i], index.file[i]
+        if sharded[i]:
+            want = shard_filename(job_id)
+            if index.shard[i] != want or name != want:
+                problems.append(
+                    Problem(
+                        "index",
+                        f"shard {index.shard[i]!r}, cutout_filename {name!r}: both must be "
+                        f"{want!r}",
+                        file=INDEX_FILE,
+                        **index.where(i),
+                    )
+                )
+            elif not index.row_ok[i] or index.row[i] < 0:
+                problems.append(
+                    Problem(
+                        "index",
+                        f"row {index.frame['row'].iat[i]!r} is not a shard row",
+                        file=name,
+                        **index.where(i),
+                    )
+                )
+        elif index.catalog_ok[i]:
+            want = cutout_filename(job_id, int(index.catalog_row[i]))
+            if name != want:
+                problems.append(
+                    Problem(
+                        "index",
+                        f"cutout_filename {name!r}, the contract's name is {want!r}",
+                        file=INDEX_FILE,
+                        **index.where(i),
+                    )
+                )
+
+
+def check_splits(index: ParsedIndex, problems: list[Problem]) -> None:
+    """Split values are known, and no job or non-injected truth source spans two splits."""
+    frame = index.frame
+    if "split" not in frame:  # an index of before splits
+        return
+    split = frame["split"].astype("string").fillna("").to_numpy(dtype=object)
+    for i in np.flatnonzero(~np.isin(split, SPLITS)):
+        problems.append(
+            Problem(
+                "split",
+                f"split {split[i]!r} is not one of {', '.join(SPLITS)}",
+                file=INDEX_FILE,
+                **index.where(int(i)),
+            )
+        )
+    keys = [("job_id", np.ones(len(frame), bool)), ("truth_id", truth_links(frame))]
+    for column, rows in keys:
+        part = pd.DataFrame({"key": frame[column][rows].astype(str), "split": split[rows]})
+        spread = part.groupby("key")["split"].nunique()
+        for key in spread[spread > 1].index[:20]:
+            i = int(np.flatnonzero(rows & (frame[column].astype(str) == key).to_numpy())[0])
+            sides = sorted(set(part["split"][part["key"] == key]))
+            problems.append(
+                Problem(
+                    "split",
+                    f"{column} {key} is in {len(sides)} splits ({', '.join(sides)}): the test "
+                    "split would see what training saw",
+                    file=INDEX_FILE,
+                    **index.where(i),
+                )
+            )
+
+
+def safe_relpath(name: str) -> bool:
+    """True for a plain relative path inside the dataset (no ``..``, not absolute)."""
+    p = Path(name)
+    return bool(name) and not p.is_absolute() and ".." not in p.parts

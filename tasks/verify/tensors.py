@@ -1,0 +1,475 @@
+"""Checks of the cutout files and shards: valid ``.npy``, shape, dtype, values, digests."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from croissant_cutouts.tasks.contract import (
+    CUTOUT_BYTES,
+    CUTOUT_DIR,
+    CUTOUT_DTYPE,
+    CUTOUT_SHAPE,
+    INDEX_FILE,
+    NPY_HEADER,
+    SHARD_DIR,
+)
+from croissant_cutouts.tasks.infra.atomic import TMP_MARK
+from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
+from croissant_cutouts.tasks.verify.tables import ParsedIndex, safe_relpath
+
+__all__ = [
+    "ROW_FLOATS",
+    "check_tensors",
+    "check_unlisted",
+]
+
+log = logging.getLogger(__name__)
+
+ROW_FLOATS = int(np.prod(CUTOUT_SHAPE))
+#: Files per task of the thread pool (files layout), and shard rows per read (~16 MiB).
+_CHUNK_FILES = 256
+_SHARD_BLOCK = 256
+
+# --------------------------------------------------------------------------------------
+# tensors
+
+
+@dataclass
+class _Scan:
+    """Result of reading one .npy: problems without location, and its digests when asked.
+
+    ``rows_sha256`` holds the :func:`tasks.cutout.cutout_sha256` of each cutout's data bytes
+    (one for a cutout file, one per row of a shard), when asked and the file is readable.
+    """
+
+    problems: list[tuple[str, str, int | None]]  # kind, message, shard row (None: whole file)
+    cutouts: int = 0
+    sha256: str | None = None
+    missing: bool = False
+    rows_sha256: list[str] | None = None
+
+
+def _row_digests(view: memoryview, m: int) -> list[str]:
+    """sha256 of each of the ``m`` consecutive 65,536-byte cutouts in ``view`` (bytes)."""
+    size = CUTOUT_BYTES
+    return [hashlib.sha256(view[j * size : (j + 1) * size]).hexdigest() for j in range(m)]
+
+
+def _value_problems(block: np.ndarray) -> list[tuple[int, str, str]]:
+    """Rows of ``block`` (shape (m, 64*64*4), float32) with non-finite or out-of-range values.
+
+    Returns ``(row, kind, message)``; one vectorised min/max pass, details for bad rows only.
+    """
+    lo, hi = block.min(axis=1), block.max(axis=1)
+    bad = np.flatnonzero(~((lo >= 0) & (hi <= 1)))  # NaN fails both comparisons
+    out = []
+    for r in bad:
+        values = block[r]
+        finite = np.isfinite(values)
+        if not finite.all():
+            nan = int(np.isnan(values).sum())
+            out.append(
+                (
+                    int(r),
+                    "non-finite",
+                    f"{nan} NaN and {values.size - finite.sum() - nan} inf values",
+                )
+            )
+        good = values[finite]
+        outside = int(((good < 0) | (good > 1)).sum())
+        if outside:
+            out.append(
+                (
+                    int(r),
+                    "out-of-range",
+                    f"{outside} values outside [0, 1] (min {good.min():.6g}, max {good.max():.6g})",
+                )
+            )
+    return out
+
+
+def _npy_error(path: Path, size: int, exc: BaseException) -> str:
+    """Why ``np.load`` refused a file, in words (truncation stated with byte counts)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }[version]
+            shape, _, dtype = read(fh)
+            offset = fh.tell()
+        need = offset + int(np.prod(shape)) * dtype.itemsize
+        if size < need:
+            return f"truncated: {size} bytes, the header needs {need}"
+    except (ValueError, EOFError, OSError, KeyError):  # np.load's own message then
+        pass
+    if size == 0:
+        return "empty file (0 bytes)"
+    return f"not a readable .npy file ({type(exc).__name__}: {exc})"
+
+
+def _scan_npy(path: Path, rows: int | None, want_sha: bool, want_rows: bool = False) -> _Scan:
+    """Check one .npy in full: format, shape, dtype, values; sha256 of its bytes when asked.
+
+    Parameters
+    ----------
+    path : Path
+    rows : int or None
+        None for a single cutout (shape (64, 64, 4)); else the number of rows the index
+        gives the shard (shape (rows, 64, 64, 4)).
+    want_sha : bool
+        Also return the file's sha256, from the same read.
+    want_rows : bool
+        Also return each cutout's data sha256 (:attr:`_Scan.rows_sha256`), from the same read.
+    """
+    scan = _Scan([])
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        scan.missing = True
+        scan.problems.append(("missing-file", "file missing", None))
+        return scan
+    except OSError as exc:
+        scan.problems.append(("bad-npy", f"cannot read: {exc}", None))
+        return scan
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        scan.problems.append(("bad-npy", _npy_error(path, size, exc), None))
+        return scan
+    shape, dtype, offset, c_order = arr.shape, arr.dtype, int(arr.offset), arr.flags.c_contiguous
+    del arr  # unmapped now; the values are read below with plain reads (one pass, + sha256)
+    if size != offset + int(np.prod(shape)) * dtype.itemsize:
+        extra = size - offset - int(np.prod(shape)) * dtype.itemsize
+        scan.problems.append(("bad-npy", f"{extra} bytes after the array", None))
+    elif not c_order:
+        scan.problems.append(
+            ("bad-npy", "Fortran order; numpy.save of a cutout writes C order", None)
+        )
+    if rows is None:
+        want = CUTOUT_SHAPE
+    else:
+        want = (rows, *CUTOUT_SHAPE)
+    if shape != want:
+        if rows is not None and shape[1:] == CUTOUT_SHAPE:
+            msg = f"shard holds {shape[0]} cutouts, the index lists {rows}"
+        else:
+            msg = f"shape {shape}, expected {want}"
+        scan.problems.append(("shape", msg, None))
+    if dtype != CUTOUT_DTYPE:
+        scan.problems.append(
+            ("dtype", f"dtype {dtype.str} ({dtype}), expected <f4 (little-endian float32)", None)
+        )
+    if scan.problems:  # no checksum line for a file already found broken
+        return scan
+    digest = hashlib.sha256() if want_sha else None
+    rows_sha: list[str] | None = [] if want_rows else None
+    n = 1 if rows is None else rows
+    block = np.empty((min(n, _SHARD_BLOCK), ROW_FLOATS), CUTOUT_DTYPE)
+    with open(path, "rb", buffering=0) as fh:
+        head = fh.read(offset)
+        if digest is not None:
+            digest.update(head)
+        for start in range(0, n, _SHARD_BLOCK):
+            m = min(_SHARD_BLOCK, n - start)
+            view = memoryview(block[:m]).cast("B")
+            got = _read_full(fh.readinto, view)
+            if got != len(view):  # changed under us
+                scan.problems.append(
+                    ("bad-npy", f"short read at row {start + got // CUTOUT_BYTES}", None)
+                )
+                return scan
+            if digest is not None:
+                digest.update(view)
+            if rows_sha is not None:
+                rows_sha.extend(_row_digests(view, m))
+            for r, kind, msg in _value_problems(block[:m]):
+                scan.problems.append((kind, msg, None if rows is None else start + r))
+        if digest is not None:
+            digest.update(fh.read())
+    scan.cutouts = n
+    scan.sha256 = digest.hexdigest() if digest is not None else None
+    scan.rows_sha256 = rows_sha
+    return scan
+
+
+def _read_full(readinto, view: memoryview) -> int:
+    """Fill ``view`` from a ``readinto`` callable; returns the bytes read (less at EOF)."""
+    got = 0
+    while got < len(view):
+        k = readinto(view[got:])
+        if not k:
+            break
+        got += k
+    return got
+
+
+_HEADER = np.frombuffer(NPY_HEADER, np.uint8)
+_FILE_BYTES = len(_HEADER) + CUTOUT_BYTES
+_STRIDE = _FILE_BYTES + 64  # room to notice trailing bytes; keeps each row 64-byte aligned
+
+
+def _scan_files(
+    root: Path, folder: str, names: list[str], want_rows: bool = False
+) -> list[tuple[str, _Scan]]:
+    """Check a chunk of cutout files ``<root>/<folder>/<name>``, values in one pass.
+
+    A file whose bytes are exactly a canonical header plus 65,536 bytes is checked from one
+    read; any other file gets the full :func:`_scan_npy` treatment for a precise message.
+    With ``want_rows``, each scan also carries the sha256 of the file's data bytes.
+    Returns ``(relative path, scan)`` per file.
+    """
+    rel = [f"{folder}/{n}" if folder else n for n in names]
+    buf = np.empty((len(names), _STRIDE), np.uint8)
+    sizes = np.zeros(len(names), np.int64)
+    odd: list[str] = []
+    try:
+        dfd = os.open(root / folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        dfd = None
+    try:
+        for i, name in enumerate(names):
+            if dfd is None:
+                odd.append(name)
+                continue
+            try:
+                fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+            except OSError:
+                odd.append(name)
+                continue
+            try:
+                sizes[i] = _read_full(lambda v, fd=fd: os.readv(fd, [v]), memoryview(buf[i]))
+            except OSError:
+                odd.append(name)
+            finally:
+                os.close(fd)
+    finally:
+        if dfd is not None:
+            os.close(dfd)
+    canonical = (sizes == _FILE_BYTES) & (buf[:, : len(_HEADER)] == _HEADER).all(axis=1)
+    skip = set(odd)
+    good = [i for i in np.flatnonzero(canonical) if names[i] not in skip]
+    out: list[tuple[str, _Scan]] = []
+    if good:
+        values = buf[good, len(_HEADER) : _FILE_BYTES].view(CUTOUT_DTYPE)
+        bad: dict[int, list[tuple[str, str, int | None]]] = {}
+        for r, kind, msg in _value_problems(values):
+            bad.setdefault(r, []).append((kind, msg, None))
+        for j, i in enumerate(good):
+            scan = _Scan(bad.get(j, []), cutouts=1)
+            if want_rows:
+                scan.rows_sha256 = [hashlib.sha256(buf[i, len(_HEADER) : _FILE_BYTES]).hexdigest()]
+            out.append((rel[i], scan))
+    done = set(good)
+    out += [
+        (rel[i], _scan_npy(root / rel[i], None, False, want_rows))
+        for i in range(len(rel))
+        if i not in done
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the dataset
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def check_tensors(
+    root: Path,
+    index: ParsedIndex,
+    pool: ThreadPoolExecutor,
+    wanted: set[Path],
+    digests: dict[Path, str],
+    file_problems: dict[str, list],
+    missing: set[str],
+    report: VerifyReport,
+) -> None:
+    """Every file and shard the index lists: format, shape, dtype, values, cutout sha256.
+
+    Fills ``digests`` (sha256 of the shards in ``wanted``, from the same read),
+    ``file_problems`` (per relative path, what was found, ``digest`` mismatches included)
+    and ``missing``.
+    """
+    problems = report.problems
+    want_rows = index.sha256 is not None
+    sharded = index.shard != ""
+    # files layout: rows by file name
+    rows_of: dict[str, list[int]] = {}
+    for i in np.flatnonzero(~sharded):
+        name = index.file[i]
+        if safe_relpath(name):
+            rows_of.setdefault(name, []).append(int(i))
+        else:
+            problems.append(
+                Problem(
+                    "index",
+                    f"cutout_filename {name!r} is not a path inside the dataset",
+                    file=INDEX_FILE,
+                    **index.where(int(i)),
+                )
+            )
+    by_folder: dict[str, list[str]] = {}
+    for name in rows_of:
+        folder, _, base = name.rpartition("/")
+        by_folder.setdefault(folder, []).append(base)
+    file_jobs = [
+        pool.submit(_scan_files, root, folder, chunk, want_rows)
+        for folder, names in sorted(by_folder.items())
+        for chunk in _chunks(sorted(names), _CHUNK_FILES)
+    ]
+    # shards layout: rows by shard, shard rows exactly 0 .. N-1
+    shard_rows: dict[str, dict[int, int]] = {}
+    for i in np.flatnonzero(sharded & index.row_ok):
+        name = index.shard[i]
+        if not safe_relpath(name):
+            continue
+        seen = shard_rows.setdefault(name, {})
+        r = int(index.row[i])
+        if r in seen:
+            problems.append(
+                Problem(
+                    "index",
+                    f"shard row {r} is already listed at index row {index.pos[seen[r]]}",
+                    file=name,
+                    **index.where(int(i)),
+                )
+            )
+        else:
+            seen[r] = int(i)
+    shard_jobs = {}
+    for name, seen in sorted(shard_rows.items()):
+        n = len(seen)
+        gaps = sorted(set(range(n)) - set(seen))
+        if gaps:
+            beyond = sorted(r for r in seen if r >= n)
+            problems.append(
+                Problem(
+                    "index",
+                    f"shard rows must be 0 .. {n - 1}: {_listing(gaps)} missing, "
+                    f"{_listing(beyond)} listed instead",
+                    job_id=index.job[next(iter(seen.values()))],
+                    file=name,
+                )
+            )
+        path = root / name
+        shard_jobs[name] = pool.submit(_scan_npy, path, n, path.resolve() in wanted, want_rows)
+    located: list[Problem] = []
+    for fut in file_jobs:
+        for name, scan in fut.result():
+            report.files += not scan.missing
+            report.cutouts += scan.cutouts
+            if scan.missing:
+                missing.add(name)
+            for i in rows_of[name]:
+                for kind, msg, _ in scan.problems:
+                    located.append(Problem(kind, msg, file=name, **index.where(i)))
+                if not scan.problems and scan.rows_sha256:
+                    located += _digest_problems(index, name, {0: i}, scan, report, None)
+            file_problems[name] = scan.problems
+    for name, fut in shard_jobs.items():
+        scan = fut.result()
+        report.files += not scan.missing
+        report.cutouts += scan.cutouts
+        seen = shard_rows[name]
+        job_id = index.job[next(iter(seen.values()))]
+        if scan.missing:
+            missing.add(name)
+        if scan.sha256 is not None:
+            digests[(root / name).resolve()] = scan.sha256
+        for kind, msg, r in scan.problems:
+            if r is None:
+                located.append(Problem(kind, msg, job_id=job_id, file=name))
+            else:
+                where = index.where(seen[r]) if r in seen else {"job_id": job_id}
+                located.append(Problem(kind, f"shard row {r}: {msg}", file=name, **where))
+        if scan.rows_sha256:
+            bad = {r for _, _, r in scan.problems}
+            rows = {r: i for r, i in seen.items() if r not in bad}
+            located += _digest_problems(index, name, rows, scan, report, "shard row")
+        file_problems[name] = scan.problems
+    located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
+    problems.extend(located)
+
+
+def _digest_problems(
+    index: ParsedIndex,
+    name: str,
+    rows: dict[int, int],
+    scan: _Scan,
+    report: VerifyReport,
+    prefix: str | None,
+) -> list[Problem]:
+    """Compare each cutout's data sha256 with the index's ``sha256``; ``digest`` problems.
+
+    ``rows`` maps a cutout's position in the file (shard row; 0 for a cutout file) to its
+    kept index row. Rows with an invalid ``sha256`` (already an ``index`` problem) and
+    positions beyond the file are skipped. Mismatches are appended to ``scan.problems`` too,
+    so the same file is not reported again as a ``croissant.json`` checksum mismatch.
+    """
+    if index.sha256 is None or scan.rows_sha256 is None:
+        return []
+    out = []
+    for r, i in sorted(rows.items()):
+        want = index.sha256[i]
+        if not want or r >= len(scan.rows_sha256):
+            continue
+        report.digests += 1
+        got = scan.rows_sha256[r]
+        if got != want:
+            head = f"{prefix} {r}: " if prefix else ""
+            msg = f"{head}data bytes hash to sha256 {got[:16]}..., {INDEX_FILE} says {want[:16]}..."
+            out.append(Problem("digest", msg, file=name, **index.where(i)))
+            scan.problems.append(("digest", msg, r if prefix else None))
+    return out
+
+
+def _listing(values: list[int], limit: int = 10) -> str:
+    if not values:
+        return "none"
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) -> None:
+    """``.npy`` files under cutouts/ and shards/ that the index does not list."""
+    listed = set() if index is None else set(index.file) | set(index.shard)
+    leftovers = 0
+    for sub in (CUTOUT_DIR, SHARD_DIR):
+        try:
+            entries = sorted(os.scandir(root / sub), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                leftovers += TMP_MARK in name
+                continue
+            if name.endswith(".npy") and f"{sub}/{name}" not in listed and index is not None:
+                report.problems.append(
+                    Problem("unlisted-file", "not listed in master_index.csv", file=f"{sub}/{name}")
+                )
+    with contextlib.suppress(OSError):
+        leftovers += sum(
+            1 for e in os.scandir(root) if e.name.startswith(".") and TMP_MARK in e.name
+        )
+    if leftovers:
+        report.notes.append(
+            f"{leftovers} leftover temporary files of an interrupted run (hidden, "
+            f"'{TMP_MARK}' in the name); the next create removes them"
+        )
+
+
