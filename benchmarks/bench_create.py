@@ -198,9 +198,12 @@ def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
         "floor-shards": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o),
                                       "shards"],
     }
+    if args.methods:
+        methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
     cold = args.cache == "cold"
     # warm Prefect's database once
-    _run(methods["ours-files"](sets[args.small], args.workdir / "warm"), env, False)
+    _run([CUTOUTS, "create", "-i", str(sets[args.small]), "-o", str(args.workdir / "warm")],
+         env, False)
     shutil.rmtree(args.workdir / "warm", ignore_errors=True)
     times: dict[str, dict[int, float]] = {m: {} for m in methods}
     rss: dict[str, dict[int, float]] = {m: {} for m in methods}
@@ -227,11 +230,14 @@ def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
             "peak_rss_mib": rss[name],
         }
     m = {k: v["per_job_s"] for k, v in result["methods"].items()}
+    pairs = {
+        "seed_over_ours_files": ("seed", "ours-files"),
+        "seed_over_ours_shards": ("seed", "ours-shards"),
+        "ours_files_over_floor_files": ("ours-files", "floor-files"),
+        "ours_shards_over_floor_shards": ("ours-shards", "floor-shards"),
+    }
     result["ratios"] = {
-        "seed_over_ours_files": round(m["seed"] / m["ours-files"], 2),
-        "seed_over_ours_shards": round(m["seed"] / m["ours-shards"], 2),
-        "ours_files_over_floor_files": round(m["ours-files"] / m["floor-files"], 2),
-        "ours_shards_over_floor_shards": round(m["ours-shards"] / m["floor-shards"], 2),
+        k: round(m[a] / m[b], 3) for k, (a, b) in pairs.items() if a in m and b in m and m[b]
     }
     print(f"\n{'method':14s} {'per job (s)':>12s} {'start-up (s)':>13s}")
     for name, v in result["methods"].items():
@@ -273,11 +279,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per point; the minimum counts")
     ap.add_argument("--cache", choices=["warm", "cold"], default="warm")
     ap.add_argument("--grid", action="store_true", help="jobs x candidates table instead")
+    ap.add_argument("--methods", default="", help="comma-separated subset of the methods")
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "work")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="bench-prefect-")
-    env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PREFECT_HOME": home}
     try:
         result = grid(args, env) if args.grid else compare(args, env)
     finally:

@@ -321,7 +321,6 @@ def main() -> int:
         "PREFECT_HOME": str(args.workdir / "prefect"),
         "DVC_NO_ANALYTICS": "1",
         "GIT_TERMINAL_PROMPT": "0",
-        "PYTHONPATH": str(ROOT),
     }
     dvc_version = subprocess.run(
         [DVC, "--version"], capture_output=True, text=True, env=env

@@ -93,7 +93,7 @@ def main() -> int:
             (subset / job.name).symlink_to(job.resolve())
     input_mib = sum(f.stat().st_size for f in next(subset.iterdir()).resolve().iterdir()) / 2**20
     home = tempfile.mkdtemp(prefix="bench-prefect-")
-    env = {**os.environ, "PREFECT_HOME": home, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PREFECT_HOME": home}
     result = {"jobs": args.jobs, "workers": args.workers, "layout": args.layout,
               "input_mib_per_job": round(input_mib, 1)}
     try:

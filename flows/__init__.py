@@ -2,9 +2,12 @@
 
 - :mod:`.build`: the flows (``build_dataset``, ``describe_dataset``, ``train_dataset``): a
   few lines each, composing the steps of :mod:`croissant_cutouts.tasks`.
+- :mod:`.runner`: how per-job tasks run: the task runner (threads or Dask), read-ahead,
+  and the bounded per-job scheduler.
+- :mod:`.summary`: what a run did: the summary line and the Prefect artifacts.
 - :mod:`.cli`: the ``cutouts`` command (``create``, ``croissant``, ``train``, ``run``,
   ``verify``, ``simulate``, ``serve``).
 - :mod:`.settings`: Prefect defaults for a local run (temporary server, result storage).
 """
 
-__all__ = ["build", "cli", "settings"]
+__all__ = ["build", "cli", "runner", "settings", "summary"]

@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from croissant_cutouts.flows.settings import (
     local_run_settings,
@@ -156,11 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="RAPID job folders -> Croissant-described 64x64x4 cutout dataset.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
     p = sub.add_parser("create", help="load, normalize, cutout, index (create_dataset.py)")
     _add_create_opts(p)
     _add_common(p)
+    _add_croissant_parser(sub)
+    _add_train_parser(sub)
+    _add_verify_parser(sub)
+    p = sub.add_parser("run", help="the whole flow: create, croissant, train")
+    _add_create_opts(p)
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    _add_common(p)
+    _add_simulate_parser(sub)
+    _add_serve_parser(sub)
+    return parser
 
+
+def _add_croissant_parser(sub: Any) -> None:
     p = sub.add_parser("croissant", help="write croissant.json (generate_croissant.py)")
     p.add_argument(
         "-c",
@@ -176,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
 
+
+def _add_train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="smoke-train a CNN (test_croissant_dataset.py)")
     p.add_argument(
         "-d",
@@ -186,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     _add_common(p)
 
+
+def _add_verify_parser(sub: Any) -> None:
     p = sub.add_parser(
         "verify",
         help="check a dataset against the cutout contract",
@@ -220,12 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
 
-    p = sub.add_parser("run", help="the whole flow: create, croissant, train")
-    _add_create_opts(p)
-    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    _add_common(p)
 
-    _add_simulate_parser(sub)
+def _add_serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve build_dataset on a schedule from this process")
     p.add_argument(
         "-i",
@@ -242,7 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve without a schedule (runs start only when triggered)",
     )
     _add_common(p)
-    return parser
 
 
 def _serve(args: argparse.Namespace) -> int:

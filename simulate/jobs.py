@@ -162,6 +162,36 @@ def simulate_job(
     wcs = _wcs(plan["field_index"], shape)
     finder, psfcat = find_and_fit(scene.difference, wcs)
 
+    det_xy, match, kinds, labels, row_kinds = _labels(
+        scene, psfcat, mag_limit, match_radius_px
+    )
+    table, injected = _truth_tables(scene.truth, wcs, plan, rng)
+    products = JobProducts(
+        scene=scene,
+        meta=plan,
+        header=fits.Header(wcs.to_header().cards),
+        finder=finder,
+        psfcat=psfcat,
+        labels=labels,
+        truth=table,
+        injected=pd.DataFrame(
+            {"x": injected["x"], "y": injected["y"], "flux": injection_counts(injected, plan)}
+        ),
+        kinds=row_kinds,
+        variant=variant,
+    )
+    WRITERS[layout](job_dir, products)
+    return _summary(job_dir, plan, scene.truth, det_xy, match, kinds, time.perf_counter() - t0)
+
+
+def _labels(
+    scene: Any, psfcat: pd.DataFrame, mag_limit: float, match_radius_px: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, np.ndarray]:
+    """Each detection matched one-to-one to a real source brighter than ``mag_limit``.
+
+    Returns the detections' (x, y) (0-based pixels), the matched truth row (-1: bogus), the
+    cause of each bogus detection, the seed layout's label table and the kinds per row.
+    """
     truth = scene.truth
     real = np.isin(truth["kind"], ["transient", "injected"]) & (truth["mag"] < mag_limit)
     real_idx = np.flatnonzero(real)
@@ -178,7 +208,13 @@ def simulate_job(
     kinds = bogus_kinds(det_xy[match < 0], scene.bogus_sources)
     row_kinds = np.full(len(det_xy), SIMULATED_REAL, dtype=object)
     row_kinds[match < 0] = kinds
+    return det_xy, match, kinds, labels, row_kinds
 
+
+def _truth_tables(
+    truth: dict[str, np.ndarray], wcs: Any, plan: dict[str, Any], rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The simulation truth index (stars, galaxies, transients) and the injected fakes."""
     n = len(truth["x"])
     ra, dec = wcs.all_pix2world(truth["x"], truth["y"], 0) if n else (np.zeros(0), np.zeros(0))
     realized = truth["flux"] * (1.0 + rng.normal(0, 0.01, n))
@@ -195,24 +231,19 @@ def simulate_job(
             "obj_type": np.where(truth["kind"] == "injected", "injected", truth["kind"]),
         }
     )
-    injected = table[table["obj_type"] == "injected"]
-    table = table[table["obj_type"] != "injected"]
-    header = fits.Header(wcs.to_header().cards)
-    products = JobProducts(
-        scene=scene,
-        meta=plan,
-        header=header,
-        finder=finder,
-        psfcat=psfcat,
-        labels=labels,
-        truth=table,
-        injected=pd.DataFrame(
-            {"x": injected["x"], "y": injected["y"], "flux": injection_counts(injected, plan)}
-        ),
-        kinds=row_kinds,
-        variant=variant,
-    )
-    WRITERS[layout](job_dir, products)
+    return table[table["obj_type"] != "injected"], table[table["obj_type"] == "injected"]
+
+
+def _summary(
+    job_dir: Path,
+    plan: dict[str, Any],
+    truth: dict[str, np.ndarray],
+    det_xy: np.ndarray,
+    match: np.ndarray,
+    kinds: np.ndarray,
+    seconds: float,
+) -> JobSummary:
+    """Counts and a few example positions of one simulated job."""
     inj_rows = set(np.flatnonzero(truth["kind"] == "injected"))
     bogus_xy = det_xy[match < 0]
     examples = {"real": [tuple(map(float, xy)) for xy in det_xy[match >= 0][:4]]}
@@ -229,7 +260,7 @@ def simulate_job(
         n_recovered=int(sum(int(j) in inj_rows for j in match[match >= 0])),
         n_real=int((match >= 0).sum()),
         bogus={kind: int((kinds == kind).sum()) for kind in BOGUS_KINDS},
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         examples=examples,
     )
 

@@ -77,6 +77,31 @@ def test_pr_auc_and_roc_auc_match_sklearn(seed):
     assert roc_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_roc_auc_is_the_mann_whitney_statistic(seed):
+    """A direct computation, independent of scikit-learn: ranks with ties averaged."""
+    from scipy.stats import rankdata
+
+    y, score = random_scored(seed, 9 + 11 * seed)
+    score = np.round(score, 1)  # ties between classes
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    u = rankdata(score)[y == 1].sum() - n_pos * (n_pos + 1) / 2
+    assert roc_auc(y, score) == pytest.approx(u / (n_pos * n_neg), abs=1e-12)
+
+
+def test_infinite_scores_rank_outside_the_finite_ones():
+    """-inf is never real, +inf always: as if they were just below and above the rest."""
+    y = np.array([1, 0, 1, 0, 0, 1])
+    score = np.array([np.inf, -np.inf, 0.3, -np.inf, 0.5, 0.2])
+    stand_in = np.array([9.0, -9.0, 0.3, -9.0, 0.5, 0.2])
+    assert roc_auc(y, score) == roc_auc(y, stand_in)
+    assert pr_auc(y, score) == pr_auc(y, stand_in)
+    for curve in (roc_curve, pr_curve):
+        for got, want in zip(curve(y, score), curve(y, stand_in), strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert math.isnan(roc_auc(y, np.array([1.0, nan, 0, 0, 0, 0])))
+
+
 def test_pr_curve_by_hand():
     precision, recall = pr_curve(np.array([1, 0, 1, 0]), np.array([0.8, 0.8, 0.3, 0.1]))
     # start (R 0, P 1); tie 0.8: 1 tp 1 fp; 0.3: 2 tp 1 fp; 0.1: 2 tp 2 fp
@@ -240,6 +265,21 @@ def test_reliability_bins_are_half_open_at_exact_edges():
     filled = table[table["n"] > 0]
     ece = np.sum(filled["n"] / len(y) * np.abs(filled["frac_real"] - filled["mean_prob"]))
     assert expected_calibration_error(y, prob) == pytest.approx(ece)
+
+
+def test_reliability_table_matches_sklearn_away_from_bin_edges():
+    """scikit-learn's calibration_curve gives the same fractions and means (non-empty bins)."""
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(11)
+    prob = rng.uniform(size=500)
+    prob = prob[np.abs(prob * 10 - np.round(prob * 10)) > 1e-6]  # none on an edge
+    y = (rng.uniform(size=len(prob)) < prob).astype(int)
+    table = reliability_table(y, prob, 10)
+    frac, mean = calibration_curve(y, prob, n_bins=10)
+    filled = table[table["n"] > 0]
+    np.testing.assert_allclose(filled["frac_real"], frac, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(filled["mean_prob"], mean, rtol=0, atol=1e-12)
 
 
 def random_calibration(seed: int) -> tuple[np.ndarray, np.ndarray]:

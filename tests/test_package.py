@@ -251,3 +251,55 @@ def test_a_new_module_in_a_step_folder_is_covered(tmp_path, monkeypatch):
         (fake / "inputs" / name).write_text("")
     monkeypatch.setattr(versions, "TASKS_DIR", fake)
     assert f"{PREFIX}.tasks.inputs.brand_new" in versions.step_modules("load")
+
+
+# --------------------------------------------------------------------------- layering
+
+#: What each part of the package may import (docs/architecture.md). Lower layers never
+#: import higher ones: the input side knows nothing of datasets, training reads only what a
+#: dataset holds, and plumbing decides no bytes.
+MAY_IMPORT = {
+    "tasks.contract": set(),
+    "tasks.errors": set(),
+    "tasks.config": set(),
+    "tasks.infra": {"tasks.contract", "tasks.errors"},
+    "tasks.inputs": {"tasks.contract", "tasks.errors", "tasks.config", "tasks.infra"},
+    "tasks.dataset": {"tasks.contract", "tasks.errors", "tasks.config", "tasks.infra",
+                      "tasks.inputs"},
+    "tasks.evaluate": {"tasks.contract", "tasks.errors", "tasks.config", "tasks.infra",
+                       "tasks.dataset.splits"},
+    "tasks.verify": {"tasks.contract", "tasks.errors", "tasks.config", "tasks.infra",
+                     "tasks.inputs", "tasks.dataset"},
+    "simulate": {"tasks.contract", "tasks.errors", "tasks.config", "tasks.infra",
+                 "tasks.inputs"},
+    "flows": {"tasks", "simulate"},
+}
+
+
+def _part(name: str) -> str:
+    rel = name.removeprefix(f"{PREFIX}.")
+    return next(p for p in sorted(MAY_IMPORT, key=len, reverse=True)
+                if rel == p or rel.startswith(p + "."))
+
+
+@pytest.mark.parametrize("name", [n for n in SOURCES if n != f"{PREFIX}.tasks"])
+def test_each_part_imports_only_what_it_may(name):
+    part = _part(name)
+    allowed = MAY_IMPORT[part] | {part}
+    for module in _imports(name):
+        rel = module.removeprefix(f"{PREFIX}.")
+        assert any(rel == a or rel.startswith(a + ".") for a in allowed), (
+            f"{name} imports {module}; {part} may import only {sorted(allowed)}"
+        )
+
+
+def test_prefect_yaml_entrypoints_load_their_flows(monkeypatch):
+    """The deployments' ``entrypoint`` (a file path in the repository) still names the flow."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    monkeypatch.chdir(ROOT)
+    for deployment in deployments:
+        flow = load_flow_from_entrypoint(deployment["entrypoint"])
+        assert flow.name == "build_dataset"
+        assert set(deployment["parameters"]) <= set(flow.parameters.properties)

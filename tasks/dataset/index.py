@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -95,25 +95,83 @@ def write_index(
     """
     out_dir = Path(out_dir)
     results = sorted(results, key=lambda r: r.job_id)
-    frames, rejects, limits, notes, jobs = [], [], [], [], []
+    tables = _tables(results)
+    index = _index(tables.frames, splits, tables.notes)
+    paths = {name: out_dir / name for name in (INDEX_FILE, REJECTS_FILE, LIMITS_FILE, JOBS_FILE)}
+    _write_csv(index, paths[INDEX_FILE])
+    _write_csv(
+        pd.DataFrame(tables.rejects, columns=["job_id", "catalog_row", "reason"]).astype(
+            {"catalog_row": "Int64"}
+        ),
+        paths[REJECTS_FILE],
+    )
+    _write_csv(
+        pd.DataFrame(tables.limits, columns=["job_id", "channel", "file", "vmin", "vmax",
+                                             "status"]),
+        paths[LIMITS_FILE],
+    )
+    _write_csv(
+        pd.DataFrame(tables.jobs, columns=["job_id", "status", "catalog_rows", "cutouts",
+                                           "rejected_rows", "reason"]),
+        paths[JOBS_FILE],
+    )
+    pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, or shards: both layouts
+    labels = index["label"]
+    return IndexSummary(
+        out_dir=out_dir,
+        index_path=paths[INDEX_FILE],
+        rejects_path=paths[REJECTS_FILE],
+        limits_path=paths[LIMITS_FILE],
+        jobs=len(results),
+        jobs_rejected=sum(isinstance(r, JobRejection) for r in results),
+        cutouts=len(index),
+        real=int((labels == 1).sum()),
+        bogus=int((labels == 0).sum()),
+        rows_rejected=sum(1 for _, k, _ in tables.rejects if k is not pd.NA),
+        pruned=pruned,
+        notes=tables.notes,
+    )
+
+
+@dataclass
+class _Tables:
+    """The rows of the dataset's tables, gathered from the per-job results."""
+
+    frames: list[pd.DataFrame] = field(default_factory=list)  # index rows, per job
+    rejects: list[tuple] = field(default_factory=list)  # job_id, catalog_row, reason
+    limits: list[tuple] = field(default_factory=list)  # job_id, channel, file, vmin, vmax, status
+    notes: list[str] = field(default_factory=list)
+    jobs: list[tuple] = field(default_factory=list)  # one row of jobs.csv per job
+
+
+def _tables(results: list[JobCutouts | JobRejection]) -> _Tables:
+    """Every job's rows for each table, in the order of ``results``."""
+    t = _Tables()
     for res in results:
         if isinstance(res, JobRejection):
             n = res.n_catalog_rows
-            jobs.append((res.job_id, "rejected", n, 0, n, res.reason))
-            rejects.append((res.job_id, pd.NA, res.reason))
-            rejects.extend(
-                (res.job_id, k, f"job rejected: {res.reason}") for k in range(res.n_catalog_rows)
-            )
+            t.jobs.append((res.job_id, "rejected", n, 0, n, res.reason))
+            t.rejects.append((res.job_id, pd.NA, res.reason))
+            t.rejects.extend((res.job_id, k, f"job rejected: {res.reason}") for k in range(n))
             continue
-        jobs.append((res.job_id, "ok", res.n_catalog_rows, len(res.rows), len(res.row_rejects), ""))
+        t.jobs.append(
+            (res.job_id, "ok", res.n_catalog_rows, len(res.rows), len(res.row_rejects), "")
+        )
         frame = res.rows.copy()
         frame.insert(0, "job_id", res.job_id)
-        frames.append(frame)
-        rejects.extend((res.job_id, k, why) for k, why in res.row_rejects)
+        t.frames.append(frame)
+        t.rejects.extend((res.job_id, k, why) for k, why in res.row_rejects)
         for ch in CHANNELS:
             lim = res.limits[ch]
-            limits.append((res.job_id, ch, res.image_files[ch], lim.vmin, lim.vmax, lim.status))
-        notes.extend(f"{res.job_id}: {n}" for n in res.notes)
+            t.limits.append((res.job_id, ch, res.image_files[ch], lim.vmin, lim.vmax, lim.status))
+        t.notes.extend(f"{res.job_id}: {n}" for n in res.notes)
+    return t
+
+
+def _index(
+    frames: list[pd.DataFrame], splits: SplitParams | None, notes: list[str]
+) -> pd.DataFrame:
+    """``master_index.csv``: ids, the split of every row, the schema's columns and dtypes."""
     names = [c.name for c in INDEX_SCHEMA]
     if frames:
         index = pd.concat(frames, ignore_index=True)
@@ -128,44 +186,7 @@ def write_index(
     index["split"] = assignment.split
     notes.extend(assignment.notes)
     extra = [c for c in index.columns if c not in names]
-    index = index.reindex(columns=names + extra).astype({c.name: c.dtype for c in INDEX_SCHEMA})
-    index_path = out_dir / INDEX_FILE
-    rejects_path = out_dir / REJECTS_FILE
-    limits_path = out_dir / LIMITS_FILE
-    _write_csv(index, index_path)
-    _write_csv(
-        pd.DataFrame(rejects, columns=["job_id", "catalog_row", "reason"]).astype(
-            {"catalog_row": "Int64"}
-        ),
-        rejects_path,
-    )
-    _write_csv(
-        pd.DataFrame(limits, columns=["job_id", "channel", "file", "vmin", "vmax", "status"]),
-        limits_path,
-    )
-    _write_csv(
-        pd.DataFrame(
-            jobs,
-            columns=["job_id", "status", "catalog_rows", "cutouts", "rejected_rows", "reason"],
-        ),
-        out_dir / JOBS_FILE,
-    )
-    pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, or shards: both layouts
-    labels = index["label"]
-    return IndexSummary(
-        out_dir=out_dir,
-        index_path=index_path,
-        rejects_path=rejects_path,
-        limits_path=limits_path,
-        jobs=len(results),
-        jobs_rejected=sum(isinstance(r, JobRejection) for r in results),
-        cutouts=len(index),
-        real=int((labels == 1).sum()),
-        bogus=int((labels == 0).sum()),
-        rows_rejected=sum(1 for _, k, _ in rejects if k is not pd.NA),
-        pruned=pruned,
-        notes=notes,
-    )
+    return index.reindex(columns=names + extra).astype({c.name: c.dtype for c in INDEX_SCHEMA})
 
 
 def _prune(out_dir: Path, listed: set[str]) -> int:

@@ -1,4 +1,14 @@
-"""Metrics of a binary real/bogus classifier, as plain numpy functions.
+"""Metrics of a binary real/bogus classifier: scikit-learn's, and what it lacks.
+
+ROC and precision-recall curves, ROC AUC and average precision are scikit-learn's
+(``sklearn.metrics``), wrapped only to keep this module's conventions (NaN instead of an
+exception or a warning when a class is absent; infinite scores allowed). Written here,
+because scikit-learn has no such function: the threshold at a target false-positive rate,
+the rates at a threshold as one dict, completeness by magnitude, the false-positive rate
+per bogus kind, and the calibration table. scikit-learn's ``calibration_curve`` puts a
+probability that lies on a bin edge into the lower bin, drops empty bins and gives no
+counts; the table here keeps bins ``[lo, hi)`` with exact edges ``i / n_bins`` and is
+tested against ``calibration_curve`` away from the edges.
 
 Conventions
 -----------
@@ -21,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from sklearn import metrics as skm
 
 __all__ = [
     "RATE_KEYS",
@@ -69,24 +79,30 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else _NAN
 
 
-def _cumulative_counts(pos: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """True and false positives when calling real ``score >= s``, for each distinct ``s``.
+def _ordered(score: np.ndarray) -> np.ndarray:
+    """``score`` with infinities and NaN moved just outside the finite range, order kept.
 
-    Distinct scores are visited from the highest to the lowest; a group of tied scores is
-    called real all at once. Both arrays have one entry per distinct score.
+    scikit-learn takes finite scores only; ``-inf`` (never real) becomes the next float
+    below the lowest finite score, NaN the one below that, ``+inf`` the next above the
+    highest. Ties stay ties, so every curve and area is unchanged.
     """
-    order = np.argsort(-score, kind="stable")
-    s, t = score[order], pos[order]
-    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # end of each tie group
-    return np.cumsum(t)[last], np.cumsum(~t)[last]
+    finite = np.isfinite(score)
+    if finite.all():
+        return score
+    lo, hi = (score[finite].min(), score[finite].max()) if finite.any() else (0.0, 0.0)
+    below = np.nextafter(lo, -np.inf)
+    out = score.copy()
+    out[score == -np.inf] = below
+    out[np.isnan(score)] = np.nextafter(below, -np.inf)
+    out[score == np.inf] = np.nextafter(hi, np.inf)
+    return out
 
 
 def roc_auc(y: Any, score: Any) -> float:
-    """Area under the ROC curve, by ranks (Mann-Whitney U).
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``).
 
-    ``AUC = (sum of the ranks of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg)``
-    with tied scores given their average rank, so a tie between a positive and a negative
-    counts one half.
+    Equal to the Mann-Whitney U statistic over ``n_pos n_neg``: a tie between a positive
+    and a negative counts one half.
 
     Parameters
     ----------
@@ -101,11 +117,9 @@ def roc_auc(y: Any, score: Any) -> float:
         In [0, 1]; NaN when either class is absent or any score is NaN.
     """
     pos, score = _scored(y, score)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0 or np.isnan(score).any():
+    if pos.all() or not pos.any() or np.isnan(score).any():
         return _NAN
-    ranks = rankdata(score)  # ties get the mean of the ranks they span
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(pos, _ordered(score)))
 
 
 def pr_auc(y: Any, score: Any) -> float:
@@ -113,8 +127,8 @@ def pr_auc(y: Any, score: Any) -> float:
 
     ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct scores ``s_n`` from the highest to
     the lowest, where ``P_n`` and ``R_n`` are the precision and recall when calling real every
-    candidate with ``score >= s_n`` (tied scores enter together) and ``R_0 = 0``. This is the
-    value of ``sklearn.metrics.average_precision_score`` (no interpolation). A classifier that
+    candidate with ``score >= s_n`` (tied scores enter together) and ``R_0 = 0``:
+    ``sklearn.metrics.average_precision_score`` (no interpolation). A classifier that
     ranks at random scores about the prevalence ``n_pos / n``.
 
     Parameters
@@ -131,13 +145,11 @@ def pr_auc(y: Any, score: Any) -> float:
         (empty input included) or any score is NaN.
     """
     pos, score = _scored(y, score)
-    n_pos = int(pos.sum())
-    if n_pos == 0 or np.isnan(score).any():
+    if not pos.any() or np.isnan(score).any():
         return _NAN
-    tps, fps = _cumulative_counts(pos, score)
-    precision = tps / (tps + fps)  # tps + fps >= 1 at every distinct score
-    recall = tps / n_pos
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    if pos.all():
+        return 1.0
+    return float(skm.average_precision_score(pos, _ordered(score)))
 
 
 def pr_curve(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +157,9 @@ def pr_curve(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
 
     Point 0 is the start ``(recall 0, precision 1)``; point ``n >= 1`` calls real every
     candidate with ``score >= s_n``, ``s_1 > s_2 > ...`` the distinct scores, so recall rises
-    to 1 at the last point. Drawn as steps (``drawstyle="steps-pre"``), the area under the
-    curve is :func:`pr_auc`. NaN scores rank below every other score.
+    to 1 at the last point (``sklearn.metrics.precision_recall_curve``, in rising recall).
+    Drawn as steps (``drawstyle="steps-pre"``), the area under the curve is :func:`pr_auc`.
+    NaN scores rank below every other score, tied.
 
     Parameters
     ----------
@@ -162,11 +175,12 @@ def pr_curve(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
         the start point: ``([1.0], [0.0])``.
     """
     pos, score = _scored(y, score)
-    n_pos = int(pos.sum())
-    if n_pos == 0:
+    if not pos.any():
         return np.array([1.0]), np.array([0.0])
-    tps, fps = _cumulative_counts(pos, score)
-    return np.r_[1.0, tps / (tps + fps)], np.r_[0.0, tps / n_pos]
+    precision, recall, _ = skm.precision_recall_curve(
+        pos, _ordered(score), drop_intermediate=False
+    )
+    return precision[::-1].copy(), recall[::-1].copy()
 
 
 def threshold_at_fpr(y: Any, score: Any, fpr: float = 0.01) -> float:
@@ -323,13 +337,16 @@ def majority_accuracy(y_train: Any, y_val: Any) -> float:
 
 
 def roc_curve(y: Any, score: Any) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct score threshold (from (0, 0) to (1, 1))."""
-    y = _binary(y)
-    score = np.asarray(score, np.float64)
-    if y.all() or not y.any():
+    """False- and true-positive rates at every distinct score threshold, (0, 0) to (1, 1).
+
+    ``sklearn.metrics.roc_curve`` with every point kept; with one class only, the diagonal.
+    NaN scores rank below every other score, tied.
+    """
+    pos, score = _scored(y, score)
+    if pos.all() or not pos.any():
         return np.array([0.0, 1.0]), np.array([0.0, 1.0])
-    tps, fps = _cumulative_counts(y, score)
-    return np.r_[0.0, fps / (~y).sum()], np.r_[0.0, tps / y.sum()]
+    fpr, tpr, _ = skm.roc_curve(pos, _ordered(score), drop_intermediate=False)
+    return fpr, tpr
 
 
 # --------------------------------------------------------------------------- calibration

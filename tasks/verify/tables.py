@@ -175,19 +175,34 @@ def _parse_digests(index: ParsedIndex, values: pd.Series, problems: list[Problem
 
 def check_index(index: ParsedIndex, problems: list[Problem]) -> None:
     """cutout_id sequence, job/catalog order, one row per candidate, contract file names."""
+    _ids_in_sequence(index, problems)
+    again = _duplicates(index, problems)
+    _in_order(index, np.flatnonzero(~again), problems)  # a repeated candidate: reported once
+    sharded = index.shard != ""
+    _one_layout(index, sharded, problems)
+    for i in range(len(index.pos)):
+        _contract_names(index, i, bool(sharded[i]), problems)
+
+
+def _index_problem(index: ParsedIndex, i: int, kind: str, text: str) -> Problem:
+    return Problem(kind, text, file=INDEX_FILE, **index.where(i))
+
+
+def _ids_in_sequence(index: ParsedIndex, problems: list[Problem]) -> None:
+    """Rule: ``cutout_id`` is 0 .. N-1 in row order."""
     n = len(index.pos)
     off = np.flatnonzero(index.cutout_id != np.arange(n))
     if len(off):
         i = off[0]
-        problems.append(
-            Problem(
-                "index",
-                f"cutout_id is {index.frame['cutout_id'].iat[i]}, expected {i}: ids must be "
-                f"0 .. {n - 1} in row order ({len(off)} rows differ from here on)",
-                file=INDEX_FILE,
-                **index.where(i),
-            )
-        )
+        problems.append(_index_problem(
+            index, i, "index",
+            f"cutout_id is {index.frame['cutout_id'].iat[i]}, expected {i}: ids must be "
+            f"0 .. {n - 1} in row order ({len(off)} rows differ from here on)",
+        ))
+
+
+def _duplicates(index: ParsedIndex, problems: list[Problem]) -> np.ndarray:
+    """Rule: one row per (job_id, catalog_row). Returns the mask of the repeats."""
     key = pd.DataFrame({"job": index.job, "k": index.catalog_row})
     again = key.duplicated(keep="first").to_numpy() & index.catalog_ok
     if again.any():
@@ -198,75 +213,57 @@ def check_index(index: ParsedIndex, problems: list[Problem]) -> None:
             )
         }
         for i in np.flatnonzero(again):
-            problems.append(
-                Problem(
-                    "duplicate-row",
-                    f"candidate already indexed at index row "
-                    f"{first[(index.job[i], index.catalog_row[i])]}",
-                    file=INDEX_FILE,
-                    **index.where(i),
-                )
-            )
-    once = np.flatnonzero(~again)  # a repeated candidate is reported above, once
+            where = first[(index.job[i], index.catalog_row[i])]
+            problems.append(_index_problem(
+                index, i, "duplicate-row", f"candidate already indexed at index row {where}"
+            ))
+    return again
+
+
+def _in_order(index: ParsedIndex, once: np.ndarray, problems: list[Problem]) -> None:
+    """Rule: rows in job order, then catalog order (``once``: the rows to look at)."""
     if len(once) > 1:
         job, k = index.job[once], index.catalog_row[once]
         back = (job[1:] < job[:-1]) | ((job[1:] == job[:-1]) & (k[1:] < k[:-1]))
         if back.any():
             i = int(once[np.flatnonzero(back)[0] + 1])
-            problems.append(
-                Problem(
-                    "index",
-                    "rows are not in job order, then catalog order, from here on",
-                    file=INDEX_FILE,
-                    **index.where(i),
-                )
-            )
-    sharded = index.shard != ""
+            problems.append(_index_problem(
+                index, i, "index", "rows are not in job order, then catalog order, from here on"
+            ))
+
+
+def _one_layout(index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]) -> None:
+    """Rule: every row names a shard, or none does."""
     if sharded.any() and not sharded.all():
         i = int(np.flatnonzero(~sharded)[0] if sharded[0] else np.flatnonzero(sharded)[0])
-        problems.append(
-            Problem(
-                "index",
-                f"mixes layouts: {int(sharded.sum())} rows name a shard, "
-                f"{int((~sharded).sum())} do not",
-                file=INDEX_FILE,
+        problems.append(_index_problem(
+            index, i, "index",
+            f"mixes layouts: {int(sharded.sum())} rows name a shard, "
+            f"{int((~sharded).sum())} do not",
+        ))
+
+
+def _contract_names(index: ParsedIndex, i: int, sharded: bool, problems: list[Problem]) -> None:
+    """Rule: row ``i`` names its file as the contract does, and a shard row is a row."""
+    job_id, name = index.job[i], index.file[i]
+    if sharded:
+        want = shard_filename(job_id)
+        if index.shard[i] != want or name != want:
+            problems.append(_index_problem(
+                index, i, "index",
+                f"shard {index.shard[i]!r}, cutout_filename {name!r}: both must be {want!r}",
+            ))
+        elif not index.row_ok[i] or index.row[i] < 0:
+            problems.append(Problem(
+                "index", f"row {index.frame['row'].iat[i]!r} is not a shard row", file=name,
                 **index.where(i),
-            )
-        )
-    for i in range(n):
-        job_id, name = index.job[i], index.file[i]
-        if sharded[i]:
-            want = shard_filename(job_id)
-            if index.shard[i] != want or name != want:
-                problems.append(
-                    Problem(
-                        "index",
-                        f"shard {index.shard[i]!r}, cutout_filename {name!r}: both must be "
-                        f"{want!r}",
-                        file=INDEX_FILE,
-                        **index.where(i),
-                    )
-                )
-            elif not index.row_ok[i] or index.row[i] < 0:
-                problems.append(
-                    Problem(
-                        "index",
-                        f"row {index.frame['row'].iat[i]!r} is not a shard row",
-                        file=name,
-                        **index.where(i),
-                    )
-                )
-        elif index.catalog_ok[i]:
-            want = cutout_filename(job_id, int(index.catalog_row[i]))
-            if name != want:
-                problems.append(
-                    Problem(
-                        "index",
-                        f"cutout_filename {name!r}, the contract's name is {want!r}",
-                        file=INDEX_FILE,
-                        **index.where(i),
-                    )
-                )
+            ))
+    elif index.catalog_ok[i]:
+        want = cutout_filename(job_id, int(index.catalog_row[i]))
+        if name != want:
+            problems.append(_index_problem(
+                index, i, "index", f"cutout_filename {name!r}, the contract's name is {want!r}"
+            ))
 
 
 def check_splits(index: ParsedIndex, problems: list[Problem]) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,31 +307,61 @@ def check_tensors(
     problems = report.problems
     want_rows = index.sha256 is not None
     sharded = index.shard != ""
-    # files layout: rows by file name
+    rows_of = _file_rows(index, sharded, problems)
+    file_jobs = _submit_files(root, rows_of, pool, want_rows)
+    shard_rows = _shard_rows(index, sharded, problems)
+    shard_jobs = _submit_shards(root, index, shard_rows, pool, wanted, want_rows, problems)
+    located: list[Problem] = []
+    for fut in file_jobs:
+        for name, scan in fut.result():
+            located += _file_findings(index, name, rows_of[name], scan, missing, report)
+            file_problems[name] = scan.problems
+    for name, fut in shard_jobs.items():
+        scan = fut.result()
+        located += _shard_findings(index, name, shard_rows[name], scan, missing, report)
+        if scan.sha256 is not None:
+            digests[(root / name).resolve()] = scan.sha256
+        file_problems[name] = scan.problems
+    located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
+    problems.extend(located)
+
+
+def _file_rows(
+    index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]
+) -> dict[str, list[int]]:
+    """Files layout: index rows by file name; a name outside the dataset is a problem."""
     rows_of: dict[str, list[int]] = {}
     for i in np.flatnonzero(~sharded):
         name = index.file[i]
         if safe_relpath(name):
             rows_of.setdefault(name, []).append(int(i))
         else:
-            problems.append(
-                Problem(
-                    "index",
-                    f"cutout_filename {name!r} is not a path inside the dataset",
-                    file=INDEX_FILE,
-                    **index.where(int(i)),
-                )
-            )
+            problems.append(Problem(
+                "index", f"cutout_filename {name!r} is not a path inside the dataset",
+                file=INDEX_FILE, **index.where(int(i)),
+            ))
+    return rows_of
+
+
+def _submit_files(
+    root: Path, rows_of: dict[str, list[int]], pool: ThreadPoolExecutor, want_rows: bool
+) -> list[Future]:
+    """Scan the cutout files in chunks of one folder each, on the pool."""
     by_folder: dict[str, list[str]] = {}
     for name in rows_of:
         folder, _, base = name.rpartition("/")
         by_folder.setdefault(folder, []).append(base)
-    file_jobs = [
+    return [
         pool.submit(_scan_files, root, folder, chunk, want_rows)
         for folder, names in sorted(by_folder.items())
         for chunk in _chunks(sorted(names), _CHUNK_FILES)
     ]
-    # shards layout: rows by shard, shard rows exactly 0 .. N-1
+
+
+def _shard_rows(
+    index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]
+) -> dict[str, dict[int, int]]:
+    """Shards layout: per shard, shard row -> index row; a row listed twice is a problem."""
     shard_rows: dict[str, dict[int, int]] = {}
     for i in np.flatnonzero(sharded & index.row_ok):
         name = index.shard[i]
@@ -340,69 +370,81 @@ def check_tensors(
         seen = shard_rows.setdefault(name, {})
         r = int(index.row[i])
         if r in seen:
-            problems.append(
-                Problem(
-                    "index",
-                    f"shard row {r} is already listed at index row {index.pos[seen[r]]}",
-                    file=name,
-                    **index.where(int(i)),
-                )
-            )
+            problems.append(Problem(
+                "index", f"shard row {r} is already listed at index row {index.pos[seen[r]]}",
+                file=name, **index.where(int(i)),
+            ))
         else:
             seen[r] = int(i)
+    return shard_rows
+
+
+def _submit_shards(
+    root: Path,
+    index: ParsedIndex,
+    shard_rows: dict[str, dict[int, int]],
+    pool: ThreadPoolExecutor,
+    wanted: set[Path],
+    want_rows: bool,
+    problems: list[Problem],
+) -> dict[str, Future]:
+    """Scan each shard on the pool; its rows must be exactly 0 .. N-1."""
     shard_jobs = {}
     for name, seen in sorted(shard_rows.items()):
         n = len(seen)
         gaps = sorted(set(range(n)) - set(seen))
         if gaps:
             beyond = sorted(r for r in seen if r >= n)
-            problems.append(
-                Problem(
-                    "index",
-                    f"shard rows must be 0 .. {n - 1}: {_listing(gaps)} missing, "
-                    f"{_listing(beyond)} listed instead",
-                    job_id=index.job[next(iter(seen.values()))],
-                    file=name,
-                )
-            )
+            problems.append(Problem(
+                "index",
+                f"shard rows must be 0 .. {n - 1}: {_listing(gaps)} missing, "
+                f"{_listing(beyond)} listed instead",
+                job_id=index.job[next(iter(seen.values()))], file=name,
+            ))
         path = root / name
         shard_jobs[name] = pool.submit(_scan_npy, path, n, path.resolve() in wanted, want_rows)
-    located: list[Problem] = []
-    for fut in file_jobs:
-        for name, scan in fut.result():
-            report.files += not scan.missing
-            report.cutouts += scan.cutouts
-            if scan.missing:
-                missing.add(name)
-            for i in rows_of[name]:
-                for kind, msg, _ in scan.problems:
-                    located.append(Problem(kind, msg, file=name, **index.where(i)))
-                if not scan.problems and scan.rows_sha256:
-                    located += _digest_problems(index, name, {0: i}, scan, report, None)
-            file_problems[name] = scan.problems
-    for name, fut in shard_jobs.items():
-        scan = fut.result()
-        report.files += not scan.missing
-        report.cutouts += scan.cutouts
-        seen = shard_rows[name]
-        job_id = index.job[next(iter(seen.values()))]
-        if scan.missing:
-            missing.add(name)
-        if scan.sha256 is not None:
-            digests[(root / name).resolve()] = scan.sha256
-        for kind, msg, r in scan.problems:
-            if r is None:
-                located.append(Problem(kind, msg, job_id=job_id, file=name))
-            else:
-                where = index.where(seen[r]) if r in seen else {"job_id": job_id}
-                located.append(Problem(kind, f"shard row {r}: {msg}", file=name, **where))
-        if scan.rows_sha256:
-            bad = {r for _, _, r in scan.problems}
-            rows = {r: i for r, i in seen.items() if r not in bad}
-            located += _digest_problems(index, name, rows, scan, report, "shard row")
-        file_problems[name] = scan.problems
-    located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
-    problems.extend(located)
+    return shard_jobs
+
+
+def _file_findings(
+    index: ParsedIndex, name: str, rows: list[int], scan: _Scan, missing: set[str],
+    report: VerifyReport,
+) -> list[Problem]:
+    """The problems of one scanned cutout file, at each index row that lists it."""
+    report.files += not scan.missing
+    report.cutouts += scan.cutouts
+    if scan.missing:
+        missing.add(name)
+    found: list[Problem] = []
+    for i in rows:
+        found += [Problem(kind, msg, file=name, **index.where(i)) for kind, msg, _ in scan.problems]
+        if not scan.problems and scan.rows_sha256:
+            found += _digest_problems(index, name, {0: i}, scan, report, None)
+    return found
+
+
+def _shard_findings(
+    index: ParsedIndex, name: str, seen: dict[int, int], scan: _Scan, missing: set[str],
+    report: VerifyReport,
+) -> list[Problem]:
+    """The problems of one scanned shard, at the index row of each shard row."""
+    report.files += not scan.missing
+    report.cutouts += scan.cutouts
+    job_id = index.job[next(iter(seen.values()))]
+    if scan.missing:
+        missing.add(name)
+    found: list[Problem] = []
+    for kind, msg, r in scan.problems:
+        if r is None:
+            found.append(Problem(kind, msg, job_id=job_id, file=name))
+        else:
+            where = index.where(seen[r]) if r in seen else {"job_id": job_id}
+            found.append(Problem(kind, f"shard row {r}: {msg}", file=name, **where))
+    if scan.rows_sha256:
+        bad = {r for _, _, r in scan.problems}
+        rows = {r: i for r, i in seen.items() if r not in bad}
+        found += _digest_problems(index, name, rows, scan, report, "shard row")
+    return found
 
 
 def _digest_problems(
