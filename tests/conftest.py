@@ -13,11 +13,32 @@ import pandas as pd
 import pytest
 
 # A mutation run (docs/mutation-testing.md) runs the tests from its copy of the code in
-# ./mutants: point the package's tasks at that copy before anything imports them.
+# ./mutants, and keys each mutant by the module name of its file there (tasks.dataset.cutout):
+# import croissant_cutouts.tasks.* as that mutated copy, under that name.
 if os.environ.get("MUTANT_UNDER_TEST") is not None and Path("tasks").is_dir():
-    import croissant_cutouts.tasks
+    import importlib
+    import importlib.abc
+    import importlib.util
+    import sys
 
-    croissant_cutouts.tasks.__path__.insert(0, str(Path("tasks").resolve()))
+    class _MutantAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """``croissant_cutouts.tasks.X`` is the module ``tasks.X`` of ./mutants."""
+
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname == "croissant_cutouts.tasks" or fullname.startswith(
+                "croissant_cutouts.tasks."
+            ):
+                return importlib.util.spec_from_loader(fullname, self)
+            return None
+
+        def create_module(self, spec):
+            return importlib.import_module(spec.name.removeprefix("croissant_cutouts."))
+
+        def exec_module(self, module):
+            pass
+
+    sys.path.insert(0, str(Path.cwd()))
+    sys.meta_path.insert(0, _MutantAlias())
 
 # Before anything imports Prefect: its home, database and results live in a throw-away
 # folder of this test session (ephemeral mode, no server to run by hand).
