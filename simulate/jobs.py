@@ -36,7 +36,7 @@ __all__ = [
     "simulate_jobs",
 ]
 
-#: Causes of bogus detections (one definition, in :mod:`tasks.layouts`, which reads them back).
+#: Causes of bogus detections (defined in :mod:`tasks.inputs.layouts`, which reads them back).
 BOGUS_KINDS = _BOGUS_KINDS
 FIELD_BASE = 5_333_116  # FIELD of the first simulated field (a RAPID-like sky tile id)
 PIXEL_SCALE_DEG = 0.11 / 3600.0

@@ -53,7 +53,7 @@ def dn_zeropoint(filt: str) -> float:
     """AB magnitude of a source of 1 DN/s in a reformatted image of filter ``filt``.
 
     ``ZPTMAG + zp_band - 2.5 log10(EXPTIME)``, with ``zp_band`` galsim's Roman bandpass
-    zero point (:data:`tasks.truth.ROMAN_BAND_ZEROPOINTS`).
+    zero point (:data:`tasks.config.ROMAN_BAND_ZEROPOINTS`).
     """
     return FILTERS[filt] + ROMAN_BAND_ZEROPOINTS[filt] - 2.5 * np.log10(EXPTIME[filt])
 

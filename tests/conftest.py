@@ -187,7 +187,7 @@ def s3_server(tmp_path):
 
 
 def fail_second_batch(monkeypatch) -> None:
-    """Make ``tasks.cutout.make_tensors`` raise ``OSError("disk full")`` on its second call."""
+    """Make ``dataset.cutout.make_tensors`` raise ``OSError("disk full")`` on its second call."""
     import croissant_cutouts.tasks.dataset.cutout as cutout_mod
 
     calls = {"n": 0}

@@ -272,7 +272,7 @@ def test_code_change_invalidates_the_load_cache(tmp_path, three_jobs, monkeypatc
     """The load task's key holds the source of its modules: an edit re-runs the load.
 
     A temporary module is added to the modules the load task's cache policy hashes and then
-    edited; the policy reads its source as it reads ``tasks.load``'s. The digest is memoised
+    edited; the policy reads its source as it reads ``tasks.inputs.load``'s. The digest is memoised
     per process (code does not change while it runs): clearing the memo stands for the
     next process.
     """

@@ -2,7 +2,7 @@
 
 The record set ``transient_candidates`` and its field ids (``transient_candidates/label``,
 ``transient_candidates/cutout_path``, ...) are those of the seed's metadata, so clients
-written against it keep working. Fields are generated from :data:`tasks.schema.INDEX_SCHEMA`,
+written against it keep working. Fields are generated from :data:`tasks.contract.INDEX_SCHEMA`,
 each a plain column of ``master_index.csv``.
 
 What the Croissant 1.1 specification (http://mlcommons.org/croissant/1.1) asks, and where it
@@ -138,7 +138,7 @@ class CroissantError(ValueError):
 
 def _read_index(csv_path: Path) -> pd.DataFrame:
     """The index columns the metadata needs (``shard``, ``split``, ``label``, ``job_id``,
-    ``field``: those of :func:`tasks.splits.split_counts`), checked.
+    ``field``: those of :func:`tasks.dataset.splits.split_counts`), checked.
 
     Raises
     ------

@@ -291,9 +291,9 @@ def cut_job(
     Parameters
     ----------
     job : JobData
-        Output of :func:`tasks.load.load_job`.
+        Output of :func:`tasks.inputs.load.load_job`.
     limits : dict of ChannelLimits
-        Output of :func:`tasks.normalize.job_limits`.
+        Output of :func:`tasks.dataset.normalize.job_limits`.
     out_dir : path-like
         Dataset root; files go to ``<out_dir>/cutouts/``.
     batch : int

@@ -1,6 +1,6 @@
 """Index step: ``master_index.csv``, ``rejects.csv`` and ``zscale_limits.csv``.
 
-Columns come from :data:`tasks.schema.INDEX_SCHEMA`, declared once.
+Columns come from :data:`tasks.contract.INDEX_SCHEMA`, declared once.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def write_index(
     """Write the dataset's tables from per-job results, in job-name order.
 
     The ``split`` column is assigned here, over the whole index, by
-    :func:`tasks.splits.assign_splits` with ``splits`` (default ``SplitParams()``): by sky
+    :func:`tasks.dataset.splits.assign_splits` with ``splits`` (default ``SplitParams()``): by sky
     field, else by job, never by cutout. An index with too few fields and jobs to split
     puts every cutout in ``train`` and says so in the notes (training then refuses it).
 

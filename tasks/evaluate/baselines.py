@@ -8,7 +8,7 @@
   features of the index (finder and PSF-fit columns; never positions, labels or truth),
   missing values handled natively.
 
-Scores follow :mod:`tasks.metrics`: higher means more likely real.
+Scores follow :mod:`tasks.evaluate.metrics`: higher means more likely real.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """Plots and a one-page markdown report of a trained real/bogus classifier.
 
-Every plot function draws one PNG from plain arrays or the tables of :mod:`tasks.metrics`
+Every plot function draws one PNG from plain arrays or the tables of :mod:`tasks.evaluate.metrics`
 and returns the path it wrote; :func:`render_report` turns the metrics dict of a training run
 into markdown that links those PNGs, and :func:`write_report` writes it.
 
 Conventions
 -----------
 - Labels 1 real, 0 bogus; higher score = more real; called real when ``score > threshold``
-  (see :mod:`tasks.metrics`).
+  (see :mod:`tasks.evaluate.metrics`).
 - Cutouts are (64, 64, 4) float32 in [0, 1], channel-last: science, reference, difference,
   score (:data:`CHANNEL_TITLES`); shown grey with ``vmin=0, vmax=1``.
-- Files are written atomically (:func:`tasks.atomic.atomic_output`). PNGs have a fixed size
+- Files are written atomically (:func:`tasks.infra.atomic.atomic_output`). PNGs have a fixed size
   (``figsize * DPI`` pixels, no tight bounding box) and no ``Software`` tag, so the same
   inputs give the same bytes.
 - Figures are plain :class:`matplotlib.figure.Figure` objects drawn by the Agg renderer,
@@ -118,7 +118,7 @@ def plot_roc(
         split. The legend gives each model's ROC AUC.
     fpr : float
         False-positive rate marked by a vertical line (default 1 %); each curve gets a dot at
-        the threshold that meets it on these data (:func:`tasks.metrics.threshold_at_fpr`).
+        the threshold that meets it on these data (:func:`tasks.evaluate.metrics.threshold_at_fpr`).
 
     Returns
     -------
@@ -199,7 +199,7 @@ def plot_reliability(
     path : path-like
         PNG to write.
     table : pandas.DataFrame
-        :func:`tasks.metrics.reliability_table`: ``bin_lo``, ``bin_hi``, ``n``,
+        :func:`tasks.evaluate.metrics.reliability_table`: ``bin_lo``, ``bin_hi``, ``n``,
         ``mean_prob``, ``frac_real``. Bars show ``frac_real`` over each bin, dots sit at
         ``(mean_prob, frac_real)``; a calibrated model lies on the diagonal.
     title : str
@@ -309,7 +309,7 @@ def plot_completeness(path: str | os.PathLike[str], table: pd.DataFrame) -> Path
     path : path-like
         PNG to write.
     table : pandas.DataFrame
-        :func:`tasks.metrics.completeness_by_mag`: ``mag_lo``, ``mag_hi``, ``n_real``,
+        :func:`tasks.evaluate.metrics.completeness_by_mag`: ``mag_lo``, ``mag_hi``, ``n_real``,
         ``recovered``, ``completeness``. Bins with ``n_real = 0`` are left out; each point
         has a binomial error bar ``sqrt(p (1 - p) / n)`` and its ``n`` written above. An
         empty table gives a figure saying "no truth magnitudes".
@@ -730,7 +730,7 @@ def render_report(metrics: Mapping[str, Any], plots: Mapping[str, str | os.PathL
         The metrics of a run (``metrics.json``): ``dataset``, ``params``, ``packages``,
         ``device``, ``seed``, ``epochs``, ``unlabelled``, ``dropped_by_max_cutouts``,
         ``splits``, ``models`` (name to ``description``, ``validation`` and ``test`` blocks
-        of :func:`tasks.metrics.evaluate`), ``threshold_rule``, ``completeness_vs_mag``,
+        of :func:`tasks.evaluate.metrics.evaluate`), ``threshold_rule``, ``completeness_vs_mag``,
         ``fpr_by_kind``, ``leakage``, ``target``, ``loss``, ``layout`` (timings
         are left out, so a repeated run gives the same report). Missing keys, None and
         NaN show as "–" or "not available".

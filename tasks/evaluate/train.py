@@ -111,7 +111,7 @@ def _none_for_nan(value: Any) -> Any:
 def random_split(n: int, splits: SplitParams, seed: int) -> np.ndarray:
     """Split names for ``n`` rows drawn per row (the leaky way), with the same fractions.
 
-    As many rows per split as :func:`tasks.splits.deal_counts` deals groups, in the order
+    As many rows per split as :func:`tasks.dataset.splits.deal_counts` deals groups, in the order
     of ``numpy.random.default_rng(seed)``.
     Used only to measure how much a per-cutout split flatters a model.
     """
@@ -259,11 +259,11 @@ def smoke_train(
     Steps: read the index through Croissant (:func:`read_records`); drop rows without a
     label; cap to ``params.max_cutouts`` keeping whole jobs (:func:`cap_by_job`); take the
     dataset's own ``split`` column (assigned by field or job when the index was written;
-    :mod:`tasks.splits`); train on ``train`` (:func:`train_cnn`), record the loss on
+    :mod:`tasks.dataset.splits`); train on ``train`` (:func:`train_cnn`), record the loss on
     ``validation`` per epoch; choose each model's threshold on ``validation`` (the lowest
     with a false-positive rate <= 1 %) and evaluate on ``test``
-    (:func:`tasks.metrics.evaluate`). Beside the CNN, on the same rows: the baselines of
-    :mod:`tasks.baselines` (majority class, score-image peak, gradient boosting on catalog
+    (:func:`tasks.evaluate.metrics.evaluate`). Beside the CNN, on the same rows: the baselines of
+    :mod:`tasks.evaluate.baselines` (majority class, score-image peak, gradient boosting on catalog
     features). With ``params.leakage_check``, a second CNN trained on a random per-cutout
     split of the same rows with the fractions of ``splits`` gives the leakage gap (its test
     AUC minus the field split's). Writes ``metrics.json``, ``report.md`` and ``plots/``
@@ -293,7 +293,7 @@ def smoke_train(
         What was written to ``metrics.json`` (see the README, "Reading metrics.json"):
         ``dataset`` (name, version, croissant and index sha256), ``params``, ``packages``,
         ``splits`` (rule and per-split counts), ``models`` (cnn, gradient_boosting,
-        score_peak, majority: validation and test blocks of :func:`tasks.metrics.evaluate`),
+        score_peak, majority: validation and test blocks of :func:`.metrics.evaluate`),
         ``completeness_vs_mag``, ``fpr_by_kind``, ``leakage``, ``target``, ``loss``,
         ``validation`` and ``test`` (the CNN's blocks again), ``counts``, ``n_jobs``,
         timings. Undefined values are ``None``.

@@ -100,7 +100,7 @@ class LabelOptions:
 class ParsedCatalog(NamedTuple):
     """What a layout makes of a job's catalogs.
 
-    ``table`` has the columns :data:`tasks.schema.CANDIDATE_COLUMNS`, one row per catalog
+    ``table`` has the columns :data:`tasks.contract.CANDIDATE_COLUMNS`, one row per catalog
     row; ``rejects`` lists ``(catalog_row, reason)`` of rows that cannot be used; ``notes``
     says what was unusual but handled (e.g. a finder-less RAPID job).
     """
@@ -293,7 +293,7 @@ class SeedLayout(Layout):
         Returns
         -------
         table : pandas.DataFrame
-            One row per catalog row, columns :data:`tasks.schema.CANDIDATE_COLUMNS`;
+            One row per catalog row, columns :data:`tasks.contract.CANDIDATE_COLUMNS`;
             ``label`` is 0 when ``match == -1`` else 1.
         rejects : list of (int, str)
             Catalog rows that cannot be used, with a reason (missing or non-finite position,
@@ -682,7 +682,7 @@ class RapidLayout(Layout):
     Candidates are the rows of the PSF-fit catalog (``diffimage_masked_psfcat``) at their
     fitted positions ``x_fit``, ``y_fit`` (0-based), joined **on ``id``** to the finder catalog
     (``diffimage_masked_psfcat_finder``) for its centroids and shape features. Labels come
-    from the injection list and the simulation truth index (:mod:`tasks.truth`); a job
+    from the injection list and the simulation truth index (:mod:`tasks.inputs.truth`); a job
     without either is unlabelled (label empty, ``labelled`` false).
     """
 

@@ -5,7 +5,7 @@ against the file size, and :func:`open_image` later maps the pixels from disk
 (``numpy.memmap``), so a task passes only paths and a small candidate table.
 
 A job in an object store (a spec with :attr:`JobSpec.remote`) is first staged into its
-local folder (:func:`tasks.remote.stage_job`) and then read like any local job.
+local folder (:func:`tasks.inputs.remote.stage_job`) and then read like any local job.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class JobData:
     def ensure_local(self) -> None:
         """Stage a remote job again when its staged copy is gone (a load served from cache).
 
-        Called by :class:`tasks.caching.ContentPolicy` before it hashes the files; a no-op
+        Called by :class:`tasks.infra.caching.ContentPolicy` before it hashes the files; a no-op
         for a local job or a current staged copy.
         """
         remote = self.spec.remote

@@ -9,7 +9,7 @@ one whose header cannot answer the selection, is reported as a rejected job, nev
 silently.
 
 ``input_dir`` may be an object-store URL (``s3://bucket/prefix``): its ``jid*`` job
-folders are listed remotely (:mod:`tasks.remote`), field lists named relative to it are
+folders are listed remotely (:mod:`tasks.inputs.remote`), field lists named relative to it are
 read from it, headers for the selection are read remotely (first blocks only), and each
 job's spec points to its folder under ``stage_dir``, where the load step stages it.
 """

@@ -26,7 +26,7 @@
 
 Choices:
 
-- Hidden temporary files (``.<name>.tmp-<pid>...``, :data:`tasks.atomic.TMP_MARK`) are what
+- Hidden temporary files (``.<name>.tmp-<pid>...``, :data:`tasks.infra.atomic.TMP_MARK`) are what
   a killed run leaves; the next ``create`` removes them. They are not corruption: the report
   counts them in a note, not as problems. Non-``.npy`` files a user put in ``cutouts/`` or
   ``shards/`` are not ours and are ignored (the Croissant FileSet matches ``*.npy`` only).
@@ -105,7 +105,7 @@ def verify_dataset(
     input_dir : path-like, optional
         Local folder of the ``jid*`` job folders the dataset was built from: each job of
         ``jobs.csv`` that has a folder there has its catalog rows recounted
-        (:meth:`tasks.layouts.Layout.count_rows`) and compared with ``catalog_rows``.
+        (:meth:`tasks.inputs.layouts.Layout.count_rows`) and compared with ``catalog_rows``.
     require_croissant : bool
         Report a missing ``croissant.json`` (default). False after ``create`` alone.
     croissant : path-like, optional

@@ -79,9 +79,9 @@ def recut_jobs(
     """Cut the candidates of ``rows`` (mask of kept index rows) again, job by job; compare.
 
     Each job of the index with a folder in ``input_dir`` is loaded with the plain
-    :func:`tasks.load.load_job`, its ZScale limits recomputed
-    (:func:`tasks.normalize.job_limits`) and its indexed candidates cut in batches of
-    ``batch`` (:func:`tasks.cutout.make_tensors`) from the memory-mapped images, at the
+    :func:`tasks.inputs.load.load_job`, its ZScale limits recomputed
+    (:func:`tasks.dataset.normalize.job_limits`) and its indexed candidates cut in batches of
+    ``batch`` (:func:`tasks.dataset.cutout.make_tensors`) from the memory-mapped images, at the
     positions of the input catalog's rows named by ``catalog_row``. Memory: one job's
     catalog and one batch of fresh and stored cutouts at a time.
     """

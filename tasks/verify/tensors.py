@@ -47,7 +47,7 @@ _SHARD_BLOCK = 256
 class _Scan:
     """Result of reading one .npy: problems without location, and its digests when asked.
 
-    ``rows_sha256`` holds the :func:`tasks.cutout.cutout_sha256` of each cutout's data bytes
+    ``rows_sha256`` holds the :func:`tasks.contract.cutout_sha256` of each cutout's data bytes
     (one for a cutout file, one per row of a shard), when asked and the file is readable.
     """
 
