@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cutouts",
         description="RAPID job folders -> Croissant-described 64x64x4 cutout dataset.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("create", help="load, normalize, cutout, index (create_dataset.py)")
     _add_create_opts(p)
@@ -170,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate_parser(sub)
     _add_serve_parser(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version (one number, from ``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("croissant-cutouts")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
 
 
 def _add_croissant_parser(sub: Any) -> None:

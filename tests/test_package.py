@@ -303,3 +303,18 @@ def test_prefect_yaml_entrypoints_load_their_flows(monkeypatch):
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
         assert flow.name == "build_dataset"
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
+
+
+def test_one_version_number_everywhere():
+    """pyproject.toml, ``cutouts --version``, CITATION.cff and the changelog agree."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("cutouts")), "--version"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert done.stdout.strip() == f"cutouts {version}"
+    assert yaml.safe_load((ROOT / "CITATION.cff").read_text())["version"] == version
+    first = next(line for line in (ROOT / "CHANGELOG.md").read_text().splitlines()
+                 if line.startswith("## "))
+    assert first.startswith(f"## {version} ")
+    assert "BSD 3-Clause" in (ROOT / "LICENSE").read_text()
