@@ -170,7 +170,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_simulate_parser(sub)
     _add_serve_parser(sub)
+    _accept_dashes(parser)
     return parser
+
+
+class _DashedHelp(argparse.HelpFormatter):
+    """Help that shows each long option in its dashed form only (``--input-dir``)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [s for s in action.option_strings if not (s.startswith("--") and "_" in s)]
+        if not shown or shown == action.option_strings:
+            return super()._format_action_invocation(action)
+        return super()._format_action_invocation(
+            argparse.Action(
+                shown, action.dest, nargs=action.nargs, metavar=action.metavar,
+                choices=action.choices,
+            )
+        )
+
+
+def _accept_dashes(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--input-dir`` wherever ``--input_dir`` is an option (the seed's spelling).
+
+    Both spellings parse alike, in every subcommand; help shows the dashed one.
+    """
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    for p in parsers:
+        p.formatter_class = _DashedHelp
+        for action in list(p._actions):
+            for opt in list(action.option_strings):
+                dashed = opt.replace("_", "-")
+                if opt.startswith("--") and dashed not in p._option_string_actions:
+                    action.option_strings.insert(action.option_strings.index(opt), dashed)
+                    p._option_string_actions[dashed] = action
 
 
 def _version() -> str:

@@ -117,3 +117,17 @@ def test_simulate_rapid_layout_prints_counts(tmp_path, capsys):
     assert any(line.startswith("gallery: ") for line in printed)
     assert (out / "gallery.png").exists() and (out / "H158_fields.txt").exists()
     assert (out / "jid0002" / "diffimage_masked_psfcat.txt").exists()
+
+
+def test_long_options_take_dashes_or_underscores_and_help_shows_dashes(capsys):
+    from croissant_cutouts.flows.cli import build_parser
+
+    parser = build_parser()
+    for spelling in ("--input-dir", "--input_dir"):
+        args = parser.parse_args(["create", spelling, "jobs", "--output-dir", "out",
+                                  "--mjd_max", "61000", "--task-runner", "threads"])
+        assert (args.input_dir, args.output_dir, args.mjd_max) == ("jobs", "out", 61000.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["verify", "--help"])
+    shown = capsys.readouterr().out
+    assert "--dataset-dir" in shown and "--input-dir" in shown and "_dir" not in shown
