@@ -313,3 +313,50 @@ def test_report_plots_from_a_data_frame_round_trip(tmp_path):
     table = pd.DataFrame(full_metrics()["completeness_vs_mag"])
     path = plot_completeness(tmp_path / "c.png", table)
     assert path.read_bytes() == PLOTS["completeness"](tmp_path / "d.png").read_bytes()
+
+
+def test_roc_axis_is_logarithmic_from_half_the_smallest_rate(tmp_path, monkeypatch):
+    """The FPR axis is log, starts at 0.5 / n_neg, and a rate of 0 is drawn at that edge."""
+    import matplotlib.figure
+
+    from croissant_cutouts.tasks.evaluate.report import fpr_floor, plot_roc
+
+    y = np.array([0] * 40 + [1] * 10)
+    score = np.r_[np.linspace(0, 1, 40), np.linspace(2, 3, 10)]  # perfect: FPR 0 at TPR 1
+    assert fpr_floor(y) == 0.5 / 40 and fpr_floor(np.ones(3)) == 1e-3
+    seen = []
+
+    def spy(fig, *args, **kwargs):  # read the axis before the figure is cleared
+        ax = fig.axes[0]
+        seen.append((ax.get_xscale(), ax.get_xlim(), ax.lines[2].get_data()))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    plot_roc(tmp_path / "roc.png", {"CNN": (y, score)})
+    ((scale, xlim, (x, t)),) = seen  # lines: chance, the FPR line, then the CNN's curve
+    assert scale == "log" and xlim[0] == pytest.approx(0.5 / 40)
+    assert np.min(x) == pytest.approx(0.5 / 40) and np.max(t) == 1.0
+
+
+def test_completeness_error_bars_are_wilson_intervals(tmp_path, monkeypatch):
+    """Not zero-width at 0 or 1: astropy's Wilson interval, 68.27 %."""
+    import matplotlib.axes
+    from astropy.stats import binom_conf_interval
+
+    from croissant_cutouts.tasks.evaluate.report import plot_completeness
+
+    table = pd.DataFrame({"mag_lo": [20.0, 21.0], "mag_hi": [21.0, 22.0], "n_real": [5, 4],
+                          "recovered": [5, 0], "completeness": [1.0, 0.0]})
+    bars = {}
+    real = matplotlib.axes.Axes.errorbar
+
+    def spy(ax, x, y, **kw):
+        bars.update(kw)
+        return real(ax, x, y, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    plot_completeness(tmp_path / "c.png", table)
+    low, high = binom_conf_interval(np.array([5, 0]), np.array([5, 4]), 0.6827, "wilson")
+    below, above = bars["yerr"]
+    np.testing.assert_allclose(below, [1 - low[0], 0 - low[1]], atol=1e-12)
+    np.testing.assert_allclose(above, [high[0] - 1, high[1] - 0], atol=1e-12)
+    assert below[0] > 0 and above[1] > 0  # a real interval at p = 1 and at p = 0

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from astropy.stats import binom_conf_interval
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -48,6 +49,7 @@ __all__ = [
     "DPI",
     "FIGSIZE",
     "PLOT_TITLES",
+    "fpr_floor",
     "plot_completeness",
     "plot_gallery",
     "plot_loss",
@@ -124,22 +126,42 @@ def plot_roc(
     -------
     pathlib.Path
         ``path``.
+
+    Notes
+    -----
+    The false-positive axis is logarithmic, where a real/bogus classifier's differences lie
+    (an AUC near 1 hides the curve in the corner of a linear plot). It starts at
+    :func:`fpr_floor`; a false-positive rate of 0 is drawn there.
     """
     fig = _figure()
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="chance")
+    floor = min((fpr_floor(y) for y, _ in curves.values()), default=1e-3)
+    chance = np.geomspace(floor, 1, 50)
+    ax.plot(chance, chance, color="0.6", linestyle="--", linewidth=1, label="chance")
     ax.axvline(fpr, color="0.3", linestyle=":", linewidth=1, label=f"FPR = {fpr:.0%}")
     for i, (name, (y, score)) in enumerate(curves.items()):
         color = f"C{i}"
         x, t = roc_curve(y, score)
-        ax.plot(x, t, color=color, label=f"{name} (AUC {_fmt(roc_auc(y, score))})")
+        ax.plot(np.maximum(x, floor), t, color=color,
+                label=f"{name} (AUC {_fmt(roc_auc(y, score))})")
         rates = rates_at_threshold(y, score, threshold_at_fpr(y, score, fpr))
         if not math.isnan(rates["fpr"]) and not math.isnan(rates["tpr"]):
-            ax.plot(rates["fpr"], rates["tpr"], "o", color=color, markersize=4)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate", ylabel="true-positive rate")
+            ax.plot(max(rates["fpr"], floor), rates["tpr"], "o", color=color, markersize=4)
+    ax.set_xscale("log")
+    ax.set(xlim=(floor, 1), ylim=(0, 1.01), ylabel="true-positive rate",
+           xlabel="false-positive rate (log; 0 drawn at the left edge)")
     ax.set_title("ROC")
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
+
+
+def fpr_floor(y: Any) -> float:
+    """Left edge of a logarithmic FPR axis: half the smallest non-zero FPR of ``y``'s negatives.
+
+    ``0.5 / n_neg`` (1e-3 without negatives), so every reachable non-zero rate is inside.
+    """
+    n_neg = int(np.sum(np.asarray(y) == 0))
+    return 0.5 / n_neg if n_neg else 1e-3
 
 
 def plot_pr(path: str | os.PathLike[str], curves: Mapping[str, tuple[Any, Any]]) -> Path:
@@ -311,7 +333,8 @@ def plot_completeness(path: str | os.PathLike[str], table: pd.DataFrame) -> Path
     table : pandas.DataFrame
         :func:`tasks.evaluate.metrics.completeness_by_mag`: ``mag_lo``, ``mag_hi``, ``n_real``,
         ``recovered``, ``completeness``. Bins with ``n_real = 0`` are left out; each point
-        has a binomial error bar ``sqrt(p (1 - p) / n)`` and its ``n`` written above. An
+        has a 68.27 % Wilson binomial interval (``astropy.stats.binom_conf_interval``: not
+        zero-width at 0 or 1, unlike ``sqrt(p (1 - p) / n)``) and its ``n`` written above. An
         empty table gives a figure saying "no truth magnitudes".
 
     Returns
@@ -329,11 +352,13 @@ def plot_completeness(path: str | os.PathLike[str], table: pd.DataFrame) -> Path
     lo = table["mag_lo"].to_numpy(np.float64)[filled]
     hi = table["mag_hi"].to_numpy(np.float64)[filled]
     n = n[filled]
-    p = table["recovered"].to_numpy(np.float64)[filled] / n
-    err = np.sqrt(p * (1 - p) / n)
+    k = table["recovered"].to_numpy(np.int64)[filled]
+    p = k / n
+    low, high = binom_conf_interval(k, n, confidence_level=0.6827, interval="wilson")
     mid = (lo + hi) / 2
-    ax.errorbar(mid, p, xerr=(hi - lo) / 2, yerr=err, fmt="o", color="C0", capsize=2)
-    for x, top, count in zip(mid, np.minimum(p + err, 1.0), n, strict=True):
+    ax.errorbar(mid, p, xerr=(hi - lo) / 2, yerr=(p - low, high - p), fmt="o", color="C0",
+                capsize=2)
+    for x, top, count in zip(mid, high, n, strict=True):
         ax.annotate(
             f"n={count}",
             (x, top),
