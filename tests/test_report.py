@@ -19,22 +19,20 @@ from croissant_cutouts.tasks.evaluate.metrics import (
     reliability_table,
     threshold_at_fpr,
 )
-from croissant_cutouts.tasks.evaluate.report import (
+from croissant_cutouts.tasks.evaluate.plots import (
     DPI,
     FIGSIZE,
     GALLERY_CELL_IN,
     GALLERY_LABEL_IN,
     GALLERY_TITLE_IN,
-    PLOT_TITLES,
     plot_completeness,
     plot_gallery,
     plot_loss,
     plot_pr,
     plot_reliability,
     plot_roc,
-    render_report,
-    write_report,
 )
+from croissant_cutouts.tasks.evaluate.report import PLOT_TITLES, render_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOT_PIXELS = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
@@ -319,7 +317,7 @@ def test_roc_axis_is_logarithmic_from_half_the_smallest_rate(tmp_path, monkeypat
     """The FPR axis is log, starts at 0.5 / n_neg, and a rate of 0 is drawn at that edge."""
     import matplotlib.figure
 
-    from croissant_cutouts.tasks.evaluate.report import fpr_floor, plot_roc
+    from croissant_cutouts.tasks.evaluate.plots import fpr_floor, plot_roc
 
     y = np.array([0] * 40 + [1] * 10)
     score = np.r_[np.linspace(0, 1, 40), np.linspace(2, 3, 10)]  # perfect: FPR 0 at TPR 1
@@ -342,7 +340,7 @@ def test_completeness_error_bars_are_wilson_intervals(tmp_path, monkeypatch):
     import matplotlib.axes
     from astropy.stats import binom_conf_interval
 
-    from croissant_cutouts.tasks.evaluate.report import plot_completeness
+    from croissant_cutouts.tasks.evaluate.plots import plot_completeness
 
     table = pd.DataFrame({"mag_lo": [20.0, 21.0], "mag_hi": [21.0, 22.0], "n_real": [5, 4],
                           "recovered": [5, 0], "completeness": [1.0, 0.0]})

@@ -562,7 +562,7 @@ def _pictures(
     folder: Path, prep: _Prepared, fit: _Fitted, test: _Test, leakage: _Leakage
 ) -> dict[str, Path]:
     """The PNG plots of the report, by name."""
-    from croissant_cutouts.tasks.evaluate.report import (
+    from croissant_cutouts.tasks.evaluate.plots import (
         plot_completeness,
         plot_gallery,
         plot_loss,
