@@ -49,7 +49,7 @@ from croissant_cutouts.tasks.infra.outdir import (
     is_dataset_dir,
 )
 from croissant_cutouts.tasks.infra.versions import step_modules
-from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
 from croissant_cutouts.tasks.inputs.load import JobSpec
 from croissant_cutouts.tasks.inputs.remote import is_remote
 from croissant_cutouts.tasks.inputs.select import Selection, plan_jobs

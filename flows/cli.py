@@ -428,7 +428,7 @@ def _simulate(args: argparse.Namespace, params) -> int:
 
 def _verify(args: argparse.Namespace, params) -> int:
     """Check a dataset (no Prefect run, no API server): one line per problem, then a summary."""
-    from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+    from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
     from croissant_cutouts.tasks.verify import verify_dataset
 
     if args.deep and args.input_dir is None:

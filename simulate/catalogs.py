@@ -69,7 +69,7 @@ PSFCAT_COLUMNS = (
 )
 #: Catalog columns photutils 3 (April 2026) renamed: photutils 2 name -> photutils 3 name,
 #: from photutils' 3.0.0 changelog (#2241). Written out here, apart from the reader's own
-#: table (:data:`tasks.inputs.layouts.PHOTUTILS_RENAMES`), so tests compare two sources.
+#: table (:data:`tasks.inputs.rapid.PHOTUTILS_RENAMES`), so tests compare two sources.
 PHOTUTILS3_NAMES = {
     "xcentroid": "x_centroid",
     "ycentroid": "y_centroid",

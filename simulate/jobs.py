@@ -24,8 +24,8 @@ from croissant_cutouts.simulate.scene import (
 )
 from croissant_cutouts.tasks.config import ROMAN_BAND_ZEROPOINTS
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
-from croissant_cutouts.tasks.inputs.layouts import BOGUS_KINDS as _BOGUS_KINDS
-from croissant_cutouts.tasks.inputs.layouts import SIMULATED_REAL
+from croissant_cutouts.tasks.inputs.catalogs import BOGUS_KINDS as _BOGUS_KINDS
+from croissant_cutouts.tasks.inputs.catalogs import SIMULATED_REAL
 
 __all__ = [
     "BOGUS_KINDS",

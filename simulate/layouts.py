@@ -5,7 +5,7 @@ RAPID source file behind each fact): the four images, the reformatted science im
 its header, ``diffpsf.fits``, the finder and PSF-fit catalogs, the injection list and the
 simulation truth index (both 1-based, as galsim writes them), and one file no real folder
 has: the simulator's cause of every detection, :data:`KINDS_FILE` (``id kind``, see
-:data:`tasks.inputs.layouts.SIMULATED_KINDS_FILE`). :class:`RapidVariant` picks which real RAPID
+:data:`tasks.inputs.catalogs.SIMULATED_KINDS_FILE`). :class:`RapidVariant` picks which real RAPID
 output it imitates: photutils 2 or 3 column names, 2025 or 2026 file names, text catalogs
 (and the 2026 parquet), the 2026 parquet alone, or a PSF-fit catalog without a finder
 catalog (before July 2025). ``seed`` writes the simplified layout the seed scripts read:
@@ -28,7 +28,7 @@ from astropy.table import Table, join
 from croissant_cutouts.simulate.catalogs import PHOTUTILS3_NAMES
 from croissant_cutouts.simulate.scene import Scene
 from croissant_cutouts.tasks.infra.atomic import atomic_output, atomic_write_text
-from croissant_cutouts.tasks.inputs.layouts import SIMULATED_KINDS_FILE
+from croissant_cutouts.tasks.inputs.catalogs import SIMULATED_KINDS_FILE
 
 __all__ = [
     "KINDS_FILE",
@@ -46,7 +46,7 @@ DIFFERENCE = "diffimage_masked.fits"
 SCORE = "scorrimage_masked.fits"
 #: Simulator-only sidecar of the ``rapid`` layout: ``id kind`` per PSF-fit catalog row, kind
 #: ``real`` for detections matched to a real source, else the bogus kind (one definition,
-#: shared with the reader :class:`tasks.inputs.layouts.RapidLayout`).
+#: shared with the reader :class:`tasks.inputs.rapid.RapidLayout`).
 KINDS_FILE = SIMULATED_KINDS_FILE
 
 

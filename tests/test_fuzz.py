@@ -52,8 +52,9 @@ from croissant_cutouts.tasks.dataset.normalize import (
     zscale_limits,
 )
 from croissant_cutouts.tasks.errors import CatalogError, JobError
-from croissant_cutouts.tasks.inputs.layouts import RapidLayout, SeedLayout
 from croissant_cutouts.tasks.inputs.load import open_image, read_image_info
+from croissant_cutouts.tasks.inputs.rapid import RapidLayout
+from croissant_cutouts.tasks.inputs.seed import SeedLayout
 
 # Hypothesis warns when Python's global `random` state moves while a strategy draws. Here it
 # moves in other threads of the process (the Prefect test server's client picks ports and

@@ -16,14 +16,14 @@ from croissant_cutouts.tasks.dataset.cutout import cut_job
 from croissant_cutouts.tasks.dataset.index import write_index
 from croissant_cutouts.tasks.dataset.normalize import job_limits
 from croissant_cutouts.tasks.errors import CatalogError, JobError
-from croissant_cutouts.tasks.inputs.layouts import (
+from croissant_cutouts.tasks.inputs.catalogs import (
     SIMULATED_KINDS_FILE,
     UNMATCHED_REAL,
     LabelOptions,
-    RapidLayout,
-    detect_layout,
 )
+from croissant_cutouts.tasks.inputs.layouts import detect_layout
 from croissant_cutouts.tasks.inputs.load import JobSpec, discover_jobs, load_job, reject_job
+from croissant_cutouts.tasks.inputs.rapid import RapidLayout
 
 SHAPE = (384, 320)
 KW = dict(
@@ -720,14 +720,14 @@ def test_dataset_with_kinds_and_score_peak_verifies(kinds_job, tmp_path):
     ],
 )
 def test_id_join_keys(value, key):
-    from croissant_cutouts.tasks.inputs.layouts import _id_key
+    from croissant_cutouts.tasks.inputs.rapid import _id_key
 
     assert _id_key(value) == key
 
 
 def test_integer_columns_keep_every_whole_value_in_int64_range():
     """flags, npix, ...: a whole number is kept exactly, up to int64's range; the rest is NA."""
-    from croissant_cutouts.tasks.inputs.layouts import _whole
+    from croissant_cutouts.tasks.inputs.catalogs import _whole
 
     values = [0.0, -7.0, 300.0, 2.0**62, 1024.0 * 1024, 2.5, np.nan, np.inf, -np.inf, 2.0**63,
               1e19, 1e20, -(2.0**63)]
@@ -793,7 +793,7 @@ def test_a_read_error_is_raised_for_retry_and_a_bad_file_is_a_catalog_error(tmp_
     """An OSError with an errno (EIO, a network mount) is transient: Prefect retries it."""
     import errno
 
-    import croissant_cutouts.tasks.inputs.layouts as layouts_mod
+    import croissant_cutouts.tasks.inputs.rapid as layouts_mod
 
     path = tmp_path / "zogy_diffimage_masked_psfcat.parquet"
     path.write_bytes(b"PAR1 but not a parquet file")

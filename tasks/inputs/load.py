@@ -27,7 +27,8 @@ from croissant_cutouts.tasks.contract import CANDIDATE_COLUMNS, CHANNELS
 from croissant_cutouts.tasks.errors import JobError, JobRejection
 from croissant_cutouts.tasks.infra.caching import IO_TASK_OPTIONS, ContentPolicy
 from croissant_cutouts.tasks.infra.versions import step_modules
-from croissant_cutouts.tasks.inputs.layouts import LabelOptions, detect_layout, get_layout
+from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
+from croissant_cutouts.tasks.inputs.layouts import detect_layout, get_layout
 from croissant_cutouts.tasks.inputs.remote import RemoteJob, is_staged, stage_job
 
 __all__ = [

@@ -27,7 +27,8 @@ import pandas as pd
 from astropy.io import fits
 
 from croissant_cutouts.tasks.errors import JobError, JobRejection
-from croissant_cutouts.tasks.inputs.layouts import LabelOptions, get_layout
+from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
+from croissant_cutouts.tasks.inputs.layouts import get_layout
 from croissant_cutouts.tasks.inputs.load import JobSpec, discover_jobs
 from croissant_cutouts.tasks.inputs.remote import (
     is_remote,

@@ -62,7 +62,7 @@ from croissant_cutouts.tasks.contract import (
     JOBS_FILE,
     REJECTS_FILE,
 )
-from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
 from croissant_cutouts.tasks.inputs.remote import location
 from croissant_cutouts.tasks.verify.accounting import check_accounting, jobs_from_counts, recount
 from croissant_cutouts.tasks.verify.metadata import check_croissant, croissant_objects
@@ -105,7 +105,7 @@ def verify_dataset(
     input_dir : path-like, optional
         Local folder of the ``jid*`` job folders the dataset was built from: each job of
         ``jobs.csv`` that has a folder there has its catalog rows recounted
-        (:meth:`tasks.inputs.layouts.Layout.count_rows`) and compared with ``catalog_rows``.
+        (:meth:`tasks.inputs.catalogs.Layout.count_rows`) and compared with ``catalog_rows``.
     require_croissant : bool
         Report a missing ``croissant.json`` (default). False after ``create`` alone.
     croissant : path-like, optional

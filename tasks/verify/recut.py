@@ -21,7 +21,7 @@ from croissant_cutouts.tasks.dataset.cutout import (
 )
 from croissant_cutouts.tasks.dataset.normalize import job_limits
 from croissant_cutouts.tasks.errors import JobError
-from croissant_cutouts.tasks.inputs.layouts import LabelOptions
+from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
 from croissant_cutouts.tasks.inputs.load import (
     JobData,
     JobSpec,
