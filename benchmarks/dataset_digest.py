@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from croissant_cutouts.tasks.infra.digests import sha256_file
+
 SKIPPED = (".cutouts/cache/", ".cutouts/lock", ".cutouts/dataset.json")
 TIMES = {
     "croissant.json": ("dateCreated", "dateModified", "datePublished"),
@@ -34,11 +36,7 @@ def file_digest(path: Path, rel: str) -> str:
         for key in TIMES[rel]:
             doc[key] = None
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def dataset_digest(root: Path) -> dict[str, str]:
