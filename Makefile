@@ -1,23 +1,24 @@
 # croissant-cutouts: two commands do all set-up on a fresh machine.
 #   make demo   create .venv, install, simulate jobs, run the whole flow, print the test metrics
 #   make test   create .venv if needed, run the tests
+#   make docs   build the documentation site into docs/_build/html
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
-export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: demo test lint bench clean venv repro
+.PHONY: demo test lint bench clean venv repro docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# every extra, the test tools, and torch's CPU build (constraints.txt)
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,6 +31,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# the documentation site (docs/): every warning or broken reference fails the build;
+# open docs/_build/html/index.html
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 
 # rebuild the DVC pipeline (dvc.yaml) with the venv's tools on PATH
 repro: $(STAMP)

@@ -42,6 +42,7 @@ from croissant_cutouts.tasks.errors import JobRejection
 from croissant_cutouts.tasks.infra.atomic import remove_temporaries
 from croissant_cutouts.tasks.infra.caching import module_source_digest
 from croissant_cutouts.tasks.infra.digests import file_digest
+from croissant_cutouts.tasks.infra.extras import require_extra
 from croissant_cutouts.tasks.infra.lock import dataset_lock
 from croissant_cutouts.tasks.infra.outdir import (
     claim_output_dir,
@@ -217,6 +218,7 @@ def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dic
     With a ``dataset_key`` the result is cached in the dataset's own cache folder, so an
     unchanged dataset is not trained again while its ``metrics.json`` exists.
     """
+    require_extra("train", "training (the train step)")
     from croissant_cutouts.tasks.evaluate.train import smoke_train_task
 
     fresh = dataset_key is None or not (out_dir / METRICS_FILE).exists()

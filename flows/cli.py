@@ -1,7 +1,7 @@
 """``cutouts``: the command line, mapping the seed's three scripts.
 
-=====================================  ==================================================
-seed                                   here
+Seed script, then the command that replaces it:
+
 - ``python create_dataset.py -i IN -o OUT``      -> ``cutouts create -i IN -o OUT``
 - ``python generate_croissant.py -c CSV -o JSON`` -> ``cutouts croissant -c CSV -o JSON``
 - ``python test_croissant_dataset.py -d DIR``     -> ``cutouts train -d DIR``
@@ -59,7 +59,9 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
         default="./hackathon_dataset",
         help="dataset folder to write (default: ./hackathon_dataset)",
     )
-    p.add_argument("--workers", type=int, default=None, help="jobs processed concurrently")
+    p.add_argument(
+        "--workers", type=int, default=None, help="jobs processed concurrently (cutouts.workers)"
+    )
     p.add_argument(
         "--strict", action="store_true", default=None, help="exit 1 when anything was rejected"
     )
@@ -89,8 +91,8 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
         "--dask_address",
         dest="dask_address",
         default=None,
-        help="Dask scheduler address (tcp://host:8786); default with --task-runner dask: a "
-        "local cluster of --workers processes",
+        help="Dask scheduler address (tcp://host:8786; cutouts.dask_address); default with "
+        "--task-runner dask: a local cluster of --workers processes",
     )
     p.add_argument(
         "--field_files",
@@ -121,7 +123,9 @@ def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None, help="number of jobs (simulate.jobs)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (simulate.size)")
     p.add_argument("--seed", type=int, default=None, help="random seed (simulate.seed)")
-    p.add_argument("--workers", type=int, default=None, help="jobs simulated in parallel")
+    p.add_argument(
+        "--workers", type=int, default=None, help="jobs simulated in parallel (simulate.workers)"
+    )
     p.add_argument(
         "--layout",
         choices=["rapid", "seed"],
@@ -347,6 +351,21 @@ def _params(args: argparse.Namespace):
     return params
 
 
+def _check_extras(args: argparse.Namespace, params) -> None:
+    """Raise :class:`MissingExtra` when the command needs an extra that is not installed."""
+    from croissant_cutouts.tasks.infra.extras import require_extra
+
+    feature = f"cutouts {args.command}"
+    if args.command in ("run", "train"):
+        require_extra("train", feature)
+    if args.command == "simulate":
+        require_extra("sim", feature)
+    if args.command in ("create", "run") and params.cutouts.task_runner == "dask":
+        require_extra("dask", f"{feature} on Dask")
+    if str(getattr(args, "input_dir", None) or "").startswith(("s3://", "s3a://")):
+        require_extra("s3", f"{feature} -i s3://...")
+
+
 def _exit_code(summary, strict: bool) -> int:
     if summary.cutouts == 0:
         return 1
@@ -366,11 +385,16 @@ def _print_metrics(metrics: dict | None) -> None:
     def cell(value: object) -> str:
         return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
+    if metrics.get("caution"):  # training-set figures: say so before any number
+        print(metrics["caution"])
     keys = ("roc_auc", "pr_auc", "fnr_at_1pct_fpr", "fnr", "fpr", "ece")
-    print(f"{'test split':<18}" + "".join(f"{k:>17}" for k in keys))
+    side = f"{metrics.get('evaluated_on') or 'test'} split"
+    print(f"{side:<18}" + "".join(f"{k:>17}" for k in keys))
     for name, block in metrics["models"].items():
         print(f"{name:<18}" + "".join(f"{cell(block['test'].get(k)):>17}" for k in keys))
     leak = metrics.get("leakage") or {}
+    if metrics.get("held_out") is False:  # no held-out split, no leakage to measure
+        return
     print(
         f"leakage gap: {cell(leak.get('gap'))} (random per-cutout split test AUC "
         f"{cell(leak.get('random_split_test_auc'))} vs split by {leak.get('by')} "
@@ -453,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     try:
         params = _params(args)
-    except ValueError as exc:
+        _check_extras(args, params)
+    except (ValueError, ImportError) as exc:  # bad params, or a missing extra (MissingExtra)
         print(f"cutouts: {exc}", file=sys.stderr)
         return 2
     if args.command == "simulate":

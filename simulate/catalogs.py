@@ -32,6 +32,7 @@ __all__ = [
     "moments",
 ]
 
+#: Columns of the finder catalog (photutils 2 names), in RAPID's order.
 FINDER_COLUMNS = (
     "id",
     "xcentroid",
@@ -45,6 +46,7 @@ FINDER_COLUMNS = (
     "mag",
     "daofind_mag",
 )
+#: Columns of the PSF-fit catalog (photutils 2 names), in RAPID's order.
 PSFCAT_COLUMNS = (
     "id",
     "group_id",
@@ -69,7 +71,7 @@ PSFCAT_COLUMNS = (
 )
 #: Catalog columns photutils 3 (April 2026) renamed: photutils 2 name -> photutils 3 name,
 #: from photutils' 3.0.0 changelog (#2241). Written out here, apart from the reader's own
-#: table (:data:`tasks.inputs.rapid.PHOTUTILS_RENAMES`), so tests compare two sources.
+#: table (``tasks.inputs.rapid.PHOTUTILS_RENAMES``), so tests compare two sources.
 PHOTUTILS3_NAMES = {
     "xcentroid": "x_centroid",
     "ycentroid": "y_centroid",

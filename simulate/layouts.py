@@ -28,7 +28,7 @@ from astropy.table import Table, join
 from croissant_cutouts.simulate.catalogs import PHOTUTILS3_NAMES
 from croissant_cutouts.simulate.scene import Scene
 from croissant_cutouts.tasks.infra.atomic import atomic_output, atomic_write_text
-from croissant_cutouts.tasks.inputs.catalogs import SIMULATED_KINDS_FILE
+from croissant_cutouts.tasks.inputs.catalogs import SIMULATED_KIND_COLUMN, SIMULATED_KINDS_FILE
 
 __all__ = [
     "KINDS_FILE",
@@ -173,7 +173,11 @@ def _catalogs(job_dir: Path, p: JobProducts) -> None:
 
 
 def write_seed(job_dir: Path, p: JobProducts) -> None:
-    """Seed layout: four images and ``psfcat.csv`` (``x y match flux fwhm elongation``)."""
+    """Seed layout: four images and ``psfcat.csv`` (``x y match flux fwhm elongation``).
+
+    A last column, ``simulated_kind`` (:data:`tasks.inputs.catalogs.SIMULATED_KIND_COLUMN`),
+    holds the simulator's cause of each row, as :data:`KINDS_FILE` does in the RAPID layout.
+    """
     job_dir.mkdir(parents=True, exist_ok=True)
     _images(job_dir, p, REFERENCE)
     table = pd.DataFrame(
@@ -186,6 +190,8 @@ def write_seed(job_dir: Path, p: JobProducts) -> None:
             "elongation": p.labels["elongation"].to_numpy(),
         }
     )
+    if p.kinds is not None:
+        table[SIMULATED_KIND_COLUMN] = np.asarray(p.kinds, dtype=str)
     with atomic_output(job_dir / "psfcat.csv", "w") as fh:  # floats at full (repr) precision
         table.to_csv(fh, index=False, lineterminator="\n")
 

@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ROMAN_BAND_ZEROPOINTS",
+    "SIMULATOR_RAI_TEXTS",
     "CroissantParams",
     "CutoutParams",
     "LabelParams",
@@ -182,8 +190,19 @@ class SelectParams(_Section):
     mjd_max: float | None = Field(None, description="Keep jobs observed at or before this MJD.")
 
 
+#: RAI texts of :class:`CroissantParams` whose built-in values describe this repository's
+#: simulator: a build of real jobs must replace them (:meth:`CroissantParams.simulator_texts`).
+SIMULATOR_RAI_TEXTS = ("data_collection", "data_limitations", "data_biases", "data_social_impact")
+
+
 class CroissantParams(_Section):
-    """Dataset-level metadata written into ``croissant.json`` (all required, non-empty)."""
+    """Dataset-level metadata written into ``croissant.json`` (all required, non-empty).
+
+    Every Responsible-AI text (``data_collection`` to ``data_social_impact``) may be given as
+    ``null`` in ``params.yaml``: that means its built-in value, the default shown here. The
+    built-in values of :data:`SIMULATOR_RAI_TEXTS` describe the simulator, and a dataset of
+    real jobs refuses them (:func:`tasks.dataset.croissant.write_croissant`).
+    """
 
     name: str = Field("rapid-transient-cutouts", min_length=1)
     description: str = Field(
@@ -359,6 +378,25 @@ class CroissantParams(_Section):
         "could miss transients, so validate on real data first.",
         min_length=1,
     )
+
+    @field_validator(
+        "data_collection", "data_collection_type", "data_collection_raw_data",
+        "data_collection_missing_data", "data_preprocessing_protocol",
+        "data_annotation_protocol", "machine_annotation_tools", "data_limitations",
+        "data_biases", "data_use_cases", "personal_sensitive_information",
+        "data_social_impact", mode="before",
+    )
+    @classmethod
+    def _built_in_when_null(cls, value: Any, info: ValidationInfo) -> Any:
+        """``null`` in ``params.yaml``: the field's built-in text."""
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    def simulator_texts(self) -> list[str]:
+        """Names of :data:`SIMULATOR_RAI_TEXTS` that still hold their built-in value."""
+        return [
+            name for name in SIMULATOR_RAI_TEXTS
+            if getattr(self, name) == type(self).model_fields[name].default
+        ]
 
 
 class TrainParams(_Section):

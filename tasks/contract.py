@@ -350,6 +350,7 @@ INDEX_SCHEMA: tuple[Column, ...] = (
 _ADDED_BY_INDEX = (
     "cutout_id", "job_id", "cutout_filename", "shard", "row", "score_peak", "split", "sha256"
 )
+#: Column name to pandas dtype of the candidate table a layout returns per catalog row.
 CANDIDATE_COLUMNS: dict[str, str] = {
     c.name: c.dtype for c in INDEX_SCHEMA if c.name not in _ADDED_BY_INDEX
 }

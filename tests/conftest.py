@@ -121,6 +121,31 @@ def make_job(tmp_path: Path) -> Callable[..., Path]:
     return _make
 
 
+_REAL_CHECKS: dict[str, Callable[..., None]] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hand_made_jobs_may_keep_built_in_rai_texts():
+    """Most tests build from hand-made seed catalogs, which carry no simulator record and so
+    count as real jobs: in this process they may keep the built-in RAI texts. The tests of
+    that refusal take the ``provenance`` fixture; subprocesses always keep the rule.
+    """
+    import croissant_cutouts.tasks.dataset.croissant as croissant
+
+    _REAL_CHECKS["provenance"] = croissant.check_provenance
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(croissant, "check_provenance", lambda *args: None)
+        yield
+
+
+@pytest.fixture
+def provenance(monkeypatch):
+    """The refusal of the simulator's RAI texts for real jobs, as in production."""
+    import croissant_cutouts.tasks.dataset.croissant as croissant
+
+    monkeypatch.setattr(croissant, "check_provenance", _REAL_CHECKS["provenance"])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_backend():
     """One temporary Prefect API server (own database) for the whole test session."""

@@ -51,6 +51,7 @@ def crash_setup(tmp_path_factory):
                 "y": rng.uniform(0, 299, N_CAND),
                 "match": np.where(rng.random(N_CAND) < 0.4, 1, -1),
                 "flux": rng.uniform(1, 100, N_CAND),
+                "simulated_kind": "noise",  # made here: simulated, may keep the RAI texts
             }
         ).to_csv(job / "psfcat.csv", index=False)
     params = root / "params.yaml"

@@ -358,3 +358,51 @@ def test_completeness_error_bars_are_wilson_intervals(tmp_path, monkeypatch):
     np.testing.assert_allclose(below, [1 - low[0], 0 - low[1]], atol=1e-12)
     np.testing.assert_allclose(above, [high[0] - 1, high[1] - 0], atol=1e-12)
     assert below[0] > 0 and above[1] > 0  # a real interval at p = 1 and at p = 0
+
+
+def test_report_shows_bootstrap_intervals_beside_their_values():
+    from croissant_cutouts.tasks.evaluate.bootstrap import bootstrap_ci
+
+    metrics = full_metrics()
+    models = metrics["models"]
+    for name, score in (("cnn", D["cnn"]), ("gradient_boosting", D["gb"])):
+        models[name]["test"] = evaluate(D["y"], score, T, resamples=200, seed=3)
+    metrics["bootstrap"] = {"resamples": 200, "level": 0.95, "seed": 3, "method": "percentile"}
+    text = render_report(metrics, {})
+    cnn = models["cnn"]["test"]
+    lo, hi = bootstrap_ci(D["y"], D["cnn"], 200, seed=3)["roc_auc"]
+    assert lo <= cnn["roc_auc"] <= hi and (lo, hi) == tuple(cnn["roc_auc_ci95"])
+    auc = f"{cnn['roc_auc']:.4g} [{lo:.4g}, {hi:.4g}]"
+    row = next(line for line in text.splitlines() if line.startswith("| `cnn`"))
+    flo, fhi = cnn["fnr_at_1pct_fpr_ci95"]
+    assert row.startswith(f"| `cnn` | {auc} | {cnn['pr_auc']:.4g} | ")
+    assert f"| {cnn['fnr_at_1pct_fpr']:.4g} [{flo:.4g}, {fhi:.4g}] |" in row
+    assert f"test ROC AUC is {auc} (target 0.99)" in text  # the verdict quotes it too
+    majority = next(line for line in text.splitlines() if line.startswith("| `majority`"))
+    assert "[" not in majority  # a block without intervals shows its values only
+    assert "95 % percentile-bootstrap intervals over the cutouts of the test split, 200 " in text
+    assert "seed 3." in text
+    assert "percentile-bootstrap" not in render_report(full_metrics(), {})
+
+
+def test_report_of_training_set_figures_says_so_first():
+    metrics = full_metrics()
+    caution = "TRAINING-SET FIGURES: no held-out split (2 jobs); proves nothing"
+    metrics.update(evaluated_on="train", held_out=False, caution=caution, threshold_on="train")
+    metrics["target"] = {"test_roc_auc": 0.99, "met": None, "beats_baselines": None}
+    text = render_report(metrics, PLOT_PATHS)
+    lines = text.splitlines()
+    assert lines[2] == f"> **{caution}.**"  # right under the title, before any number
+    auc = metrics["models"]["cnn"]["test"]["roc_auc"]
+    assert (f"**Not judged** (nothing held out): the CNN's ROC AUC on the training set is "
+            f"{auc} (no target).") in text
+    for title in ("## Models (training set)", "## Completeness vs truth magnitude (CNN, "
+                  "training set)", "## False positives by kind of bogus (CNN, training set)",
+                  "## Examples (CNN, training set)"):
+        assert title in text
+    assert "test split" not in text
+    assert "threshold chosen on the training set" in text
+    assert "Target met" not in text and "TRAINING-SET" not in render_report(full_metrics(), {})
+    # without the sentence, the flag alone still puts a caution up front
+    del metrics["caution"]
+    assert render_report(metrics, {}).splitlines()[2].startswith("> **TRAINING-SET FIGURES")

@@ -232,11 +232,14 @@ def test_seed_layout_from_same_simulation(seed, rapid):
         "psfcat.csv",
     }
     cat = pd.read_csv(job / "psfcat.csv")
-    assert list(cat.columns) == ["x", "y", "match", "flux", "fwhm", "elongation"]
+    assert list(cat.columns) == ["x", "y", "match", "flux", "fwhm", "elongation",
+                                 "simulated_kind"]
     assert cat.match.dtype == np.int64
     psf = Table.read(out / "jid0001" / "diffimage_masked_psfcat.txt", format="ascii")
     np.testing.assert_array_equal(cat.x, psf["x_fit"])  # full precision
     np.testing.assert_array_equal(cat.flux, psf["flux_fit"])
+    kinds = Table.read(out / "jid0001" / "simulated_candidate_kinds.txt", format="ascii")
+    assert list(cat.simulated_kind) == [str(k) for k in kinds["kind"]]  # same causes, same rows
     assert cat[cat.match >= 0].match.is_unique
     assert cat.x.between(0, SHAPE[1] - 1).all() and cat.y.between(0, SHAPE[0] - 1).all()
     for name in ("diffimage_masked.fits", "scorrimage_masked.fits"):

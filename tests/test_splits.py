@@ -111,8 +111,12 @@ def test_too_few_fields_falls_back_to_jobs_and_too_few_jobs_fails():
     with pytest.raises(SplitError, match="jid0001"):
         assign_splits(frame.assign(field=pd.NA), SplitParams(by="field"))
     two_jobs = frame[frame["job_id"].isin(["jid0001", "jid0002"])]
-    with pytest.raises(SplitError, match="add jobs or fields"):
+    with pytest.raises(SplitError, match=r"\(2 jobs, 2 after merging .*\); add jobs or fields, "
+                       "or set splits.test to 0"):
         assign_splits(two_jobs, SplitParams(by="job"))
+    # the advice works: without a test split, two jobs make train and validation
+    no_test = assign_splits(two_jobs, SplitParams(train=0.8, validation=0.2, test=0, by="job"))
+    assert sorted(set(no_test.split)) == ["train", "validation"]
 
 
 def test_keys_and_fraction_rounding_by_hand():

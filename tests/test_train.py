@@ -33,6 +33,7 @@ from croissant_cutouts.tasks.evaluate.metrics import (
     roc_auc,
 )
 from croissant_cutouts.tasks.evaluate.model import SmallCNN, resolve_device
+from croissant_cutouts.tasks.evaluate.report import fmt
 from croissant_cutouts.tasks.evaluate.train import smoke_train, smoke_train_task
 from croissant_cutouts.tasks.infra.digests import sha256_file
 
@@ -65,7 +66,10 @@ def _cutout(rng: np.random.Generator, label: int, k: int) -> np.ndarray:
     return np.clip(t, 0, 1).astype(np.float32)
 
 
-def _write_dataset(root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB) -> Path:
+def _write_dataset(
+    root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB, splits: bool = True
+) -> Path:
+    """The learnable dataset; ``splits=False``: every cutout in train (too few jobs to split)."""
     (root / "cutouts").mkdir(parents=True)
     rng = np.random.default_rng(0)
     rows = []
@@ -95,7 +99,7 @@ def _write_dataset(root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB) -> 
                 }
             )
     frame = pd.DataFrame(rows)
-    frame["split"] = assign_splits(frame, SplitParams()).split  # 5 jobs: 3 / 1 / 1
+    frame["split"] = assign_splits(frame, SplitParams()).split if splits else "train"
     frame = frame.reindex(columns=[c.name for c in INDEX_SCHEMA])
     frame = frame.astype({c.name: c.dtype for c in INDEX_SCHEMA})
     frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
@@ -567,3 +571,78 @@ def test_smoke_train_with_augmentation_and_best_epoch(dataset, tmp_path):
     assert metrics["models"]["cnn"]["test"]["roc_auc"] > 0.8
     assert metrics["params"]["train"]["augment"] and metrics["params"]["train"]["keep_best"]
     assert metrics["weights_from_epoch"] in (1, 2)
+
+
+def test_smoke_train_on_a_dataset_too_small_to_split(tmp_path, caplog):
+    """Every cutout in train: trained anyway, judged on the training set and labelled so."""
+    root = _write_dataset(tmp_path / "small", n_jobs=2, splits=False)
+    params = FAST.model_copy(update={"leakage_check": True, "keep_best": True, "epochs": 2})
+    with caplog.at_level("INFO"):
+        metrics = smoke_train(root, params=params)
+    assert _no_nan_tokens((root / "metrics.json").read_text()) == metrics
+    assert (metrics["evaluated_on"], metrics["held_out"], metrics["threshold_on"]) == (
+        "train", False, "train")
+    assert metrics["caution"].startswith("TRAINING-SET FIGURES: no held-out split")
+    assert "2 job(s)" in metrics["caution"]
+    assert metrics["splits"]["by"] == "none"
+    assert metrics["n_jobs"] == {"train": 2, "validation": 0, "test": 0}
+    assert metrics["threshold_rule"].endswith("training-set FPR <= 1 %")
+    labelled = 2 * PER_JOB - len(UNLABELLED_ROWS)
+    for name, block in metrics["models"].items():
+        assert block["validation"] is None, name
+        assert block["test"]["n"] == labelled, name  # every labelled cutout, in train
+        assert block["test"]["fpr"] <= 0.01, name  # the threshold was chosen on these rows
+        lo, hi = block["test"]["roc_auc_ci95"]
+        assert lo <= block["test"]["roc_auc"] <= hi, name
+    assert metrics["validation"] is None and metrics["test"] == metrics["models"]["cnn"]["test"]
+    assert metrics["target"]["met"] is None and metrics["target"]["beats_baselines"] is None
+    assert metrics["leakage"]["random_split_test_auc"] is None  # nothing held out to compare
+    assert metrics["leakage"]["field_split_test_auc"] is None
+    assert metrics["loss_random_split"] is None
+    assert metrics["weights_from_epoch"] == 2  # no validation: the last epoch's weights
+    assert metrics["loss"]["validation"] == [None, None]
+    assert sum(r["n_bogus"] for r in metrics["fpr_by_kind"]) == metrics["test"]["bogus"]
+    report = (root / "report.md").read_text().splitlines()
+    assert report[2] == f"> **{metrics['caution']}.**"
+    assert "## Models (training set)" in report
+    messages = [r.getMessage() for r in caplog.records]
+    assert "no held-out split: the metrics are training-set figures" in messages
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []  # no warning here
+
+
+def test_smoke_train_reports_bootstrap_intervals_reproducibly(dataset, tmp_path):
+    params = FAST.model_copy(update={"epochs": 1})
+    metrics = smoke_train(dataset, params=params, output=tmp_path / "a.json")
+    assert metrics["bootstrap"]["resamples"] == 1000 and metrics["bootstrap"]["seed"] == 0
+    assert (metrics["evaluated_on"], metrics["held_out"], metrics["caution"]) == (
+        "test", True, None)
+    for name, block in metrics["models"].items():
+        test = block["test"]
+        for key in ("roc_auc", "fnr_at_1pct_fpr"):
+            lo, hi = test[f"{key}_ci95"]
+            assert lo <= test[key] <= hi, (name, key)
+        assert "roc_auc_ci95" not in block["validation"]  # intervals for the test split only
+    assert metrics["models"]["majority"]["test"]["roc_auc_ci95"] == [0.5, 0.5]
+    report = (tmp_path / "report.md").read_text()
+    cnn = metrics["models"]["cnn"]["test"]
+    assert f"[{fmt(cnn['roc_auc_ci95'][0])}, {fmt(cnn['roc_auc_ci95'][1])}]" in report
+    again = smoke_train(dataset, params=params, output=tmp_path / "b.json")
+    assert again["models"] == metrics["models"]
+
+
+def test_smoke_train_without_a_test_split_judges_on_validation(tmp_path):
+    """``splits.test: 0``: thresholds and metrics on the validation split, still held out."""
+    root = _write_dataset(tmp_path / "no_test", splits=False)
+    index = pd.read_csv(root / INDEX_FILE, dtype={c.name: c.dtype for c in INDEX_SCHEMA})
+    no_test = SplitParams(train=0.8, validation=0.2, test=0)
+    index["split"] = assign_splits(index, no_test).split
+    index.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
+    write_croissant(root / INDEX_FILE, root / "croissant.json")
+    metrics = smoke_train(root, params=FAST.model_copy(update={"epochs": 1}), splits=no_test)
+    assert (metrics["evaluated_on"], metrics["threshold_on"]) == ("validation", "validation")
+    assert metrics["held_out"] is True and metrics["caution"] is None
+    assert metrics["n_jobs"]["test"] == 0 and metrics["n_jobs"]["validation"] == 1
+    for block in metrics["models"].values():
+        assert block["test"]["n"] == block["validation"]["n"] == PER_JOB
+        assert block["test"]["roc_auc"] == block["validation"]["roc_auc"]
+    assert isinstance(metrics["target"]["met"], bool)

@@ -77,6 +77,7 @@ __all__ = [
     "CroissantError",
     "array_statement",
     "build_metadata",
+    "check_provenance",
     "croissant_task",
     "validate",
     "write_croissant",
@@ -152,8 +153,9 @@ def _read_index(csv_path: Path) -> pd.DataFrame:
         raise CroissantError(f"{csv_path}: index lacks column(s) {', '.join(missing)}")
     frame = pd.read_csv(
         csv_path,
-        usecols=["shard", "split", "label", "job_id", "field"],
-        dtype={"shard": "string", "split": "string", "job_id": "string", "field": "string"},
+        usecols=["shard", "split", "label", "job_id", "field", "bogus_kind"],
+        dtype={"shard": "string", "split": "string", "job_id": "string", "field": "string",
+               "bogus_kind": "string"},
         keep_default_na=True,
     )
     unknown = sorted(set(frame["split"].dropna()) - set(SPLIT_URLS))
@@ -163,6 +165,29 @@ def _read_index(csv_path: Path) -> pd.DataFrame:
             f"{', '.join(SPLIT_URLS)}"
         )
     return frame
+
+
+def check_provenance(index: pd.DataFrame, params: CroissantParams, csv_path: Path) -> None:
+    """Refuse to describe real jobs with the simulator's built-in RAI texts.
+
+    Jobs are taken as simulated when some row of the index records a simulator cause
+    (``bogus_kind``, from the simulator's ``simulated_candidate_kinds.txt`` or the
+    ``simulated_kind`` column of a simulated ``psfcat.csv``); real RAPID or seed folders
+    never have one.
+
+    Raises
+    ------
+    CroissantError
+        Naming the texts (:data:`tasks.config.SIMULATOR_RAI_TEXTS`) to set in ``params.yaml``.
+    """
+    kept = params.simulator_texts()
+    if kept and not index["bogus_kind"].notna().any():
+        raise CroissantError(
+            f"{csv_path}: no row records a simulator cause (bogus_kind), so these are real "
+            f"jobs, but croissant.{', croissant.'.join(kept)} still hold the simulator's "
+            "built-in texts; describe your data in the croissant section of params.yaml "
+            "(cutouts --params FILE) before publishing"
+        )
 
 
 # --------------------------------------------------------------------------- context
@@ -465,6 +490,7 @@ def build_metadata(
     csv_path = Path(csv_path).resolve()
     base = Path(output).resolve().parent
     index = _read_index(csv_path)
+    check_provenance(index, params, csv_path)
     shards = sorted(index["shard"].dropna().unique())
     ctx = _context()
     return mlc.Metadata(

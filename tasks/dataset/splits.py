@@ -196,11 +196,10 @@ def assign_splits(frame: pd.DataFrame, params: SplitParams | None = None) -> Spl
     try:
         counts = deal_counts(n, fractions)
     except SplitError as exc:
-        n_jobs = frame["job_id"].nunique()
+        jobs = "" if by == "job" else f"; {frame['job_id'].nunique()} jobs"
         raise SplitError(
             f"cannot split by {by}: {exc} ({n_groups} {by}s, {n} after merging those that "
-            f"share a truth source; {n_jobs} jobs); add jobs or fields, or set a split "
-            "fraction to 0"
+            f"share a truth source{jobs}); add jobs or fields, or set splits.test to 0"
         ) from exc
     labels = frame["label"] if "label" in frame else pd.Series(pd.NA, index=frame.index)
     labels = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=np.float64)

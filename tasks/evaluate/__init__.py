@@ -4,6 +4,7 @@
 - :mod:`.model`: the CNN, its training loop and augmentation.
 - :mod:`.metrics`: what scikit-learn lacks (threshold at a false-positive rate,
   completeness by magnitude, false-positive rate per bogus kind), and the metric set.
+- :mod:`.bootstrap`: class-stratified percentile-bootstrap intervals of ROC AUC and FNR.
 - :mod:`.baselines`: majority class, score-image peak, gradient boosting on catalog columns.
 - :mod:`.plots`: the PNG plots and the cutout gallery.
 - :mod:`.report`: ``report.md``.
@@ -13,8 +14,18 @@ May import: ``contract``, ``errors``, ``config``, ``infra`` and ``dataset.splits
 the input side (training reads only what the dataset holds).
 """
 
-from croissant_cutouts.tasks.evaluate import baselines, data, metrics, model, plots, report, train
+from croissant_cutouts.tasks.evaluate import (
+    baselines,
+    bootstrap,
+    data,
+    metrics,
+    model,
+    plots,
+    report,
+    train,
+)
 from croissant_cutouts.tasks.evaluate.baselines import *  # noqa: F403
+from croissant_cutouts.tasks.evaluate.bootstrap import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.data import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.metrics import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.model import *  # noqa: F403
@@ -23,6 +34,6 @@ from croissant_cutouts.tasks.evaluate.report import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.train import *  # noqa: F403
 
 __all__ = [
-    *baselines.__all__, *data.__all__, *metrics.__all__, *model.__all__, *plots.__all__,
-    *report.__all__, *train.__all__,
+    *baselines.__all__, *bootstrap.__all__, *data.__all__, *metrics.__all__, *model.__all__,
+    *plots.__all__, *report.__all__, *train.__all__,
 ]

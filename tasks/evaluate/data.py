@@ -87,7 +87,7 @@ def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFra
         ``mlcroissant``: iterate ``Dataset.records``. ``auto``: the metadata is still read
         and validated by mlcroissant, but when the record set is plain columns of the
         index CSV whose sha256 matches the metadata, the CSV is read with pandas (same
-        values, much faster; see :func:`_read_csv_fields`).
+        values, much faster; see ``_read_csv_fields``).
 
     Returns
     -------
@@ -327,7 +327,7 @@ class CutoutDataset(Dataset):
     index per shard it touches, straight into the (B, 4, 64, 64) output. Cutout files are
     read with one ``read`` each (see :func:`load_cutout` for the checks).
 
-    :meth:`__getitems__` (what :class:`torch.utils.data.DataLoader` calls with a
+    ``__getitems__`` (what :class:`torch.utils.data.DataLoader` calls with a
     ``batch_sampler``; see :func:`make_loader`) returns a whole batch ``(x, y)``: ``x`` float32
     of shape (B, 4, 64, 64), C-contiguous, ``y`` float32 of shape (B,). Item ``i`` alone is
     ``(x, y)`` with ``x`` of shape (4, 64, 64) and ``y`` a scalar (0.0 or 1.0). The bytes of
@@ -430,7 +430,7 @@ class CutoutDataset(Dataset):
 class IndexBatches(Sampler[np.ndarray]):
     """Batches of indices into ``range(n)``, for ``DataLoader(batch_sampler=...)``.
 
-    Shuffled: every pass (epoch) draws ``torch.randperm(n)`` from :attr:`generator`, one
+    Shuffled: every pass (epoch) draws ``torch.randperm(n)`` from ``generator``, one
     ``torch.Generator`` seeded with ``seed`` when the sampler is made, so the sequence of
     epochs is fixed by the seed. Not shuffled: ``0 .. n-1`` in order. The last batch may be
     short. Each batch is an int64 numpy array.
@@ -466,7 +466,7 @@ def make_loader(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> DataLoader:
-    """A DataLoader that reads each batch of ``dataset`` whole (:meth:`CutoutDataset.__getitems__`).
+    """A DataLoader that reads each batch of ``dataset`` whole (``CutoutDataset.__getitems__``).
 
     Batches are :class:`IndexBatches` (shuffled deterministically from ``seed`` when
     ``shuffle``), read in the main process (no workers: a batch is a few fancy indexes into

@@ -21,7 +21,8 @@ Threshold-free metrics (:func:`roc_auc`, :func:`pr_auc`, :func:`fnr_at_fpr`) ran
 the rates of :func:`rates_at_threshold` need a threshold, chosen on the validation split with
 :func:`threshold_at_fpr` and applied unchanged to the test split. Calibration
 (:func:`expected_calibration_error`, :func:`reliability_table`) needs probabilities in [0, 1].
-:func:`evaluate` gathers one block of all of these for one model on one split.
+:func:`evaluate` gathers one block of all of these for one model on one split, with 95 %
+percentile-bootstrap intervals of ROC AUC and FNR at 1 % FPR when asked (:mod:`.bootstrap`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+from croissant_cutouts.tasks.evaluate.bootstrap import bootstrap_ci
 
 __all__ = [
     "RATE_KEYS",
@@ -601,7 +604,14 @@ def fpr_by_kind(y: Any, called: Any, kind: Any) -> pd.DataFrame:
 # --------------------------------------------------------------------------- one block
 
 
-def evaluate(y: Any, score: Any, threshold: float | None, prob: Any = None) -> dict[str, Any]:
+def evaluate(
+    y: Any,
+    score: Any,
+    threshold: float | None,
+    prob: Any = None,
+    resamples: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Every metric of one model on one split, as one flat dict.
 
     Parameters
@@ -616,27 +626,42 @@ def evaluate(y: Any, score: Any, threshold: float | None, prob: Any = None) -> d
     prob : array-like of float, shape (n,), optional
         Probability of being real, in [0, 1], for the calibration error; None when the score
         is not a probability.
+    resamples : int
+        With ``resamples > 0``, also the 95 % percentile-bootstrap intervals of ``roc_auc``
+        and ``fnr_at_1pct_fpr`` from that many class-stratified resamples of the rows
+        (:func:`.bootstrap.bootstrap_ci`); 0: no intervals.
+    seed : int
+        Seed of the resampling: the same seed and rows give the same resamples.
 
     Returns
     -------
     dict
         ``n``, ``real``, ``bogus`` (int); threshold-free ``roc_auc``, ``pr_auc``,
         ``fnr_at_1pct_fpr`` (at the threshold that gives FPR <= 1 % on *this* split);
-        ``threshold`` (float); at that threshold ``tpr``, ``fpr``, ``fnr``, ``precision``,
-        ``accuracy``, ``f1`` (:func:`rates_at_threshold`); ``ece``
-        (:func:`expected_calibration_error` with 10 bins, NaN without ``prob``). Undefined
-        values are NaN.
+        with ``resamples``, ``roc_auc_ci95`` and ``fnr_at_1pct_fpr_ci95`` (``[lo, hi]``,
+        dimensionless) right after their point values; ``threshold`` (float); at that
+        threshold ``tpr``, ``fpr``, ``fnr``, ``precision``, ``accuracy``, ``f1``
+        (:func:`rates_at_threshold`); ``ece`` (:func:`expected_calibration_error` with 10
+        bins, NaN without ``prob``). Undefined values are NaN.
     """
     pos, values = _scored(y, score)
     t = _NAN if threshold is None else float(threshold)
     rates = rates_at_threshold(pos, values, t)
-    return {
+    block: dict[str, Any] = {
         "n": len(pos),
         "real": int(pos.sum()),
         "bogus": int((~pos).sum()),
         "roc_auc": roc_auc(pos, values),
-        "pr_auc": pr_auc(pos, values),
-        "fnr_at_1pct_fpr": fnr_at_fpr(pos, values, 0.01),
+    }
+    ci = bootstrap_ci(pos, values, resamples, seed, fpr=0.01) if resamples > 0 else None
+    if ci is not None:
+        block["roc_auc_ci95"] = ci["roc_auc"]
+    block["pr_auc"] = pr_auc(pos, values)
+    block["fnr_at_1pct_fpr"] = fnr_at_fpr(pos, values, 0.01)
+    if ci is not None:
+        block["fnr_at_1pct_fpr_ci95"] = ci["fnr_at_fpr"]
+    return {
+        **block,
         "threshold": t,
         **{key: rates[key] for key in RATE_KEYS},
         "ece": _NAN if prob is None else expected_calibration_error(pos, prob),

@@ -29,6 +29,7 @@ from croissant_cutouts.tasks.evaluate.data import CutoutDataset, make_loader
 from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
     roc_auc,
 )
+from croissant_cutouts.tasks.infra.progress import progress_bar
 
 __all__ = [
     "SmallCNN",
@@ -202,44 +203,64 @@ def train_cnn(
     seconds = 0.0
     turns = torch.Generator().manual_seed(params.seed + 1)  # augmentation draws, CPU
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        # float64 sum on the device: no host sync per step; same sums as Python floats
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        for x, y in train_loader:
-            if params.augment:
-                x = dihedral(x, turns)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach().double() * len(y)
-        history["train"].append(float(total.item()) / max(len(train_idx), 1))  # .item() syncs
-        seconds += time.perf_counter() - started
-        val_logits = _predict(model, loaders["validation"], device)
-        val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
-        history["validation"].append(val_loss)
-        val_auc = roc_auc(labels[sides["validation"]], val_logits)
-        log.info(
-            "%s epoch %d/%d: train loss %.4f, validation loss %.4f, validation AUC %.4f",
-            what,
-            epoch,
-            params.epochs,
-            history["train"][-1],
-            val_loss,
-            val_auc,
-        )
-        score = -math.inf if math.isnan(val_auc) else val_auc
-        if params.keep_best and (best is None or score > best[0]):
-            best = (score, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    with progress_bar(f"{what} epochs", params.epochs) as advance:
+        for epoch in range(1, params.epochs + 1):
+            started = time.perf_counter()
+            turned = turns if params.augment else None
+            total = _train_epoch(model, train_loader, optimizer, loss_fn, turned, device)
+            history["train"].append(total / max(len(train_idx), 1))
+            seconds += time.perf_counter() - started
+            val_logits = _predict(model, loaders["validation"], device)
+            val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
+            history["validation"].append(val_loss)
+            val_auc = roc_auc(labels[sides["validation"]], val_logits)
+            log.info(
+                "%s epoch %d/%d: train loss %.4f, validation loss %.4f, validation AUC %.4f",
+                what,
+                epoch,
+                params.epochs,
+                history["train"][-1],
+                val_loss,
+                val_auc,
+            )
+            score = -math.inf if math.isnan(val_auc) else val_auc
+            if params.keep_best and (best is None or score > best[0]):
+                weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = (score, epoch, weights)
+            advance()
     best_epoch = params.epochs
     if best is not None:
         best_epoch = best[1]
         model.load_state_dict(best[2])
     logits = {name: _predict(model, loader, device) for name, loader in loaders.items()}
     return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch)
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    turns: torch.Generator | None,
+    device: torch.device,
+) -> float:
+    """One pass over ``loader``; the sum over cutouts of the training loss.
+
+    ``turns``: the generator of :func:`dihedral` augmentation draws (None: no augmentation).
+    """
+    model.train()
+    # float64 sum on the device: no host sync per step; same sums as Python floats
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for x, y in loader:
+        if turns is not None:
+            x = dihedral(x, turns)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().double() * len(y)
+    return float(total.item())  # .item() syncs
 
 
 def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

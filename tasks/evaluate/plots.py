@@ -56,6 +56,7 @@ __all__ = [
     "plot_roc",
 ]
 
+#: Resolution of every PNG, dots per inch (a figure is ``figsize * DPI`` pixels).
 DPI = 110
 #: Size in inches (width, height) of every plot but the gallery: 660 x 495 pixels.
 FIGSIZE = (6.0, 4.5)

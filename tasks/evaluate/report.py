@@ -38,6 +38,8 @@ PLOT_TITLES = {
 #: Rows of the models table, in this order; other models follow in the metrics' order.
 MODEL_ORDER = ("cnn", "gradient_boosting", "score_peak", "majority")
 DASH = "–"
+#: How the split the metrics were measured on (``evaluated_on``) reads in titles.
+SIDE_NAMES = {"test": "test split", "validation": "validation split", "train": "training set"}
 
 
 
@@ -97,20 +99,54 @@ def _image(plots: Mapping[str, str | os.PathLike[str]], name: str) -> list[str]:
     return ["", f"![{PLOT_TITLES.get(name, name)}]({target})"]
 
 
+def _side(metrics: Mapping[str, Any]) -> str:
+    """Where the ``test`` blocks were measured: "test split" unless ``evaluated_on`` says else."""
+    side = metrics.get("evaluated_on") or "test"
+    return SIDE_NAMES.get(side, f"{side} split")
+
+
+def _with_ci(block: Any, key: str) -> str:
+    """``block[key]`` and its 95 % interval ``block[key + "_ci95"]``: "0.9871 [0.9752, 0.9943]".
+
+    Only the value when the block has no interval (or an undefined one).
+    """
+    text = fmt(_get(block, key))
+    ci = _get(block, f"{key}_ci95")
+    if isinstance(ci, Sequence) and len(ci) == 2 and not any(_is_missing(v) for v in ci):
+        text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    return text
+
+
+def _caution(metrics: Mapping[str, Any]) -> list[str]:
+    """A quoted, bold line up front when the metrics are training-set figures."""
+    if metrics.get("held_out") is not False:
+        return []
+    text = metrics.get("caution") or (
+        "TRAINING-SET FIGURES: no held-out split; every metric is measured on the cutouts "
+        "the models were trained on and proves nothing about unseen data"
+    )
+    return [f"> **{text}.**", ""]
+
+
 def _model_order(models: Mapping[str, Any]) -> list[str]:
     return [m for m in MODEL_ORDER if m in models] + [m for m in models if m not in MODEL_ORDER]
 
 
 def _verdict(metrics: Mapping[str, Any]) -> list[str]:
     models = metrics.get("models") or {}
-    cnn_auc = _get(models, "cnn", "test", "roc_auc")
+    cnn_auc = _with_ci(_get(models, "cnn", "test"), "roc_auc")
     target = _get(metrics, "target", "test_roc_auc")
     met = _get(metrics, "target", "met")
-    if met is None:
+    side = _side(metrics)
+    if metrics.get("held_out") is False:
+        head = "**Not judged** (nothing held out)"
+    elif met is None:
         head = "**Target unknown**"
     else:
         head = "**Target met**" if met else "**Target missed**"
-    lines = [f"{head}: the CNN's test ROC AUC is {fmt(cnn_auc)} (target {fmt(target)})."]
+    auc_on = "test ROC AUC" if side == "test split" else f"ROC AUC on the {side}"
+    aim = f"target {fmt(target)}" if metrics.get("held_out") is not False else "no target"
+    lines = [f"{head}: the CNN's {auc_on} is {cnn_auc} ({aim})."]
 
     baselines = {
         name: _get(block, "test", "roc_auc") for name, block in models.items() if name != "cnn"
@@ -122,11 +158,11 @@ def _verdict(metrics: Mapping[str, Any]) -> list[str]:
         best = f" (best baseline {name}: {fmt(scored[name])})"
     beats = _get(metrics, "target", "beats_baselines")
     if beats is None:
-        lines.append(f"Beats the baselines on test ROC AUC: –{best}.")
+        lines.append(f"Beats the baselines on {auc_on}: –{best}.")
     elif beats:
-        lines.append(f"It beats every baseline on test ROC AUC{best}.")
+        lines.append(f"It beats every baseline on {auc_on}{best}.")
     else:
-        lines.append(f"It does **not** beat every baseline on test ROC AUC{best}.")
+        lines.append(f"It does **not** beat every baseline on {auc_on}{best}.")
 
     leakage = metrics.get("leakage") or {}
     field_auc, random_auc = (
@@ -163,7 +199,8 @@ def _gap_sense(leakage: Mapping[str, Any]) -> str:
 
 def _models_section(metrics: Mapping[str, Any], plots: Mapping[str, Any]) -> list[str]:
     models = metrics.get("models") or {}
-    out = ["## Models (test split)", ""]
+    side = _side(metrics)
+    out = [f"## Models ({side})", ""]
     if not models:
         return [
             *out,
@@ -177,17 +214,20 @@ def _models_section(metrics: Mapping[str, Any], plots: Mapping[str, Any]) -> lis
     header = ["model", "ROC AUC", "PR AUC", "FNR @ 1 % FPR", "threshold", "FNR", "FPR", "ECE"]
     keys = ("roc_auc", "pr_auc", "fnr_at_1pct_fpr", "threshold", "fnr", "fpr", "ece")
     rows = [
-        [f"`{name}`", *(fmt(_get(models, name, "test", k)) for k in keys)]
+        [f"`{name}`", *(_with_ci(_get(models, name, "test"), k) for k in keys)]
         for name in _model_order(models)
     ]
     out.append(_table(header, rows))
     test = _get(models, "cnn", "test") or {}
+    chosen = SIDE_NAMES.get(metrics.get("threshold_on") or "validation", "validation split")
     out += [
         "",
-        f"Test split: {fmt(test.get('n'))} candidates ({fmt(test.get('real'))} real, "
-        f"{fmt(test.get('bogus'))} bogus). FNR @ 1 % FPR is threshold-free (its threshold is "
-        "set on the test split itself); FNR and FPR use the threshold chosen on the validation "
-        "split; ECE (10 bins) only where the score is a probability.",
+        f"{side[0].upper()}{side[1:]}: {fmt(test.get('n'))} candidates "
+        f"({fmt(test.get('real'))} real, {fmt(test.get('bogus'))} bogus). FNR @ 1 % FPR is "
+        f"threshold-free (its threshold is set on the {side} itself); FNR and FPR use the "
+        f"threshold chosen on the {chosen}; ECE (10 bins) only where the score is a "
+        "probability.",
+        *_bootstrap_note(metrics),
     ]
     described = [(n, _get(models, n, "description")) for n in _model_order(models)]
     described = [(n, d) for n, d in described if d]
@@ -195,6 +235,22 @@ def _models_section(metrics: Mapping[str, Any], plots: Mapping[str, Any]) -> lis
         out.append("")
         out += [f"- `{name}`: {text}" for name, text in described]
     return out + _image(plots, "roc") + _image(plots, "pr")
+
+
+def _bootstrap_note(metrics: Mapping[str, Any]) -> list[str]:
+    """What the bracketed intervals of the models table are, when there are any."""
+    boot = metrics.get("bootstrap") or {}
+    if not boot.get("resamples"):
+        return []
+    level = boot.get("level")
+    percent = f"{fmt(100 * level)} %" if isinstance(level, int | float) else "95 %"
+    return [
+        "",
+        f"In brackets: {percent} percentile-bootstrap intervals over the cutouts of the "
+        f"{_side(metrics)}, {fmt(boot['resamples'])} resamples drawn with replacement within "
+        f"each class (so each holds the split's real and bogus counts), seed "
+        f"{fmt(boot.get('seed'))}.",
+    ]
 
 
 def _splits_section(metrics: Mapping[str, Any]) -> list[str]:
@@ -261,7 +317,7 @@ def _leakage_section(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def _completeness_section(metrics: Mapping[str, Any], plots: Mapping[str, Any]) -> list[str]:
-    out = ["## Completeness vs truth magnitude (CNN, test split)", ""]
+    out = [f"## Completeness vs truth magnitude (CNN, {_side(metrics)})", ""]
     rows = [r for r in metrics.get("completeness_vs_mag") or [] if r]
     if rows:
         body = [
@@ -284,7 +340,7 @@ def _fmt_mag(value: Any) -> str:
 
 
 def _kinds_section(metrics: Mapping[str, Any]) -> list[str]:
-    out = ["## False positives by kind of bogus (CNN, test split)", ""]
+    out = [f"## False positives by kind of bogus (CNN, {_side(metrics)})", ""]
     rows = [r for r in metrics.get("fpr_by_kind") or [] if r]
     if not rows:
         return [*out, "Not available (no bogus kinds)."]
@@ -326,9 +382,11 @@ def _reproducibility_section(metrics: Mapping[str, Any]) -> list[str]:
 def render_report(metrics: Mapping[str, Any], plots: Mapping[str, str | os.PathLike[str]]) -> str:
     """Markdown report of one training run, to read in a minute.
 
-    Sections: title (dataset name and version), verdict (CNN test ROC AUC against the target,
-    baselines, leakage gap), models table (test split: ROC AUC, PR AUC, FNR @ 1 % FPR,
-    validation threshold, FNR and FPR at it, ECE) with the ROC and PR plots, calibration and
+    Sections: title (dataset name and version), a bold caution when the metrics are
+    training-set figures (``held_out`` False), verdict (CNN test ROC AUC against the target,
+    baselines, leakage gap), models table (test split: ROC AUC and FNR @ 1 % FPR with their
+    bootstrap intervals in brackets, PR AUC, validation threshold, FNR and FPR at it, ECE)
+    with the ROC and PR plots, calibration and
     training plots, per-split class counts, leakage check, completeness by magnitude, false
     positives by kind of bogus, example gallery, reproducibility (hashes, parameters,
     package versions, device, seed).
@@ -338,8 +396,10 @@ def render_report(metrics: Mapping[str, Any], plots: Mapping[str, str | os.PathL
     metrics : mapping
         The metrics of a run (``metrics.json``): ``dataset``, ``params``, ``packages``,
         ``device``, ``seed``, ``epochs``, ``unlabelled``, ``dropped_by_max_cutouts``,
-        ``splits``, ``models`` (name to ``description``, ``validation`` and ``test`` blocks
-        of :func:`tasks.evaluate.metrics.evaluate`), ``threshold_rule``, ``completeness_vs_mag``,
+        ``splits``, ``evaluated_on``, ``held_out``, ``caution``, ``threshold_on``,
+        ``models`` (name to ``description``, ``validation`` and ``test`` blocks of
+        :func:`tasks.evaluate.metrics.evaluate`, ``*_ci95`` intervals included), ``bootstrap``,
+        ``threshold_rule``, ``completeness_vs_mag``,
         ``fpr_by_kind``, ``leakage``, ``target``, ``loss``, ``layout`` (timings
         are left out, so a repeated run gives the same report). Missing keys, None and
         NaN show as "–" or "not available".
@@ -355,6 +415,7 @@ def render_report(metrics: Mapping[str, Any], plots: Mapping[str, str | os.PathL
     dataset = metrics.get("dataset") or {}
     title = " ".join(str(v) for v in (dataset.get("name"), dataset.get("version")) if v)
     lines = [f"# Real/bogus classifier report{': ' + title if title else ''}", ""]
+    lines += _caution(metrics)
     sections = [_verdict(metrics), _models_section(metrics, plots)]
     if "reliability" in plots:
         sections.append(["## Calibration", *_image(plots, "reliability")])
@@ -367,7 +428,7 @@ def render_report(metrics: Mapping[str, Any], plots: Mapping[str, str | os.PathL
         _kinds_section(metrics),
     ]
     if "gallery" in plots:
-        sections.append(["## Examples (CNN, test split)", *_image(plots, "gallery")])
+        sections.append([f"## Examples (CNN, {_side(metrics)})", *_image(plots, "gallery")])
     others = [name for name in plots if name not in PLOT_TITLES]
     if others:
         sections.append(["## Other plots", *(line for n in others for line in _image(plots, n))])

@@ -9,6 +9,13 @@ so the loss weighs real candidates by ``n_bogus / n_real`` of the training split
 sets the validation metrics beside the accuracy of always predicting the training majority
 class: on a 90 %-bogus set, 0.9 accuracy means nothing by itself.
 
+Every test ROC AUC and FNR at 1 % FPR comes with a 95 % percentile-bootstrap interval
+(:mod:`.bootstrap`: 1,000 resamples of the test cutouts, stratified by class, seeded with
+``train.seed``). A dataset of too few sky fields or jobs to split (every cutout in ``train``)
+is still trained on: the thresholds are then chosen and the metrics measured on the training
+set, and ``metrics.json`` (``"evaluated_on": "train"``, ``"held_out": false``, ``caution``)
+and ``report.md`` say that these figures prove nothing about unseen data.
+
 Pure functions first (no Prefect needed to test them); :func:`smoke_train_task` at the bottom
 is the thin Prefect wrapper.
 
@@ -53,6 +60,7 @@ from croissant_cutouts.tasks.evaluate.baselines import (
     majority_scores,
     score_peak_scores,
 )
+from croissant_cutouts.tasks.evaluate.bootstrap import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
 from croissant_cutouts.tasks.evaluate.data import (
     IN_MEMORY_LIMIT_BYTES,
     CutoutDataset,
@@ -88,6 +96,8 @@ log = logging.getLogger(__name__)
 
 #: Test-split ROC AUC the CNN should reach on the default simulated data.
 TARGET_TEST_AUC = 0.99
+#: How each split reads in titles and log lines.
+_SIDE_NAMES = {"test": "test split", "validation": "validation split", "train": "training set"}
 
 
 # --------------------------------------------------------------------------- training
@@ -155,7 +165,11 @@ def _dataset_identity(croissant_path: Path) -> dict[str, Any]:
 
 
 def _split_sides(frame: pd.DataFrame, croissant_path: Path) -> dict[str, np.ndarray]:
-    """Boolean row masks of the dataset's own splits; every split must hold rows."""
+    """Boolean row masks of the dataset's own splits; ``train`` must hold rows.
+
+    ``validation`` and ``test`` may be empty: a dataset of too few sky fields or jobs to split
+    has every cutout in ``train`` (:func:`_evaluation_sides` then judges on what there is).
+    """
     if "split" not in frame or frame["split"].isna().all():
         raise ValueError(
             f"{croissant_path}: the index has no split column; rebuild the dataset with "
@@ -169,31 +183,70 @@ def _split_sides(frame: pd.DataFrame, croissant_path: Path) -> dict[str, np.ndar
             f"{croissant_path}: split values {unknown} (rows {rows}); expected {list(SPLITS)}"
         )
     sides = {name: split == name for name in SPLITS}
-    empty = [name for name, mask in sides.items() if not mask.any()]
-    if empty:
+    if not sides["train"].any():
         counts = {name: int(mask.sum()) for name, mask in sides.items()}
         raise ValueError(
-            f"{croissant_path}: no labelled cutout in the {' and '.join(empty)} split(s) "
-            f"(labelled cutouts per split: {counts}); a dataset needs at least 3 sky fields "
-            "or jobs to be split (see the splits section of params.yaml)"
+            f"{croissant_path}: no labelled cutout in the train split (labelled cutouts per "
+            f"split: {counts}); see the splits section of params.yaml"
         )
     return sides
 
 
+def _evaluation_sides(sides: dict[str, np.ndarray]) -> tuple[str, str]:
+    """Where the metrics are measured and where the thresholds are chosen.
+
+    Metrics on ``test``, else on ``validation``, else (no held-out split) on ``train``;
+    thresholds on ``validation``, else on ``train``.
+    """
+    evaluated_on = next(n for n in ("test", "validation", "train") if sides[n].any())
+    threshold_on = "validation" if sides["validation"].any() else "train"
+    return evaluated_on, threshold_on
+
+
+def _run_name(prep: "_Prepared") -> str:
+    """The CNN run's name in log lines and plot legends: "field split", "job split", ..."""
+    return "no held-out split" if prep.split_by == "none" else f"{prep.split_by} split"
+
+
+def _caution(prep: "_Prepared") -> str | None:
+    """The line that labels training-set figures; None when the metrics are held out."""
+    if prep.held_out:
+        return None
+    train = prep.counts["train"]
+    return (
+        f"TRAINING-SET FIGURES: no held-out split (every labelled cutout is in train: "
+        f"{train['jobs']} job(s), {train['fields']} sky field(s), too few to hold any out); "
+        "every metric is measured on the cutouts the models were trained on and proves "
+        "nothing about unseen data"
+    )
+
+
 def _judge(
-    y: np.ndarray,
-    sides: dict[str, np.ndarray],
+    prep: "_Prepared",
     score: np.ndarray,
     prob: np.ndarray | None,
     description: str,
+    seed: int,
 ) -> dict[str, Any]:
-    """Threshold at 1 % FPR on validation, then the metrics on validation and on test."""
-    val, test = sides["validation"], sides["test"]
-    threshold = threshold_at_fpr(y[val], score[val], 0.01)
+    """Threshold at 1 % FPR on ``prep.threshold_on``, then the metrics of one model.
+
+    ``validation``: on the validation split (None when it is empty); ``test``: on
+    ``prep.evaluated_on`` (the test split, or what there is), with bootstrap intervals of
+    ROC AUC and FNR at 1 % FPR (:data:`BOOTSTRAP_RESAMPLES` resamples, ``seed``).
+    """
+    y, sides = prep.y, prep.sides
+    chosen = sides[prep.threshold_on]
+    threshold = threshold_at_fpr(y[chosen], score[chosen], 0.01)
+
+    def block(mask: np.ndarray, resamples: int = 0) -> dict[str, Any]:
+        p = None if prob is None else prob[mask]
+        return evaluate(y[mask], score[mask], threshold, p, resamples, seed)
+
+    val = sides["validation"]
     return {
         "description": description,
-        "validation": evaluate(y[val], score[val], threshold, None if prob is None else prob[val]),
-        "test": evaluate(y[test], score[test], threshold, None if prob is None else prob[test]),
+        "validation": block(val) if val.any() else None,
+        "test": block(sides[prep.evaluated_on], BOOTSTRAP_RESAMPLES),
     }
 
 
@@ -262,7 +315,11 @@ def smoke_train(
     :mod:`tasks.dataset.splits`); train on ``train`` (:func:`train_cnn`), record the loss on
     ``validation`` per epoch; choose each model's threshold on ``validation`` (the lowest
     with a false-positive rate <= 1 %) and evaluate on ``test``
-    (:func:`tasks.evaluate.metrics.evaluate`). Beside the CNN, on the same rows: the baselines of
+    (:func:`tasks.evaluate.metrics.evaluate`), with 95 % bootstrap intervals of ROC AUC and
+    FNR at 1 % FPR (:mod:`.bootstrap`). An empty split is tolerated: without ``validation``
+    the thresholds are chosen on ``train``; without ``test`` the metrics are measured on
+    ``validation``, and without either on ``train`` (training-set figures, flagged
+    ``"held_out": false``; no leakage check). Beside the CNN, on the same rows: the baselines of
     :mod:`tasks.evaluate.baselines` (majority class, score-image peak, gradient boosting on catalog
     features). With ``params.leakage_check``, a second CNN trained on a random per-cutout
     split of the same rows with the fractions of ``splits`` gives the leakage gap (its test
@@ -290,10 +347,14 @@ def smoke_train(
     Returns
     -------
     dict
-        What was written to ``metrics.json`` (see the README, "Reading metrics.json"):
+        What was written to ``metrics.json`` (described in ``docs/evaluation.md``):
         ``dataset`` (name, version, croissant and index sha256), ``params``, ``packages``,
-        ``splits`` (rule and per-split counts), ``models`` (cnn, gradient_boosting,
-        score_peak, majority: validation and test blocks of :func:`.metrics.evaluate`),
+        ``splits`` (rule and per-split counts), ``evaluated_on`` (the split the ``test``
+        blocks were measured on: test, validation or train), ``held_out`` (False: training-set
+        figures), ``caution`` (the line saying so, else None), ``models`` (cnn,
+        gradient_boosting, score_peak, majority: validation and test blocks of
+        :func:`.metrics.evaluate`, the test blocks with ``roc_auc_ci95`` and
+        ``fnr_at_1pct_fpr_ci95``), ``bootstrap`` (resamples, level, seed, method),
         ``completeness_vs_mag``, ``fpr_by_kind``, ``leakage``, ``target``, ``loss``,
         ``validation`` and ``test`` (the CNN's blocks again), ``counts``, ``n_jobs``,
         timings. Undefined values are ``None``.
@@ -301,8 +362,8 @@ def smoke_train(
     Raises
     ------
     ValueError
-        No labelled record, labels other than 0/1, no split column, an empty split, fewer
-        than 2 jobs after the cap, or a cutout of the wrong shape/dtype.
+        No labelled record, labels other than 0/1, no split column, an empty train split,
+        fewer than 2 jobs after the cap, or a cutout of the wrong shape/dtype.
     FileNotFoundError
         A cutout listed in the index is missing.
     RuntimeError
@@ -338,6 +399,13 @@ class _Prepared:
     dropped: int  # rows dropped by max_cutouts
     data: CutoutDataset
     sharded: bool
+    evaluated_on: str  # split the metrics are measured on: test, validation or train
+    threshold_on: str  # split the thresholds are chosen on: validation or train
+
+    @property
+    def held_out(self) -> bool:
+        """Whether the metrics are measured on cutouts the models were not trained on."""
+        return self.evaluated_on != "train"
 
 
 @dataclass
@@ -413,12 +481,20 @@ def _prepare(croissant_path: Path, params: TrainParams) -> _Prepared:
         )
     y = frame["label"].to_numpy(np.int64)
     counts = _split_counts(frame, y, sides, unlabelled)
-    split_by = "field" if all(c["fields"] for c in counts.values()) and _by_field(frame) else "job"
+    evaluated_on, threshold_on = _evaluation_sides(sides)
+    used = [c for name, c in counts.items() if sides[name].any()]
+    split_by = "field" if all(c["fields"] for c in used) and _by_field(frame) else "job"
+    if evaluated_on == "train":
+        split_by = "none"
+        log.info("no held-out split: the metrics are training-set figures")
     rows = frame["row"].to_numpy() if "row" in frame else np.full(len(frame), None)
     sharded = bool(pd.notna(rows).any())
     in_memory = not sharded and len(frame) * CUTOUT_BYTES <= IN_MEMORY_LIMIT_BYTES
     data = CutoutDataset(frame["cutout_path"].to_numpy(), y, in_memory, rows)
-    return _Prepared(frame, y, sides, counts, split_by, unlabelled["all"], dropped, data, sharded)
+    return _Prepared(
+        frame, y, sides, counts, split_by, unlabelled["all"], dropped, data, sharded,
+        evaluated_on, threshold_on,
+    )
 
 
 def _fit(prep: _Prepared, params: TrainParams, device: Any) -> _Fitted:
@@ -431,36 +507,42 @@ def _fit(prep: _Prepared, params: TrainParams, device: Any) -> _Fitted:
                   for n, c in prep.counts.items()),
         device,
     )
-    cnn = train_cnn(prep.data, y, sides, params, device, f"{prep.split_by} split")
+    if params.keep_best and not sides["validation"].any():
+        log.info("no validation split: keep_best off, the weights of the last epoch are kept")
+        params = params.model_copy(update={"keep_best": False})
+    judged = {**sides, "test": sides[prep.evaluated_on]}  # the rows to predict as "test"
+    cnn = train_cnn(prep.data, y, judged, params, device, _run_name(prep))
     logits = np.full(len(y), np.nan)
     for name in ("validation", "test"):
-        logits[sides[name]] = cnn.logits[name]
+        logits[judged[name]] = cnn.logits[name]
     prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700)))
+    seed = params.seed
     models: dict[str, Any] = {
-        "cnn": _judge(y, sides, logits, prob,
-                      "SmallCNN on the four channels; score: logit, probability: sigmoid"),
+        "cnn": _judge(prep, logits, prob,
+                      "SmallCNN on the four channels; score: logit, probability: sigmoid", seed),
     }
     boost, features = gradient_boosting_scores(prep.frame, y, sides["train"], params.seed)
     models["gradient_boosting"] = _judge(
-        y, sides, boost, boost,
+        prep, boost, boost,
         "HistGradientBoostingClassifier on catalog features: " + (", ".join(features) or "none"),
+        seed,
     )
     peak = score_peak_scores(prep.frame)
     models["score_peak"] = _judge(
-        y, sides, peak, None, "threshold on the score-image peak at the candidate (S/N)"
+        prep, peak, None, "threshold on the score-image peak at the candidate (S/N)", seed
     )
     majority = majority_scores(y[sides["train"]], len(y))
     models["majority"] = _judge(
-        y, sides, majority, majority, "always the training majority class"
+        prep, majority, majority, "always the training majority class", seed
     )
     scores = {"gradient boosting": boost, "score peak": peak, "majority": majority}
     return _Fitted(cnn, logits, prob, scores, models)
 
 
 def _judge_test(prep: _Prepared, fit: _Fitted) -> _Test:
-    """Step 3: the CNN's calls on the test split: completeness by magnitude, FPR by kind."""
+    """Step 3: the CNN's calls on the evaluated split: completeness by magnitude, FPR by kind."""
     frame, y = prep.frame, prep.y
-    test = prep.sides["test"]
+    test = prep.sides[prep.evaluated_on]
     called = fit.logits > fit.models["cnn"]["test"]["threshold"]
     truth_mag = (
         pd.to_numeric(frame["truth_mag"], errors="coerce").to_numpy(np.float64)
@@ -488,14 +570,17 @@ class _Leakage:
 def _leakage_check(
     prep: _Prepared, fit: _Fitted, params: TrainParams, splits: SplitParams, device: Any
 ) -> _Leakage:
-    """Step 4: with ``params.leakage_check``, a second CNN on a random per-cutout split."""
+    """Step 4: with ``params.leakage_check``, a second CNN on a random per-cutout split.
+
+    Not without a held-out split: a training-set AUC has no leakage to measure.
+    """
     summary: dict[str, Any] = {
         "by": prep.split_by,
-        "field_split_test_auc": fit.models["cnn"]["test"]["roc_auc"],
+        "field_split_test_auc": fit.models["cnn"]["test"]["roc_auc"] if prep.held_out else None,
         "random_split_test_auc": None,
         "gap": None,
     }
-    if not params.leakage_check:
+    if not params.leakage_check or not prep.held_out:  # nothing held out: no gap to measure
         return _Leakage(summary, None, 0.0, 0)
     y = prep.y
     leaky = random_split(len(y), splits, params.seed)
@@ -520,6 +605,7 @@ def _metrics(
     """What ``metrics.json`` holds, in its order (plots and seconds are added on writing)."""
     models, counts = fit.models, prep.counts
     cnn_auc = models["cnn"]["test"]["roc_auc"]
+    judged = prep.held_out  # training-set figures cannot meet a target
     baselines = [models[m]["test"]["roc_auc"] for m in ("gradient_boosting", "score_peak",
                                                          "majority")]
     train_seconds = fit.cnn.train_seconds + leakage.train_seconds
@@ -534,15 +620,29 @@ def _metrics(
         "unlabelled": prep.unlabelled,
         "dropped_by_max_cutouts": prep.dropped,
         "splits": {"by": prep.split_by, "counts": counts},
+        "evaluated_on": prep.evaluated_on,
+        "held_out": prep.held_out,
+        "caution": _caution(prep),
         "models": models,
-        "threshold_rule": "per model: the lowest threshold whose validation FPR <= 1 %",
+        "threshold_on": prep.threshold_on,
+        "threshold_rule": "per model: the lowest threshold whose "
+        f"{'validation' if prep.threshold_on == 'validation' else 'training-set'} FPR <= 1 %",
+        "bootstrap": {
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "level": BOOTSTRAP_LEVEL,
+            "seed": params.seed,
+            "method": "percentile bootstrap over the evaluated cutouts, resampled with "
+            "replacement within each class",
+        },
         "completeness_vs_mag": test.completeness.to_dict(orient="records"),
         "fpr_by_kind": test.by_kind.to_dict(orient="records"),
         "leakage": leakage.summary,
         "target": {
             "test_roc_auc": TARGET_TEST_AUC,
-            "met": bool(cnn_auc >= TARGET_TEST_AUC),
-            "beats_baselines": bool(all(cnn_auc > b for b in baselines if not math.isnan(b))),
+            "met": bool(cnn_auc >= TARGET_TEST_AUC) if judged else None,
+            "beats_baselines": (
+                bool(all(cnn_auc > b for b in baselines if not math.isnan(b))) if judged else None
+            ),
         },
         "loss": fit.cnn.history,
         "weights_from_epoch": fit.cnn.best_epoch,
@@ -574,7 +674,7 @@ def _pictures(
     mask, y_test = test.mask, prep.y[test.mask]
     curves = {"CNN": (y_test, fit.logits[mask])}
     curves.update({name: (y_test, score[mask]) for name, score in fit.scores.items()})
-    histories = {f"{prep.split_by} split": fit.cnn.history}
+    histories = {_run_name(prep): fit.cnn.history}
     if leakage.history is not None:
         histories["random split (leaky)"] = leakage.history
     gallery = _gallery(prep.frame[mask].reset_index(drop=True), y_test, fit.logits[mask],
@@ -584,7 +684,7 @@ def _pictures(
         "pr": plot_pr(folder / "pr.png", curves),
         "reliability": plot_reliability(
             folder / "reliability.png", reliability_table(y_test, fit.prob[mask]),
-            "CNN, test split",
+            f"CNN, {_SIDE_NAMES[prep.evaluated_on]}",
         ),
         "loss": plot_loss(folder / "loss.png", histories),
         "completeness": plot_completeness(folder / "completeness.png", test.completeness),
@@ -615,7 +715,8 @@ def _write(
     write_report(output.parent / REPORT_FILE, metrics, plots)
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
     log.info(
-        "test ROC AUC %.4f (target %.2f), leakage gap %s; wrote %s (%.1f s)",
+        "%s ROC AUC %.4f (target %.2f), leakage gap %s; wrote %s (%.1f s)",
+        _SIDE_NAMES[prep.evaluated_on],
         metrics["test"]["roc_auc"] if metrics["test"]["roc_auc"] is not None else math.nan,
         TARGET_TEST_AUC,
         leakage.summary["gap"],

@@ -24,6 +24,7 @@ __all__ = [
     "write_all",
 ]
 
+#: Marks a hidden temporary file (``.<name>.tmp-<pid>...``) until it is renamed into place.
 TMP_MARK = ".tmp-"
 
 

@@ -25,10 +25,12 @@ from croissant_cutouts.tasks.errors import short_repr as _short
 __all__ = [
     "BOGUS_KINDS",
     "SIMULATED_KINDS_FILE",
+    "SIMULATED_KIND_COLUMN",
     "SIMULATED_REAL",
     "UNMATCHED_REAL",
     "LabelOptions",
     "Layout",
+    "bogus_kind_column",
 ]
 
 #: Simulator-only sidecar of a RAPID-layout job folder (``simulate`` writes it; real RAPID
@@ -56,6 +58,20 @@ BOGUS_KINDS: tuple[str, ...] = (
 #: uses a brighter ``mag_limit``, a smaller ``match_radius_px`` or another ``truth_origin``
 #: than the simulation did, or a match sat exactly on the radius or magnitude limit.
 UNMATCHED_REAL = "unmatched_real"
+#: Column of a simulated seed-layout ``psfcat.csv`` holding the simulator's ``kind`` of each
+#: row (as in :data:`SIMULATED_KINDS_FILE`); the seed's own catalogs never have it.
+SIMULATED_KIND_COLUMN = "simulated_kind"
+
+
+def bogus_kind_column(kinds: np.ndarray, label: pd.Series) -> pd.arrays.StringArray:
+    """``bogus_kind`` of each row from the simulator's ``kinds`` and our ``label``.
+
+    A row labelled bogus (0) gets its kind, :data:`UNMATCHED_REAL` where the simulator
+    called it real; every other row (real, or unlabelled) gets NA.
+    """
+    bogus = (label == 0).fillna(False).to_numpy(bool)
+    kind = np.where(kinds == SIMULATED_REAL, UNMATCHED_REAL, kinds)
+    return pd.array(np.where(bogus, kind, None), dtype="string")
 
 
 @dataclass(frozen=True)

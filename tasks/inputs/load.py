@@ -455,7 +455,7 @@ def load_job(spec: JobSpec) -> JobData:
 
     Job-level columns are filled here: ``reference_file`` (the reference image used), and
     ``filter``, ``field``, ``mjd`` from the field lists when the run was given them, else from
-    the FITS headers (:func:`job_cards`: science FILTER, MJD-OBS, else RAPID's reformatted
+    the FITS headers (``job_cards``: science FILTER, MJD-OBS, else RAPID's reformatted
     science image; difference FIELD).
 
     Raises

@@ -17,12 +17,12 @@ from croissant_cutouts.tasks.inputs.catalogs import (
     BOGUS_KINDS,
     SIMULATED_KINDS_FILE,
     SIMULATED_REAL,
-    UNMATCHED_REAL,
     LabelOptions,
     Layout,
     ParsedCatalog,
     _decode,
     _whole,
+    bogus_kind_column,
 )
 from croissant_cutouts.tasks.inputs.truth import (
     label_detections,
@@ -427,7 +427,7 @@ class RapidLayout(Layout):
         options: LabelOptions | None = None,
         headers: dict[str, object] | None = None,
     ) -> ParsedCatalog:
-        """Read the candidates (:func:`_candidates`) and label them from the truth files.
+        """Read the candidates (``_candidates``) and label them from the truth files.
 
         When the job has the simulator's :data:`SIMULATED_KINDS_FILE`, ``bogus_kind`` of
         every row labelled 0 is its ``kind`` joined on ``id`` (:data:`UNMATCHED_REAL` where
@@ -467,9 +467,7 @@ class RapidLayout(Layout):
             for col in labels.columns:
                 out[col] = labels[col].to_numpy()
             if kinds is not None:
-                bogus = (out["label"] == 0).fillna(False).to_numpy(bool)
-                kind = np.where(kinds == SIMULATED_REAL, UNMATCHED_REAL, kinds)
-                out["bogus_kind"] = pd.array(np.where(bogus, kind, None), dtype="string")
+                out["bogus_kind"] = bogus_kind_column(kinds, out["label"])
         table = out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS)
         return ParsedCatalog(table, sorted(rejects.items()), notes)
 

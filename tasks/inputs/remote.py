@@ -34,6 +34,7 @@ from fsspec.core import split_protocol
 from croissant_cutouts.tasks.contract import CHANNELS
 from croissant_cutouts.tasks.errors import JobError
 from croissant_cutouts.tasks.infra.atomic import TMP_MARK
+from croissant_cutouts.tasks.infra.extras import require_extra
 from croissant_cutouts.tasks.inputs.layouts import LAYOUTS, detect_layout, get_layout
 
 __all__ = [
@@ -147,6 +148,8 @@ def storage_options(url: str) -> dict[str, Any]:
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of ``url`` and the path inside it (protocol stripped)."""
+    if split_protocol(str(url))[0] in ("s3", "s3a"):
+        require_extra("s3", "reading s3:// URLs")
     fs, path = fsspec.core.url_to_fs(str(url), **storage_options(url))
     return fs, path.rstrip("/")
 

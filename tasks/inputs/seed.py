@@ -11,12 +11,16 @@ import pandas as pd
 from croissant_cutouts.tasks.contract import CANDIDATE_COLUMNS
 from croissant_cutouts.tasks.errors import CatalogError, JobError
 from croissant_cutouts.tasks.inputs.catalogs import (
+    BOGUS_KINDS,
+    SIMULATED_KIND_COLUMN,
+    SIMULATED_REAL,
     LabelOptions,
     Layout,
     ParsedCatalog,
     _numeric,
     _read_text_table,
     _whole,
+    bogus_kind_column,
 )
 
 __all__ = [
@@ -112,6 +116,31 @@ class SeedLayout(Layout):
                 out[column] = values
         rejects = sorted(reasons.items())
         out["labelled"] = True
+        if SIMULATED_KIND_COLUMN in raw.columns:
+            kinds = _simulated_kinds(job_id, path, raw[SIMULATED_KIND_COLUMN])
+            out["bogus_kind"] = bogus_kind_column(kinds, out["label"])
         table = out.reindex(columns=list(CANDIDATE_COLUMNS)).astype(CANDIDATE_COLUMNS)
         return ParsedCatalog(table, rejects, [])
+
+
+def _simulated_kinds(job_id: str, path: Path, column: pd.Series) -> np.ndarray:
+    """The :data:`SIMULATED_KIND_COLUMN` of a simulated ``psfcat.csv``, checked.
+
+    Raises
+    ------
+    CatalogError
+        Naming the first row whose kind is neither ``real`` nor one of ``BOGUS_KINDS``.
+    """
+    kinds = column.astype(str).str.strip().to_numpy(object)
+    unknown = np.flatnonzero(~np.isin(kinds, (SIMULATED_REAL, *BOGUS_KINDS)))
+    if unknown.size:
+        row = int(unknown[0])
+        raise CatalogError(
+            job_id,
+            f"{SIMULATED_KIND_COLUMN} {column.iloc[row]!r} is not one of "
+            f"{', '.join((SIMULATED_REAL, *BOGUS_KINDS))}",
+            path,
+            row,
+        )
+    return kinds
 

@@ -81,7 +81,7 @@ def recut_jobs(
     Each job of the index with a folder in ``input_dir`` is loaded with the plain
     :func:`tasks.inputs.load.load_job`, its ZScale limits recomputed
     (:func:`tasks.dataset.normalize.job_limits`) and its indexed candidates cut in batches of
-    ``batch`` (:func:`tasks.dataset.cutout.make_tensors`) from the memory-mapped images, at the
+    ``batch`` (``tasks.dataset.cutout.make_tensors``) from the memory-mapped images, at the
     positions of the input catalog's rows named by ``catalog_row``. Memory: one job's
     catalog and one batch of fresh and stored cutouts at a time.
     """

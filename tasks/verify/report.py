@@ -15,6 +15,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Every kind of problem ``cutouts verify`` reports, with what it means.
 KINDS: dict[str, str] = {
     "table": "a dataset table (master_index.csv, rejects.csv, jobs.csv) is missing or unreadable",
     "index": "master_index.csv breaks the contract (ids, order, names, shard rows, values)",
