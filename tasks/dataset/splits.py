@@ -24,7 +24,6 @@ The result depends only on the set of rows (not their order), the fractions and 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,8 +42,6 @@ __all__ = [
     "split_groups",
     "truth_links",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Split names, in the order they are declared in croissant.json.
 SPLITS = ("train", "validation", "test")
@@ -175,6 +172,8 @@ def assign_splits(frame: pd.DataFrame, params: SplitParams | None = None) -> Spl
     Returns
     -------
     SplitAssignment
+        Its ``notes`` (groups merged, a side without both classes) are not logged here: the
+        caller reports them once (the flow logs each as a warning).
 
     Raises
     ------
@@ -224,9 +223,7 @@ def assign_splits(frame: pd.DataFrame, params: SplitParams | None = None) -> Spl
     for name, ok in zip(("test", "validation", "train"), best_score, strict=True):
         if not ok:
             notes.append(f"no split by {by} puts both classes in {name}")
-    for note in notes:
-        log.warning(note)
-    return SplitAssignment(best, by, n_groups, n, notes)
+    return SplitAssignment(best, by, n_groups, n, notes)  # notes: logged once, by the caller
 
 
 def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
