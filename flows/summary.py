@@ -92,21 +92,39 @@ def publish_job_table(results: list[JobCutouts | JobRejection]) -> None:
     )
 
 
+def _with_interval(block: dict[str, Any], key: str) -> str:
+    """``0.987 [0.975, 0.994]``: a value and its bootstrap 95 % interval, where it has one."""
+    low, high = block.get(f"{key}_ci95") or (None, None)
+    interval = f" [{_cell(low)}, {_cell(high)}]" if low is not None else ""
+    return _cell(block.get(key)) + interval
+
+
+def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
+    """The models' table of the summary artifact, on the split the metrics were measured on."""
+    models = metrics.get("models") or {}
+    if not models:
+        return []
+    split = metrics.get("evaluated_on") or "test"
+    lines = [f"**{metrics['caution']}**", ""] if metrics.get("caution") else []
+    lines += [
+        f"| model ({split} split) | ROC AUC [95 %] | PR AUC | FNR at 1 % FPR [95 %] | ECE |",
+        "|---|---|---|---|---|",
+    ]
+    for name, block in models.items():
+        t = block.get("test") or {}
+        cells = [_with_interval(t, "roc_auc"), _cell(t.get("pr_auc")),
+                 _with_interval(t, "fnr_at_1pct_fpr"), _cell(t.get("ece"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if metrics.get("held_out") is not False:
+        gap = (metrics.get("leakage") or {}).get("gap")
+        lines += ["", f"Leakage gap (random per-cutout split AUC minus this one): {_cell(gap)}"]
+    return [*lines, ""]
+
+
 def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = None) -> None:
     """A markdown artifact: the summary line, the test metrics, links to the report and plots."""
     lines = [f"# Dataset {summary.dataset}", "", f"`{summary.line()}`", ""]
-    models = (summary.metrics or {}).get("models") or {}
-    if models:
-        lines += [
-            "| model (test split) | ROC AUC | PR AUC | FNR at 1 % FPR | ECE |",
-            "|---|---|---|---|---|",
-        ]
-        for name, block in models.items():
-            t = block.get("test") or {}
-            cells = [_cell(t.get(k)) for k in ("roc_auc", "pr_auc", "fnr_at_1pct_fpr", "ece")]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        gap = (summary.metrics or {}).get("leakage", {}).get("gap")
-        lines += ["", f"Leakage gap (random per-cutout split AUC minus this one): {_cell(gap)}", ""]
+    lines += _metrics_lines(summary.metrics or {})
     links = [
         (REPORT_FILE, out_dir / REPORT_FILE),
         (CROISSANT_FILE, out_dir / CROISSANT_FILE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -202,10 +203,25 @@ def test_artifacts_are_published(tmp_path, three_jobs):
     # the test metrics of every model, and links to the report and every picture
     assert "| model (test split) | ROC AUC" in summary.data and "| cnn |" in summary.data
     assert "| gradient_boosting |" in summary.data and "Leakage gap" in summary.data
+    assert re.search(r"\| cnn \| [\d.]+ \[[\d.]+, [\d.]+\] \|", summary.data)  # its interval
     ds = (tmp_path / "ds").resolve()
     for name in ("report.md", *(f"plots/{p}.png" for p in
                                 ("roc", "pr", "reliability", "loss", "completeness", "gallery"))):
         assert f"file://{ds / name})" in summary.data, name
+
+
+def test_summary_artifact_says_when_figures_are_training_set_figures():
+    from croissant_cutouts.flows.summary import _metrics_lines
+
+    block = {"roc_auc": 0.5, "roc_auc_ci95": [0.25, 0.75], "pr_auc": 0.1,
+             "fnr_at_1pct_fpr": 1.0, "fnr_at_1pct_fpr_ci95": [None, None], "ece": None}
+    metrics = {"models": {"cnn": {"test": block}}, "evaluated_on": "train", "held_out": False,
+               "caution": "TRAINING-SET FIGURES: nothing held out.", "leakage": {"gap": None}}
+    text = "\n".join(_metrics_lines(metrics))
+    assert text.startswith("**TRAINING-SET FIGURES: nothing held out.**")
+    assert "| model (train split) |" in text and "| cnn | 0.5 [0.25, 0.75] | 0.1 | 1 | – |" in text
+    assert "Leakage gap" not in text
+    assert _metrics_lines({}) == []
 
 
 # --- the last step (verify), cache keys of labels and code, the cached smoke-train ----------
