@@ -1,24 +1,27 @@
-"""Throughput of the smoke-train input (shards vs files) and of the training step.
+"""Throughput of the smoke-train input (shards vs files vs parquet) and of the training step.
 
-Builds a dataset in both output layouts from the same cutouts (or takes one with
+Builds a dataset in the three output layouts from the same cutouts (or takes one with
 ``--dataset``), reads its index through Croissant as ``smoke_train`` does, then times:
 
 - ``loader``: one full shuffled epoch of the training loader (``tasks.train.make_loader``
   over a ``CutoutDataset``), no model, at batch 64 and 256: shards memory-mapped (what
   ``smoke_train`` uses for the shards layout), files read batch by batch (``lazy``), and files
   loaded into memory first (what ``smoke_train`` does for files up to 2 GiB; the load time is
-  reported apart). One warm-up epoch first, so the page cache is warm and the shards mapped;
-  then ``--repeat`` epochs, best and median kept. On CUDA also shards -> pinned -> device.
+  reported apart), and parquet files (each job's ``image`` column decoded into memory once,
+  ``contract.open_parquet``; then the same fancy indexing as shards). One warm-up epoch
+  first, so the page cache is warm and the shards mapped; then ``--repeat`` epochs, best
+  and median kept. On CUDA also shards -> pinned -> device.
 - ``train``: cutouts/s of forward + backward + Adam step of ``SmallCNN`` with
   ``BCEWithLogitsLoss``, on CPU and, when ``torch.cuda.is_available()``, on CUDA: fed by the
   shards loader (the whole pipeline) and from one batch already in place (model only).
 
 Sources: ``synthetic`` (default; fast): ``--jobs`` shards of ``--per-job`` random cutouts,
 their index (every ``master_index.csv`` column) and croissant.json written with the
-project's own functions, plus the files layout of the same bytes. ``simulate``: the real
-pipeline through the CLI, ``cutouts simulate --size 2048`` then ``cutouts create`` in both
-layouts and ``cutouts croissant`` (about 600 cutouts per 2048 x 2048 job; ~7 s per job on
-2 cores). Built datasets are kept under ``--workdir`` and reused.
+project's own functions, plus the files and parquet layouts of the same bytes
+(``--no-files``, ``--no-parquet`` skip them). ``simulate``: the real pipeline through the
+CLI, ``cutouts simulate --size 2048`` then ``cutouts create`` in each layout and
+``cutouts croissant`` (about 600 cutouts per 2048 x 2048 job; ~7 s per job on 2 cores).
+Built datasets are kept under ``--workdir`` and reused.
 
     .venv/bin/python benchmarks/bench_loader.py --jobs 16 --per-job 2048 --repeat 3
 
@@ -48,6 +51,7 @@ from croissant_cutouts.tasks.contract import (
     CUTOUT_BYTES,
     INDEX_FILE,
     INDEX_SCHEMA,
+    parquet_table,
 )
 from croissant_cutouts.tasks.dataset.croissant import write_croissant
 from croissant_cutouts.tasks.evaluate.data import CutoutDataset, make_loader, read_records
@@ -68,19 +72,35 @@ def _write_index(rows: pd.DataFrame, root: Path) -> None:
     write_croissant(root / INDEX_FILE, root / "croissant.json")
 
 
-def synthetic(where: Path, n_jobs: int, per_job: int, files: bool) -> dict[str, Path]:
-    """Shards (and files) layouts of the same random cutouts; ~10 % labelled real."""
+def _write_parquet(root: Path, rows: pd.DataFrame, tensors: np.ndarray) -> pd.DataFrame:
+    """One job's parquet-layout file; returns its index rows."""
+    import pyarrow.parquet as pq
+
+    name = f"parquet/{rows['job_id'].iat[0]}.parquet"
+    rows = rows.assign(cutout_filename=name, shard=name, row=np.arange(len(rows)))
+    pq.write_table(parquet_table(rows, tensors), root / name, compression="none",
+                   use_dictionary=False)
+    return rows
+
+
+def synthetic(
+    where: Path, n_jobs: int, per_job: int, files: bool, parquet: bool = True
+) -> dict[str, Path]:
+    """Shards (and files, parquet) layouts of the same random cutouts; ~10 % labelled real."""
     shards_root, files_root = where / "shards-layout", where / "files-layout"
+    parquet_root = where / "parquet-layout"
     done = (shards_root / "croissant.json").is_file() and (
         not files or (files_root / "croissant.json").is_file()
-    )
+    ) and (not parquet or (parquet_root / "croissant.json").is_file())
     if not done:
         shutil.rmtree(where, ignore_errors=True)
         (shards_root / "shards").mkdir(parents=True)
         if files:
             (files_root / "cutouts").mkdir(parents=True)
+        if parquet:
+            (parquet_root / "parquet").mkdir(parents=True)
         rng = np.random.default_rng(0)
-        shard_rows, file_rows = [], []
+        shard_rows, file_rows, parquet_rows = [], [], []
         for j in range(1, n_jobs + 1):
             job = f"jid{j:04d}"
             tensors = rng.random((per_job, 64, 64, 4), dtype=np.float32)
@@ -92,8 +112,12 @@ def synthetic(where: Path, n_jobs: int, per_job: int, files: bool) -> dict[str, 
                     "y": rng.uniform(32, 2016, per_job),
                     "label": (rng.random(per_job) < 0.1).astype(int),
                     "catalog_row": np.arange(per_job),
+                    "cutout_id": np.arange(per_job) + (j - 1) * per_job,
+                    "split": "train",
                 }
             )
+            # simulated data: a simulator cause per bogus row (croissant.json's RAI texts)
+            base["bogus_kind"] = np.where(base["label"] == 0, "noise", None)
             shard = f"shards/{job}.npy"
             shard_rows.append(base.assign(cutout_filename=shard, shard=shard, row=base.catalog_row))
             if files:
@@ -101,25 +125,31 @@ def synthetic(where: Path, n_jobs: int, per_job: int, files: bool) -> dict[str, 
                 for name, tensor in zip(names, tensors, strict=True):
                     np.save(files_root / name, tensor)
                 file_rows.append(base.assign(cutout_filename=names))
+            if parquet:
+                parquet_rows.append(_write_parquet(parquet_root, base, tensors))
             print(f"  wrote {job} ({j}/{n_jobs})", flush=True)
-        for root, parts in ((shards_root, shard_rows), (files_root, file_rows)):
+        for root, parts in (
+            (shards_root, shard_rows), (files_root, file_rows), (parquet_root, parquet_rows)
+        ):
             if parts:
-                rows = pd.concat(parts, ignore_index=True)
-                rows["cutout_id"] = np.arange(len(rows))
-                _write_index(rows, root)
+                _write_index(pd.concat(parts, ignore_index=True), root)
     out = {"shards": shards_root}
     if files:
         out["files"] = files_root
+    if parquet:
+        out["parquet"] = parquet_root
     return out
 
 
-def simulated(where: Path, n_jobs: int, size: int, files: bool) -> dict[str, Path]:
-    """The real pipeline through the CLI: simulate, create (both layouts), croissant."""
+def simulated(
+    where: Path, n_jobs: int, size: int, files: bool, parquet: bool = True
+) -> dict[str, Path]:
+    """The real pipeline through the CLI: simulate, create (each layout), croissant."""
     home = tempfile.mkdtemp(prefix="bench-prefect-")
     env = {**os.environ, "PREFECT_HOME": home}
     params = ["--params", str(ROOT / "params.yaml")]
     jobs = where / "jobs"
-    layouts = ("shards", "files") if files else ("shards",)
+    layouts = ("shards", *(("files",) if files else ()), *(("parquet",) if parquet else ()))
     out = {layout: where / f"{layout}-layout" for layout in layouts}
     try:
         if len(list(jobs.glob("jid*"))) < n_jobs:
@@ -223,6 +253,7 @@ def main() -> int:
     ap.add_argument("--per-job", type=int, default=2048, help="synthetic: cutouts per job")
     ap.add_argument("--size", type=int, default=2048, help="simulate: image side, pixels")
     ap.add_argument("--no-files", action="store_true", help="skip the files layout")
+    ap.add_argument("--no-parquet", action="store_true", help="skip the parquet layout")
     ap.add_argument("--repeat", type=int, default=3, help="timed epochs per loader point")
     ap.add_argument(
         "--train-cutouts", type=int, default=4096, help="cutouts per CPU training point"
@@ -237,16 +268,19 @@ def main() -> int:
     t_build = time.perf_counter()
     if args.dataset:
         frame = read_records(args.dataset / "croissant.json")
-        layout = "shards" if frame["row"].notna().any() else "files"
+        shards = frame["shard"].dropna()
+        layout = "files" if shards.empty else (
+            "parquet" if shards.iat[0].endswith(".parquet") else "shards"
+        )
         roots = {layout: args.dataset}
     elif args.source == "synthetic":
         where = args.workdir / f"loader-synthetic-{args.jobs}x{args.per_job}"
         print(f"dataset: {where}", flush=True)
-        roots = synthetic(where, args.jobs, args.per_job, not args.no_files)
+        roots = synthetic(where, args.jobs, args.per_job, not args.no_files, not args.no_parquet)
     else:
         where = args.workdir / f"loader-simulate-{args.jobs}x{args.size}"
         print(f"dataset: {where}", flush=True)
-        roots = simulated(where, args.jobs, args.size, not args.no_files)
+        roots = simulated(where, args.jobs, args.size, not args.no_files, not args.no_parquet)
     build_s = time.perf_counter() - t_build
 
     cuda = torch.device("cuda") if torch.cuda.is_available() else None
@@ -280,6 +314,8 @@ def main() -> int:
         modes.append(("shards mmap", "shards", False, None))
         if cuda:
             modes.append(("shards mmap -> cuda", "shards", False, cuda))
+    if "parquet" in frames:
+        modes.append(("parquet decoded", "parquet", False, None))
     if "files" in frames:
         modes += [("files lazy", "files", False, None), ("files in memory", "files", True, None)]
     for name, layout, in_memory, device in modes:

@@ -31,6 +31,7 @@ from croissant_cutouts.tasks.contract import (
     CROISSANT_FILE,
     INDEX_FILE,
     METRICS_FILE,
+    MODEL_FILE,
     PLOTS_DIR,
     REPORT_FILE,
     STAGE_DIR,
@@ -221,7 +222,8 @@ def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dic
     require_extra("train", "training (the train step)")
     from croissant_cutouts.tasks.evaluate.train import smoke_train_task
 
-    fresh = dataset_key is None or not (out_dir / METRICS_FILE).exists()
+    written = all((out_dir / name).exists() for name in (METRICS_FILE, MODEL_FILE))
+    fresh = dataset_key is None or not written
     train = smoke_train_task.with_options(
         result_storage=(out_dir / CACHE_DIR).resolve(), refresh_cache=fresh
     )

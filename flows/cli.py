@@ -29,7 +29,13 @@ from croissant_cutouts.flows.settings import (
     prepare_environment,
     start_temporary_api,
 )
-from croissant_cutouts.tasks.contract import CROISSANT_FILE, INDEX_FILE, METRICS_FILE, PLOTS_DIR
+from croissant_cutouts.tasks.contract import (
+    CROISSANT_FILE,
+    INDEX_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PLOTS_DIR,
+)
 
 __all__ = ["main"]
 
@@ -67,10 +73,11 @@ def _add_create_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--layout",
-        choices=["files", "shards"],
+        choices=["files", "shards", "parquet"],
         default=None,
         help="output layout (cutouts.layout): files, one .npy per cutout (default, the "
-        "seed's), or shards, one (N, 64, 64, 4) .npy per job",
+        "seed's), shards, one (N, 64, 64, 4) .npy per job, or parquet, one .parquet per job "
+        "(index columns plus pixels, readable through Croissant)",
     )
     p.add_argument(
         "--input_layout",
@@ -527,7 +534,9 @@ def _check_output(args: argparse.Namespace) -> Path | None:
         guard_foreign_outputs(folder, [Path(args.output)])
     else:
         folder = Path(args.dataset_dir)
-        guard_foreign_outputs(folder, [folder / METRICS_FILE, folder / PLOTS_DIR])
+        guard_foreign_outputs(
+            folder, [folder / METRICS_FILE, folder / MODEL_FILE, folder / PLOTS_DIR]
+        )
     return folder if is_dataset_dir(folder) else None
 
 

@@ -108,10 +108,12 @@ class CutoutParams(_Section):
     input_layout: Literal["auto", "seed", "rapid"] = Field(
         "auto", description="Input job-folder layout; auto: detected per job."
     )
-    layout: Literal["files", "shards"] = Field(
+    layout: Literal["files", "shards", "parquet"] = Field(
         "files",
-        description="Output layout: files (one .npy per cutout, the seed's) or shards (one "
-        "(N, 64, 64, 4) .npy per job under shards/, with shard and row index columns).",
+        description="Output layout: files (one .npy per cutout, the seed's), shards (one "
+        "(N, 64, 64, 4) .npy per job under shards/, with shard and row index columns) or "
+        "parquet (one .parquet per job under parquet/: the index columns plus the pixels, "
+        "readable through Croissant; shard and row index columns).",
     )
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where per-job tasks run: a thread pool, or a Dask cluster."

@@ -5,8 +5,10 @@ Every module that writes or reads a dataset imports these; none defines its own.
 A dataset folder holds
 
 - ``cutouts/<job_id>_cutout<k>.npy`` (files layout: one (64, 64, 4) tensor per file, ``k``
-  the 0-based catalog row, zero-padded to 5) or ``shards/<job_id>.npy`` (shards layout: one
-  (N, 64, 64, 4) array per job, a cutout per row);
+  the 0-based catalog row, zero-padded to 5), ``shards/<job_id>.npy`` (shards layout: one
+  (N, 64, 64, 4) array per job, a cutout per row) or ``parquet/<job_id>.parquet`` (parquet
+  layout: one Parquet file per job, a cutout per row: the index columns plus ``image``, the
+  tensor flattened to a fixed-size list of 16,384 float32, see :func:`parquet_table`);
 - ``master_index.csv`` (one row per cutout, columns :data:`INDEX_SCHEMA`), ``rejects.csv``,
   ``jobs.csv``, ``zscale_limits.csv``, ``croissant.json`` (record set :data:`RECORD_SET`),
   and after training ``metrics.json``, ``report.md`` and ``plots/``;
@@ -31,13 +33,19 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pyarrow and pandas are imported where used: start-up time
+    import pandas as pd
+    import pyarrow as pa
 
 __all__ = [
     "CACHE_DIR",
     "CANDIDATE_COLUMNS",
     "CHANNELS",
+    "CONTRACT_VERSION",
     "CROISSANT_FILE",
     "CUTOUT_BYTES",
     "CUTOUT_DIR",
@@ -55,8 +63,11 @@ __all__ = [
     "MANIFEST_DIR",
     "MARKER",
     "METRICS_FILE",
+    "MODEL_FILE",
     "NPY_HEADER",
     "OUTPUT_LAYOUTS",
+    "PARQUET_DIR",
+    "PARQUET_IMAGE",
     "PLOTS_DIR",
     "RECORD_SET",
     "REJECTS_FILE",
@@ -69,13 +80,20 @@ __all__ = [
     "cutout_sha256",
     "npy_bytes",
     "npy_header",
+    "open_parquet",
     "open_shard",
+    "parquet_filename",
+    "parquet_schema",
+    "parquet_table",
     "read_cutout",
     "shard_filename",
 ]
 
 # --------------------------------------------------------------------------- the tensor
 
+#: Version of this contract (channels, shape, dtype, normalisation, centring). A saved model
+#: records the version its inputs followed; a model of another version is refused.
+CONTRACT_VERSION = 1
 #: Channel order of every cutout tensor (last axis).
 CHANNELS: tuple[str, ...] = ("science", "reference", "difference", "score")
 #: Side of a cutout in pixels, and the index of the candidate pixel on each axis.
@@ -90,18 +108,25 @@ CUTOUT_BYTES = int(np.prod(CUTOUT_SHAPE)) * CUTOUT_DTYPE.itemsize
 
 # --------------------------------------------------------------------------- names
 
-#: Output layouts: one .npy per cutout (the seed's), or one (N, 64, 64, 4) .npy per job.
-OUTPUT_LAYOUTS = ("files", "shards")
+#: Output layouts: one .npy per cutout (the seed's), one (N, 64, 64, 4) .npy per job, or one
+#: Parquet file per job (index columns plus the pixels).
+OUTPUT_LAYOUTS = ("files", "shards", "parquet")
 #: Folder of cutout files (files layout), relative to the dataset root.
 CUTOUT_DIR = "cutouts"
 #: Folder of per-job shards (shards layout), relative to the dataset root.
 SHARD_DIR = "shards"
+#: Folder of per-job Parquet files (parquet layout), relative to the dataset root.
+PARQUET_DIR = "parquet"
+#: Column of a parquet-layout file holding the pixels: fixed-size list of 16,384 float32.
+PARQUET_IMAGE = "image"
 INDEX_FILE = "master_index.csv"
 REJECTS_FILE = "rejects.csv"
 LIMITS_FILE = "zscale_limits.csv"
 JOBS_FILE = "jobs.csv"
 CROISSANT_FILE = "croissant.json"
 METRICS_FILE = "metrics.json"
+#: The smoke-trained model (weights and what they expect), beside metrics.json.
+MODEL_FILE = "model.pt"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 #: The Croissant record set of the candidates (the seed's name).
@@ -122,8 +147,8 @@ DIGESTS_FILE = f"{STATE_DIR}/sha256.json"
 #: for the outs).
 DATASET_NAMES = frozenset(
     {
-        STATE_DIR, CUTOUT_DIR, SHARD_DIR, INDEX_FILE, REJECTS_FILE, LIMITS_FILE, JOBS_FILE,
-        CROISSANT_FILE, METRICS_FILE, PLOTS_DIR, REPORT_FILE, ".gitignore",
+        STATE_DIR, CUTOUT_DIR, SHARD_DIR, PARQUET_DIR, INDEX_FILE, REJECTS_FILE, LIMITS_FILE,
+        JOBS_FILE, CROISSANT_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, REPORT_FILE, ".gitignore",
     }
 )
 
@@ -136,6 +161,11 @@ def cutout_filename(job_id: str, catalog_row: int) -> str:
 def shard_filename(job_id: str) -> str:
     """Relative path of a job's shard: ``shards/<job_id>.npy``."""
     return f"{SHARD_DIR}/{job_id}.npy"
+
+
+def parquet_filename(job_id: str) -> str:
+    """Relative path of a job's Parquet file (parquet layout): ``parquet/<job_id>.parquet``."""
+    return f"{PARQUET_DIR}/{job_id}.parquet"
 
 
 # --------------------------------------------------------------------------- .npy bytes
@@ -226,7 +256,12 @@ def read_cutout(path: str | Path) -> np.ndarray:
 
 
 def open_shard(path: str | Path) -> np.ndarray:
-    """A shard memory-mapped read-only, as a plain (N, 64, 64, 4) float32 ndarray view."""
+    """A shard memory-mapped read-only, as a plain (N, 64, 64, 4) float32 ndarray view.
+
+    A ``.parquet`` path (parquet layout) is read by :func:`open_parquet` instead.
+    """
+    if str(path).endswith(".parquet"):
+        return open_parquet(path)
     stored = np.load(path, mmap_mode="r")
     if stored.ndim != 4 or stored.shape[1:] != CUTOUT_SHAPE or stored.dtype != np.float32:
         raise ValueError(
@@ -234,6 +269,97 @@ def open_shard(path: str | Path) -> np.ndarray:
             f"got {stored.shape} {stored.dtype}"
         )
     return stored.view(np.ndarray)
+
+
+# --------------------------------------------------------------------------- Parquet bytes
+
+#: Floats of one flattened cutout: the length of the ``image`` list.
+_IMAGE_FLOATS = int(np.prod(CUTOUT_SHAPE))
+
+
+_ARROW_TYPES = {"int64": "int64", "Int64": "int64", "float64": "float64", "string": "string",
+                "boolean": "bool_"}
+
+
+def parquet_schema() -> pa.Schema:
+    """Schema of a parquet-layout file: :data:`INDEX_SCHEMA` columns in order, then ``image``.
+
+    Returns
+    -------
+    pyarrow.Schema
+        Integers int64 (nullable), floats float64, text string, booleans bool; ``image``
+        ``fixed_size_list<float32>[16384]``.
+    """
+    import pyarrow as pa
+
+    fields = [pa.field(c.name, getattr(pa, _ARROW_TYPES[c.dtype])()) for c in INDEX_SCHEMA]
+    image = pa.field(PARQUET_IMAGE, pa.list_(pa.float32(), _IMAGE_FLOATS), nullable=False)
+    return pa.schema([*fields, image])
+
+
+def parquet_table(frame: pd.DataFrame, tensors: np.ndarray) -> pa.Table:
+    """A parquet-layout table: the index columns of ``frame``, then ``image`` (zero-copy).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame, N rows
+        Index rows; columns of :data:`INDEX_SCHEMA` it lacks are written null, others dropped.
+    tensors : ndarray, shape (N, 64, 64, 4), float32 little-endian, C order
+        The cutouts; ``image`` of row i is ``tensors[i]`` flattened channel-last, the same
+        65,536 bytes as the files layout's ``.npy`` data (so :func:`cutout_sha256` agrees).
+
+    Returns
+    -------
+    pyarrow.Table
+        With :func:`parquet_schema`.
+    """
+    import pyarrow as pa
+
+    if tensors.ndim != 4 or tensors.shape[1:] != CUTOUT_SHAPE or tensors.dtype != CUTOUT_DTYPE:
+        raise ValueError(f"expected (N, {CUTOUT_SHAPE}) <f4, got {tensors.shape} {tensors.dtype}")
+    if len(frame) != len(tensors):
+        raise ValueError(f"{len(frame)} index rows but {len(tensors)} cutouts")
+    schema = parquet_schema()
+    names = [c.name for c in INDEX_SCHEMA]
+    nullable = {c.name: "Int64" if c.dtype == "int64" else c.dtype for c in INDEX_SCHEMA}
+    frame = frame.reindex(columns=names).astype(nullable)
+    table = pa.Table.from_pandas(frame, schema=pa.schema(list(schema)[:-1]), preserve_index=False)
+    flat = pa.array(np.ascontiguousarray(tensors).reshape(-1), pa.float32())
+    image = pa.FixedSizeListArray.from_arrays(flat, _IMAGE_FLOATS)
+    return table.append_column(schema.field(PARQUET_IMAGE), image)
+
+
+def open_parquet(path: str | Path) -> np.ndarray:
+    """The cutouts of a parquet-layout file, a read-only (N, 64, 64, 4) float32 array.
+
+    The file is memory-mapped (``pyarrow.memory_map``) and only its ``image`` column is read;
+    the result views the decoded column's buffer (no further copy when it is one chunk).
+
+    Raises
+    ------
+    ValueError
+        When the file is not readable Parquet, lacks ``image``, or ``image`` is not a
+        fixed-size list of 16,384 float32 without nulls.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            column = pq.read_table(source, columns=[PARQUET_IMAGE]).column(PARQUET_IMAGE)
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise ValueError(f"{path}: not a readable parquet-layout file ({exc})") from exc
+    want = pa.list_(pa.float32(), _IMAGE_FLOATS)
+    if column.type != want or column.null_count:
+        raise ValueError(
+            f"{path}: column {PARQUET_IMAGE!r} is {column.type} with {column.null_count} "
+            f"null(s), expected {want} without nulls"
+        )
+    chunks = [c.flatten().to_numpy(zero_copy_only=True) for c in column.chunks]
+    flat = chunks[0] if len(chunks) == 1 else np.concatenate(chunks or [np.empty(0, np.float32)])
+    out = flat.reshape(-1, *CUTOUT_SHAPE)
+    out.flags.writeable = False
+    return out
 
 
 # --------------------------------------------------------------------------- the index
@@ -276,19 +402,21 @@ INDEX_SCHEMA: tuple[Column, ...] = (
        "(RAPID layout: PSF-fit y_fit)."),
     _c("label", "Int64", "1 real, 0 bogus; empty when the job has no truth (unlabelled)."),
     _c("cutout_filename", "string",
-       "Path of the .npy holding the cutout, relative to the dataset root: files layout, the "
-       "(64, 64, 4) float32 cutout itself; shards layout, its job's (N, 64, 64, 4) shard, the "
-       "cutout being row `row`. Channels science, reference, difference, score, each "
+       "Path of the file holding the cutout, relative to the dataset root: files layout, the "
+       ".npy of the (64, 64, 4) float32 cutout itself; shards layout, its job's (N, 64, 64, 4) "
+       ".npy shard; parquet layout, its job's .parquet file (column `image`); in both of the "
+       "latter the cutout is row `row`. Channels science, reference, difference, score, each "
        "ZScale-normalised to [0, 1].",
        field="cutout_path"),
     _c("flux", "float64", "Candidate flux, DN/s (seed: catalog flux; RAPID: PSF-fit flux_fit)."),
     _c("fwhm", "float64", "Catalog FWHM of the candidate, pixels, when the catalog has it."),
     _c("elongation", "float64", "Catalog elongation (major/minor axis), when the catalog has it."),
     # sharded layout
-    _c("shard", "string", "Shards layout: path of the job's (N, 64, 64, 4) float32 .npy shard "
-       "(shards/<job_id>.npy); empty in the files layout."),
-    _c("row", "Int64", "Shards layout: 0-based row of the cutout in its shard; empty in the "
-       "files layout."),
+    _c("shard", "string", "Shards and parquet layouts: path of the job's file holding its "
+       "cutouts, one per row (shards/<job_id>.npy, an (N, 64, 64, 4) float32 array, or "
+       "parquet/<job_id>.parquet); empty in the files layout."),
+    _c("row", "Int64", "Shards and parquet layouts: 0-based row of the cutout in its job's "
+       "file; empty in the files layout."),
     # provenance
     _c("catalog_row", "int64", "0-based data row of the candidate in its job's catalog."),
     _c("flags", "Int64", "Catalog flags of the candidate (RAPID: PSF-fit flags), when present."),
@@ -341,7 +469,8 @@ INDEX_SCHEMA: tuple[Column, ...] = (
     # integrity
     _c("sha256", "string", "Lowercase hex SHA-256 of the cutout's 65,536 data bytes: the "
        "(64, 64, 4) float32 tensor, little-endian, C order (files layout: the .npy file without "
-       "its header; shards layout: row `row` of the shard). Computed when the cutout is written; "
+       "its header; shards layout: row `row` of the shard; parquet layout: the `image` values "
+       "of row `row`). Computed when the cutout is written; "
        "`cutouts verify` checks every cutout against it."),
 )
 

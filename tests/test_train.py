@@ -481,6 +481,9 @@ def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
     assert ident["croissant_sha256"] in report and "plots/roc.png" in report
     for name in ("loss.csv", "roc.csv", "pr.csv"):
         assert (dataset / "plots" / name).stat().st_size > 0
+    # the model as a file: it scores the test split as the run did, at the chosen threshold
+    _check_saved_model(dataset, metrics, index)
+    assert "## Model card" in report and metrics["model"]["sha256"] in report
 
     again = smoke_train(dataset, dataset / "croissant.json", params, output=tmp_path / "m.json")
     assert _deterministic(again) == _deterministic(metrics)
@@ -488,6 +491,26 @@ def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
     assert (tmp_path / "report.md").read_bytes() == (dataset / "report.md").read_bytes()
     for png in sorted((dataset / "plots").glob("*.png")):
         assert (tmp_path / "plots" / png.name).read_bytes() == png.read_bytes(), png.name
+
+
+def _check_saved_model(dataset: Path, metrics: dict, index: pd.DataFrame) -> None:
+    import torch
+
+    from croissant_cutouts.tasks.evaluate.artifact import load_model
+
+    saved = metrics["model"]
+    assert saved["file"] == "model.pt" and saved["sha256"] == sha256_file(dataset / "model.pt")
+    model, meta = load_model(dataset / "model.pt")
+    assert meta["threshold"] == saved["threshold"] == metrics["models"]["cnn"]["test"]["threshold"]
+    assert meta["threshold_on"] == "validation" and meta["contract_version"] == 1
+    assert meta["dataset"]["index_sha256"] == metrics["dataset"]["index_sha256"]
+    test = index[(index["split"] == "test") & index["label"].notna()]
+    x = np.stack([np.load(dataset / f) for f in test["cutout_filename"]]).transpose(0, 3, 1, 2)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    assert roc_auc(test["label"].to_numpy(int), logits) == pytest.approx(
+        metrics["models"]["cnn"]["test"]["roc_auc"], abs=1e-6
+    )
 
 
 def _deterministic(metrics: dict, skip: tuple[str, ...] = ()) -> dict:
@@ -505,8 +528,11 @@ def test_smoke_train_is_the_same_on_shards_and_files(dataset, sharded, tmp_path)
     shards = smoke_train(sharded, params=params, output=tmp_path / "shards.json")
     assert (files["layout"], shards["layout"]) == ("files", "shards")
     assert shards["train_cutouts_per_s"] > 0
-    same = ("dataset",)  # other files, other digests
+    same = ("dataset", "model")  # other files, other digests (model.pt records them)
     assert _deterministic(shards, same) == _deterministic(files, same)
+    assert {k: v for k, v in shards["model"].items() if k != "sha256"} == {
+        k: v for k, v in files["model"].items() if k != "sha256"
+    }
     assert json.loads((tmp_path / "shards.json").read_text()) == shards
 
 

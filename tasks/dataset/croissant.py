@@ -32,6 +32,12 @@ is written:
   cutout); the record set ``channels`` (an ``sc:Enumeration``) gives the channel order; the
   cutout files state shape, dtype and order in their descriptions. mlcroissant cannot read
   ``.npy`` content, so no field extracts the arrays themselves.
+- Parquet layout: the FileSet ``parquet-files`` (``parquet/*.parquet``,
+  ``application/x-parquet``) is the source of every field of ``transient_candidates`` (each
+  file holds the index columns), plus the field ``transient_candidates/image`` (``sc:Float``,
+  ``isArray``, ``arrayShape`` ``64,64,4``): mlcroissant yields the pixels, a flat list of
+  16,384 values, channel-last. A FileSet has no per-file checksum, so each job's file is also
+  a FileObject with its ``sha256`` (as the shards are).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from croissant_cutouts.tasks.contract import (
     HALF,
     INDEX_FILE,
     INDEX_SCHEMA,
+    PARQUET_DIR,
+    PARQUET_IMAGE,
     RECORD_SET,
 )
 from croissant_cutouts.tasks.dataset.splits import SPLITS, split_counts
@@ -87,6 +95,9 @@ log = logging.getLogger(__name__)
 
 INDEX_ID = INDEX_FILE
 CUTOUTS_ID = "cutout-files"
+#: FileSet of the parquet layout's per-job files: the source of ``transient_candidates``.
+PARQUET_ID = "parquet-files"
+PARQUET_MEDIA_TYPE = "application/x-parquet"
 #: Record set declaring the splits (``dataType`` ``cr:Split``).
 SPLITS_ID = "splits"
 #: Record set enumerating the cutout channels, in array order.
@@ -266,18 +277,46 @@ def _array_annotation(ctx: mlc.Context, sharded: bool) -> mlc.Field:
 # --------------------------------------------------------------------------- record sets
 
 
-def _candidate_fields(ctx: mlc.Context, sharded: bool) -> list[mlc.Field]:
-    """Fields of ``transient_candidates``: one plain column of the index each."""
+def _source(ctx: mlc.Context, column: str, parquet: bool) -> mlc.Source:
+    """A column of the index CSV, or of the parquet files in the parquet layout."""
+    import mlcroissant as mlc
+
+    where = {"file_set": PARQUET_ID} if parquet else {"file_object": INDEX_ID}
+    return mlc.Source(ctx=ctx, **where, extract=mlc.Extract(ctx=ctx, column=column))
+
+
+def _image_field(ctx: mlc.Context) -> mlc.Field:
+    """Parquet layout: ``transient_candidates/image``, the cutout's pixels (``isArray``)."""
+    import mlcroissant as mlc
+
+    return mlc.Field(
+        ctx=ctx,
+        id=f"{RECORD_SET}/{PARQUET_IMAGE}",
+        name=PARQUET_IMAGE,
+        description="The cutout's pixels, a fixed-size list of 16,384 float32 (Parquet "
+        "column image): the (64, 64, 4) tensor flattened channel-last, the same bytes as the "
+        "files layout's .npy data. " + array_statement(CUTOUT_SHAPE).split(", ", 1)[1],
+        data_types=[mlc.DataType.FLOAT],
+        is_array=True,
+        array_shape=",".join(map(str, CUTOUT_SHAPE)),
+        source=_source(ctx, PARQUET_IMAGE, parquet=True),
+    )
+
+
+def _candidate_fields(ctx: mlc.Context, layout: str) -> list[mlc.Field]:
+    """Fields of ``transient_candidates``: one plain column of the index each (of the
+    parquet files in the parquet layout, plus :func:`_image_field`)."""
     import mlcroissant as mlc
 
     types = _data_types()
+    parquet = layout == "parquet"
     fields = []
     for col in INDEX_SCHEMA:
         extra: dict[str, Any] = {}
         if col.field_name == "split":
             extra["references"] = mlc.Source(ctx=ctx, field=f"{SPLITS_ID}/name")
-        elif col.field_name == "cutout_path":
-            extra["annotations"] = [_array_annotation(ctx, sharded)]
+        elif col.field_name == "cutout_path" and not parquet:
+            extra["annotations"] = [_array_annotation(ctx, layout == "shards")]
         fields.append(
             mlc.Field(
                 ctx=ctx,
@@ -285,13 +324,11 @@ def _candidate_fields(ctx: mlc.Context, sharded: bool) -> list[mlc.Field]:
                 name=col.field_name,
                 description=col.description,
                 data_types=[types[col.data_type]],
-                source=mlc.Source(
-                    ctx=ctx, file_object=INDEX_ID, extract=mlc.Extract(ctx=ctx, column=col.name)
-                ),
+                source=_source(ctx, col.name, parquet),
                 **extra,
             )
         )
-    return fields
+    return [*fields, _image_field(ctx)] if parquet else fields
 
 
 def _inline_field(
@@ -377,7 +414,8 @@ def _channels_record_set(ctx: mlc.Context) -> mlc.RecordSet:
 def _distribution(
     ctx: mlc.Context, csv_path: Path, base: Path, shards: list[str]
 ) -> list[mlc.FileObject | mlc.FileSet]:
-    """The index FileObject, then one FileObject per shard or the cutout FileSet."""
+    """The index FileObject, then the cutout FileSet, or one FileObject per shard (parquet
+    layout: the FileSet of the parquet files, then one FileObject per file)."""
     import mlcroissant as mlc
 
     root_rel = os.path.relpath(csv_path.parent, base)
@@ -408,19 +446,43 @@ def _distribution(
         )
         return distribution
     digests = sha256_files(csv_path.parent, shards)
+    parquet = _layout(shards) == "parquet"
+    if parquet:
+        formats = [PARQUET_MEDIA_TYPE]
+        distribution.append(
+            mlc.FileSet(
+                ctx=ctx,
+                id=PARQUET_ID,
+                name=PARQUET_ID,
+                description="One Parquet file per job, one row per cutout: the index columns "
+                "plus image (16,384 float32, the (64, 64, 4) tensor flattened channel-last).",
+                encoding_formats=formats,
+                includes=[f"{prefix}{PARQUET_DIR}/*.parquet"],
+            )
+        )
+    what = "Columns: the index's, plus image." if parquet else array_statement(
+        (-1, *CUTOUT_SHAPE)
+    )
     return distribution + [
         mlc.FileObject(
             ctx=ctx,
-            id=f"shard-{Path(name).stem}",
+            id=f"{'parquet' if parquet else 'shard'}-{Path(name).stem}",
             name=Path(name).name,
             description=f"Cutouts of job {Path(name).stem}, one per row; index rows with "
-            f"this shard give their row. {array_statement((-1, *CUTOUT_SHAPE))}",
+            f"this shard give their row. {what}",
             content_url=prefix + name,
             encoding_formats=formats,
             sha256=digests[name],
         )
         for name in shards
     ]
+
+
+def _layout(shards: list[str]) -> str:
+    """The output layout of an index whose ``shard`` column holds ``shards``."""
+    if not shards:
+        return "files"
+    return "parquet" if shards[0].endswith(".parquet") else "shards"
 
 
 # --------------------------------------------------------------------------- dataset level
@@ -518,7 +580,7 @@ def build_metadata(
                 name=RECORD_SET,
                 description="Transient candidates, one record per cutout.",
                 key=f"{RECORD_SET}/cutout_id",
-                fields=_candidate_fields(ctx, sharded=bool(shards)),
+                fields=_candidate_fields(ctx, _layout(shards)),
             ),
             _splits_record_set(ctx, split_counts(index)),
             _channels_record_set(ctx),

@@ -34,16 +34,25 @@ from croissant_cutouts.tasks.contract import (
     MANIFEST_DIR,
     NPY_HEADER,
     OUTPUT_LAYOUTS,
+    PARQUET_DIR,
     SHARD_DIR,
     cutout_filename,
     cutout_sha256,
     npy_bytes,
     npy_header,
+    parquet_filename,
+    parquet_schema,
+    parquet_table,
     shard_filename,
 )
 from croissant_cutouts.tasks.dataset.normalize import ChannelLimits, apply_limits
 from croissant_cutouts.tasks.errors import JobError, JobRejection
-from croissant_cutouts.tasks.infra.atomic import atomic_fd, atomic_write_text, write_all
+from croissant_cutouts.tasks.infra.atomic import (
+    atomic_fd,
+    atomic_output,
+    atomic_write_text,
+    write_all,
+)
 from croissant_cutouts.tasks.infra.caching import IO_TASK_OPTIONS, ContentPolicy
 from croissant_cutouts.tasks.infra.versions import step_modules
 from croissant_cutouts.tasks.inputs.load import JobData, open_image, reject_job
@@ -279,6 +288,48 @@ def _write_shard(
     return digests
 
 
+def _write_parquet(
+    path: Path,
+    rows: pd.DataFrame,
+    batches: Iterator[tuple[int, np.ndarray]],
+    written: list[Path],
+) -> list[str]:
+    """Parquet layout: one file of ``rows`` (index columns) plus ``image``, streamed.
+
+    One row group per batch, uncompressed (float pixels barely compress, and plain pages
+    read fastest); ``sha256`` of each row is hashed from the tensor written in the same row.
+    The file appears under its name only once complete (footer written). ``cutout_id`` and
+    ``split`` are null here: :func:`tasks.dataset.index.write_index` fills them.
+    """
+    import pyarrow.parquet as pq
+
+    digests: list[str] = []
+    with atomic_output(path, "wb") as fh:
+        writer = pq.ParquetWriter(fh, parquet_schema(), compression="none", use_dictionary=False)
+        try:
+            for start, tensors in batches:
+                part = rows.iloc[start : start + len(tensors)].copy()
+                part["sha256"] = [cutout_sha256(t) for t in tensors]
+                digests.extend(part["sha256"])
+                writer.write_table(parquet_table(part, tensors))
+        finally:
+            writer.close()
+    written.append(path)
+    return digests
+
+
+def _name_rows(rows: pd.DataFrame, job_id: str, layout: str) -> list[str]:
+    """Set the file columns of a job's index ``rows`` for ``layout``; returns the files."""
+    if layout == "files":
+        rows["cutout_filename"] = [cutout_filename(job_id, int(k)) for k in rows["catalog_row"]]
+        return list(rows["cutout_filename"])
+    name = shard_filename(job_id) if layout == "shards" else parquet_filename(job_id)
+    rows["cutout_filename"] = name
+    rows["shard"] = name
+    rows["row"] = np.arange(len(rows), dtype=np.int64)
+    return [name] if len(rows) else []
+
+
 def cut_job(
     job: JobData,
     limits: dict[str, ChannelLimits],
@@ -298,17 +349,19 @@ def cut_job(
         Dataset root; files go to ``<out_dir>/cutouts/``.
     batch : int
         Candidates per vectorised batch (memory: 64 KiB per candidate).
-    layout : {"files", "shards"}
+    layout : {"files", "shards", "parquet"}
         ``files``: ``cutouts/<job_id>_cutout<k>.npy`` per cutout (the contract's layout).
         ``shards``: one ``shards/<job_id>.npy`` of shape (N, 64, 64, 4) per job, row i
         holding the job's i-th kept candidate (catalog order); the same tensor bytes.
+        ``parquet``: one ``parquet/<job_id>.parquet`` per job, row i the index columns of
+        the i-th kept candidate plus ``image`` (its tensor flattened: the same bytes).
 
     Returns
     -------
     JobCutouts
         Index rows (with ``cutout_filename``, ``score_peak`` (:func:`score_peak` of the raw
         score image), ``sha256`` (:func:`cutout_sha256`, hashed as each cutout is written),
-        and ``shard``/``row`` for shards) and per-row rejections of the job.
+        and ``shard``/``row`` for shards and parquet) and per-row rejections of the job.
         If writing fails part-way, the files already written for this job are removed and
         the error propagates.
     """
@@ -327,15 +380,7 @@ def cut_job(
     )
     keep = ~table["catalog_row"].isin(list(rejects)).to_numpy()
     rows = table.loc[keep].copy()
-    if layout == "files":
-        rows["cutout_filename"] = [cutout_filename(job.job_id, int(k)) for k in rows["catalog_row"]]
-        files = list(rows["cutout_filename"])
-    else:
-        shard = shard_filename(job.job_id)
-        rows["cutout_filename"] = shard
-        rows["shard"] = shard
-        rows["row"] = np.arange(len(rows), dtype=np.int64)
-        files = [shard] if len(rows) else []
+    files = _name_rows(rows, job.job_id, layout)
     images = {ch: open_image(job.images[ch]) for ch in CHANNELS}
     r_all, c_all = candidate_pixels(rows["x"].to_numpy(), rows["y"].to_numpy())
     rows["score_peak"] = score_peak(images["score"], r_all, c_all)
@@ -348,9 +393,13 @@ def cut_job(
             folder.mkdir(parents=True, exist_ok=True)
             names = [f.rpartition("/")[2] for f in files]
             digests = _write_files(folder, names, batches, written)
-        elif files:
+        elif files and layout == "shards":
             (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
             digests = _write_shard(out_dir / files[0], len(rows), batches, written)
+        elif files:
+            (out_dir / PARQUET_DIR).mkdir(parents=True, exist_ok=True)
+            framed = rows.assign(job_id=job.job_id)
+            digests = _write_parquet(out_dir / files[0], framed, batches, written)
         rows["sha256"] = pd.Series(digests, index=rows.index, dtype="string")
         atomic_write_text(
             manifest_path(out_dir, job.job_id, layout),

@@ -23,6 +23,7 @@ from croissant_cutouts.tasks.contract import (
     INDEX_SCHEMA,
     JOBS_FILE,
     LIMITS_FILE,
+    PARQUET_DIR,
     REJECTS_FILE,
     SHARD_DIR,
 )
@@ -44,7 +45,10 @@ log = logging.getLogger(__name__)
 _OURS = {
     CUTOUT_DIR: re.compile(r"^jid.*_cutout\d{5,}\.npy$"),
     SHARD_DIR: re.compile(r"^jid.*\.npy$"),
+    PARQUET_DIR: re.compile(r"^jid.*\.parquet$"),
 }
+#: Columns of a parquet-layout file that only the index step knows.
+_PARQUET_LATE = ("cutout_id", "split")
 
 
 @dataclass
@@ -88,10 +92,14 @@ def write_index(
     ``rejected_rows`` and the ``reason`` of a rejected job: the totals that ``cutouts
     verify`` checks the index and the rejects against.
 
-    Also removes cutout files and shards of ours (``cutouts/jid*_cutoutNNNNN.npy``,
-    ``shards/jid*.npy``) that the new index does not list, such as leftovers of an earlier
-    run with other inputs or the other layout, and temporary files of interrupted runs, so
-    the index and the folder always agree.
+    Parquet layout: fills the ``cutout_id`` and ``split`` columns of each job's Parquet file
+    (the cutout step leaves them null), rewriting a file atomically only where they differ.
+
+    Also removes cutout files, shards and Parquet files of ours
+    (``cutouts/jid*_cutoutNNNNN.npy``, ``shards/jid*.npy``, ``parquet/jid*.parquet``) that
+    the new index does not list, such as leftovers of an earlier run with other inputs or
+    another layout, and temporary files of interrupted runs, so the index and the folder
+    always agree.
     """
     out_dir = Path(out_dir)
     results = sorted(results, key=lambda r: r.job_id)
@@ -115,7 +123,8 @@ def write_index(
                                            "rejected_rows", "reason"]),
         paths[JOBS_FILE],
     )
-    pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, or shards: both layouts
+    _finish_parquet(out_dir, index)
+    pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, shards or parquet
     labels = index["label"]
     return IndexSummary(
         out_dir=out_dir,
@@ -187,6 +196,49 @@ def _index(
     notes.extend(assignment.notes)
     extra = [c for c in index.columns if c not in names]
     return index.reindex(columns=names + extra).astype({c.name: c.dtype for c in INDEX_SCHEMA})
+
+
+def _finish_parquet(out_dir: Path, index: pd.DataFrame) -> int:
+    """Write the index's ``cutout_id`` and ``split`` into each parquet-layout file.
+
+    Only the two columns are read to compare (Parquet is columnar); a file that differs is
+    read memory-mapped, its columns replaced, and rewritten atomically (same row groups'
+    pixels, same bytes). Returns the number of files rewritten.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = index["shard"].astype("string")
+    ours = shards.str.endswith(".parquet").fillna(False).to_numpy(bool)
+    rewritten = 0
+    for name, rows in index[ours].groupby(shards[ours].to_numpy(), sort=True):
+        path = out_dir / name
+        rows = rows.sort_values("row")
+        want = {
+            "cutout_id": pa.array(rows["cutout_id"].to_numpy(np.int64), pa.int64()),
+            "split": pa.array(rows["split"].astype(str).to_list(), pa.string()),
+        }
+        try:
+            with pa.memory_map(str(path)) as source:
+                have = pq.read_table(source, columns=list(_PARQUET_LATE))
+            if all(have.column(c).combine_chunks().equals(v) for c, v in want.items()):
+                continue
+            with pa.memory_map(str(path)) as source:
+                table = pq.read_table(source)
+        except (pa.ArrowException, OSError) as exc:
+            raise OSError(
+                f"{path}: cannot write cutout_id and split into job {rows['job_id'].iat[0]}'s "
+                f"parquet file ({' '.join(str(exc).split())}); delete it and run again"
+            ) from exc
+        for column, values in want.items():
+            at = table.schema.get_field_index(column)
+            table = table.set_column(at, table.schema.field(column), values)
+        groups = pq.ParquetFile(path).metadata.row_group(0).num_rows
+        with atomic_output(path, "wb") as fh:
+            pq.write_table(table, fh, compression="none", use_dictionary=False,
+                           row_group_size=groups)
+        rewritten += 1
+    return rewritten
 
 
 def _prune(out_dir: Path, listed: set[str]) -> int:

@@ -8,6 +8,7 @@
 - :mod:`.baselines`: majority class, score-image peak, gradient boosting on catalog columns.
 - :mod:`.plots`: the PNG plots and the cutout gallery.
 - :mod:`.report`: ``report.md``.
+- :mod:`.artifact`: ``model.pt``, the trained model and what it expects, read back safely.
 - :mod:`.train`: the step itself (:func:`smoke_train`): prepare, fit, judge, leakage check, write.
 
 May import: ``contract``, ``errors``, ``config``, ``infra`` and ``dataset.splits``; never
@@ -15,6 +16,7 @@ the input side (training reads only what the dataset holds).
 """
 
 from croissant_cutouts.tasks.evaluate import (
+    artifact,
     baselines,
     bootstrap,
     data,
@@ -24,6 +26,7 @@ from croissant_cutouts.tasks.evaluate import (
     report,
     train,
 )
+from croissant_cutouts.tasks.evaluate.artifact import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.baselines import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.bootstrap import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.data import *  # noqa: F403
@@ -34,6 +37,6 @@ from croissant_cutouts.tasks.evaluate.report import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.train import *  # noqa: F403
 
 __all__ = [
-    *baselines.__all__, *bootstrap.__all__, *data.__all__, *metrics.__all__, *model.__all__,
-    *plots.__all__, *report.__all__, *train.__all__,
+    *artifact.__all__, *baselines.__all__, *bootstrap.__all__, *data.__all__,
+    *metrics.__all__, *model.__all__, *plots.__all__, *report.__all__, *train.__all__,
 ]

@@ -1,15 +1,18 @@
 """Reading a dataset for training: records through its Croissant metadata, cutouts from disk.
 
 The index is read **through the Croissant metadata** (mlcroissant records of
-``transient_candidates``), the cutouts from disk, in either output layout (one file per
-cutout, or one memory-mapped shard per job), a whole batch at a time
+``transient_candidates``), the cutouts from disk, in any output layout (one file per
+cutout, one memory-mapped shard per job, or one Parquet file per job), a whole batch at a time
 (:class:`CutoutDataset`, :func:`make_loader`).
 
 Conventions
 -----------
 - A cutout file holds shape (64, 64, 4) float32 in [0, 1], channels science, reference,
   difference, score (channel-last); a shard holds (N, 64, 64, 4), row ``row`` of the index
-  being the cutout. The model takes (B, 4, 64, 64) (channel-first); reading transposes.
+  being the cutout; a parquet-layout file holds the same rows flattened in its ``image``
+  column, read whole into memory once per file (``contract.open_parquet``: the file is
+  memory-mapped and only that column decoded). The model takes (B, 4, 64, 64)
+  (channel-first); reading transposes.
 """
 
 
@@ -87,7 +90,10 @@ def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFra
         ``mlcroissant``: iterate ``Dataset.records``. ``auto``: the metadata is still read
         and validated by mlcroissant, but when the record set is plain columns of the
         index CSV whose sha256 matches the metadata, the CSV is read with pandas (same
-        values, much faster; see ``_read_csv_fields``).
+        values, much faster; see ``_read_csv_fields``); in the parquet layout, when it is
+        plain columns of one local FileSet of Parquet files, their columns but ``image``
+        are read with pyarrow (``_read_parquet_fields``). ``image`` (the pixels) is then
+        left out: :class:`CutoutDataset` reads them from the files.
 
     Returns
     -------
@@ -112,7 +118,11 @@ def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFra
     dataset = mlc.Dataset(jsonld=str(croissant_path))
     if engine not in ("auto", "mlcroissant"):
         raise ValueError(f"unknown engine {engine!r}; expected 'auto' or 'mlcroissant'")
-    fast = _read_csv_fields(dataset, croissant_path) if engine == "auto" else None
+    fast = None
+    if engine == "auto":
+        fast = _read_csv_fields(dataset, croissant_path)
+        if fast is None:
+            fast = _read_parquet_fields(dataset, croissant_path)
     if fast is not None:
         return _finish_records(fast, dataset, croissant_path)
     prefix = f"{RECORD_SET}/"
@@ -151,7 +161,8 @@ def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame
             f.source.extract.column is None or f.source.transforms for f in record_set.fields
         ):
             return None
-        file_object = next(d for d in dataset.metadata.distribution if d.id == sources.pop())
+        source = sources.pop()
+        file_object = next(d for d in dataset.metadata.distribution if d.id == source)
         url = file_object.content_url
         if not url or "://" in url or file_object.encoding_formats != ["text/csv"]:
             return None
@@ -173,6 +184,50 @@ def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame
     for column, dtype in types.items():
         name = columns[column]
         if dtype == "string":
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return frame
+
+
+def _read_parquet_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame | None:
+    """Parquet layout: the record set read from its local Parquet files, else None.
+
+    When every field of ``transient_candidates`` is a plain column of one FileSet of
+    ``application/x-parquet`` files included by local patterns, the files the patterns match
+    are read in name order (the index's job order), only the columns of the fields other
+    than array fields (``image``): Parquet is columnar, so the pixels are not read. Values
+    and types are those of :func:`_read_csv_fields`.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        record_set = next(rs for rs in dataset.metadata.record_sets if rs.id == RECORD_SET)
+        fields = [f for f in record_set.fields if not f.is_array]
+        sources = {f.source.file_set for f in record_set.fields}
+        if len(sources) != 1 or any(
+            f.source.extract.column is None or f.source.transforms for f in record_set.fields
+        ):
+            return None
+        source = sources.pop()
+        file_set = next(d for d in dataset.metadata.distribution if d.id == source)
+        if file_set.encoding_formats != ["application/x-parquet"] or any(
+            "://" in pattern for pattern in file_set.includes
+        ):
+            return None
+        base = croissant_path.resolve().parent
+        paths = sorted({p for pattern in file_set.includes for p in base.glob(pattern)})
+    except (StopIteration, AttributeError, IndexError, OSError, ValueError):
+        return None
+    columns = {f.source.extract.column: f.id.removeprefix(f"{RECORD_SET}/") for f in fields}
+    if not paths:
+        return pd.DataFrame(columns=list(columns.values()))
+    frame = pd.concat(
+        [pq.read_table(p, columns=list(columns)).to_pandas() for p in paths], ignore_index=True
+    ).rename(columns=columns)
+    for f in fields:
+        name = columns[f.source.extract.column]
+        dtype = _PANDAS_DTYPES.get(str(f.data_types[0]).replace("https://schema.org/", "sc:"))
+        frame[name] = frame[name].astype(dtype or "string")
+        if (dtype or "string") == "string":
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     return frame
 
@@ -307,8 +362,9 @@ class CutoutDataset(Dataset):
     ----------
     paths : sequence of path-like, length n
         Where each cutout lives: a cutout file of shape (64, 64, 4) float32 (files layout),
-        or a shard of shape (N, 64, 64, 4) float32 (shards layout) when the item's ``rows``
-        entry is given.
+        or a shard of shape (N, 64, 64, 4) float32 (shards layout; a ``.parquet`` file in the
+        parquet layout, read by ``contract.open_parquet``) when the item's ``rows`` entry is
+        given.
     labels : array-like of int, shape (n,)
         1 real, 0 bogus.
     in_memory : bool, optional

@@ -76,6 +76,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, channels: int = len(CHANNELS), width: int = 16) -> None:
         super().__init__()
+        self.kwargs = {"channels": channels, "width": width}  # to build it again (model.pt)
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
@@ -153,6 +154,7 @@ class TrainedCNN:
     train_seconds: float
     n_train: int
     best_epoch: int = 0
+    model: nn.Module | None = None  # the trained network (eval mode), for model.pt
 
 
 def train_cnn(
@@ -233,7 +235,7 @@ def train_cnn(
         best_epoch = best[1]
         model.load_state_dict(best[2])
     logits = {name: _predict(model, loader, device) for name, loader in loaders.items()}
-    return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch)
+    return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch, model.eval())
 
 
 def _train_epoch(

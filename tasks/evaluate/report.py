@@ -356,6 +356,43 @@ def _kinds_section(metrics: Mapping[str, Any]) -> list[str]:
     return [*out, _table(["kind", "bogus", "false positives", "FPR"], body)]
 
 
+def _model_card_section(metrics: Mapping[str, Any]) -> list[str]:
+    """The model of ``model.pt``: data, splits, metrics with intervals, intended use, limits."""
+    model = metrics.get("model")
+    if not model:
+        return ["## Model card", "", "No `model.pt` was written: the CNN's decision threshold "
+                "is undefined (one class only where it is chosen)."]
+    dataset = metrics.get("dataset") or {}
+    train = _get(metrics, "splits", "counts", "train") or {}
+    cnn = _get(metrics, "models", "cnn", "test") or {}
+    synthetic = {True: "simulated", False: "real"}.get(dataset.get("synthetic"), "unstated")
+    return [
+        "## Model card",
+        "",
+        f"- **Model**: `{model.get('file')}` (sha256 `{model.get('sha256')}`), "
+        f"{model.get('architecture')} version {fmt(model.get('architecture_version'))}, for "
+        f"64x64x4 cutouts of contract version {fmt(model.get('contract_version'))} (science, "
+        "reference, difference, score; ZScale-normalised to [0, 1]), given channel-first.",
+        f"- **Data**: {dataset.get('name') or DASH} {dataset.get('version') or ''}, index "
+        f"sha256 `{dataset.get('index_sha256') or DASH}`; trained on {fmt(train.get('real'))} "
+        f"real and {fmt(train.get('bogus'))} bogus cutouts of {fmt(train.get('jobs'))} jobs "
+        f"({fmt(train.get('fields'))} fields), split by {_get(metrics, 'splits', 'by') or DASH}.",
+        f"- **Decision**: real when the logit exceeds {fmt(model.get('threshold'))}, the lowest "
+        f"threshold with a false-positive rate <= {fmt(model.get('threshold_target_fpr'))} on "
+        f"the {model.get('threshold_on')} split.",
+        f"- **Metrics** ({_side(metrics)}): ROC AUC {_with_ci(cnn, 'roc_auc')}, FNR at 1 % FPR "
+        f"{_with_ci(cnn, 'fnr_at_1pct_fpr')}; at the threshold FPR {fmt(cnn.get('fpr'))}, "
+        f"FNR {fmt(cnn.get('fnr'))} (95 % bootstrap intervals in brackets).",
+        "- **Intended use**: ranking and vetting the candidates of difference-imaging jobs "
+        "made and cut as this dataset was (same pipeline, same normalisation), for example "
+        "with `cutouts predict`; a person or a stricter classifier decides on what it flags.",
+        f"- **Limits**: trained on {synthetic} data of a few sky fields; its rates hold for "
+        "candidates like these, at this class balance. A model that has not been checked on "
+        "real survey data must not be trusted with it; one trained without a held-out split "
+        "has no measured performance at all.",
+    ]
+
+
 def _reproducibility_section(metrics: Mapping[str, Any]) -> list[str]:
     dataset = metrics.get("dataset") or {}
     croissant = dataset.get("croissant") or CROISSANT_FILE
@@ -432,7 +469,7 @@ def render_report(metrics: Mapping[str, Any], plots: Mapping[str, str | os.PathL
     others = [name for name in plots if name not in PLOT_TITLES]
     if others:
         sections.append(["## Other plots", *(line for n in others for line in _image(plots, n))])
-    sections.append(_reproducibility_section(metrics))
+    sections += [_model_card_section(metrics), _reproducibility_section(metrics)]
     for section in sections:
         lines += [*section, ""]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -51,8 +51,10 @@ from croissant_cutouts.tasks.contract import (
     CUTOUT_BYTES,
     INDEX_FILE,
     METRICS_FILE,
+    MODEL_FILE,
     PLOTS_DIR,
     REPORT_FILE,
+    open_shard,
 )
 from croissant_cutouts.tasks.dataset.splits import SPLITS, deal_counts
 from croissant_cutouts.tasks.evaluate.baselines import (
@@ -161,6 +163,7 @@ def _dataset_identity(croissant_path: Path) -> dict[str, Any]:
         "croissant": croissant_path.name,
         "croissant_sha256": sha256_file(croissant_path),
         "index_sha256": index_sha,
+        "synthetic": meta.get("rai:hasSyntheticData"),
     }
 
 
@@ -279,7 +282,7 @@ def _gallery(
             row = frame.iloc[i]
             path, shard_row = row["cutout_path"], row.get("row")
             if pd.notna(shard_row):
-                cutout = np.load(path, mmap_mode="r")[int(shard_row)]
+                cutout = open_shard(path)[int(shard_row)]  # a .npy shard or a .parquet
             else:
                 cutout = np.load(path)
             caption = f"{row['job_id']} #{row['cutout_id']} p={prob[i]:.2f}"
@@ -382,8 +385,34 @@ def smoke_train(
     test = _judge_test(prep, fit)
     leakage = _leakage_check(prep, fit, params, splits, device)
     metrics = _metrics(croissant_path, prep, fit, test, leakage, params, splits, device)
+    metrics["model"] = _save_model(output.parent / MODEL_FILE, prep, fit, metrics["dataset"])
     _write(output, metrics, prep, fit, test, leakage, t0)
     return metrics
+
+
+def _save_model(
+    path: Path, prep: "_Prepared", fit: "_Fitted", dataset: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Step 4b: ``model.pt`` (:mod:`.artifact`) with the CNN's threshold; its summary.
+
+    No file when the threshold is undefined (one class only where it is chosen): such a
+    model could not call anything real or bogus. An older ``model.pt`` is removed then.
+    """
+    from croissant_cutouts.tasks.evaluate.artifact import model_record, save_model
+
+    threshold = fit.models["cnn"]["test"]["threshold"]
+    if fit.cnn.model is None or threshold is None or not math.isfinite(threshold):
+        log.warning("no model.pt: the CNN's threshold is undefined on %s", prep.threshold_on)
+        path.unlink(missing_ok=True)
+        return None
+    record = model_record(fit.cnn.model, threshold, prep.threshold_on, dataset)
+    save_model(path, record)
+    return {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        **{k: record[k] for k in ("architecture", "architecture_version", "contract_version",
+                                  "threshold", "threshold_on", "threshold_target_fpr")},
+    }
 
 
 @dataclass
@@ -651,7 +680,9 @@ def _metrics(
         "test": models["cnn"]["test"],
         "n_jobs": {name: c["jobs"] for name, c in counts.items()},
         "counts": {name: {"real": c["real"], "bogus": c["bogus"]} for name, c in counts.items()},
-        "layout": "shards" if prep.sharded else "files",
+        "layout": "files" if not prep.sharded else (
+            "parquet" if prep.data.shard_paths[0].endswith(".parquet") else "shards"
+        ),
         "train_cutouts_per_s": (
             round(params.epochs * trained / train_seconds, 1) if train_seconds else None
         ),

@@ -13,6 +13,7 @@ from croissant_cutouts.tasks.contract import (
     CHANNELS,
     CUTOUT_DTYPE,
     CUTOUT_SHAPE,
+    open_shard,
 )
 from croissant_cutouts.tasks.dataset.cutout import (
     candidate_pixels,
@@ -191,7 +192,8 @@ def _stored_cutouts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The dataset's cutouts of ``rows``, shape (m, 64, 64, 4) ``<f4``, and a mask of those read.
 
-    Shards are memory-mapped once per job (``shards`` keeps them); a file that cannot be
+    Shards (``.npy``, or a parquet-layout file's ``image`` column) are opened once per job
+    (``shards`` keeps them); a file that cannot be
     read now (changed since it was scanned) is a ``recut`` problem.
     """
     out = np.zeros((len(rows), *CUTOUT_SHAPE), CUTOUT_DTYPE)
@@ -201,7 +203,7 @@ def _stored_cutouts(
         try:
             if index.shard[i]:
                 if name not in shards:
-                    shards[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+                    shards[name] = open_shard(root / name)  # a .npy shard or a .parquet
                 out[j] = shards[name][index.row[i]]
             else:
                 out[j] = np.load(root / name, allow_pickle=False)

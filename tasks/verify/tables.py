@@ -14,6 +14,7 @@ import pandas as pd
 from croissant_cutouts.tasks.contract import (
     INDEX_FILE,
     cutout_filename,
+    parquet_filename,
     shard_filename,
 )
 from croissant_cutouts.tasks.dataset.splits import SPLITS, truth_links
@@ -233,7 +234,7 @@ def _in_order(index: ParsedIndex, once: np.ndarray, problems: list[Problem]) -> 
 
 
 def _one_layout(index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]) -> None:
-    """Rule: every row names a shard, or none does."""
+    """Rule: every row names a shard (all .npy or all .parquet), or none does."""
     if sharded.any() and not sharded.all():
         i = int(np.flatnonzero(~sharded)[0] if sharded[0] else np.flatnonzero(sharded)[0])
         problems.append(_index_problem(
@@ -241,13 +242,22 @@ def _one_layout(index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]
             f"mixes layouts: {int(sharded.sum())} rows name a shard, "
             f"{int((~sharded).sum())} do not",
         ))
+    parquet = sharded & np.char.endswith(index.shard.astype(str), ".parquet")
+    if parquet.any() and not parquet[sharded].all():
+        i = int(np.flatnonzero(sharded & ~parquet)[0])
+        problems.append(_index_problem(
+            index, i, "index",
+            f"mixes layouts: {int(parquet.sum())} rows name a .parquet file, "
+            f"{int((sharded & ~parquet).sum())} a .npy shard",
+        ))
 
 
 def _contract_names(index: ParsedIndex, i: int, sharded: bool, problems: list[Problem]) -> None:
     """Rule: row ``i`` names its file as the contract does, and a shard row is a row."""
     job_id, name = index.job[i], index.file[i]
     if sharded:
-        want = shard_filename(job_id)
+        parquet = index.shard[i].endswith(".parquet")
+        want = parquet_filename(job_id) if parquet else shard_filename(job_id)
         if index.shard[i] != want or name != want:
             problems.append(_index_problem(
                 index, i, "index",

@@ -1,4 +1,4 @@
-"""Checks of the cutout files and shards: valid ``.npy``, shape, dtype, values, digests."""
+"""Checks of the cutout files, shards and Parquet files: format, shape, dtype, values, digests."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from croissant_cutouts.tasks.contract import (
     CUTOUT_SHAPE,
     INDEX_FILE,
     NPY_HEADER,
+    PARQUET_DIR,
+    PARQUET_IMAGE,
     SHARD_DIR,
 )
 from croissant_cutouts.tasks.infra.atomic import TMP_MARK
@@ -200,6 +202,117 @@ def _scan_npy(path: Path, rows: int | None, want_sha: bool, want_rows: bool = Fa
     scan.cutouts = n
     scan.sha256 = digest.hexdigest() if digest is not None else None
     scan.rows_sha256 = rows_sha
+    return scan
+
+
+def _words(exc: BaseException) -> str:
+    """An Arrow error message on one line."""
+    return " ".join(str(exc).split())
+
+
+def _parquet_layout(path: Path, rows: int, scan: _Scan):
+    """Open a parquet-layout file and check its ``image`` type and row count.
+
+    Returns the :class:`pyarrow.parquet.ParquetFile`, or None after adding the problem to
+    ``scan`` (``missing`` set for a missing file).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        size = os.stat(path).st_size
+        handle = pq.ParquetFile(pa.memory_map(str(path)))
+    except FileNotFoundError:
+        scan.missing = True
+        scan.problems.append(("missing-file", "file missing", None))
+        return None
+    except (pa.ArrowException, OSError) as exc:
+        head = "empty file (0 bytes)" if size == 0 else f"not readable Parquet ({size} bytes)"
+        scan.problems.append(("bad-parquet", f"{head}: {_words(exc)}", None))
+        return None
+    want = pa.list_(pa.float32(), ROW_FLOATS)
+    schema = handle.schema_arrow
+    if PARQUET_IMAGE not in schema.names:
+        scan.problems.append(("bad-parquet", f"no {PARQUET_IMAGE!r} column", None))
+    elif schema.field(PARQUET_IMAGE).type != want:
+        got = schema.field(PARQUET_IMAGE).type
+        scan.problems.append(("dtype", f"{PARQUET_IMAGE} is {got}, expected {want}", None))
+    if handle.metadata.num_rows != rows:
+        msg = f"file holds {handle.metadata.num_rows} cutouts, the index lists {rows}"
+        scan.problems.append(("shape", msg, None))
+    return None if scan.problems else handle
+
+
+#: Columns of a parquet-layout file compared with ``master_index.csv``, row by row.
+_PARQUET_KEYS = ("cutout_id", "job_id", "catalog_row", "sha256")
+
+
+def _key_problems(handle, expect: dict[str, list[str]]) -> list[tuple[str, str, int | None]]:
+    """Rows whose :data:`_PARQUET_KEYS` columns differ from the index (first column only)."""
+    import pyarrow as pa
+
+    try:
+        table = handle.read(columns=list(expect))
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        return [("bad-parquet", f"index columns do not decode: {_words(exc)}", None)]
+    out: dict[int, tuple[str, str, int | None]] = {}
+    for column, want in expect.items():
+        got = ["" if v is None else str(v) for v in table.column(column).to_pylist()]
+        for r in np.flatnonzero(np.asarray(got, object) != np.asarray(want, object)):
+            msg = f"column {column} is {got[r]!r}, {INDEX_FILE} says {want[r]!r}"
+            out.setdefault(int(r), ("bad-parquet", msg, int(r)))
+    return [out[r] for r in sorted(out)]
+
+
+def _scan_parquet(
+    path: Path,
+    rows: int,
+    want_sha: bool,
+    want_rows: bool = False,
+    expect: dict[str, list[str]] | None = None,
+) -> _Scan:
+    """Check one parquet-layout file: schema, rows, values per row; digests when asked.
+
+    Row groups are read one at a time (memory: one row group); a row group that does not
+    decode is reported with its number and first row. ``want_sha`` hashes the whole file
+    (a separate read), ``want_rows`` each row's ``image`` bytes (:func:`cutout_sha256`).
+    ``expect``: per column of :data:`_PARQUET_KEYS`, the index's values in row order (text,
+    as in the CSV); rows of the file that differ are ``bad-parquet`` problems.
+    """
+    import pyarrow as pa
+
+    scan = _Scan([])
+    handle = _parquet_layout(path, rows, scan)
+    if handle is None:
+        return scan
+    if expect:
+        scan.problems += _key_problems(handle, expect)
+        if any(r is None for _, _, r in scan.problems):  # one line for one broken file
+            return scan
+    rows_sha: list[str] | None = [] if want_rows else None
+    start = 0
+    for g in range(handle.metadata.num_row_groups):
+        try:
+            column = handle.read_row_group(g, columns=[PARQUET_IMAGE]).column(PARQUET_IMAGE)
+            block = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        except (pa.ArrowException, OSError) as exc:
+            msg = f"row group {g} (rows from {start}) does not decode: {_words(exc)}"
+            scan.problems.append(("bad-parquet", msg, None))
+            return scan
+        if column.null_count:
+            scan.problems.append(("bad-parquet", f"{column.null_count} null image(s)", None))
+            return scan
+        block = block.reshape(-1, ROW_FLOATS)
+        if rows_sha is not None:
+            rows_sha.extend(_row_digests(memoryview(block).cast("B"), len(block)))
+        for r, kind, msg in _value_problems(block):
+            scan.problems.append((kind, msg, start + r))
+        start += len(block)
+    scan.cutouts = rows
+    scan.rows_sha256 = rows_sha
+    if want_sha:
+        with open(path, "rb") as fh:
+            scan.sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
     return scan
 
 
@@ -402,8 +515,20 @@ def _submit_shards(
                 job_id=index.job[next(iter(seen.values()))], file=name,
             ))
         path = root / name
-        shard_jobs[name] = pool.submit(_scan_npy, path, n, path.resolve() in wanted, want_rows)
+        args = (path, n, path.resolve() in wanted, want_rows)
+        if name.endswith(".parquet"):
+            expect = {} if gaps else _expected_keys(index, seen, n)
+            shard_jobs[name] = pool.submit(_scan_parquet, *args, expect)
+        else:
+            shard_jobs[name] = pool.submit(_scan_npy, *args)
     return shard_jobs
+
+
+def _expected_keys(index: ParsedIndex, seen: dict[int, int], n: int) -> dict[str, list[str]]:
+    """The index's :data:`_PARQUET_KEYS` values of a parquet file's rows 0 .. n-1 (text)."""
+    at = [seen[r] for r in range(n)]
+    frame = index.frame
+    return {c: frame[c].iloc[at].astype(str).tolist() for c in _PARQUET_KEYS if c in frame}
 
 
 def _file_findings(
@@ -487,10 +612,10 @@ def _listing(values: list[int], limit: int = 10) -> str:
 
 
 def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) -> None:
-    """``.npy`` files under cutouts/ and shards/ that the index does not list."""
+    """``.npy`` files under cutouts/ and shards/, ``.parquet`` under parquet/, not listed."""
     listed = set() if index is None else set(index.file) | set(index.shard)
     leftovers = 0
-    for sub in (CUTOUT_DIR, SHARD_DIR):
+    for sub, suffix in ((CUTOUT_DIR, ".npy"), (SHARD_DIR, ".npy"), (PARQUET_DIR, ".parquet")):
         try:
             entries = sorted(os.scandir(root / sub), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
@@ -500,7 +625,7 @@ def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) 
             if name.startswith("."):
                 leftovers += TMP_MARK in name
                 continue
-            if name.endswith(".npy") and f"{sub}/{name}" not in listed and index is not None:
+            if name.endswith(suffix) and f"{sub}/{name}" not in listed and index is not None:
                 report.problems.append(
                     Problem("unlisted-file", "not listed in master_index.csv", file=f"{sub}/{name}")
                 )
