@@ -55,7 +55,9 @@ def crash_setup(tmp_path_factory):
             }
         ).to_csv(job / "psfcat.csv", index=False)
     params = root / "params.yaml"
-    params.write_text("cutouts:\n  retry_delay_s: 0.0\ntrain:\n  epochs: 2\n")
+    params.write_text(
+        "cutouts:\n  retry_delay_s: 0.0\ntrain:\n  epochs: 2\n  leakage_check: false\n"
+    )
     ref = root / "reference"
     t0 = time.perf_counter()
     done = _cutouts_run(root / "jobs", ref, params)

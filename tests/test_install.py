@@ -116,7 +116,11 @@ def test_core_commands_work_and_extra_commands_exit_2_without_the_extras(tmp_pat
     hide.mkdir()
     hidden = sorted({m for modules in EXTRAS.values() for m in modules} | {"galsim"})
     (hide / "sitecustomize.py").write_text(HIDE.format(hidden=hidden))
+    from prefect.settings import PREFECT_API_URL
+
     env = {**os.environ, "PYTHONPATH": str(hide)}
+    if PREFECT_API_URL.value():  # the session's server: no temporary one to start
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(jobs), str(tmp_path / "ds")],
         env=env, capture_output=True, text=True, timeout=600,
