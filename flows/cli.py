@@ -361,6 +361,7 @@ def _params(args: argparse.Namespace):
 def _check_extras(args: argparse.Namespace, params) -> None:
     """Raise :class:`MissingExtra` when the command needs an extra that is not installed."""
     from croissant_cutouts.tasks.infra.extras import require_extra
+    from croissant_cutouts.tasks.inputs.remote import require_store_extra
 
     feature = f"cutouts {args.command}"
     if args.command in ("run", "train"):
@@ -369,8 +370,8 @@ def _check_extras(args: argparse.Namespace, params) -> None:
         require_extra("sim", feature)
     if args.command in ("create", "run") and params.cutouts.task_runner == "dask":
         require_extra("dask", f"{feature} on Dask")
-    if str(getattr(args, "input_dir", None) or "").startswith(("s3://", "s3a://")):
-        require_extra("s3", f"{feature} -i s3://...")
+    if getattr(args, "input_dir", None):
+        require_store_extra(args.input_dir, f"{feature} -i s3://...")
 
 
 def _exit_code(summary, strict: bool) -> int:

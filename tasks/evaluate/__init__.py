@@ -9,6 +9,7 @@
 - :mod:`.plots`: the PNG plots and the cutout gallery.
 - :mod:`.report`: ``report.md``.
 - :mod:`.artifact`: ``model.pt``, the trained model and what it expects, read back safely.
+- :mod:`.prepare`: the rows a run trains on, its split masks, where it judges.
 - :mod:`.train`: the step itself (:func:`smoke_train`): prepare, fit, judge, leakage check, write.
 
 May import: ``contract``, ``errors``, ``config``, ``infra`` and ``dataset.splits``; never
@@ -23,6 +24,7 @@ from croissant_cutouts.tasks.evaluate import (
     metrics,
     model,
     plots,
+    prepare,
     report,
     train,
 )
@@ -33,10 +35,12 @@ from croissant_cutouts.tasks.evaluate.data import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.metrics import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.model import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.plots import *  # noqa: F403
+from croissant_cutouts.tasks.evaluate.prepare import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.report import *  # noqa: F403
 from croissant_cutouts.tasks.evaluate.train import *  # noqa: F403
 
 __all__ = [
     *artifact.__all__, *baselines.__all__, *bootstrap.__all__, *data.__all__,
-    *metrics.__all__, *model.__all__, *plots.__all__, *report.__all__, *train.__all__,
+    *metrics.__all__, *model.__all__, *plots.__all__, *prepare.__all__,
+    *report.__all__, *train.__all__,
 ]

@@ -144,6 +144,35 @@ _PANDAS_DTYPES = {
 }
 
 
+def _plain_source(dataset: mlc.Dataset, kind: str) -> tuple[Any, Any] | None:
+    """The record set, and the one distribution entry all its fields read plain columns of.
+
+    ``kind`` is the field-source attribute naming the entry: ``file_object`` or
+    ``file_set``. None when the fields read several entries, or one through a transform.
+    Raises StopIteration when the record set or the entry is missing.
+    """
+    record_set = next(rs for rs in dataset.metadata.record_sets if rs.id == RECORD_SET)
+    sources = {getattr(f.source, kind) for f in record_set.fields}
+    if len(sources) != 1 or any(
+        f.source.extract.column is None or f.source.transforms for f in record_set.fields
+    ):
+        return None
+    source = sources.pop()
+    return record_set, next(d for d in dataset.metadata.distribution if d.id == source)
+
+
+def _pandas_dtype(field: Any) -> str:
+    """The pandas dtype of a Croissant field's first data type (text when unknown)."""
+    data_type = field.data_types[0] if field.data_types else None
+    return _PANDAS_DTYPES.get(str(data_type).replace("https://schema.org/", "sc:"), "string")
+
+
+def _text_as_objects(frame: pd.DataFrame, names: list[str]) -> None:
+    """Text columns as Python ``str`` with ``None`` for missing values (as mlcroissant)."""
+    for name in names:
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+
+
 def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame | None:
     """The record set read straight from its CSV, when the metadata allows it; else None.
 
@@ -155,36 +184,24 @@ def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame
     and the caller falls back to mlcroissant.
     """
     try:
-        record_set = next(rs for rs in dataset.metadata.record_sets if rs.id == RECORD_SET)
-        sources = {f.source.file_object for f in record_set.fields}
-        if len(sources) != 1 or any(
-            f.source.extract.column is None or f.source.transforms for f in record_set.fields
-        ):
+        found = _plain_source(dataset, "file_object")
+        if found is None:
             return None
-        source = sources.pop()
-        file_object = next(d for d in dataset.metadata.distribution if d.id == source)
+        record_set, file_object = found
         url = file_object.content_url
         if not url or "://" in url or file_object.encoding_formats != ["text/csv"]:
             return None
         path = (croissant_path.resolve().parent / url).resolve()
         if not file_object.sha256 or sha256_file(path) != file_object.sha256:
             return None
-        types = {}
-        for f in record_set.fields:
-            data_type = f.data_types[0] if f.data_types else None
-            types[f.source.extract.column] = _PANDAS_DTYPES.get(
-                str(data_type).replace("https://schema.org/", "sc:"), "string"
-            )
+        types = {f.source.extract.column: _pandas_dtype(f) for f in record_set.fields}
         columns = {f.source.extract.column: f.id.removeprefix(f"{RECORD_SET}/")
                    for f in record_set.fields}
     except (StopIteration, AttributeError, IndexError, OSError):
         return None
     frame = pd.read_csv(path, usecols=list(columns), dtype=types, keep_default_na=True)
     frame = frame[list(columns)].rename(columns=columns)
-    for column, dtype in types.items():
-        name = columns[column]
-        if dtype == "string":
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    _text_as_objects(frame, [columns[c] for c, dtype in types.items() if dtype == "string"])
     return frame
 
 
@@ -200,15 +217,11 @@ def _read_parquet_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataF
     import pyarrow.parquet as pq
 
     try:
-        record_set = next(rs for rs in dataset.metadata.record_sets if rs.id == RECORD_SET)
-        fields = [f for f in record_set.fields if not f.is_array]
-        sources = {f.source.file_set for f in record_set.fields}
-        if len(sources) != 1 or any(
-            f.source.extract.column is None or f.source.transforms for f in record_set.fields
-        ):
+        found = _plain_source(dataset, "file_set")
+        if found is None:
             return None
-        source = sources.pop()
-        file_set = next(d for d in dataset.metadata.distribution if d.id == source)
+        record_set, file_set = found
+        fields = [f for f in record_set.fields if not f.is_array]
         if file_set.encoding_formats != ["application/x-parquet"] or any(
             "://" in pattern for pattern in file_set.includes
         ):
@@ -223,12 +236,9 @@ def _read_parquet_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataF
     frame = pd.concat(
         [pq.read_table(p, columns=list(columns)).to_pandas() for p in paths], ignore_index=True
     ).rename(columns=columns)
-    for f in fields:
-        name = columns[f.source.extract.column]
-        dtype = _PANDAS_DTYPES.get(str(f.data_types[0]).replace("https://schema.org/", "sc:"))
-        frame[name] = frame[name].astype(dtype or "string")
-        if (dtype or "string") == "string":
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    dtypes = {columns[f.source.extract.column]: _pandas_dtype(f) for f in fields}
+    frame = frame.astype(dtypes)
+    _text_as_objects(frame, [name for name, dtype in dtypes.items() if dtype == "string"])
     return frame
 
 

@@ -48,7 +48,6 @@ from prefect import task
 from croissant_cutouts.tasks.config import SplitParams, TrainParams
 from croissant_cutouts.tasks.contract import (
     CROISSANT_FILE,
-    CUTOUT_BYTES,
     INDEX_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -63,12 +62,6 @@ from croissant_cutouts.tasks.evaluate.baselines import (
     score_peak_scores,
 )
 from croissant_cutouts.tasks.evaluate.bootstrap import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
-from croissant_cutouts.tasks.evaluate.data import (
-    IN_MEMORY_LIMIT_BYTES,
-    CutoutDataset,
-    cap_by_job,
-    read_records,
-)
 from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
     completeness_by_mag,
     evaluate,
@@ -81,6 +74,7 @@ from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
     threshold_at_fpr,
 )
 from croissant_cutouts.tasks.evaluate.model import TrainedCNN, resolve_device, train_cnn
+from croissant_cutouts.tasks.evaluate.prepare import Prepared, prepare_rows
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
 from croissant_cutouts.tasks.infra.caching import ContentPolicy
 from croissant_cutouts.tasks.infra.digests import sha256_file
@@ -167,65 +161,8 @@ def _dataset_identity(croissant_path: Path) -> dict[str, Any]:
     }
 
 
-def _split_sides(frame: pd.DataFrame, croissant_path: Path) -> dict[str, np.ndarray]:
-    """Boolean row masks of the dataset's own splits; ``train`` must hold rows.
-
-    ``validation`` and ``test`` may be empty: a dataset of too few sky fields or jobs to split
-    has every cutout in ``train`` (:func:`_evaluation_sides` then judges on what there is).
-    """
-    if "split" not in frame or frame["split"].isna().all():
-        raise ValueError(
-            f"{croissant_path}: the index has no split column; rebuild the dataset with "
-            "`cutouts create` (splits are assigned when the index is written)"
-        )
-    split = frame["split"].astype(object).to_numpy()
-    unknown = sorted({str(s) for s in split} - set(SPLITS))
-    if unknown:
-        rows = frame.index[~np.isin(split, SPLITS)][:5].tolist()
-        raise ValueError(
-            f"{croissant_path}: split values {unknown} (rows {rows}); expected {list(SPLITS)}"
-        )
-    sides = {name: split == name for name in SPLITS}
-    if not sides["train"].any():
-        counts = {name: int(mask.sum()) for name, mask in sides.items()}
-        raise ValueError(
-            f"{croissant_path}: no labelled cutout in the train split (labelled cutouts per "
-            f"split: {counts}); see the splits section of params.yaml"
-        )
-    return sides
-
-
-def _evaluation_sides(sides: dict[str, np.ndarray]) -> tuple[str, str]:
-    """Where the metrics are measured and where the thresholds are chosen.
-
-    Metrics on ``test``, else on ``validation``, else (no held-out split) on ``train``;
-    thresholds on ``validation``, else on ``train``.
-    """
-    evaluated_on = next(n for n in ("test", "validation", "train") if sides[n].any())
-    threshold_on = "validation" if sides["validation"].any() else "train"
-    return evaluated_on, threshold_on
-
-
-def _run_name(prep: "_Prepared") -> str:
-    """The CNN run's name in log lines and plot legends: "field split", "job split", ..."""
-    return "no held-out split" if prep.split_by == "none" else f"{prep.split_by} split"
-
-
-def _caution(prep: "_Prepared") -> str | None:
-    """The line that labels training-set figures; None when the metrics are held out."""
-    if prep.held_out:
-        return None
-    train = prep.counts["train"]
-    return (
-        f"TRAINING-SET FIGURES: no held-out split (every labelled cutout is in train: "
-        f"{train['jobs']} job(s), {train['fields']} sky field(s), too few to hold any out); "
-        "every metric is measured on the cutouts the models were trained on and proves "
-        "nothing about unseen data"
-    )
-
-
 def _judge(
-    prep: "_Prepared",
+    prep: Prepared,
     score: np.ndarray,
     prob: np.ndarray | None,
     description: str,
@@ -380,7 +317,7 @@ def smoke_train(
     output = Path(output) if output else dataset_dir / METRICS_FILE
     device = resolve_device(params.device)
 
-    prep = _prepare(croissant_path, params)
+    prep = prepare_rows(croissant_path, params)
     fit = _fit(prep, params, device)
     test = _judge_test(prep, fit)
     leakage = _leakage_check(prep, fit, params, splits, device)
@@ -391,7 +328,7 @@ def smoke_train(
 
 
 def _save_model(
-    path: Path, prep: "_Prepared", fit: "_Fitted", dataset: dict[str, Any]
+    path: Path, prep: Prepared, fit: "_Fitted", dataset: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Step 4b: ``model.pt`` (:mod:`.artifact`) with the CNN's threshold; its summary.
 
@@ -416,28 +353,6 @@ def _save_model(
 
 
 @dataclass
-class _Prepared:
-    """The labelled, capped rows to train on, their split masks and their loader."""
-
-    frame: pd.DataFrame
-    y: np.ndarray  # labels, int64, 1 real
-    sides: dict[str, np.ndarray]  # split name -> row mask
-    counts: dict[str, dict[str, int]]  # split name -> jobs, fields, real, bogus, unlabelled
-    split_by: str  # "field" or "job"
-    unlabelled: int
-    dropped: int  # rows dropped by max_cutouts
-    data: CutoutDataset
-    sharded: bool
-    evaluated_on: str  # split the metrics are measured on: test, validation or train
-    threshold_on: str  # split the thresholds are chosen on: validation or train
-
-    @property
-    def held_out(self) -> bool:
-        """Whether the metrics are measured on cutouts the models were not trained on."""
-        return self.evaluated_on != "train"
-
-
-@dataclass
 class _Fitted:
     """The CNN and the baselines on the same rows: scores per row and their metrics."""
 
@@ -458,75 +373,7 @@ class _Test:
     by_kind: pd.DataFrame
 
 
-def _labelled(frame: pd.DataFrame, croissant_path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The labelled rows, and the unlabelled count per split; labels must be 0 or 1."""
-    if frame.empty:
-        raise ValueError(f"{croissant_path}: no records to train on")
-    labelled = frame["label"].notna().to_numpy()
-    split_all = frame["split"] if "split" in frame else pd.Series(None, index=frame.index)
-    unlabelled = {name: int(((split_all == name).to_numpy() & ~labelled).sum()) for name in SPLITS}
-    unlabelled["all"] = int((~labelled).sum())
-    frame = frame[labelled].reset_index(drop=True)
-    if frame.empty:
-        raise ValueError(f"{croissant_path}: no labelled records to train on")
-    if not frame["label"].isin([0, 1]).all():
-        bad = sorted(set(frame["label"].tolist()) - {0, 1})
-        raise ValueError(f"{croissant_path}: labels must be 0 or 1, found {bad}")
-    return frame, unlabelled
-
-
-def _split_counts(
-    frame: pd.DataFrame, y: np.ndarray, sides: dict[str, np.ndarray], unlabelled: dict[str, int]
-) -> dict[str, dict[str, int]]:
-    """Per split: jobs, fields, real, bogus and unlabelled cutouts."""
-    job_ids = frame["job_id"].to_numpy()
-    fields = frame["field"] if "field" in frame else pd.Series(None, index=frame.index)
-    return {
-        name: {
-            "jobs": len(np.unique(job_ids[mask])),
-            "fields": int(fields[mask].dropna().nunique()),
-            "real": int((y[mask] == 1).sum()),
-            "bogus": int((y[mask] == 0).sum()),
-            "unlabelled": unlabelled[name],
-        }
-        for name, mask in sides.items()
-    }
-
-
-def _prepare(croissant_path: Path, params: TrainParams) -> _Prepared:
-    """Step 1: records through Croissant, labelled rows, the cap by job, the dataset's splits."""
-    frame, unlabelled = _labelled(read_records(croissant_path), croissant_path)
-    _split_sides(frame, croissant_path)  # a clear error before the cap
-    keep = cap_by_job(frame["job_id"], params.max_cutouts, params.seed, frame["split"])
-    dropped = int((~keep).sum())
-    frame = frame[keep].reset_index(drop=True)
-    if dropped:
-        log.info("max_cutouts=%d: dropped %d cutouts (whole jobs)", params.max_cutouts, dropped)
-    sides = _split_sides(frame, croissant_path)
-    missing = [p for p in pd.unique(frame["cutout_path"]) if not p or not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} cutout file(s) listed in the index are missing, e.g. {missing[0]}"
-        )
-    y = frame["label"].to_numpy(np.int64)
-    counts = _split_counts(frame, y, sides, unlabelled)
-    evaluated_on, threshold_on = _evaluation_sides(sides)
-    used = [c for name, c in counts.items() if sides[name].any()]
-    split_by = "field" if all(c["fields"] for c in used) and _by_field(frame) else "job"
-    if evaluated_on == "train":
-        split_by = "none"
-        log.info("no held-out split: the metrics are training-set figures")
-    rows = frame["row"].to_numpy() if "row" in frame else np.full(len(frame), None)
-    sharded = bool(pd.notna(rows).any())
-    in_memory = not sharded and len(frame) * CUTOUT_BYTES <= IN_MEMORY_LIMIT_BYTES
-    data = CutoutDataset(frame["cutout_path"].to_numpy(), y, in_memory, rows)
-    return _Prepared(
-        frame, y, sides, counts, split_by, unlabelled["all"], dropped, data, sharded,
-        evaluated_on, threshold_on,
-    )
-
-
-def _fit(prep: _Prepared, params: TrainParams, device: Any) -> _Fitted:
+def _fit(prep: Prepared, params: TrainParams, device: Any) -> _Fitted:
     """Step 2: the CNN on the train split, and the baselines on the same rows; all judged."""
     y, sides = prep.y, prep.sides
     log.info(
@@ -540,7 +387,7 @@ def _fit(prep: _Prepared, params: TrainParams, device: Any) -> _Fitted:
         log.info("no validation split: keep_best off, the weights of the last epoch are kept")
         params = params.model_copy(update={"keep_best": False})
     judged = {**sides, "test": sides[prep.evaluated_on]}  # the rows to predict as "test"
-    cnn = train_cnn(prep.data, y, judged, params, device, _run_name(prep))
+    cnn = train_cnn(prep.data, y, judged, params, device, prep.run_name)
     logits = np.full(len(y), np.nan)
     for name in ("validation", "test"):
         logits[judged[name]] = cnn.logits[name]
@@ -568,7 +415,7 @@ def _fit(prep: _Prepared, params: TrainParams, device: Any) -> _Fitted:
     return _Fitted(cnn, logits, prob, scores, models)
 
 
-def _judge_test(prep: _Prepared, fit: _Fitted) -> _Test:
+def _judge_test(prep: Prepared, fit: _Fitted) -> _Test:
     """Step 3: the CNN's calls on the evaluated split: completeness by magnitude, FPR by kind."""
     frame, y = prep.frame, prep.y
     test = prep.sides[prep.evaluated_on]
@@ -597,7 +444,7 @@ class _Leakage:
 
 
 def _leakage_check(
-    prep: _Prepared, fit: _Fitted, params: TrainParams, splits: SplitParams, device: Any
+    prep: Prepared, fit: _Fitted, params: TrainParams, splits: SplitParams, device: Any
 ) -> _Leakage:
     """Step 4: with ``params.leakage_check``, a second CNN on a random per-cutout split.
 
@@ -623,7 +470,7 @@ def _leakage_check(
 
 def _metrics(
     croissant_path: Path,
-    prep: _Prepared,
+    prep: Prepared,
     fit: _Fitted,
     test: _Test,
     leakage: _Leakage,
@@ -651,7 +498,7 @@ def _metrics(
         "splits": {"by": prep.split_by, "counts": counts},
         "evaluated_on": prep.evaluated_on,
         "held_out": prep.held_out,
-        "caution": _caution(prep),
+        "caution": prep.caution,
         "models": models,
         "threshold_on": prep.threshold_on,
         "threshold_rule": "per model: the lowest threshold whose "
@@ -690,7 +537,7 @@ def _metrics(
 
 
 def _pictures(
-    folder: Path, prep: _Prepared, fit: _Fitted, test: _Test, leakage: _Leakage
+    folder: Path, prep: Prepared, fit: _Fitted, test: _Test, leakage: _Leakage
 ) -> dict[str, Path]:
     """The PNG plots of the report, by name."""
     from croissant_cutouts.tasks.evaluate.plots import (
@@ -705,7 +552,7 @@ def _pictures(
     mask, y_test = test.mask, prep.y[test.mask]
     curves = {"CNN": (y_test, fit.logits[mask])}
     curves.update({name: (y_test, score[mask]) for name, score in fit.scores.items()})
-    histories = {_run_name(prep): fit.cnn.history}
+    histories = {prep.run_name: fit.cnn.history}
     if leakage.history is not None:
         histories["random split (leaky)"] = leakage.history
     gallery = _gallery(prep.frame[mask].reset_index(drop=True), y_test, fit.logits[mask],
@@ -726,7 +573,7 @@ def _pictures(
 def _write(
     output: Path,
     metrics: dict[str, Any],
-    prep: _Prepared,
+    prep: Prepared,
     fit: _Fitted,
     test: _Test,
     leakage: _Leakage,
@@ -754,13 +601,6 @@ def _write(
         output,
         metrics["seconds"],
     )
-
-
-def _by_field(frame: pd.DataFrame) -> bool:
-    """Whether the splits follow sky fields: no field in two splits (and every row has one)."""
-    if "field" not in frame or frame["field"].isna().any():
-        return False
-    return bool((frame.groupby("field")["split"].nunique() == 1).all())
 
 
 # --------------------------------------------------------------------------- Prefect

@@ -39,6 +39,7 @@ from croissant_cutouts.tasks.inputs.layouts import LAYOUTS, detect_layout, get_l
 
 __all__ = [
     "MANIFEST",
+    "S3_PROTOCOLS",
     "RemoteFile",
     "RemoteJob",
     "filesystem",
@@ -50,6 +51,7 @@ __all__ = [
     "read_bytes",
     "read_header",
     "remote_exists",
+    "require_store_extra",
     "select_files",
     "stage_job",
     "storage_options",
@@ -62,6 +64,9 @@ MANIFEST = ".remote-manifest.json"
 
 #: Block size for reading FITS headers remotely (a header is a few 2880-byte blocks).
 _HEADER_BLOCK = 1 << 16
+
+#: URL protocols of S3 object stores (the ``s3`` extra: s3fs).
+S3_PROTOCOLS = ("s3", "s3a")
 
 
 @dataclass(frozen=True)
@@ -139,17 +144,23 @@ def storage_options(url: str) -> dict[str, Any]:
     Credentials are left to botocore's usual chain (environment, profile, instance role).
     """
     protocol, _ = split_protocol(str(url))
-    if protocol in ("s3", "s3a"):
+    if protocol in S3_PROTOCOLS:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             return {"client_kwargs": {"endpoint_url": endpoint}}
     return {}
 
 
+def require_store_extra(url: str | os.PathLike[str], feature: str = "reading s3:// URLs") -> None:
+    """Raise :class:`~croissant_cutouts.tasks.infra.extras.MissingExtra` when ``url`` is on
+    an object store whose extra (``s3``) is not installed; nothing for other URLs."""
+    if split_protocol(str(url))[0] in S3_PROTOCOLS:
+        require_extra("s3", feature)
+
+
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of ``url`` and the path inside it (protocol stripped)."""
-    if split_protocol(str(url))[0] in ("s3", "s3a"):
-        require_extra("s3", "reading s3:// URLs")
+    require_store_extra(url)
     fs, path = fsspec.core.url_to_fs(str(url), **storage_options(url))
     return fs, path.rstrip("/")
 
