@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/cutouts run -i $(DEMO)/jobs -o $(DEMO)/dataset
 	@echo "dataset: $(CURDIR)/$(DEMO)/dataset (croissant.json, master_index.csv, metrics.json, report.md)"
 
-# two workers, one test file each (module fixtures are built once): 500 s against 724 s
-# serially on two AMD EPYC cores
+# two workers, one test file each (module fixtures are built once), the costly files first
+# (tests/conftest.py); about 9 minutes on two AMD EPYC vCPUs
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile

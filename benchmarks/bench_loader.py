@@ -11,6 +11,9 @@ Builds a dataset in the three output layouts from the same cutouts (or takes one
   ``contract.open_parquet``; then the same fancy indexing as shards). One warm-up epoch
   first, so the page cache is warm and the shards mapped; then ``--repeat`` epochs, best
   and median kept. On CUDA also shards -> pinned -> device.
+- ``load_dataset``: the same epochs through the public reader
+  (``croissant_cutouts.load_dataset`` under a plain ``DataLoader``: whole-batch reads, each
+  item's row dict collated by torch's default collation), per layout.
 - ``train``: cutouts/s of forward + backward + Adam step of ``SmallCNN`` with
   ``BCEWithLogitsLoss``, on CPU and, when ``torch.cuda.is_available()``, on CUDA: fed by the
   shards loader (the whole pipeline) and from one batch already in place (model only).
@@ -207,6 +210,31 @@ def time_epochs(data: CutoutDataset, batch: int, repeat: int, device: torch.devi
     return max(rates), statistics.median(rates)
 
 
+def time_public(root: Path, batch: int, repeat: int) -> tuple[float, float, float]:
+    """``load_dataset`` under a plain ``DataLoader`` (default collation of the row dicts).
+
+    Cutouts/s of full shuffled epochs of the labelled records (after one warm-up epoch), best
+    and median, and the seconds ``load_dataset`` takes to open the dataset.
+    """
+    from croissant_cutouts import load_dataset
+
+    t0 = time.perf_counter()
+    data = load_dataset(root, split=None)
+    setup = time.perf_counter() - t0
+    labelled = np.flatnonzero(data.labels >= 0)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(data, labelled), batch_size=batch, shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    rates = []
+    for k in range(repeat + 1):
+        t0 = time.perf_counter()
+        n = sum(len(labels) for _, labels, _ in loader)
+        if k:
+            rates.append(n / (time.perf_counter() - t0))
+    return max(rates), statistics.median(rates), setup
+
+
 def time_training(
     data: CutoutDataset, batch: int, device: torch.device, cutouts: int, model_only: bool
 ) -> float:
@@ -333,6 +361,18 @@ def main() -> int:
             result["loader"].append(row)
             print(f"  loader {name:20s} batch {batch:3d}: {best:9.0f} cutouts/s", flush=True)
         del data
+    for layout in ("shards", "parquet", "files"):
+        if layout not in roots:
+            continue
+        for batch in BATCHES:
+            best, median, setup_s = time_public(roots[layout], batch, args.repeat)
+            name = f"load_dataset {layout}"
+            result["loader"].append({
+                "loader": name, "batch": batch, "cutouts": len(frames[layout]),
+                "setup_s": round(setup_s, 3), "best_cutouts_per_s": round(best),
+                "median_cutouts_per_s": round(median),
+            })
+            print(f"  loader {name:20s} batch {batch:3d}: {best:9.0f} cutouts/s", flush=True)
 
     train_layout = "shards" if "shards" in frames else next(iter(frames))
     data, _ = _dataset(frames[train_layout], None)

@@ -2,12 +2,14 @@
 
 - :mod:`.build`: the flows (``build_dataset``, ``describe_dataset``, ``train_dataset``): a
   few lines each, composing the steps of :mod:`croissant_cutouts.tasks`.
+- :mod:`.predict`: the flow ``predict_jobs``: new jobs cut as a build does, then scored with a
+  saved model (``cutouts predict``).
 - :mod:`.runner`: how per-job tasks run: the task runner (threads or Dask), read-ahead,
   and the bounded per-job scheduler.
 - :mod:`.summary`: what a run did: the summary line and the Prefect artifacts.
 - :mod:`.cli`: the ``cutouts`` command (``create``, ``croissant``, ``train``, ``run``,
-  ``verify``, ``simulate``, ``serve``).
+  ``verify``, ``predict``, ``simulate``, ``serve``).
 - :mod:`.settings`: Prefect defaults for a local run (temporary server, result storage).
 """
 
-__all__ = ["build", "cli", "runner", "settings", "summary"]
+__all__ = ["build", "cli", "predict", "runner", "settings", "summary"]

@@ -57,7 +57,10 @@ from croissant_cutouts.tasks.inputs.remote import is_remote
 from croissant_cutouts.tasks.inputs.select import Selection, plan_jobs
 from croissant_cutouts.tasks.verify import verify_task
 
-__all__ = ["build_dataset", "cut_jobs", "describe_dataset", "train_dataset"]
+__all__ = [
+    "build_dataset", "clean_temporaries", "cut_and_index", "cut_jobs", "describe_dataset",
+    "train_dataset", "verify_step",
+]
 
 STEPS = ("create", "croissant", "train")
 @flow(name="cut_jobs")
@@ -107,7 +110,7 @@ def build_dataset(
     else:
         guard_foreign_outputs(out_dir, _step_outputs(out_dir, steps))
     with dataset_lock(out_dir):
-        _clean_temporaries(out_dir)
+        clean_temporaries(out_dir)
         return _build(input_dir, out_dir, params, steps, t0)
 
 
@@ -118,11 +121,11 @@ def _own_dataset(out_dir: Path) -> Iterator[None]:
         yield
         return
     with dataset_lock(out_dir):
-        _clean_temporaries(out_dir)
+        clean_temporaries(out_dir)
         yield
 
 
-def _clean_temporaries(out_dir: Path) -> None:
+def clean_temporaries(out_dir: Path) -> None:
     """Remove what killed runs left half-written (we hold the lock: nobody else writes)."""
     removed = remove_temporaries(out_dir)
     if removed:
@@ -142,7 +145,7 @@ def _build(
     summary = RunSummary(dataset=str(out_dir.resolve()))
     specs: list[JobSpec] = []
     if "create" in steps:
-        specs = _create(input_dir, out_dir, params, summary)
+        specs = cut_and_index(input_dir, out_dir, params, summary)
         if summary.cutouts == 0:
             summary.seconds = time.perf_counter() - t0
             return summary
@@ -155,7 +158,7 @@ def _build(
     if "train" in steps:
         key = dataset_fingerprint(specs, out_dir) if "create" in steps else None
         summary.metrics = _train(out_dir, params, key)
-    _verify(input_dir, out_dir, params, steps)
+    verify_step(input_dir, out_dir, params, steps)
     summary.seconds = time.perf_counter() - t0
     get_run_logger().info(summary.line())
     gallery = None if is_remote(input_dir) else Path(input_dir) / "gallery.png"
@@ -163,8 +166,14 @@ def _build(
     return summary
 
 
-def _create(input_dir: str, out_dir: Path, params: Params, summary: RunSummary) -> list[JobSpec]:
-    """Plan the jobs, cut them (:func:`cut_jobs`), write the index; fill ``summary``."""
+def cut_and_index(
+    input_dir: str, out_dir: Path, params: Params, summary: RunSummary, splits: bool = True
+) -> list[JobSpec]:
+    """Plan the jobs, cut them (:func:`cut_jobs`), write the index; fill ``summary``.
+
+    The create step of :func:`build_dataset`, and the first step of ``predict_jobs``, whose
+    output's splits mean nothing (``splits=False``: their notes are left out).
+    """
     logger = get_run_logger()
     specs, unavailable = plan_jobs(
         input_dir,
@@ -191,15 +200,15 @@ def _create(input_dir: str, out_dir: Path, params: Params, summary: RunSummary) 
     summary.jobs, summary.jobs_rejected = index.jobs, index.jobs_rejected
     summary.cutouts, summary.real, summary.bogus = index.cutouts, index.real, index.bogus
     summary.rejected = index.rows_rejected
-    summary.notes = index.notes
-    for note in index.notes:
+    summary.notes = [n for n in index.notes if splits or n not in index.split_notes]
+    for note in summary.notes:
         logger.warning(note)
     if index.cutouts == 0:
         logger.error("no cutout could be written; see %s", index.rejects_path)
     return specs
 
 
-def _verify(input_dir: str, out_dir: Path, params: Params, steps: list[str]) -> None:
+def verify_step(input_dir: str, out_dir: Path, params: Params, steps: list[str]) -> None:
     """The last step: check the dataset against the contract (raises ``DatasetInvalid``).
 
     A local input is recounted, so every catalog row is accounted for.

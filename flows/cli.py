@@ -7,6 +7,7 @@ Seed script, then the command that replaces it:
 - ``python test_croissant_dataset.py -d DIR``     -> ``cutouts train -d DIR``
 - all three in one flow                           -> ``cutouts run -i IN -o OUT``
 - check a dataset against the contract            -> ``cutouts verify -d DIR [-i IN [--deep]]``
+- score new jobs with a trained model             -> ``cutouts predict -m MODEL -i IN -o OUT``
 
 Every command ends with one summary line. Exit status: 0 when a dataset was written (even
 with rejections), 1 when none could be, or with ``--strict`` when anything was rejected.
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_create_opts(p)
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     _add_common(p)
+    _add_predict_parser(sub)
     _add_simulate_parser(sub)
     _add_serve_parser(sub)
     _accept_dashes(parser)
@@ -294,6 +296,19 @@ def _add_verify_parser(sub: Any) -> None:
     _add_common(p)
 
 
+def _add_predict_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score new jobs with a trained model (predictions.csv)",
+        description="Cut the candidates of new jobs as a build does (cached, retried) and "
+        "score them with a model.pt: predictions.csv (cutout_id, job_id, x, y, score, real, "
+        "label) and predictions.json (with ROC AUC when the jobs carry truth).",
+    )
+    p.add_argument("-m", "--model", required=True, help="model.pt of a trained dataset")
+    _add_create_opts(p)
+    _add_common(p)
+
+
 def _add_serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve build_dataset on a schedule from this process")
     p.add_argument(
@@ -310,12 +325,18 @@ def _add_serve_parser(sub: Any) -> None:
         action="store_true",
         help="serve without a schedule (runs start only when triggered)",
     )
+    p.add_argument(
+        "--flow",
+        choices=["build", "predict"],
+        default="build",
+        help="build_dataset (default) or predict_jobs, which needs --model",
+    )
+    p.add_argument("-m", "--model", default=None, help="with --flow predict: the model.pt")
     _add_common(p)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Serve the build_dataset deployment (blocks; Ctrl-C stops it)."""
-    from croissant_cutouts.flows.build import build_dataset
+    """Serve the build_dataset or predict_jobs deployment (blocks; Ctrl-C stops it)."""
     from croissant_cutouts.tasks.inputs.remote import is_remote
 
     parameters = {
@@ -325,8 +346,18 @@ def _serve(args: argparse.Namespace) -> int:
         "output_dir": str(Path(args.output_dir).resolve()),
         "params_file": str(Path(args.params).resolve()) if args.params else None,
     }
-    print(f"serving build_dataset/{args.name} ({'no schedule' if args.no_schedule else args.cron})")
-    build_dataset.serve(
+    if args.flow == "predict":
+        if not args.model:
+            print("cutouts: serve --flow predict needs -m MODEL", file=sys.stderr)
+            return 2
+        from croissant_cutouts.flows.predict import predict_jobs as served
+
+        parameters["model_path"] = str(Path(args.model).resolve())
+    else:
+        from croissant_cutouts.flows.build import build_dataset as served
+    print(f"serving {served.name}/{args.name} "
+          f"({'no schedule' if args.no_schedule else args.cron})")
+    served.serve(
         name=args.name,
         cron=None if args.no_schedule else args.cron,
         parameters=parameters,
@@ -339,7 +370,7 @@ def _params(args: argparse.Namespace):
     from croissant_cutouts.tasks.config import load_params
 
     params = load_params(args.params)
-    if args.command in ("create", "run"):
+    if args.command in ("create", "run", "predict"):
         params = params.override(
             "cutouts",
             workers=args.workers,
@@ -364,11 +395,11 @@ def _check_extras(args: argparse.Namespace, params) -> None:
     from croissant_cutouts.tasks.inputs.remote import require_store_extra
 
     feature = f"cutouts {args.command}"
-    if args.command in ("run", "train"):
+    if args.command in ("run", "train", "predict"):
         require_extra("train", feature)
     if args.command == "simulate":
         require_extra("sim", feature)
-    if args.command in ("create", "run") and params.cutouts.task_runner == "dask":
+    if args.command in ("create", "run", "predict") and params.cutouts.task_runner == "dask":
         require_extra("dask", f"{feature} on Dask")
     if getattr(args, "input_dir", None):
         require_store_extra(args.input_dir, f"{feature} -i s3://...")
@@ -408,6 +439,22 @@ def _print_metrics(metrics: dict | None) -> None:
         f"{cell(leak.get('random_split_test_auc'))} vs split by {leak.get('by')} "
         f"{cell(leak.get('field_split_test_auc'))})"
     )
+
+
+def _print_predictions(predictions: dict | None) -> None:
+    """Where the predictions are, how many were called real, and AUC against truth."""
+    if not predictions:
+        return
+    truth = predictions["truth"]
+    print(f"called real: {predictions['called_real']} of {predictions['cutouts']} at the "
+          f"model's threshold {predictions['model']['threshold']:.4g} (logit)")
+    if truth.get("roc_auc") is not None:
+        lo, hi = truth["roc_auc_ci95"]
+        print(f"against truth ({truth['real']} real, {truth['bogus']} bogus): ROC AUC "
+              f"{truth['roc_auc']:.4f} [95 % {lo:.4f}, {hi:.4f}], FNR "
+              f"{truth['fnr_at_threshold']:.4f}, FPR {truth['fpr_at_threshold']:.4f}")
+    elif truth.get("note"):
+        print(f"against truth: {truth['note']}")
 
 
 def _simulate(args: argparse.Namespace, params) -> int:
@@ -501,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # refuse a folder that is not ours, or one another run is writing, before Prefect
         # starts; the lock is held for the whole run (the flow takes it again, re-entrantly)
+        if args.command == "predict":  # an unusable model stops it before anything is written
+            from croissant_cutouts.tasks.evaluate.artifact import load_model
+
+            load_model(args.model)
         folder = _check_output(args)
         with dataset_lock(folder) if folder is not None else contextlib.nullcontext():
             # import the flow while the temporary API server starts
@@ -511,10 +562,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cutouts: {exc}", file=sys.stderr)
         return 1
     _print_metrics(summary.metrics)
+    _print_predictions(summary.predictions)
     for note in summary.notes:
         print(f"note: {note}")
     if summary.croissant:
         print(f"croissant: {Path(summary.croissant).resolve()}")
+    if summary.predictions:
+        print(f"predictions: {Path(summary.dataset) / summary.predictions['predictions']}")
     print(f"dataset: {summary.dataset}")
     print(summary.line())
     return _exit_code(summary, params.run.strict)
@@ -528,7 +582,7 @@ def _check_output(args: argparse.Namespace) -> Path | None:
         is_dataset_dir,
     )
 
-    if args.command in ("create", "run"):
+    if args.command in ("create", "run", "predict"):
         return claim_output_dir(args.output_dir, f"cutouts {args.command}")
     if args.command == "croissant":
         folder = Path(args.csv_path).parent
@@ -547,6 +601,10 @@ def _run_command(args: argparse.Namespace, params):
     if args.command in ("create", "run"):
         steps = ["create"] if args.command == "create" else None
         return build_dataset(args.input_dir, args.output_dir, params, steps)
+    if args.command == "predict":
+        from croissant_cutouts.flows.predict import predict_jobs
+
+        return predict_jobs(args.model, args.input_dir, args.output_dir, params)
     if args.command == "croissant":
         return describe_dataset(args.csv_path, args.output, params)
     return train_dataset(args.dataset_dir, params)

@@ -13,6 +13,8 @@ from croissant_cutouts.tasks.contract import (
     INDEX_FILE,
     METRICS_FILE,
     PLOTS_DIR,
+    PREDICTIONS_FILE,
+    PREDICTIONS_SUMMARY,
     REJECTS_FILE,
     REPORT_FILE,
 )
@@ -37,6 +39,8 @@ class RunSummary:
     seconds: float = 0.0
     croissant: str | None = None
     metrics: dict[str, Any] | None = None
+    #: What ``cutouts predict`` found (``predictions.json``).
+    predictions: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -125,7 +129,10 @@ def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = N
     """A markdown artifact: the summary line, the test metrics, links to the report and plots."""
     lines = [f"# Dataset {summary.dataset}", "", f"`{summary.line()}`", ""]
     lines += _metrics_lines(summary.metrics or {})
+    lines += _prediction_lines(summary.predictions)
     links = [
+        (PREDICTIONS_FILE, out_dir / PREDICTIONS_FILE),
+        (PREDICTIONS_SUMMARY, out_dir / PREDICTIONS_SUMMARY),
         (REPORT_FILE, out_dir / REPORT_FILE),
         (CROISSANT_FILE, out_dir / CROISSANT_FILE),
         (INDEX_FILE, out_dir / INDEX_FILE),
@@ -140,11 +147,30 @@ def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = N
     lines += [f"- [{name}](file://{path.resolve()})" for name, path in links if path.exists()]
     for note in summary.notes:
         lines.append(f"- note: {note}")
+    scored = summary.predictions is not None
     create_markdown_artifact(
-        key="dataset-summary",
+        key="predictions-summary" if scored else "dataset-summary",
         markdown="\n".join(lines),
-        description="Summary of the dataset build: test metrics, report and plots.",
+        description="Summary of the scoring: predictions and, with truth, ROC AUC."
+        if scored else "Summary of the dataset build: test metrics, report and plots.",
     )
+
+
+def _prediction_lines(predictions: dict[str, Any] | None) -> list[str]:
+    """What ``cutouts predict`` found: counts, the model's threshold, AUC against truth."""
+    if not predictions:
+        return []
+    model, truth = predictions["model"], predictions["truth"]
+    lines = [f"{predictions['called_real']} of {predictions['cutouts']} cutouts called real at "
+             f"the model's threshold {model['threshold']:.4g} (logit), chosen on its "
+             f"{model.get('threshold_on')} split.", ""]
+    if truth.get("roc_auc") is not None:
+        lo, hi = truth["roc_auc_ci95"]
+        lines += [f"Against the jobs' truth ({truth['real']} real, {truth['bogus']} bogus): "
+                  f"ROC AUC {truth['roc_auc']:.4f} (95 % interval {lo:.4f}–{hi:.4f}), FNR "
+                  f"{_cell(truth['fnr_at_threshold'])}, FPR {_cell(truth['fpr_at_threshold'])} "
+                  "at the threshold.", ""]
+    return lines
 
 
 def _cell(value: Any) -> str:

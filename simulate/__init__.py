@@ -16,7 +16,10 @@ the number of jobs or workers.
 - :mod:`.gallery`: a picture of a job.
 """
 
-from croissant_cutouts.simulate import jobs
-from croissant_cutouts.simulate.jobs import *  # noqa: F403
+from croissant_cutouts.tasks.infra.exports import lazy_exports
 
-__all__ = [*jobs.__all__]
+# Names resolve on first use (see infra.exports): importing this package imports none of
+# its modules.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, [
+    "jobs",
+])

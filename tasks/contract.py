@@ -69,6 +69,8 @@ __all__ = [
     "PARQUET_DIR",
     "PARQUET_IMAGE",
     "PLOTS_DIR",
+    "PREDICTIONS_FILE",
+    "PREDICTIONS_SUMMARY",
     "RECORD_SET",
     "REJECTS_FILE",
     "REPORT_FILE",
@@ -76,8 +78,11 @@ __all__ = [
     "STAGE_DIR",
     "STATE_DIR",
     "Column",
+    "OutsideDataset",
     "cutout_filename",
     "cutout_sha256",
+    "dataset_file",
+    "inside_dataset",
     "npy_bytes",
     "npy_header",
     "open_parquet",
@@ -129,6 +134,9 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
+#: ``cutouts predict``: one row per cutout scored by a model, and what the scoring found.
+PREDICTIONS_FILE = "predictions.csv"
+PREDICTIONS_SUMMARY = "predictions.json"
 #: The Croissant record set of the candidates (the seed's name).
 RECORD_SET = "transient_candidates"
 #: Folder of the tool's own bookkeeping inside a dataset (marker, lock, manifests, cache).
@@ -148,7 +156,8 @@ DIGESTS_FILE = f"{STATE_DIR}/sha256.json"
 DATASET_NAMES = frozenset(
     {
         STATE_DIR, CUTOUT_DIR, SHARD_DIR, PARQUET_DIR, INDEX_FILE, REJECTS_FILE, LIMITS_FILE,
-        JOBS_FILE, CROISSANT_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, REPORT_FILE, ".gitignore",
+        JOBS_FILE, CROISSANT_FILE, METRICS_FILE, MODEL_FILE, PLOTS_DIR, REPORT_FILE,
+        PREDICTIONS_FILE, PREDICTIONS_SUMMARY, ".gitignore",
     }
 )
 
@@ -269,6 +278,64 @@ def open_shard(path: str | Path) -> np.ndarray:
             f"got {stored.shape} {stored.dtype}"
         )
     return stored.view(np.ndarray)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+class OutsideDataset(ValueError):
+    """A path in a dataset's metadata or index that leads outside the dataset folder.
+
+    Datasets are downloaded from others: a ``contentUrl`` or ``cutout_path`` such as
+    ``../../home/me/.ssh/id_rsa`` or ``/etc/passwd`` must never be read.
+    """
+
+
+def inside_dataset(name: str) -> bool:
+    """True for a plain relative path that stays inside the dataset folder.
+
+    Not empty, not absolute, no ``..`` component and no URL scheme (``s3://``, ``file:``): the
+    rule for the index's paths, which are relative to the dataset folder itself. Symbolic
+    links are not followed here; :func:`dataset_file` checks where a resolved path lands.
+    """
+    if not isinstance(name, str) or not name or ":" in name.split("/", 1)[0]:
+        return False
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def dataset_file(
+    root: str | Path, name: str, what: str, base: str | Path | None = None
+) -> Path:
+    """``base / name`` resolved, once it is known to lie inside the dataset folder ``root``.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder: nothing outside it is read.
+    name : str
+        A path from the dataset's metadata, relative to ``base``. Absolute paths and URLs
+        (``s3://``, ``file:``) are refused; ``..`` is allowed while the resolved path stays
+        inside ``root`` (a ``croissant.json`` in a subfolder names ``../master_index.csv``).
+    what : str
+        What ``name`` is, for the message (e.g. ``"croissant.json: 'master_index.csv' path"``).
+    base : path-like, optional
+        The folder ``name`` is relative to (that of ``croissant.json``); default ``root``.
+
+    Raises
+    ------
+    OutsideDataset
+        When ``name`` is not a relative path, or resolves (through ``..`` or symbolic links)
+        to a place outside ``root``.
+    """
+    top = Path(root).resolve()
+    if isinstance(name, str) and name and ":" not in name.split("/", 1)[0]:
+        if not Path(name).is_absolute():
+            path = (Path(base if base is not None else top).resolve() / name).resolve()
+            if path.is_relative_to(top):
+                return path
+    raise OutsideDataset(f"{what} {name!r} leads outside the dataset folder {top}; "
+                         "refusing to read it")
 
 
 # --------------------------------------------------------------------------- Parquet bytes

@@ -8,6 +8,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# One OpenMP/BLAS thread per process, set before numpy, torch or scikit-learn load (their
+# subprocesses inherit it; an explicit setting wins). The suite runs one pytest worker per
+# core: a second thread per worker only spin-waits against the other worker, and
+# scikit-learn's gradient boosting on a test's few hundred rows ran 10x slower with it
+# (tests/test_train.py alone: 134 s with two threads, 75 s with one, on two busy cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +64,38 @@ SEED_FILES = {
     "difference": "diffimage_masked.fits",
     "score": "scorrimage_masked.fits",
 }
+
+
+#: Rough cost of each test file in seconds (setup included; two workers on two cores).
+#: With ``--dist loadfile`` the files are handed to the workers in collection order, so the
+#: costly ones go first and the many cheap ones fill in at the end: neither worker is left
+#: running one long file while the other idles. A file not listed counts as ``_COST_UNKNOWN``.
+_FILE_COST = {
+    "test_crash.py": 150, "test_fuzz.py": 100, "test_dvc.py": 90, "test_predict.py": 90,
+    "test_deploy.py": 80, "test_loader.py": 35,
+    "test_flow.py": 70, "test_train.py": 60, "test_install.py": 41, "test_lock.py": 40,
+    "test_cli.py": 33, "test_dask.py": 33, "test_rapid.py": 24, "test_docs.py": 21,
+    "test_startup.py": 21, "test_parquet.py": 21, "test_shards.py": 16, "test_remote.py": 15,
+    "test_verify.py": 10, "test_report.py": 8, "test_simulate.py": 8, "test_package.py": 7,
+    "test_small_dataset.py": 6, "test_select.py": 5, "test_provenance.py": 4,
+    "test_croissant11.py": 3, "test_croissant.py": 2, "test_truth.py": 1, "test_readme.py": 1,
+    "test_bootstrap.py": 1, "test_cutout.py": 1, "test_load.py": 1, "test_pipeline.py": 1,
+    "test_metrics.py": 1, "test_splits.py": 1, "test_artifact.py": 1, "test_normalize.py": 1,
+    "test_caching.py": 1,
+}
+_COST_UNKNOWN = 30
+
+
+def pytest_configure(config):
+    # xdist would otherwise queue the files by their number of tests, most first: the few
+    # long end-to-end files (crash, DVC, deploy) came last and one worker ran them alone
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Costly files first (a stable sort: the order inside a file is kept)."""
+    items.sort(key=lambda item: -_FILE_COST.get(item.path.name, _COST_UNKNOWN))
 
 
 def pytest_sessionfinish(session, exitstatus):

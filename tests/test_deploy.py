@@ -76,11 +76,12 @@ def test_serve_schedule_trigger_and_dataset(server, tmp_path):
     simulate_jobs(jobs, n_jobs=3, size=(256, 256), seed=4, fields=2, injections_per_mpx=400,
                   gallery=False)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
+    params["train"].update(epochs=1, leakage_check=False)  # one training: a quicker run
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=url, PREFECT_HOME=str(tmp_path / "home"),
-               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+               PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               PREFECT_RUNNER_POLL_FREQUENCY="1")  # the runner looks for runs every 1 s, not 10
     log = open(tmp_path / "serve.log", "w")
     serve = subprocess.Popen(
         [str(BIN / "cutouts"), "serve", "-i", str(jobs), "-o", str(out), "--name", "test",
@@ -96,7 +97,7 @@ def test_serve_schedule_trigger_and_dataset(server, tmp_path):
         assert "0 6 * * *" in crons
         run = subprocess.run(
             [str(BIN / "prefect"), "deployment", "run", "build_dataset/test", "--watch",
-             "--watch-timeout", "300"],
+             "--watch-interval", "1", "--watch-timeout", "300"],
             env=env, capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         assert "Completed" in run.stdout + run.stderr
@@ -106,3 +107,35 @@ def test_serve_schedule_trigger_and_dataset(server, tmp_path):
         stop(serve)
         log.close()
         sys.stderr.write((tmp_path / "serve.log").read_text()[-3000:])
+    _serve_predict(url, env, tmp_path, jobs, out / "model.pt")
+
+
+def _serve_predict(url: str, env: dict, tmp_path: Path, jobs: Path, model: Path) -> None:
+    """``cutouts serve --flow predict`` with the model the build made: trigger, predictions."""
+    preds = tmp_path / "predictions"
+    log = open(tmp_path / "serve-predict.log", "w")
+    serve = subprocess.Popen(
+        [str(BIN / "cutouts"), "serve", "--flow", "predict", "-m", str(model), "-i", str(jobs),
+         "-o", str(preds), "--name", "test", "--cron", "0 7 * * *",
+         "--params", str(tmp_path / "params.yaml")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    try:
+        def deployment():
+            r = httpx.get(f"{url}/deployments/name/predict_jobs/test", timeout=5)
+            return r.json() if r.status_code == 200 else None
+
+        dep = wait_for(deployment, 120, "the served scoring deployment")
+        assert dep["parameters"]["model_path"] == str(model)
+        assert "0 7 * * *" in [s["schedule"].get("cron") for s in dep.get("schedules", [])]
+        run = subprocess.run(
+            [str(BIN / "prefect"), "deployment", "run", "predict_jobs/test", "--watch",
+             "--watch-interval", "1", "--watch-timeout", "300"],
+            env=env, capture_output=True, text=True, timeout=360)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        predictions = (preds / "predictions.csv").read_text().splitlines()
+        assert predictions[0] == "cutout_id,job_id,x,y,score,real,label"
+        assert len(predictions) > 1
+    finally:
+        stop(serve)
+        log.close()
+        sys.stderr.write((tmp_path / "serve-predict.log").read_text()[-3000:])

@@ -48,7 +48,7 @@ def project(tmp_path_factory):
     params["simulate"].update(
         jobs=3, size=256, workers=1, gallery=False, injections_per_mpx=400, bogus_density=2.0
     )
-    params["train"].update(epochs=1)
+    params["train"].update(epochs=1, leakage_check=False)  # one training per `train` stage
     params["croissant"]["date_published"] = "2026-01-01"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".dvc").mkdir()
@@ -66,6 +66,10 @@ def project(tmp_path_factory):
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.org",
     }
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():  # the stages use the session's server: no temporary one each
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     run(["git", "init", "-q", "-b", "main"], repo, env)
     (repo / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
     run(["git", "add", "-A"], repo, env)

@@ -32,7 +32,7 @@ PREFIX = "croissant_cutouts"
 
 def _sources() -> dict[str, Path]:
     """Module name (croissant_cutouts....) -> file, for every module of the package."""
-    out = {}
+    out = {PREFIX: ROOT / PREFIX / "__init__.py"}  # the package itself: its __init__ only
     for top in TOP:
         for path in sorted((ROOT / top).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
@@ -98,7 +98,7 @@ def test_no_module_imports_the_bare_folder_names():
 def test_wheel_installs_one_namespace_only(tmp_path):
     """``pip install .`` puts croissant_cutouts into site-packages, and no tasks or flows."""
     src = tmp_path / "src"  # a copy: building in place would leave build/ in the checkout
-    for top in TOP:
+    for top in (*TOP, PREFIX):
         shutil.copytree(ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
@@ -114,6 +114,7 @@ def test_wheel_installs_one_namespace_only(tmp_path):
     assert {t for t in tops if not t.endswith(".dist-info")} == {PREFIX}
     assert f"{PREFIX}/tasks/dataset/cutout.py" in names
     assert f"{PREFIX}/flows/build.py" in names
+    assert f"{PREFIX}/__init__.py" in names
 
 
 def test_bare_names_do_not_import_outside_the_repository(tmp_path):
@@ -136,8 +137,8 @@ def test_package_inits_hold_a_docstring_and_reexports_only():
         assert ast.get_docstring(tree), f"{name}: no docstring"
         kinds = {type(n).__name__ for n in tree.body[1:]}
         assert kinds <= {"ImportFrom", "Assign"}, f"{name}: {kinds}"
-        exported = [n for n in tree.body if isinstance(n, ast.Assign)
-                    and [t.id for t in n.targets] == ["__all__"]]
+        exported = [n for n in tree.body if isinstance(n, ast.Assign) and "__all__" in {
+            e.id for t in n.targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])}]
         assert exported, f"{name}: no __all__"
 
 
@@ -214,6 +215,7 @@ def _task_module(step: str) -> list[str]:
         + [f"{tasks}.inputs.select"],
         "croissant": [f"{tasks}.dataset.croissant"],
         "train": [f"{tasks}.evaluate.train"],
+        "score": [f"{tasks}.evaluate.score"],
     }[step]
 
 
@@ -282,7 +284,21 @@ def _part(name: str) -> str:
                 if rel == p or rel.startswith(p + "."))
 
 
-@pytest.mark.parametrize("name", [n for n in SOURCES if n != f"{PREFIX}.tasks"])
+def test_the_package_itself_only_names_the_loader():
+    """``import croissant_cutouts`` imports nothing heavy: its names resolve on first use."""
+    assert {p.name for p in (ROOT / PREFIX).iterdir()} <= {"__init__.py", "__pycache__"}
+    assert _imports(PREFIX) == {f"{PREFIX}.tasks.infra.exports"}
+    code = (
+        "import sys, croissant_cutouts as c\n"
+        "print(c.__all__, sorted(m for m in ('torch', 'prefect', 'pandas', 'mlcroissant') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "['CandidateDataset', 'load_dataset'] []"
+
+
+@pytest.mark.parametrize("name", [n for n in SOURCES if n not in (PREFIX, f"{PREFIX}.tasks")])
 def test_each_part_imports_only_what_it_may(name):
     part = _part(name)
     allowed = MAY_IMPORT[part] | {part}
@@ -299,10 +315,17 @@ def test_prefect_yaml_entrypoints_load_their_flows(monkeypatch):
 
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
     monkeypatch.chdir(ROOT)
+    flows = {}
     for deployment in deployments:
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
-        assert flow.name == "build_dataset"
+        flows[deployment["name"]] = flow.name
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
+    assert flows == {"nightly": "build_dataset", "nightly-predict": "predict_jobs"}
+    # the scoring runs after the build, with the model the build writes
+    cron = {d["name"]: d["schedules"][0]["cron"].split() for d in deployments}
+    assert int(cron["nightly-predict"][1]) > int(cron["nightly"][1])
+    params = {d["name"]: d["parameters"] for d in deployments}
+    assert params["nightly-predict"]["model_path"] == f"{params['nightly']['output_dir']}/model.pt"
 
 
 def test_one_version_number_everywhere():

@@ -128,13 +128,18 @@ def _run(block: str, dataset: Path) -> dict:
 
 def test_pytorch_example_runs(dataset):
     pytest.importorskip("torch")
-    ns = _run(_examples()["torch"], dataset)
-    x, y = next(iter(ns["loader"]))
+    import torch
+
+    torch.manual_seed(0)
+    ns = _run(_examples()["torch"], dataset)  # one epoch, in two worker processes
+    x, y, rows = next(iter(ns["loader"]))
     assert tuple(x.shape[1:]) == (4, 64, 64)
     assert str(x.dtype) == "torch.float32"
     assert set(y.tolist()) <= {0, 1}
+    assert set(rows["split"]) == {"train"}
     n_train = pd.read_csv(dataset / "master_index.csv").query("split == 'train'").shape[0]
     assert len(ns["train"]) == n_train > 0
+    assert torch.isfinite(ns["loss"]) and ns["optimizer"].state  # it took optimiser steps
 
 
 def test_mlcroissant_example_runs(dataset, capsys):

@@ -313,6 +313,14 @@ def test_report_plots_from_a_data_frame_round_trip(tmp_path):
     assert path.read_bytes() == PLOTS["completeness"](tmp_path / "d.png").read_bytes()
 
 
+def test_completeness_of_one_in_a_bin_of_sixteen_plots(tmp_path):
+    """Wilson's upper end at k = n = 16 is 1 - 1e-16: a bar length must not go negative."""
+    table = pd.DataFrame({"mag_lo": [20.0, 20.5], "mag_hi": [20.5, 21.0],
+                          "n_real": [16, 5], "recovered": [16, 0]})
+    path = plot_completeness(tmp_path / "c.png", table)
+    assert path.stat().st_size > 1000
+
+
 def test_roc_axis_is_logarithmic_from_half_the_smallest_rate(tmp_path, monkeypatch):
     """The FPR axis is log, starts at 0.5 / n_neg, and a rate of 0 is drawn at that edge."""
     import matplotlib.figure

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from croissant_cutouts.tasks.config import SplitParams, TrainParams
-from croissant_cutouts.tasks.contract import INDEX_FILE, INDEX_SCHEMA
+from croissant_cutouts.tasks.contract import INDEX_FILE, INDEX_SCHEMA, OutsideDataset
 from croissant_cutouts.tasks.dataset.croissant import write_croissant
 from croissant_cutouts.tasks.dataset.splits import assign_splits
 from croissant_cutouts.tasks.evaluate.data import (
@@ -173,9 +173,13 @@ def test_read_records_of_a_sharded_dataset(sharded, dataset, index):
 def test_read_records_with_croissant_outside_the_root(dataset, tmp_path):
     """Paths are relative to the index's folder, wherever croissant.json is written."""
     meta = write_croissant(dataset / INDEX_FILE, tmp_path / "meta" / "croissant.json")
-    frame = read_records(meta)
+    frame = read_records(meta, root=dataset)  # the dataset folder, given
     assert all(Path(p).is_file() for p in frame["cutout_path"])
     assert Path(frame["cutout_path"][0]).parent == (dataset / "cutouts").resolve()
+    with pytest.raises(OutsideDataset, match="leads outside the dataset folder"):
+        read_records(meta)  # by default the folder of croissant.json: the index is outside
+    inside = write_croissant(dataset / INDEX_FILE, dataset / "meta" / "croissant.json")
+    assert read_records(inside, root=dataset).equals(frame)  # ../master_index.csv, inside
 
 
 # --------------------------------------------------------------------------- splitting

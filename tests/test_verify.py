@@ -578,9 +578,11 @@ def test_croissant_json_unreadable_or_without_a_distribution(files, tmp_path):
     assert _only(verify_dataset(files), "croissant").message == "has no distribution list"
     doc["distribution"] += ["not an object", {"@type": "cr:FileSet", "contentUrl": "nowhere"}]
     elsewhere = tmp_path / "described.json"  # a croissant.json kept outside the dataset
-    for obj in doc["distribution"]:  # contentUrl is relative to the croissant.json
-        if isinstance(obj, dict) and "FileObject" in obj["@type"]:
+    for obj in doc["distribution"]:  # its paths are relative to the croissant.json
+        if isinstance(obj, dict) and "contentUrl" in obj:
             obj["contentUrl"] = os.path.relpath(files / obj["contentUrl"], tmp_path)
+        if isinstance(obj, dict) and "includes" in obj:
+            obj["includes"] = os.path.relpath(files / obj["includes"], tmp_path)
     elsewhere.write_text(json.dumps(doc))
     path.unlink()
     report = verify_dataset(files, croissant=elsewhere)

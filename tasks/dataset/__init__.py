@@ -9,11 +9,14 @@
 May import: ``contract``, ``errors``, ``config``, ``infra`` and ``inputs``.
 """
 
-from croissant_cutouts.tasks.dataset import croissant, cutout, index, normalize, splits
-from croissant_cutouts.tasks.dataset.croissant import *  # noqa: F403
-from croissant_cutouts.tasks.dataset.cutout import *  # noqa: F403
-from croissant_cutouts.tasks.dataset.index import *  # noqa: F403
-from croissant_cutouts.tasks.dataset.normalize import *  # noqa: F403
-from croissant_cutouts.tasks.dataset.splits import *  # noqa: F403
+from croissant_cutouts.tasks.infra.exports import lazy_exports
 
-__all__ = [*croissant.__all__, *cutout.__all__, *index.__all__, *normalize.__all__, *splits.__all__]
+# Names resolve on first use (see infra.exports): importing this package imports none of
+# its modules.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, [
+    "croissant",
+    "cutout",
+    "index",
+    "normalize",
+    "splits",
+])

@@ -67,6 +67,8 @@ class IndexSummary:
     rows_rejected: int
     pruned: int
     notes: list[str]
+    #: Those of ``notes`` about the splits (a scoring run, whose splits mean nothing, omits them).
+    split_notes: list[str] = field(default_factory=list)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -104,7 +106,8 @@ def write_index(
     out_dir = Path(out_dir)
     results = sorted(results, key=lambda r: r.job_id)
     tables = _tables(results)
-    index = _index(tables.frames, splits, tables.notes)
+    split_notes: list[str] = []
+    index = _index(tables.frames, splits, split_notes)
     paths = {name: out_dir / name for name in (INDEX_FILE, REJECTS_FILE, LIMITS_FILE, JOBS_FILE)}
     _write_csv(index, paths[INDEX_FILE])
     _write_csv(
@@ -138,7 +141,8 @@ def write_index(
         bogus=int((labels == 0).sum()),
         rows_rejected=sum(1 for _, k, _ in tables.rejects if k is not pd.NA),
         pruned=pruned,
-        notes=tables.notes,
+        notes=tables.notes + split_notes,
+        split_notes=split_notes,
     )
 
 

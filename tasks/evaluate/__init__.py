@@ -11,36 +11,29 @@
 - :mod:`.artifact`: ``model.pt``, the trained model and what it expects, read back safely.
 - :mod:`.prepare`: the rows a run trains on, its split masks, where it judges.
 - :mod:`.train`: the step itself (:func:`smoke_train`): prepare, fit, judge, leakage check, write.
+- :mod:`.loader`: a released dataset as a PyTorch ``Dataset`` (``croissant_cutouts.load_dataset``),
+  without Prefect.
+- :mod:`.score`: scoring new jobs' cutouts with ``model.pt`` (``cutouts predict``).
 
 May import: ``contract``, ``errors``, ``config``, ``infra`` and ``dataset.splits``; never
 the input side (training reads only what the dataset holds).
 """
 
-from croissant_cutouts.tasks.evaluate import (
-    artifact,
-    baselines,
-    bootstrap,
-    data,
-    metrics,
-    model,
-    plots,
-    prepare,
-    report,
-    train,
-)
-from croissant_cutouts.tasks.evaluate.artifact import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.baselines import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.bootstrap import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.data import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.metrics import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.model import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.plots import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.prepare import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.report import *  # noqa: F403
-from croissant_cutouts.tasks.evaluate.train import *  # noqa: F403
+from croissant_cutouts.tasks.infra.exports import lazy_exports
 
-__all__ = [
-    *artifact.__all__, *baselines.__all__, *bootstrap.__all__, *data.__all__,
-    *metrics.__all__, *model.__all__, *plots.__all__, *prepare.__all__,
-    *report.__all__, *train.__all__,
-]
+# Names resolve on first use (see infra.exports): importing this package imports none of
+# its modules.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, [
+    "artifact",
+    "baselines",
+    "bootstrap",
+    "data",
+    "loader",
+    "metrics",
+    "model",
+    "plots",
+    "prepare",
+    "report",
+    "score",
+    "train",
+])

@@ -31,6 +31,8 @@ from croissant_cutouts.tasks.contract import (
     CUTOUT_BYTES,
     CUTOUT_SHAPE,
     RECORD_SET,
+    OutsideDataset,
+    dataset_file,
     open_shard,
     read_cutout,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "CutoutDataset",
     "IndexBatches",
     "cap_by_job",
+    "check_distribution",
+    "check_record_paths",
     "load_cutout",
     "make_loader",
     "read_records",
@@ -79,7 +83,9 @@ def _index_root(dataset: mlc.Dataset, croissant_path: Path) -> Path:
     return (base / content_url).resolve().parent
 
 
-def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFrame:
+def read_records(
+    croissant_path: str | Path, engine: str = "auto", root: str | Path | None = None
+) -> pd.DataFrame:
     """Read the index through the Croissant metadata.
 
     Parameters
@@ -94,6 +100,9 @@ def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFra
         plain columns of one local FileSet of Parquet files, their columns but ``image``
         are read with pyarrow (``_read_parquet_fields``). ``image`` (the pixels) is then
         left out: :class:`CutoutDataset` reads them from the files.
+    root : path-like, optional
+        The dataset folder: every file the metadata and the records name must lie inside it.
+        Default: the folder of ``croissant.json`` (where it lies in a dataset of this tool).
 
     Returns
     -------
@@ -113,18 +122,24 @@ def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFra
     ------
     mlcroissant.ValidationError
         When the metadata cannot be read.
+    OutsideDataset
+        When a ``contentUrl``, a FileSet pattern, a ``cutout_path`` or a ``shard`` leads
+        outside ``root`` (:func:`check_distribution`, :func:`check_record_paths`): nothing
+        is read from there.
     """
     croissant_path = Path(croissant_path)
-    dataset = mlc.Dataset(jsonld=str(croissant_path))
     if engine not in ("auto", "mlcroissant"):
         raise ValueError(f"unknown engine {engine!r}; expected 'auto' or 'mlcroissant'")
+    root = Path(root) if root is not None else croissant_path.parent
+    dataset = mlc.Dataset(jsonld=str(croissant_path))
+    check_distribution(dataset, croissant_path, root)
     fast = None
     if engine == "auto":
         fast = _read_csv_fields(dataset, croissant_path)
         if fast is None:
             fast = _read_parquet_fields(dataset, croissant_path)
     if fast is not None:
-        return _finish_records(fast, dataset, croissant_path)
+        return _finish_records(fast, dataset, croissant_path, root)
     prefix = f"{RECORD_SET}/"
     rows = [
         {
@@ -133,7 +148,7 @@ def read_records(croissant_path: str | Path, engine: str = "auto") -> pd.DataFra
         }
         for record in dataset.records(RECORD_SET)
     ]
-    return _finish_records(pd.DataFrame(rows), dataset, croissant_path)
+    return _finish_records(pd.DataFrame(rows), dataset, croissant_path, root)
 
 
 _PANDAS_DTYPES = {
@@ -243,7 +258,7 @@ def _read_parquet_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataF
 
 
 def _finish_records(
-    frame: pd.DataFrame, dataset: mlc.Dataset, croissant_path: Path
+    frame: pd.DataFrame, dataset: mlc.Dataset, croissant_path: Path, root: Path
 ) -> pd.DataFrame:
     """Types and absolute paths shared by both ways of reading the records."""
     if frame.empty:
@@ -251,13 +266,74 @@ def _finish_records(
     for column in ("label", "row"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column]).astype("Int64")
-    root = _index_root(dataset, croissant_path)
+    base = _index_root(dataset, croissant_path)
     for column in ("cutout_path", "shard"):
         if column in frame:
+            check_record_paths(frame, column, base, croissant_path, root)
             frame[column] = [
-                str(root / p) if isinstance(p, str) and p else None for p in frame[column]
+                str(base / p) if isinstance(p, str) and p else None for p in frame[column]
             ]
     return frame
+
+
+def check_distribution(dataset: mlc.Dataset, croissant_path: Path, root: Path) -> None:
+    """Refuse metadata whose files lie outside the dataset folder ``root``.
+
+    Every FileObject's ``contentUrl`` and every FileSet's ``includes`` pattern, relative to
+    the folder of ``croissant.json``, must resolve inside ``root``
+    (:func:`~croissant_cutouts.tasks.contract.dataset_file`); checked before any record is
+    read, so mlcroissant never opens such a file.
+
+    Raises
+    ------
+    OutsideDataset
+        Naming the file, the entry and the path.
+    """
+    for entry in dataset.metadata.distribution:
+        names = [entry.content_url] if getattr(entry, "content_url", None) else []
+        names += list(getattr(entry, "includes", None) or [])
+        for name in names:
+            dataset_file(root, name, f"{croissant_path}: {entry.id!r} path",
+                         base=croissant_path.parent)
+
+
+#: A path that is absolute, has a URL scheme or a ``..`` component (vectorised
+#: :func:`~croissant_cutouts.tasks.contract.inside_dataset`).
+_CLIMBS = r"^(?:/|[^/]*:)|(?:^|/)\.\.(?:/|$)"
+
+
+def check_record_paths(
+    frame: pd.DataFrame, column: str, base: Path, croissant_path: Path, root: Path | None = None
+) -> None:
+    """Refuse records whose ``column`` (``cutout_path``, ``shard``) leaves the dataset.
+
+    ``base`` is the folder the paths are relative to (the index's). Each must be a plain
+    relative path (no ``..``, not absolute, no URL) and stay inside the dataset folder
+    ``root`` (default ``base``) once the folders it names are resolved (symbolic links).
+
+    Raises
+    ------
+    OutsideDataset
+        Naming the first such record (its position and ``cutout_id``) and how many there are.
+    """
+    values = frame[column]
+    present = values.map(lambda v: isinstance(v, str) and bool(v))
+    bad = present & values.where(present, "").str.contains(_CLIMBS, regex=True)
+    top = Path(root if root is not None else base).resolve()
+    if not bad.any():
+        folders = {str(Path(v).parent) for v in values[present].unique()}
+        outside = {f for f in folders if not (base / f).resolve().is_relative_to(top)}
+        if outside:
+            bad = values.map(lambda v: isinstance(v, str) and str(Path(v).parent) in outside)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        cid = frame["cutout_id"].iloc[i] if "cutout_id" in frame else "?"
+        raise OutsideDataset(
+            f"{croissant_path}: {column} {values.iloc[i]!r} of record {i} (cutout_id {cid}) "
+            f"leads outside the dataset folder {top}"
+            f"{f' ({int(bad.sum())} records in all)' if bad.sum() > 1 else ''}; "
+            "refusing to read it"
+        )
 
 
 # --------------------------------------------------------------------------- splitting

@@ -35,6 +35,7 @@ __all__ = [
     "SmallCNN",
     "TrainedCNN",
     "dihedral",
+    "predict_logits",
     "resolve_device",
     "train_cnn",
 ]
@@ -119,8 +120,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
-    """Logits of every item of ``loader``, shape (n,), float32, in loader order."""
+def predict_logits(
+    model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """Logits of every item of ``loader`` (batches ``(x, y)``), shape (n,), float32, in order.
+
+    The model is put in eval mode and run without gradients; ``x`` is moved to ``device``.
+    """
     model.eval()
     out = []
     with torch.no_grad():
@@ -212,7 +218,7 @@ def train_cnn(
             total = _train_epoch(model, train_loader, optimizer, loss_fn, turned, device)
             history["train"].append(total / max(len(train_idx), 1))
             seconds += time.perf_counter() - started
-            val_logits = _predict(model, loaders["validation"], device)
+            val_logits = predict_logits(model, loaders["validation"], device)
             val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
             history["validation"].append(val_loss)
             val_auc = roc_auc(labels[sides["validation"]], val_logits)
@@ -234,7 +240,7 @@ def train_cnn(
     if best is not None:
         best_epoch = best[1]
         model.load_state_dict(best[2])
-    logits = {name: _predict(model, loader, device) for name, loader in loaders.items()}
+    logits = {name: predict_logits(model, loader, device) for name, loader in loaders.items()}
     return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch, model.eval())
 
 

@@ -339,8 +339,9 @@ def plot_completeness(path: str | os.PathLike[str], table: pd.DataFrame) -> Path
     p = k / n
     low, high = binom_conf_interval(k, n, confidence_level=0.6827, interval="wilson")
     mid = (lo + hi) / 2
-    ax.errorbar(mid, p, xerr=(hi - lo) / 2, yerr=(p - low, high - p), fmt="o", color="C0",
-                capsize=2)
+    # at p = 0 or 1 the interval's end equals p up to rounding: no negative bar lengths
+    yerr = np.clip([p - low, high - p], 0.0, None)
+    ax.errorbar(mid, p, xerr=(hi - lo) / 2, yerr=yerr, fmt="o", color="C0", capsize=2)
     for x, top, count in zip(mid, high, n, strict=True):
         ax.annotate(
             f"n={count}",

@@ -144,8 +144,13 @@ def _split_counts(
     }
 
 
-def prepare_rows(croissant_path: Path, params: TrainParams) -> Prepared:
+def prepare_rows(
+    croissant_path: Path, params: TrainParams, root: Path | None = None
+) -> Prepared:
     """Records through Croissant, the labelled rows, the cap by job, the dataset's splits.
+
+    ``root`` is the dataset folder (default: that of ``croissant.json``); a record or a
+    ``contentUrl`` leading outside it is refused (``OutsideDataset``).
 
     Raises
     ------
@@ -154,7 +159,7 @@ def prepare_rows(croissant_path: Path, params: TrainParams) -> Prepared:
     FileNotFoundError
         A cutout file listed in the index is missing.
     """
-    frame, unlabelled = _labelled(read_records(croissant_path), croissant_path)
+    frame, unlabelled = _labelled(read_records(croissant_path, root=root), croissant_path)
     split_sides(frame, croissant_path)  # a clear error before the cap
     keep = cap_by_job(frame["job_id"], params.max_cutouts, params.seed, frame["split"])
     dropped = int((~keep).sum())

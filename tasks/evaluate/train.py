@@ -306,6 +306,8 @@ def smoke_train(
         fewer than 2 jobs after the cap, or a cutout of the wrong shape/dtype.
     FileNotFoundError
         A cutout listed in the index is missing.
+    OutsideDataset
+        The metadata or a record names a file outside ``dataset_dir``.
     RuntimeError
         ``device='cuda'`` without CUDA.
     """
@@ -317,7 +319,7 @@ def smoke_train(
     output = Path(output) if output else dataset_dir / METRICS_FILE
     device = resolve_device(params.device)
 
-    prep = prepare_rows(croissant_path, params)
+    prep = prepare_rows(croissant_path, params, root=dataset_dir)
     fit = _fit(prep, params, device)
     test = _judge_test(prep, fit)
     leakage = _leakage_check(prep, fit, params, splits, device)

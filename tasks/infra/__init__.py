@@ -8,31 +8,24 @@
 - :mod:`.versions`: which modules' source decides each step's output.
 - :mod:`.extras`: which optional install extra a feature needs.
 - :mod:`.progress`: a progress bar on a terminal, plain log lines elsewhere.
+- :mod:`.exports`: a package's public names, imported when first used.
 
 Infra decides where and when bytes are written, never what they are. May import only
 ``contract`` and ``errors``.
 """
 
-from croissant_cutouts.tasks.infra import (
-    atomic,
-    caching,
-    digests,
-    extras,
-    lock,
-    outdir,
-    progress,
-    versions,
-)
-from croissant_cutouts.tasks.infra.atomic import *  # noqa: F403
-from croissant_cutouts.tasks.infra.caching import *  # noqa: F403
-from croissant_cutouts.tasks.infra.digests import *  # noqa: F403
-from croissant_cutouts.tasks.infra.extras import *  # noqa: F403
-from croissant_cutouts.tasks.infra.lock import *  # noqa: F403
-from croissant_cutouts.tasks.infra.outdir import *  # noqa: F403
-from croissant_cutouts.tasks.infra.progress import *  # noqa: F403
-from croissant_cutouts.tasks.infra.versions import *  # noqa: F403
+from croissant_cutouts.tasks.infra.exports import lazy_exports
 
-__all__ = [
-    *atomic.__all__, *caching.__all__, *digests.__all__, *extras.__all__, *lock.__all__,
-    *outdir.__all__, *progress.__all__, *versions.__all__,
-]
+# Names resolve on first use (see infra.exports): importing this package imports none of
+# its modules.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, [
+    "atomic",
+    "caching",
+    "digests",
+    "exports",
+    "extras",
+    "lock",
+    "outdir",
+    "progress",
+    "versions",
+])

@@ -36,6 +36,7 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
     "dataset": (*_INPUTS, "dataset"),
     "croissant": (*_BASE, "dataset/croissant", "dataset/splits"),
     "train": (*_BASE, "evaluate", "dataset/splits"),
+    "score": (*_BASE, "evaluate", "dataset/splits"),
 }
 
 #: ``dvc.yaml`` stage -> the step whose code it runs (besides ``flows/``' entry point).

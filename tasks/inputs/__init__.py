@@ -13,26 +13,17 @@
 May import: ``contract``, ``errors``, ``config`` and ``infra``; nothing else of the package.
 """
 
-from croissant_cutouts.tasks.inputs import (
-    catalogs,
-    layouts,
-    load,
-    rapid,
-    remote,
-    seed,
-    select,
-    truth,
-)
-from croissant_cutouts.tasks.inputs.catalogs import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.layouts import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.load import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.rapid import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.remote import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.seed import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.select import *  # noqa: F403
-from croissant_cutouts.tasks.inputs.truth import *  # noqa: F403
+from croissant_cutouts.tasks.infra.exports import lazy_exports
 
-__all__ = [
-    *catalogs.__all__, *layouts.__all__, *load.__all__, *rapid.__all__, *remote.__all__,
-    *seed.__all__, *select.__all__, *truth.__all__,
-]
+# Names resolve on first use (see infra.exports): importing this package imports none of
+# its modules.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, [
+    "catalogs",
+    "layouts",
+    "load",
+    "rapid",
+    "remote",
+    "seed",
+    "select",
+    "truth",
+])

@@ -16,8 +16,11 @@ checker:
 May import everything below it: ``contract``, ``errors``, ``infra``, ``inputs``, ``dataset``.
 """
 
-from croissant_cutouts.tasks.verify import dataset, report
-from croissant_cutouts.tasks.verify.dataset import *  # noqa: F403
-from croissant_cutouts.tasks.verify.report import *  # noqa: F403
+from croissant_cutouts.tasks.infra.exports import lazy_exports
 
-__all__ = [*report.__all__, *dataset.__all__]
+# Names resolve on first use (see infra.exports): importing this package imports none of
+# its modules.
+__all__, __getattr__, __dir__ = lazy_exports(__name__, [
+    "report",
+    "dataset",
+])

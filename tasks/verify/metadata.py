@@ -10,10 +10,13 @@ from pathlib import Path
 
 from croissant_cutouts.tasks.contract import (
     INDEX_FILE,
+    OutsideDataset,
+    dataset_file,
+    inside_dataset,
 )
 from croissant_cutouts.tasks.infra.digests import sha256_file
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
-from croissant_cutouts.tasks.verify.tables import ParsedIndex, safe_relpath
+from croissant_cutouts.tasks.verify.tables import ParsedIndex
 
 __all__ = [
     "check_croissant",
@@ -40,7 +43,34 @@ def croissant_objects(
     if not isinstance(dist, list):
         problems.append(Problem("croissant", "has no distribution list", file=rel))
         return None
-    return [d for d in dist if isinstance(d, dict) and "FileObject" in str(d.get("@type", ""))]
+    return [d for d in dist if isinstance(d, dict) and _stays_inside(root, path, d, problems)
+            and "FileObject" in str(d.get("@type", ""))]
+
+
+def _stays_inside(root: Path, path: Path, entry: dict, problems: list[Problem]) -> bool:
+    """False, with a problem, for a distribution entry whose paths lead out of the dataset.
+
+    A FileObject's ``contentUrl`` and a FileSet's ``includes`` patterns are relative to the
+    folder of ``croissant.json`` and must resolve inside the dataset folder ``root``
+    (:func:`~croissant_cutouts.tasks.contract.dataset_file`): such an entry is neither hashed
+    nor read. Empty or missing paths are reported by :func:`check_croissant`.
+    """
+    rel = os.path.relpath(path, root) if path.is_relative_to(root) else str(path)
+    includes = entry.get("includes", [])
+    names = [entry.get("contentUrl")] + (includes if isinstance(includes, list) else [includes])
+    for name in names:
+        if name is None or name == "":
+            continue
+        try:
+            dataset_file(root, name, "x", base=path.parent)
+        except OutsideDataset:
+            oid = entry.get("@id", entry.get("name", "?"))
+            problems.append(Problem(
+                "croissant", f"{oid!r}: path {name!r} leads outside the dataset folder; "
+                "not read", file=rel,
+            ))
+            return False
+    return True
 
 
 def check_croissant(
@@ -109,7 +139,7 @@ def check_croissant(
         problems.append(Problem("croissant", f"no FileObject for {INDEX_FILE}", file=crel))
     if index is not None:
         for name in sorted(set(index.shard) - {""}):
-            if safe_relpath(name) and (root / name).resolve() not in described:
+            if inside_dataset(name) and (root / name).resolve() not in described:
                 problems.append(
                     Problem("croissant", f"no FileObject describes shard {name}", file=crel)
                 )

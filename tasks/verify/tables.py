@@ -28,7 +28,6 @@ __all__ = [
     "integers",
     "parse_index",
     "read_table",
-    "safe_relpath",
 ]
 
 log = logging.getLogger(__name__)
@@ -309,7 +308,3 @@ def check_splits(index: ParsedIndex, problems: list[Problem]) -> None:
             )
 
 
-def safe_relpath(name: str) -> bool:
-    """True for a plain relative path inside the dataset (no ``..``, not absolute)."""
-    p = Path(name)
-    return bool(name) and not p.is_absolute() and ".." not in p.parts

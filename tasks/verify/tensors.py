@@ -23,10 +23,11 @@ from croissant_cutouts.tasks.contract import (
     PARQUET_DIR,
     PARQUET_IMAGE,
     SHARD_DIR,
+    inside_dataset,
 )
 from croissant_cutouts.tasks.infra.atomic import TMP_MARK
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
-from croissant_cutouts.tasks.verify.tables import ParsedIndex, safe_relpath
+from croissant_cutouts.tasks.verify.tables import ParsedIndex
 
 __all__ = [
     "ROW_FLOATS",
@@ -446,7 +447,7 @@ def _file_rows(
     rows_of: dict[str, list[int]] = {}
     for i in np.flatnonzero(~sharded):
         name = index.file[i]
-        if safe_relpath(name):
+        if inside_dataset(name):
             rows_of.setdefault(name, []).append(int(i))
         else:
             problems.append(Problem(
@@ -478,7 +479,7 @@ def _shard_rows(
     shard_rows: dict[str, dict[int, int]] = {}
     for i in np.flatnonzero(sharded & index.row_ok):
         name = index.shard[i]
-        if not safe_relpath(name):
+        if not inside_dataset(name):
             continue
         seen = shard_rows.setdefault(name, {})
         r = int(index.row[i])
