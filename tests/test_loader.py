@@ -134,6 +134,9 @@ def test_croissant_file_path_and_bad_arguments(datasets, tmp_path):
     for wrong in (len(test), -len(test) - 1):
         with pytest.raises(IndexError, match="out of range"):
             test[wrong]
+        with pytest.raises(IndexError, match="out of range"):
+            test.batch([0, wrong])
+    assert pd.Series(test.row(-1)).equals(pd.Series(test[-1][2]))  # NaN == NaN here
 
 
 def test_transform_applies_to_each_image(datasets):

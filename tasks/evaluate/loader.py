@@ -105,6 +105,13 @@ class CandidateDataset(Dataset):
         """The record of item ``i`` as a dict of plain Python values."""
         return self._rows(np.array([i]))[0]
 
+    def _indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``indices`` as int64 positions in ``[0, n)`` (negative ones count from the end)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} candidates")
+        return idx % max(len(self), 1)
+
     def _rows(self, idx: np.ndarray) -> list[dict[str, Any]]:
         names = list(self._columns)
         values = [self._columns[name][idx].tolist() for name in names]
@@ -114,10 +121,7 @@ class CandidateDataset(Dataset):
         self, indices: Sequence[int] | np.ndarray
     ) -> list[tuple[torch.Tensor, int, dict[str, Any]]]:
         """Items ``indices``, their pixels read in one batch (see the class notes)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise IndexError(f"index out of range for {len(self)} candidates")
-        idx = idx % max(len(self), 1)
+        idx = self._indices(indices)
         images, _ = self.cutouts.__getitems__(idx)
         transform = self.transform or (lambda image: image)
         return [
@@ -140,10 +144,7 @@ class CandidateDataset(Dataset):
             int64 (B,), and ``rows``: per field, a tensor (numbers: float64, int64, bool) or
             a list of str, as :func:`torch.utils.data.default_collate` batches the items.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise IndexError(f"index out of range for {len(self)} candidates")
-        idx = idx % max(len(self), 1)
+        idx = self._indices(indices)
         images, _ = self.cutouts.__getitems__(idx)
         if self.transform is not None:
             images = torch.stack([self.transform(image) for image in images])
