@@ -38,6 +38,17 @@ def test_seed_flags_and_defaults():
     assert parser.parse_args(["train", "-d", "x"]).dataset_dir == "x"
     a = parser.parse_args(["simulate", "-o", "d", "--jobs", "3", "--size", "256", "--seed", "7"])
     assert (a.output_dir, a.jobs, a.size, a.seed) == ("d", 3, 256, 7)
+    a = parser.parse_args(["predict", "-m", "m.pt", "-i", "in", "-o", "out", "--layout",
+                           "parquet", "--workers", "3", "--params", "p.yaml"])
+    assert (a.model, a.input_dir, a.output_dir, a.layout, a.workers) == (
+        "m.pt", "in", "out", "parquet", 3)
+    with pytest.raises(SystemExit):  # the model is required
+        parser.parse_args(["predict", "-i", "in"])
+
+
+def test_serve_predict_needs_a_model(capsys):
+    assert main(["serve", "--flow", "predict", "--no-schedule"]) == 2
+    assert "serve --flow predict needs -m MODEL" in capsys.readouterr().err
 
 
 def test_create_then_croissant_with_seed_defaults(tmp_path, make_job, monkeypatch, capsys):
