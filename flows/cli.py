@@ -441,22 +441,6 @@ def _print_metrics(metrics: dict | None) -> None:
     )
 
 
-def _print_predictions(predictions: dict | None) -> None:
-    """Where the predictions are, how many were called real, and AUC against truth."""
-    if not predictions:
-        return
-    truth = predictions["truth"]
-    print(f"called real: {predictions['called_real']} of {predictions['cutouts']} at the "
-          f"model's threshold {predictions['model']['threshold']:.4g} (logit)")
-    if truth.get("roc_auc") is not None:
-        lo, hi = truth["roc_auc_ci95"]
-        print(f"against truth ({truth['real']} real, {truth['bogus']} bogus): ROC AUC "
-              f"{truth['roc_auc']:.4f} [95 % {lo:.4f}, {hi:.4f}], FNR "
-              f"{truth['fnr_at_threshold']:.4f}, FPR {truth['fpr_at_threshold']:.4f}")
-    elif truth.get("note"):
-        print(f"against truth: {truth['note']}")
-
-
 def _simulate(args: argparse.Namespace, params) -> int:
     from croissant_cutouts.simulate import format_summary, simulate_jobs
 
@@ -562,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cutouts: {exc}", file=sys.stderr)
         return 1
     _print_metrics(summary.metrics)
-    _print_predictions(summary.predictions)
+    from croissant_cutouts.flows.summary import prediction_lines
+
+    for line in prediction_lines(summary.predictions):
+        print(line)
     for note in summary.notes:
         print(f"note: {note}")
     if summary.croissant:

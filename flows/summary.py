@@ -21,7 +21,10 @@ from croissant_cutouts.tasks.contract import (
 from croissant_cutouts.tasks.dataset.cutout import JobCutouts
 from croissant_cutouts.tasks.errors import JobRejection
 
-__all__ = ["RunSummary", "job_counts", "publish_job_table", "publish_summary", "summary_from_index"]
+__all__ = [
+    "RunSummary", "job_counts", "prediction_lines", "publish_job_table", "publish_summary",
+    "summary_from_index",
+]
 
 
 @dataclass
@@ -129,7 +132,7 @@ def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = N
     """A markdown artifact: the summary line, the test metrics, links to the report and plots."""
     lines = [f"# Dataset {summary.dataset}", "", f"`{summary.line()}`", ""]
     lines += _metrics_lines(summary.metrics or {})
-    lines += _prediction_lines(summary.predictions)
+    lines += [f"{line}.\n" for line in prediction_lines(summary.predictions)]
     links = [
         (PREDICTIONS_FILE, out_dir / PREDICTIONS_FILE),
         (PREDICTIONS_SUMMARY, out_dir / PREDICTIONS_SUMMARY),
@@ -156,20 +159,22 @@ def publish_summary(summary: RunSummary, out_dir: Path, gallery: Path | None = N
     )
 
 
-def _prediction_lines(predictions: dict[str, Any] | None) -> list[str]:
-    """What ``cutouts predict`` found: counts, the model's threshold, AUC against truth."""
+def prediction_lines(predictions: dict[str, Any] | None) -> list[str]:
+    """What ``cutouts predict`` found, one sentence a line: calls, and AUC against truth."""
     if not predictions:
         return []
     model, truth = predictions["model"], predictions["truth"]
-    lines = [f"{predictions['called_real']} of {predictions['cutouts']} cutouts called real at "
-             f"the model's threshold {model['threshold']:.4g} (logit), chosen on its "
-             f"{model.get('threshold_on')} split.", ""]
+    lines = [f"called real: {predictions['called_real']} of {predictions['cutouts']} at the "
+             f"model's threshold {model['threshold']:.4g} (logit), chosen on its "
+             f"{model.get('threshold_on')} split"]
     if truth.get("roc_auc") is not None:
         lo, hi = truth["roc_auc_ci95"]
-        lines += [f"Against the jobs' truth ({truth['real']} real, {truth['bogus']} bogus): "
-                  f"ROC AUC {truth['roc_auc']:.4f} (95 % interval {lo:.4f}–{hi:.4f}), FNR "
-                  f"{_cell(truth['fnr_at_threshold'])}, FPR {_cell(truth['fpr_at_threshold'])} "
-                  "at the threshold.", ""]
+        lines.append(f"against truth ({truth['real']} real, {truth['bogus']} bogus): ROC AUC "
+                     f"{truth['roc_auc']:.4f} [95 % {lo:.4f}, {hi:.4f}], FNR "
+                     f"{_cell(truth['fnr_at_threshold'])}, FPR "
+                     f"{_cell(truth['fpr_at_threshold'])} at the threshold")
+    elif truth.get("note"):
+        lines.append(f"against truth: {truth['note']}")
     return lines
 
 

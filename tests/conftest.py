@@ -115,6 +115,52 @@ def ramp_image(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     return (yy * 1000.0 + xx + rng.normal(0, 0.01, shape)).astype(np.float32)
 
 
+def write_seed_jobs(jobs: Path, n_jobs: int, shape: tuple[int, int], rows: int) -> None:
+    """``n_jobs`` seed-layout jobs of ramp images; every third catalog row is real."""
+    for j in range(n_jobs):
+        job = jobs / f"jid{j + 1:04d}"
+        job.mkdir(parents=True)
+        for k, name in enumerate(SEED_FILES.values()):
+            write_fits(job / name, ramp_image(shape, 10 * j + k) * (k + 1))
+        rng = np.random.default_rng(j)
+        pd.DataFrame({
+            "x": rng.uniform(0, shape[1] - 1, rows), "y": rng.uniform(0, shape[0] - 1, rows),
+            "match": np.where(np.arange(rows) % 3 == 0, np.arange(rows), -1),
+            "flux": rng.uniform(1, 100, rows),
+        }).to_csv(job / "psfcat.csv", index=False)
+
+
+def build_plain_dataset(jobs: Path, out: Path, layout: str = "files") -> Path:
+    """A dataset made by the plain functions (no flow, no server): cutouts, index, Croissant."""
+    from croissant_cutouts.tasks.dataset.croissant import write_croissant
+    from croissant_cutouts.tasks.dataset.cutout import cut_job
+    from croissant_cutouts.tasks.dataset.index import write_index
+    from croissant_cutouts.tasks.dataset.normalize import job_limits
+    from croissant_cutouts.tasks.inputs.load import discover_jobs, load_job
+
+    results = []
+    for spec in discover_jobs(jobs):
+        job = load_job(spec)
+        results.append(cut_job(job, job_limits(job), out, layout=layout))
+    write_index(results, out)
+    write_croissant(out / "master_index.csv", out / "croissant.json")
+    return out
+
+
+@pytest.fixture
+def three_jobs(tmp_path, make_job) -> Path:
+    """jid0001 (40 x 50), jid0002 (70 x 90), jid0003 with one row off the image (rejected,
+    so a job file's rows differ from its catalog rows); returns the jobs folder."""
+    make_job("jid0001", seed=1)
+    make_job("jid0002", shape=(70, 90), seed=2)
+    make_job(
+        "jid0003",
+        catalog=pd.DataFrame({"x": [3.0, 500.0, 20.2], "y": [4.0, 5.0, 30.7], "match": [-1, 1, 2]}),
+        seed=3,
+    )
+    return tmp_path / "jobs"
+
+
 @pytest.fixture
 def make_job(tmp_path: Path) -> Callable[..., Path]:
     """Write a seed-layout job folder; returns its path.

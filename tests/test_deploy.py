@@ -82,60 +82,51 @@ def test_serve_schedule_trigger_and_dataset(server, tmp_path):
     env.update(PREFECT_API_URL=url, PREFECT_HOME=str(tmp_path / "home"),
                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
                PREFECT_RUNNER_POLL_FREQUENCY="1")  # the runner looks for runs every 1 s, not 10
-    log = open(tmp_path / "serve.log", "w")
+    _serve_and_run(
+        ["serve", "-i", str(jobs), "-o", str(out), "--cron", "0 6 * * *"],
+        "build_dataset", env, tmp_path, url,
+    )
+    assert (out / "master_index.csv").exists() and (out / "croissant.json").exists()
+    assert (out / "metrics.json").exists()
+    # the scoring flow, served with the model that run wrote
+    model, preds = out / "model.pt", tmp_path / "predictions"
+    dep = _serve_and_run(
+        ["serve", "--flow", "predict", "-m", str(model), "-i", str(jobs), "-o", str(preds),
+         "--cron", "0 7 * * *"],
+        "predict_jobs", env, tmp_path, url,
+    )
+    assert dep["parameters"]["model_path"] == str(model)
+    predictions = (preds / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "cutout_id,job_id,x,y,score,real,label"
+    assert len(predictions) > 1
+
+
+def _serve_and_run(args: list[str], flow: str, env: dict, tmp_path: Path, url: str) -> dict:
+    """``cutouts serve ARGS`` in the background: its deployment ``FLOW/test`` carries the
+    ``--cron`` schedule, and a run triggered with ``prefect deployment run`` completes.
+    Returns the deployment."""
+    cron = args[args.index("--cron") + 1]
+    log_path = tmp_path / f"serve-{flow}.log"
+    log = open(log_path, "w")
     serve = subprocess.Popen(
-        [str(BIN / "cutouts"), "serve", "-i", str(jobs), "-o", str(out), "--name", "test",
-         "--cron", "0 6 * * *", "--params", str(tmp_path / "params.yaml")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
-    try:
-        def deployment():
-            r = httpx.get(f"{url}/deployments/name/build_dataset/test", timeout=5)
-            return r.json() if r.status_code == 200 else None
-
-        dep = wait_for(deployment, 120, "the served deployment")
-        crons = [s["schedule"].get("cron") for s in dep.get("schedules", [])]
-        assert "0 6 * * *" in crons
-        run = subprocess.run(
-            [str(BIN / "prefect"), "deployment", "run", "build_dataset/test", "--watch",
-             "--watch-interval", "1", "--watch-timeout", "300"],
-            env=env, capture_output=True, text=True, timeout=360)
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-        assert "Completed" in run.stdout + run.stderr
-        assert (out / "master_index.csv").exists() and (out / "croissant.json").exists()
-        assert (out / "metrics.json").exists()
-    finally:
-        stop(serve)
-        log.close()
-        sys.stderr.write((tmp_path / "serve.log").read_text()[-3000:])
-    _serve_predict(url, env, tmp_path, jobs, out / "model.pt")
-
-
-def _serve_predict(url: str, env: dict, tmp_path: Path, jobs: Path, model: Path) -> None:
-    """``cutouts serve --flow predict`` with the model the build made: trigger, predictions."""
-    preds = tmp_path / "predictions"
-    log = open(tmp_path / "serve-predict.log", "w")
-    serve = subprocess.Popen(
-        [str(BIN / "cutouts"), "serve", "--flow", "predict", "-m", str(model), "-i", str(jobs),
-         "-o", str(preds), "--name", "test", "--cron", "0 7 * * *",
+        [str(BIN / "cutouts"), *args, "--name", "test",
          "--params", str(tmp_path / "params.yaml")],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     try:
         def deployment():
-            r = httpx.get(f"{url}/deployments/name/predict_jobs/test", timeout=5)
+            r = httpx.get(f"{url}/deployments/name/{flow}/test", timeout=5)
             return r.json() if r.status_code == 200 else None
 
-        dep = wait_for(deployment, 120, "the served scoring deployment")
-        assert dep["parameters"]["model_path"] == str(model)
-        assert "0 7 * * *" in [s["schedule"].get("cron") for s in dep.get("schedules", [])]
+        dep = wait_for(deployment, 120, f"the served deployment of {flow}")
+        assert cron in [s["schedule"].get("cron") for s in dep.get("schedules", [])]
         run = subprocess.run(
-            [str(BIN / "prefect"), "deployment", "run", "predict_jobs/test", "--watch",
+            [str(BIN / "prefect"), "deployment", "run", f"{flow}/test", "--watch",
              "--watch-interval", "1", "--watch-timeout", "300"],
             env=env, capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-        predictions = (preds / "predictions.csv").read_text().splitlines()
-        assert predictions[0] == "cutout_id,job_id,x,y,score,real,label"
-        assert len(predictions) > 1
+        assert "Completed" in run.stdout + run.stderr
+        return dep
     finally:
         stop(serve)
         log.close()
-        sys.stderr.write((tmp_path / "serve-predict.log").read_text()[-3000:])
+        sys.stderr.write(log_path.read_text()[-3000:])

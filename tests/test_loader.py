@@ -25,45 +25,15 @@ LAYOUTS = ("files", "shards", "parquet")
 WHERE = {"cutout_path", "shard", "row"}
 
 
-def _write_jobs(jobs: Path) -> None:
-    """Six seed-layout jobs of 10 candidates, about a third real: split by job."""
-    from conftest import SEED_FILES, ramp_image, write_fits
-
-    for j in range(6):
-        job = jobs / f"jid{j + 1:04d}"
-        job.mkdir(parents=True)
-        for k, name in enumerate(SEED_FILES.values()):
-            write_fits(job / name, ramp_image((48, 56), 10 * j + k) * (k + 1))
-        rng = np.random.default_rng(j)
-        pd.DataFrame({
-            "x": rng.uniform(0, 55, 10), "y": rng.uniform(0, 47, 10),
-            "match": np.where(np.arange(10) % 3 == 0, np.arange(10), -1),
-            "flux": rng.uniform(1, 100, 10),
-        }).to_csv(job / "psfcat.csv", index=False)
-
-
-def _build(jobs: Path, out: Path, layout: str) -> Path:
-    """A dataset by the plain functions (no flow): cutouts, index, croissant.json."""
-    from croissant_cutouts.tasks.dataset.croissant import write_croissant
-    from croissant_cutouts.tasks.dataset.cutout import cut_job
-    from croissant_cutouts.tasks.dataset.index import write_index
-    from croissant_cutouts.tasks.dataset.normalize import job_limits
-    from croissant_cutouts.tasks.inputs.load import discover_jobs, load_job
-
-    results = []
-    for spec in discover_jobs(jobs):
-        job = load_job(spec)
-        results.append(cut_job(job, job_limits(job), out, layout=layout))
-    write_index(results, out)
-    write_croissant(out / "master_index.csv", out / "croissant.json")
-    return out
-
-
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
+    """Six seed-layout jobs of 10 candidates (split by job), in each layout."""
+    from conftest import build_plain_dataset, write_seed_jobs
+
     root = tmp_path_factory.mktemp("loader")
-    _write_jobs(root / "jobs")
-    return {layout: _build(root / "jobs", root / layout, layout) for layout in LAYOUTS}
+    write_seed_jobs(root / "jobs", n_jobs=6, shape=(48, 56), rows=10)
+    return {layout: build_plain_dataset(root / "jobs", root / layout, layout)
+            for layout in LAYOUTS}
 
 
 def _everything(ds: CandidateDataset) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

@@ -41,19 +41,6 @@ def run(jobs, out, params):
     return build_dataset(str(jobs), str(out), params, ["create"])
 
 
-@pytest.fixture
-def three_jobs(tmp_path, make_job):
-    make_job("jid0001", seed=1)
-    make_job("jid0002", shape=(70, 90), seed=2)
-    # one row off the image: rejected, so file rows != catalog rows
-    make_job(
-        "jid0003",
-        catalog=pd.DataFrame({"x": [3.0, 500.0, 20.2], "y": [4.0, 5.0, 30.7], "match": [-1, 1, 2]}),
-        seed=3,
-    )
-    return tmp_path / "jobs"
-
-
 def _write_jobs(jobs: Path) -> None:
     """jid0001, jid0002: 12 rows each; jid0003: 3 rows, one off the image (rejected)."""
     from conftest import SEED_FILES, ramp_image, write_fits
@@ -221,6 +208,15 @@ def _rewrite(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, compression="none", use_dictionary=False, row_group_size=5)
 
 
+def _edit_image(path: Path, change) -> None:
+    """Rewrite a parquet-layout file with ``change(stack)`` applied to its cutouts in place."""
+    table = pq.read_table(path)
+    stack = np.array(open_parquet(path))
+    change(stack)
+    _rewrite(path, table.set_column(table.schema.get_field_index("image"), "image",
+                                    parquet_table_image(stack)))
+
+
 @pytest.mark.flow
 def test_a_clean_parquet_dataset_verifies(built):
     report = verify_dataset(built["parquet"], built["jobs"], deep=True)  # and cut again
@@ -231,13 +227,11 @@ def test_a_clean_parquet_dataset_verifies(built):
 @pytest.mark.flow
 def test_verify_reports_a_damaged_value_at_its_row(built, tmp_path):
     ds = _damaged(built, tmp_path)
-    path = ds / "parquet" / "jid0002.parquet"
-    table = pq.read_table(path)
-    stack = np.array(open_parquet(path))
-    stack[3, 10, 20, 2] = 2.5
-    table = table.set_column(table.schema.get_field_index("image"), "image",
-                             parquet_table_image(stack))
-    _rewrite(path, table)
+
+    def spike(stack):  # one value out of [0, 1]
+        stack[3, 10, 20, 2] = 2.5
+
+    _edit_image(ds / "parquet" / "jid0002.parquet", spike)
     report = verify_dataset(ds, built["jobs"])
     kinds = {p.kind for p in report.problems}
     assert "out-of-range" in kinds, report.lines()
@@ -252,12 +246,11 @@ def test_verify_reports_a_damaged_value_at_its_row(built, tmp_path):
 def test_verify_reports_a_changed_value_by_its_sha256(built, tmp_path):
     ds = _damaged(built, tmp_path)
     path = ds / "parquet" / "jid0001.parquet"
-    table = pq.read_table(path)
-    stack = np.array(open_parquet(path))
-    stack[7, 0, 0, 0] = np.nextafter(stack[7, 0, 0, 0], np.float32(1))  # still in range
-    table = table.set_column(table.schema.get_field_index("image"), "image",
-                             parquet_table_image(stack))
-    _rewrite(path, table)
+
+    def nudge(stack):  # the next float up: still in range
+        stack[7, 0, 0, 0] = np.nextafter(stack[7, 0, 0, 0], np.float32(1))
+
+    _edit_image(path, nudge)
     report = verify_dataset(ds, built["jobs"])
     digest = [p for p in report.problems if p.kind == "digest"]
     assert [(p.file, p.catalog_row) for p in digest] == [("parquet/jid0001.parquet", 7)]

@@ -78,46 +78,14 @@ def _examples() -> dict[str, str]:
     return by_kind
 
 
-def _write_jobs(root: Path) -> None:
-    """Three small seed-layout jobs, real and bogus candidates in each."""
-    from conftest import SEED_FILES, ramp_image, write_fits
-
-    for k in range(3):
-        job = root / f"jid{k + 1:04d}"
-        job.mkdir(parents=True)
-        for c, name in enumerate(SEED_FILES.values()):
-            write_fits(job / name, ramp_image((40, 50), seed=10 * k + c) * (c + 1))
-        rng = np.random.default_rng(k)
-        n = 8
-        pd.DataFrame(
-            {
-                "x": rng.uniform(0, 49, n),
-                "y": rng.uniform(0, 39, n),
-                "match": np.where(np.arange(n) % 3 == 0, np.arange(n), -1),
-                "flux": rng.uniform(1, 100, n),
-            }
-        ).to_csv(job / "psfcat.csv", index=False)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """A tiny dataset with croissant.json, made by the plain functions (no flow, no server)."""
-    from croissant_cutouts.tasks.dataset.croissant import write_croissant
-    from croissant_cutouts.tasks.dataset.cutout import cut_job
-    from croissant_cutouts.tasks.dataset.index import write_index
-    from croissant_cutouts.tasks.dataset.normalize import job_limits
-    from croissant_cutouts.tasks.inputs.load import discover_jobs, load_job
+    from conftest import build_plain_dataset, write_seed_jobs
 
     root = tmp_path_factory.mktemp("readme")
-    _write_jobs(root / "jobs")
-    out = root / "dataset"
-    results = []
-    for spec in discover_jobs(root / "jobs"):
-        job = load_job(spec)
-        results.append(cut_job(job, job_limits(job), out))
-    write_index(results, out)
-    write_croissant(out / "master_index.csv", out / "croissant.json")
-    return out
+    write_seed_jobs(root / "jobs", n_jobs=3, shape=(40, 50), rows=8)
+    return build_plain_dataset(root / "jobs", root / "dataset")
 
 
 def _run(block: str, dataset: Path) -> dict:

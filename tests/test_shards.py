@@ -30,19 +30,6 @@ def run(jobs, out, params):
     return build_dataset(str(jobs), str(out), params, ["create"])
 
 
-@pytest.fixture
-def three_jobs(tmp_path, make_job):
-    make_job("jid0001", seed=1)
-    make_job("jid0002", shape=(70, 90), seed=2)
-    # one row off the image: rejected in both layouts, so shard rows != catalog rows
-    make_job(
-        "jid0003",
-        catalog=pd.DataFrame({"x": [3.0, 500.0, 20.2], "y": [4.0, 5.0, 30.7], "match": [-1, 1, 2]}),
-        seed=3,
-    )
-    return tmp_path / "jobs"
-
-
 @pytest.mark.flow
 def test_shards_hold_the_files_layouts_tensors(tmp_path, three_jobs):
     files, shards = tmp_path / "files", tmp_path / "shards"

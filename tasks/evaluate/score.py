@@ -54,8 +54,7 @@ def _index(folder: Path) -> pd.DataFrame:
     """The columns of ``master_index.csv`` scoring needs; paths checked to stay inside."""
     dtypes = {c.name: c.dtype for c in INDEX_SCHEMA if c.name in _READ}
     index = pd.read_csv(folder / INDEX_FILE, usecols=list(_READ), dtype=dtypes)
-    check_record_paths(index.rename(columns={"cutout_filename": "cutout_path"}), "cutout_path",
-                       folder, folder / INDEX_FILE)
+    check_record_paths(index, "cutout_filename", folder, folder / INDEX_FILE)
     return index
 
 

@@ -58,13 +58,13 @@ def _stays_inside(root: Path, path: Path, entry: dict, problems: list[Problem]) 
     rel = os.path.relpath(path, root) if path.is_relative_to(root) else str(path)
     includes = entry.get("includes", [])
     names = [entry.get("contentUrl")] + (includes if isinstance(includes, list) else [includes])
+    oid = entry.get("@id", entry.get("name", "?"))
     for name in names:
         if name is None or name == "":
             continue
         try:
-            dataset_file(root, name, "x", base=path.parent)
+            dataset_file(root, name, f"{oid!r}: path", base=path.parent)
         except OutsideDataset:
-            oid = entry.get("@id", entry.get("name", "?"))
             problems.append(Problem(
                 "croissant", f"{oid!r}: path {name!r} leads outside the dataset folder; "
                 "not read", file=rel,
