@@ -1,24 +1,22 @@
 """The ``build_dataset`` flow: load, normalize, cutout, index, Croissant, smoke-train.
 
 The flow only sequences and fans out; the science lives in ``tasks/``. Per-job tasks run
-in the subflow ``cut_jobs`` on a thread pool or a Dask cluster (``cutouts.task_runner``);
+on a thread pool or a Dask cluster chosen per run (``cutouts.task_runner``);
 at most ``cutouts.workers`` jobs are in flight, and each job's three tasks run back to back
 so its images are read while still in the page cache.
 """
 
 # No `from __future__ import annotations` here: Prefect validates flow parameters against the
 # evaluated annotations (a served deployment fails to resolve `Params` otherwise).
-import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from croissant_cutouts.flows.runner import make_task_runner, run_jobs
+from croissant_cutouts.flows.runner import run_jobs
 from croissant_cutouts.flows.summary import (
     RunSummary,
     publish_job_table,
@@ -37,9 +35,7 @@ from croissant_cutouts.tasks.contract import (
     STAGE_DIR,
 )
 from croissant_cutouts.tasks.dataset.croissant import croissant_task
-from croissant_cutouts.tasks.dataset.cutout import JobCutouts
 from croissant_cutouts.tasks.dataset.index import IndexSummary, index_task
-from croissant_cutouts.tasks.errors import JobRejection
 from croissant_cutouts.tasks.infra.atomic import remove_temporaries
 from croissant_cutouts.tasks.infra.caching import module_source_digest
 from croissant_cutouts.tasks.infra.digests import file_digest
@@ -48,7 +44,6 @@ from croissant_cutouts.tasks.infra.lock import dataset_lock
 from croissant_cutouts.tasks.infra.outdir import (
     claim_output_dir,
     guard_foreign_outputs,
-    is_dataset_dir,
 )
 from croissant_cutouts.tasks.infra.versions import step_modules
 from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
@@ -58,23 +53,11 @@ from croissant_cutouts.tasks.inputs.select import Selection, plan_jobs
 from croissant_cutouts.tasks.verify import verify_task
 
 __all__ = [
-    "build_dataset", "clean_temporaries", "cut_and_index", "cut_jobs", "describe_dataset",
-    "train_dataset", "verify_step",
+    "build_dataset", "clean_temporaries", "cut_and_index", "step_outputs", "train_step",
+    "verify_step",
 ]
 
 STEPS = ("create", "croissant", "train")
-@flow(name="cut_jobs")
-def cut_jobs(
-    specs: list[JobSpec], output_dir: str, params: Params
-) -> tuple[list[JobCutouts | JobRejection], int]:
-    """Load, normalize and cut every job (:func:`~croissant_cutouts.flows.runner.run_jobs`).
-
-    A subflow so that its task runner (:func:`~croissant_cutouts.flows.runner.make_task_runner`)
-    is chosen by the params of each run.
-    """
-    return run_jobs(specs, output_dir, params)
-
-
 @flow(name="build_dataset", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def build_dataset(
     input_dir: str = "./mini_dataset",
@@ -108,21 +91,10 @@ def build_dataset(
     if "create" in steps:
         claim_output_dir(out_dir, "cutouts " + ("create" if steps == ["create"] else "run"))
     else:
-        guard_foreign_outputs(out_dir, _step_outputs(out_dir, steps))
+        guard_foreign_outputs(out_dir, step_outputs(out_dir, steps))
     with dataset_lock(out_dir):
         clean_temporaries(out_dir)
         return _build(input_dir, out_dir, params, steps, t0)
-
-
-@contextlib.contextmanager
-def _own_dataset(out_dir: Path) -> Iterator[None]:
-    """Lock (and tidy) ``out_dir`` when it is a dataset of ours; leave other folders alone."""
-    if not is_dataset_dir(out_dir):
-        yield
-        return
-    with dataset_lock(out_dir):
-        clean_temporaries(out_dir)
-        yield
 
 
 def clean_temporaries(out_dir: Path) -> None:
@@ -132,7 +104,7 @@ def clean_temporaries(out_dir: Path) -> None:
         get_run_logger().info("removed %d temporary files of an interrupted run", removed)
 
 
-def _step_outputs(out_dir: Path, steps: list[str]) -> list[Path]:
+def step_outputs(out_dir: Path, steps: list[str]) -> list[Path]:
     """Files the croissant and train steps write into a dataset folder."""
     names = {"croissant": [CROISSANT_FILE], "train": [METRICS_FILE, REPORT_FILE, PLOTS_DIR]}
     return [out_dir / n for s in steps for n in names.get(s, [])]
@@ -157,7 +129,7 @@ def _build(
         )
     if "train" in steps:
         key = dataset_fingerprint(specs, out_dir) if "create" in steps else None
-        summary.metrics = _train(out_dir, params, key)
+        summary.metrics = train_step(out_dir, params, key)
     verify_step(input_dir, out_dir, params, steps)
     summary.seconds = time.perf_counter() - t0
     get_run_logger().info(summary.line())
@@ -169,7 +141,8 @@ def _build(
 def cut_and_index(
     input_dir: str, out_dir: Path, params: Params, summary: RunSummary, splits: bool = True
 ) -> list[JobSpec]:
-    """Plan the jobs, cut them (:func:`cut_jobs`), write the index; fill ``summary``.
+    """Plan the jobs, cut them (:func:`~croissant_cutouts.flows.runner.run_jobs`), write the
+    index; fill ``summary``.
 
     The create step of :func:`build_dataset`, and the first step of ``predict_jobs``, whose
     output's splits mean nothing (``splits=False``: their notes are left out).
@@ -190,10 +163,7 @@ def cut_and_index(
     for rej in unavailable:
         logger.warning("%s rejected: %s", rej.job_id, rej.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runner = make_task_runner(params.cutouts)
-    results, summary.from_cache = cut_jobs.with_options(task_runner=runner)(
-        specs, str(out_dir), params
-    )
+    results, summary.from_cache = run_jobs(specs, str(out_dir), params)
     results = [*results, *unavailable]
     index: IndexSummary = index_task(results, str(out_dir), params.splits)
     publish_job_table(results)
@@ -222,7 +192,7 @@ def verify_step(input_dir: str, out_dir: Path, params: Params, steps: list[str])
     )
 
 
-def _train(out_dir: Path, params: Params, dataset_key: str | None = None) -> dict[str, Any]:
+def train_step(out_dir: Path, params: Params, dataset_key: str | None = None) -> dict[str, Any]:
     """Run the smoke-train task (torch is imported only when training).
 
     With a ``dataset_key`` the result is cached in the dataset's own cache folder, so an
@@ -255,35 +225,3 @@ def dataset_fingerprint(specs: list[JobSpec], out_dir: Path) -> str:
     h.update(file_digest(out_dir / INDEX_FILE).encode())
     h.update(module_source_digest(step_modules("dataset")).encode())
     return h.hexdigest()
-
-
-@flow(name="describe_dataset")
-def describe_dataset(csv_path: str, output: str, params: Params | None = None) -> RunSummary:
-    """Write ``croissant.json`` for an existing index (the seed's ``generate_croissant.py``)."""
-    t0 = time.perf_counter()
-    params = params or Params()
-    out_dir = Path(csv_path).parent
-    summary = RunSummary(dataset=str(out_dir.resolve()))
-    guard_foreign_outputs(out_dir, [Path(output)])
-    with _own_dataset(out_dir):
-        summary_from_index(summary, out_dir)
-        summary.croissant = croissant_task(csv_path, output, params.croissant)
-    summary.seconds = time.perf_counter() - t0
-    get_run_logger().info(summary.line())
-    return summary
-
-
-@flow(name="train_dataset")
-def train_dataset(dataset_dir: str, params: Params | None = None) -> RunSummary:
-    """Smoke-train on an existing dataset (the seed's ``test_croissant_dataset.py``)."""
-    t0 = time.perf_counter()
-    params = params or Params()
-    out_dir = Path(dataset_dir)
-    summary = RunSummary(dataset=str(out_dir.resolve()))
-    guard_foreign_outputs(out_dir, _step_outputs(out_dir, ["train"]))
-    with _own_dataset(out_dir):
-        summary_from_index(summary, out_dir)
-        summary.metrics = _train(out_dir, params)
-    summary.seconds = time.perf_counter() - t0
-    get_run_logger().info(summary.line())
-    return summary

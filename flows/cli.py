@@ -583,7 +583,7 @@ def _check_output(args: argparse.Namespace) -> Path | None:
 
 
 def _run_command(args: argparse.Namespace, params):
-    from croissant_cutouts.flows.build import build_dataset, describe_dataset, train_dataset
+    from croissant_cutouts.flows.build import build_dataset
 
     if args.command in ("create", "run"):
         steps = ["create"] if args.command == "create" else None
@@ -592,6 +592,8 @@ def _run_command(args: argparse.Namespace, params):
         from croissant_cutouts.flows.predict import predict_jobs
 
         return predict_jobs(args.model, args.input_dir, args.output_dir, params)
+    from croissant_cutouts.flows.steps import describe_dataset, train_dataset
+
     if args.command == "croissant":
         return describe_dataset(args.csv_path, args.output, params)
     return train_dataset(args.dataset_dir, params)

@@ -45,6 +45,9 @@ def make_task_runner(opts: CutoutParams) -> TaskRunner:
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": None,
+        # the scheduler's HTTP routes (/health, /metrics) still need a port: any free one,
+        # not 8787, which another cluster (a user's, a parallel run's) may hold
+        "scheduler_kwargs": {"dashboard_address": ":0"},
     }
     api = _api_url()
     if api:  # workers report to this run's API (else each would start a temporary server)
@@ -105,7 +108,10 @@ def _failure_reason(stage: str, future: PrefectFuture, retries: int) -> str:
 class _Jobs:
     """The bounded per-job scheduler of :func:`run_jobs`: which task of which job runs next."""
 
-    def __init__(self, specs: list[JobSpec], output_dir: str, opts: CutoutParams) -> None:
+    def __init__(
+        self, runner: TaskRunner, specs: list[JobSpec], output_dir: str, opts: CutoutParams
+    ) -> None:
+        self.runner = runner
         self.out_dir = Path(output_dir)
         self.opts = opts
         common = dict(
@@ -127,7 +133,7 @@ class _Jobs:
         """Submit the next job's load task, and read ahead the job ``workers`` behind it."""
         if self.queue:
             spec = self.queue.popleft()
-            fut = self.load.submit(spec)
+            fut = self.runner.submit(self.load, {"spec": spec})
             self.inflight[fut] = ("load", spec, [fut])
             if self.prefetch and len(self.queue) >= self.opts.workers:
                 read_ahead(self.queue[self.opts.workers - 1])
@@ -143,11 +149,17 @@ class _Jobs:
         """Submit the task that follows ``stage``; False when the job is finished."""
         fut = chain[-1]
         if stage == "load":
-            nxt = self.normalize.submit(fut)
+            nxt = self.runner.submit(self.normalize, {"job": fut})
         elif stage == "normalize":
             present = outputs_present(self.out_dir, spec.job_id, self.opts.layout)
-            task = self.cutout if present else self.cutout_refresh
-            nxt = task.submit(chain[0], fut, str(self.out_dir), self.opts.batch, self.opts.layout)
+            args = {
+                "job": chain[0],
+                "limits": fut,
+                "out_dir": str(self.out_dir),
+                "batch": self.opts.batch,
+                "layout": self.opts.layout,
+            }
+            nxt = self.runner.submit(self.cutout if present else self.cutout_refresh, args)
         else:
             return False
         self.inflight[nxt] = ({"load": "normalize"}.get(stage, "cutout"), spec, [*chain, nxt])
@@ -172,6 +184,10 @@ def run_jobs(
 ) -> tuple[list[JobCutouts | JobRejection], int]:
     """Run load -> normalize -> cutout for every job, ``cutouts.workers`` jobs at a time.
 
+    Called inside a flow run: the tasks are that run's task runs, submitted to a task runner
+    made for this call from ``params.cutouts`` (:func:`make_task_runner`), not to the flow's
+    own, so each run picks threads or Dask and their number without a nested flow run.
+
     Each job's three tasks are submitted back to back (its images are read while still in
     the page cache), and a new job starts when one finishes; on one machine the files of
     the job ``workers`` places ahead are read ahead (:func:`read_ahead`). A job whose task
@@ -184,19 +200,24 @@ def run_jobs(
     job with a warm page cache and 2.1x with a cold one (``benchmarks/bench_create.py``, 1
     and 5 jobs of 4089 x 4089, best of 3 interleaved runs, 2 AMD EPYC vCPUs).
     """
-    logger = get_run_logger()
     opts = params.cutouts
-    jobs = _Jobs(specs, output_dir, opts)
+    with make_task_runner(opts) as runner:
+        return _run(_Jobs(runner, specs, output_dir, opts), len(specs))
+
+
+def _run(jobs: _Jobs, n: int) -> tuple[list[JobCutouts | JobRejection], int]:
+    """The loop of :func:`run_jobs`: submit, wait, log, until every job is finished."""
+    logger = get_run_logger()
     results: list[JobCutouts | JobRejection] = []
     from_cache = 0
-    for _ in range(opts.workers):
+    for _ in range(jobs.opts.workers):
         jobs.start_next()
-    with progress_bar("jobs", len(specs)) as advance:
+    with progress_bar("jobs", n) as advance:
         while jobs.inflight:
             stage, spec, chain = jobs.next_done()
-            done = f"[{len(results) + 1}/{len(specs)}] {spec.job_id}:"
+            done = f"[{len(results) + 1}/{n}] {spec.job_id}:"
             if not chain[-1].state.is_completed():
-                reason = _failure_reason(stage, chain[-1], opts.retries)
+                reason = _failure_reason(stage, chain[-1], jobs.opts.retries)
                 logger.error("%s rejected: %s", done, reason)
                 results.append(reject_job(spec, JobError(spec.job_id, reason)))  # rows counted
             elif jobs.submit_after(stage, spec, chain):

@@ -245,3 +245,66 @@ def test_file_digest_reads_an_unchanged_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(digests_mod, "open", counting, raising=False)
     first = file_digest(path)
     assert file_digest(path) == first and opened == [path]
+
+
+def _age(path: Path, seconds: float = 60.0) -> None:
+    """Set a file's mtime ``seconds`` into the past (a settled input)."""
+    past = path.stat().st_mtime - seconds
+    os.utime(path, (past, past))
+
+
+def test_digest_memo_spares_a_later_process_the_read(tmp_path, monkeypatch):
+    import croissant_cutouts.tasks.infra.digests as digests_mod
+
+    path, memo = tmp_path / "science.fits", tmp_path / "cache" / "digests"
+    path.write_bytes(b"pixels" * 1000)
+    _age(path)
+    first = file_digest(path, memo=memo)
+    assert first == xxhash.xxh3_128(b"pixels" * 1000).hexdigest()
+    assert len(list(memo.glob("*.json"))) == 1
+    # a new process: nothing remembered in memory, and reading the file is an error
+    monkeypatch.setattr(digests_mod, "_known", {})
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("an unchanged file was read again")
+
+    monkeypatch.setattr(digests_mod, "_hash_file", no_read)
+    assert file_digest(path, memo=memo) == first
+    # changed (new bytes, new stamp): read again, and the memo follows
+    monkeypatch.undo()
+    monkeypatch.setattr(digests_mod, "_known", {})
+    path.write_bytes(b"pixelz" * 1000)
+    _age(path)
+    assert file_digest(path, memo=memo) == xxhash.xxh3_128(b"pixelz" * 1000).hexdigest()
+    monkeypatch.setattr(digests_mod, "_known", {})
+    monkeypatch.setattr(digests_mod, "_hash_file", no_read)
+    assert file_digest(path, memo=memo) == xxhash.xxh3_128(b"pixelz" * 1000).hexdigest()
+
+
+def test_digest_memo_does_not_keep_a_fresh_file_or_trust_another_path(tmp_path, monkeypatch):
+    import croissant_cutouts.tasks.infra.digests as digests_mod
+
+    memo = tmp_path / "digests"
+    fresh = tmp_path / "fresh.fits"
+    fresh.write_bytes(b"a" * 100)  # written just now: could change within its mtime tick
+    file_digest(fresh, memo=memo)
+    assert not memo.exists()
+    # an entry whose path differs (a hash collision, a copied memo) is not used
+    other = tmp_path / "other.fits"
+    other.write_bytes(b"b" * 100)
+    _age(other)
+    file_digest(other, memo=memo)
+    (entry,) = memo.glob("*.json")
+    forged = entry.read_text().replace(str(other), str(tmp_path / "elsewhere.fits"))
+    entry.write_text(forged)
+    monkeypatch.setattr(digests_mod, "_known", {})
+    assert file_digest(other, memo=memo) == xxhash.xxh3_128(b"b" * 100).hexdigest()
+
+
+def test_a_tasks_input_digests_are_kept_beside_its_results(tmp_path, files):
+    for f in files:
+        _age(f)
+    storage = tmp_path / "dataset" / ".cutouts" / "cache"
+    ctx = SimpleNamespace(task=SimpleNamespace(name="load", result_storage=storage))
+    POLICY.compute_key(ctx, {"spec": Job(files)}, {})
+    assert len(list((storage / "digests").glob("*.json"))) == len(files)

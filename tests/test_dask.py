@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 
-from croissant_cutouts.flows.build import build_dataset, cut_jobs
+from croissant_cutouts.flows.build import build_dataset
+from croissant_cutouts.flows.runner import run_jobs
 from croissant_cutouts.tasks.config import Params
 from croissant_cutouts.tasks.inputs.select import plan_jobs
 
@@ -70,7 +73,14 @@ def test_local_dask_cluster_matches_threads(tmp_path, jobs, monkeypatch):
         str(jobs), str(tmp_path / "threads"), THREADS, steps, return_state=True
     )
     dask = THREADS.override("cutouts", task_runner="dask")
-    got_state = build_dataset(str(jobs), str(tmp_path / "dask"), dask, steps, return_state=True)
+    # Dask's default HTTP port taken (another cluster): no warning (an error here), no failure
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # already taken by someone else: as good
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        got_state = build_dataset(
+            str(jobs), str(tmp_path / "dask"), dask, steps, return_state=True
+        )
     ref, got = ref_state.result(), got_state.result()
     assert (got.jobs, got.cutouts, got.rejected) == (ref.jobs, ref.cutouts, ref.rejected)
     assert tree(tmp_path / "dask") == tree(tmp_path / "threads")
@@ -102,9 +112,8 @@ def test_existing_scheduler_address_and_shards(tmp_path, jobs):
     assert tree(tmp_path / "dask") == tree(tmp_path / "threads")
     # the jobs were cut in the cluster's worker processes (their results record host:pid)
     specs, _ = plan_jobs(str(jobs))
-    results, from_cache = cut_jobs.with_options(task_runner=ThreadPoolTaskRunner(2))(
-        specs, str(tmp_path / "dask"), remote
-    )
+    here = remote.override("cutouts", task_runner="threads")  # the cluster is gone
+    results, from_cache = flow(run_jobs)(specs, str(tmp_path / "dask"), here)
     assert from_cache == len(specs) == 4
     ran_on = {int(r.worker.rsplit(":", 1)[1]) for r in results}
     assert ran_on <= worker_pids and os.getpid() not in ran_on

@@ -7,8 +7,9 @@ unchanged inputs is served from Prefect's cache, changing one job's file recompu
 that job, and editing the science code invalidates what it produced.
 
 Files are hashed with xxh3-128 (several GB/s) by
-:func:`~croissant_cutouts.tasks.infra.digests.file_digest`, remembered while a file is
-unchanged, so unchanged files are read once per process.
+:func:`~croissant_cutouts.tasks.infra.digests.file_digest`, remembered while a file's size,
+modification time and inode are unchanged, in the process and beside the task's cached
+results (``.cutouts/cache/digests``), so an unchanged input is read once, not on every run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import functools
 import hashlib
 import importlib
 import inspect
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,13 +47,14 @@ def module_source_digest(names: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def _describe(value: Any) -> Any:
+def _describe(value: Any, memo: Path | None = None) -> Any:
     """A stable, JSON-able description of a task input (files by content).
 
     A job in an object store (``remote_identity()`` not ``None``) is described by the
     remote files' names, sizes and ETags instead, so its load is keyed before anything is
     downloaded. An input with ``ensure_local()`` (a loaded remote job) is given the chance
-    to restore its local files before they are hashed.
+    to restore its local files before they are hashed. File digests are remembered in
+    ``memo`` between runs (:func:`~croissant_cutouts.tasks.infra.digests.file_digest`).
     """
     remote = getattr(value, "remote_identity", None)
     identity = remote() if callable(remote) else None
@@ -60,8 +63,8 @@ def _describe(value: Any) -> Any:
         return {
             "type": type(value).__name__,
             "job_id": getattr(value, "job_id", None),
-            "remote": _describe(identity),
-            "more": _describe(describe()) if callable(describe) else None,
+            "remote": _describe(identity, memo),
+            "more": _describe(describe(), memo) if callable(describe) else None,
         }
     files = getattr(value, "input_files", None)
     if callable(files):
@@ -72,23 +75,43 @@ def _describe(value: Any) -> Any:
         return {
             "type": type(value).__name__,
             "job_id": getattr(value, "job_id", None),
-            "files": [(Path(f).name, file_digest(f)) for f in files()],
-            "more": _describe(describe()) if callable(describe) else None,
+            "files": [(Path(f).name, file_digest(f, memo=memo)) for f in files()],
+            "more": _describe(describe(), memo) if callable(describe) else None,
         }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             "type": type(value).__name__,
-            **{f.name: _describe(getattr(value, f.name)) for f in dataclasses.fields(value)},
+            **{
+                f.name: _describe(getattr(value, f.name), memo)
+                for f in dataclasses.fields(value)
+            },
         }
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     if isinstance(value, dict):
-        return {str(k): _describe(v) for k, v in sorted(value.items())}
+        return {str(k): _describe(v, memo) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
+        return [_describe(v, memo) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
+
+
+#: Folder, inside a task's result storage, of the input-file digests kept between runs.
+DIGEST_MEMO = "digests"
+
+
+def _digest_memo(task: Any) -> Path | None:
+    """Where a task's input digests are remembered: beside its cached results, if local.
+
+    So the memo lives and dies with the dataset's cache (``.cutouts/cache/digests``), and a
+    Dask worker finds it through the task's options, as it finds the results.
+    """
+    storage = getattr(task, "result_storage", None)
+    if isinstance(storage, (str, os.PathLike)):
+        return Path(storage) / DIGEST_MEMO
+    basepath = getattr(storage, "basepath", None)  # a LocalFileSystem block
+    return Path(basepath) / DIGEST_MEMO if isinstance(basepath, str) and basepath else None
 
 
 @dataclasses.dataclass
@@ -118,9 +141,10 @@ class ContentPolicy(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
+        memo = _digest_memo(getattr(task_ctx, "task", None))
         try:
             described = {
-                k: _describe(v) for k, v in sorted(inputs.items()) if k not in self.exclude
+                k: _describe(v, memo) for k, v in sorted(inputs.items()) if k not in self.exclude
             }
         except (OSError, ValueError):
             return uuid.uuid4().hex  # an input cannot be fingerprinted: run, and report there

@@ -1,7 +1,9 @@
 """File digests, remembered while a file is unchanged: one helper per hash, one memo scheme.
 
 - :func:`sha256_file`: the sha256 of a file (what ``croissant.json`` and ``verify`` state).
-- :func:`file_digest`: xxh3-128 (several GB/s), for cache keys only.
+- :func:`file_digest`: xxh3-128 (several GB/s), for cache keys only; optionally remembered
+  between processes in a memo folder (the dataset's task cache), so a re-run does not read
+  unchanged inputs again.
 - :func:`sha256_files`: many sha256 digests in parallel, remembered between runs in a
   dataset's :data:`~croissant_cutouts.tasks.contract.DIGESTS_FILE`.
 
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,18 +56,66 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 _known: dict[str, tuple[list[int], str]] = {}
 _known_lock = threading.Lock()
 
+#: A file's memo entry is kept between processes only once its mtime is this old (seconds):
+#: a file rewritten within one timestamp tick of being hashed keeps its stamp, so a fresh
+#: file is hashed again next time rather than trusted (git's "racily clean" rule).
+SETTLE_S = 2.0
 
-def file_digest(path: str | os.PathLike[str], chunk: int = _CHUNK) -> str:
+
+def _memo_file(memo: Path, key: str) -> Path:
+    return memo / f"{xxhash.xxh3_64_hexdigest(key.encode())}.json"
+
+
+def _recall(memo: Path, key: str, now: list[int]) -> str | None:
+    """The digest a previous process stored for ``key`` with stamp ``now``, if any."""
+    try:
+        entry = json.loads(_memo_file(memo, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if entry.get("path") == key and entry.get("stamp") == now:
+        return entry.get("xxh3")
+    return None
+
+
+def _store(memo: Path, key: str, now: list[int], digest: str) -> None:
+    """Keep ``digest`` for other processes, once the file has settled (:data:`SETTLE_S`)."""
+    if time.time_ns() - now[1] < SETTLE_S * 1e9:
+        return
+    try:
+        memo.mkdir(parents=True, exist_ok=True)
+        entry = {"path": key, "stamp": now, "xxh3": digest}
+        atomic_write_text(_memo_file(memo, key), json.dumps(entry))
+    except OSError:  # a memo that cannot be written costs a re-hash, nothing else
+        pass
+
+
+def file_digest(
+    path: str | os.PathLike[str], chunk: int = _CHUNK, memo: str | os.PathLike[str] | None = None
+) -> str:
     """xxh3-128 hex digest of a file's bytes, remembered while its :func:`stamp` holds.
 
-    The memo lives as long as the process; it is thread-safe.
+    The digest is remembered in this process (thread-safe) and, with ``memo``, in that folder
+    for later processes: one small JSON file per input file, keyed by its absolute path. So
+    a re-run reads a job's stamps, not its gigabytes, and only a changed file is read again.
+
+    Parameters
+    ----------
+    path : path-like
+    chunk : int
+        Bytes read at a time.
+    memo : path-like, optional
+        Folder of the memo between processes (created when first written).
     """
-    key, now = os.fspath(path), stamp(path)
+    key, now = os.path.abspath(path), stamp(path)
     with _known_lock:
         hit = _known.get(key)
     if hit is not None and hit[0] == now:
         return hit[1]
-    digest = _hash_file(path, xxhash.xxh3_128(), chunk)
+    digest = _recall(Path(memo), key, now) if memo is not None else None
+    if digest is None:
+        digest = _hash_file(path, xxhash.xxh3_128(), chunk)
+        if memo is not None:
+            _store(Path(memo), key, now, digest)
     with _known_lock:
         _known[key] = (now, digest)
     return digest

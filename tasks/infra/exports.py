@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,14 +23,22 @@ from typing import Any
 __all__ = ["lazy_exports"]
 
 
+#: Start of a module's ``__all__ = [`` (or ``(``) at the start of a line.
+_ALL = re.compile(r"^__all__\s*=\s*([\[(])", re.MULTILINE)
+
+
 def _declared(path: Path) -> list[str]:
-    """The ``__all__`` list literal of a module's source (empty when it has none)."""
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
-            return list(ast.literal_eval(node.value))
-    return []
+    """The ``__all__`` list literal of a module's source (empty when it has none).
+
+    Only the literal is parsed (names hold no brackets, so it ends at the first closing
+    one): parsing whole modules cost 0.15 s of every command's start.
+    """
+    source = path.read_text(encoding="utf-8")
+    match = _ALL.search(source)
+    if match is None:
+        return []
+    end = source.index("])"[match.group(1) == "("], match.end())
+    return list(ast.literal_eval(source[match.start(1) : end + 1]))
 
 
 def lazy_exports(
