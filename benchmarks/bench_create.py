@@ -1,27 +1,35 @@
-"""Time ``cutouts create`` against the seed's algorithm and the I/O floor, per job.
+"""Time ``cutouts create`` per job against the seed, the I/O floor and our code without Prefect.
 
 Ways to turn the same job folders into the same cutouts, each run as a fresh process on a
-small and on a large set of jobs of real size (4089 x 4089):
+small and on a large set of jobs of real size (4089 x 4089, ``--candidates`` rows each):
 
-- ``ours-files`` / ``ours-shards``: ``cutouts create`` (Prefect flow, memory-mapped,
-  vectorised, both cores) with ``--layout files`` (one .npy per cutout) or ``shards``.
+- ``ours-files`` / ``ours-shards``: ``cutouts create`` (the Prefect flow: cached, retried
+  load, normalize and cutout tasks per job, two jobs at a time) with ``--layout files``
+  (one .npy per cutout) or ``shards``.
+- ``plain-files`` / ``plain-shards``: the same plain functions without Prefect (plan, load,
+  normalize, cut two jobs at a time with the same read-ahead, write the index, verify):
+  what our own code costs. ``1 - plain / ours`` per job is Prefect's share of a job.
 - ``seed``: the seed's algorithm re-implemented here: read each whole image, normalise it
   whole, loop over candidates, slice with zero padding, ``np.save`` each cutout.
 - ``floor-files`` / ``floor-shards``: read every input byte once, then write the output
   files once (same count and size as ours: one per cutout, or one shard per job).
 
 Per-job seconds = (T_large - T_small) / (N_large - N_small), so the fixed start-up cost
-cancels; start-up = T_small - N_small x per-job. T is the best of ``--repeat`` runs, the
-repeats interleaved across methods. Dirty pages are flushed (``sync``) before
-every run. ``--cache warm``: inputs are in the page cache; ``--cache cold``: the page cache
-is dropped before every run (needs root; inputs then come from disk, as on a real archive).
-Peak resident memory of each ``ours`` run is recorded too.
+cancels. T is the minimum of ``--repeat`` runs, the repeats interleaved across methods and
+sets (every method once, then again), so drift in the machine's state spreads over all of
+them alike; ratios are of these per-job figures. Dirty pages are flushed (``sync``) before
+every run. ``--cache warm``: inputs are in the page cache; ``--cache cold``: every input
+file is dropped from the page cache before every run (``posix_fadvise``, no root needed), so
+inputs come from disk as from a real archive; ``--cache warm,cold`` measures both in one
+run. The flow talks to a ``prefect server`` started for the benchmark (how deployments run;
+``--server temporary`` starts Prefect's temporary one in every run instead). Peak resident
+memory of every run is recorded too.
 
 ``--grid`` instead times ``cutouts create`` on 1, 2, 4, 8 jobs with 100, 1,000 and 5,000
 candidates each (catalogs rewritten from the simulated ones; extra rows at random positions).
 
-    .venv/bin/python benchmarks/bench_create.py --cache warm
-    .venv/bin/python benchmarks/bench_create.py --cache cold
+    .venv/bin/python benchmarks/bench_create.py                    # warm and cold, 4 and 16 jobs
+    .venv/bin/python benchmarks/bench_create.py --cache warm --small 1 --large 4 --repeat 3
     .venv/bin/python benchmarks/bench_create.py --grid
 """
 
@@ -35,10 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CUTOUTS = str(Path(sys.executable).with_name("cutouts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import CUTOUTS, evict, prefect_server  # noqa: E402
 
 SEED_SCRIPT = r'''
 import sys, os, numpy as np, pandas as pd
@@ -100,26 +110,73 @@ for job in sorted(p for p in inp.iterdir() if p.name.startswith("jid")):
 '''
 
 
-def _drop_caches() -> None:
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as fh:
-            fh.write("1\n")
-    except OSError as exc:
-        sys.exit(f"--cache cold needs root to drop the page cache ({exc}); use --cache warm")
+PLAIN_SCRIPT = r'''
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from croissant_cutouts.flows.runner import read_ahead
+from croissant_cutouts.tasks.dataset.cutout import cut_job
+from croissant_cutouts.tasks.dataset.index import write_index
+from croissant_cutouts.tasks.dataset.normalize import job_limits
+from croissant_cutouts.tasks.inputs.load import load_job
+from croissant_cutouts.tasks.inputs.select import plan_jobs
+from croissant_cutouts.tasks.verify.dataset import verify_dataset
+inp, out, layout = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+out.mkdir(parents=True, exist_ok=True)
+specs, rejected = plan_jobs(inp)
+def one(k):
+    if k + 2 < len(specs):
+        read_ahead(specs[k + 2])
+    job = load_job(specs[k])
+    return cut_job(job, job_limits(job), out, 64, layout)
+with ThreadPoolExecutor(2) as pool:
+    results = list(pool.map(one, range(len(specs))))
+write_index([*results, *rejected], out)
+assert verify_dataset(str(out), inp, require_croissant=False).ok
+'''
+
+#: method -> command for input folder ``i`` and output folder ``o``.
+METHODS = {
+    "ours-files": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o)],
+    "ours-shards": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o),
+                                 "--layout", "shards"],
+    "plain-files": lambda i, o: [sys.executable, "-c", PLAIN_SCRIPT, str(i), str(o), "files"],
+    "plain-shards": lambda i, o: [sys.executable, "-c", PLAIN_SCRIPT, str(i), str(o),
+                                  "shards"],
+    "seed": lambda i, o: [sys.executable, "-c", SEED_SCRIPT, str(i), str(o)],
+    "floor-files": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o), "files"],
+    "floor-shards": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o),
+                                  "shards"],
+}
+
+#: ratio name -> (numerator, denominator) of per-job seconds.
+RATIOS = {
+    "seed_over_ours_files": ("seed", "ours-files"),
+    "seed_over_ours_shards": ("seed", "ours-shards"),
+    "ours_files_over_floor_files": ("ours-files", "floor-files"),
+    "ours_shards_over_floor_shards": ("ours-shards", "floor-shards"),
+    "ours_over_plain_files": ("ours-files", "plain-files"),
+    "ours_over_plain_shards": ("ours-shards", "plain-shards"),
+}
 
 
-def _run(cmd: list[str], env: dict[str, str], cold: bool) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one command, after flushing (and dropping) caches."""
+def _run(cmd: list[str], env: dict[str, str], cold: list[Path] | None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one command, after flushing (and evicting) caches.
+
+    ``cold``: the input files to drop from the page cache first.
+    """
     os.sync()
     if cold:
-        _drop_caches()
+        evict(cold)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
+        sys.stderr.write(proc.stderr.read().decode(errors="replace")[-3000:])
         raise subprocess.CalledProcessError(proc.returncode, cmd)
+    proc.stderr.close()
     return wall, usage.ru_maxrss / 1024  # the largest single process (KiB on Linux)
 
 
@@ -170,7 +227,7 @@ def _with_candidates(jobs: Path, n_jobs: int, n_cand: int, where: Path, size: in
     return where
 
 
-def _timed(cmd, env, cold: bool, repeat: int, out: Path) -> tuple[float, float]:
+def _timed(cmd, env, cold: list[Path] | None, repeat: int, out: Path) -> tuple[float, float]:
     best, peak = float("inf"), 0.0
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
@@ -180,71 +237,83 @@ def _timed(cmd, env, cold: bool, repeat: int, out: Path) -> tuple[float, float]:
     return best, peak
 
 
-def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
+def _inputs(jobset: Path) -> list[Path]:
+    """The real files behind a set of job links (what a cold run drops from the cache)."""
+    return [job.resolve() for job in sorted(jobset.iterdir())]
+
+
+def _job_sets(args: argparse.Namespace) -> dict[int, Path]:
+    """The small and the large set of jobs, with ``--candidates`` rows each (0: as simulated)."""
     jobs = args.workdir / f"seed-jobs-{args.size}"
     _simulate(jobs, args.large, args.size)
-    sets = {n: _subset(jobs, n, args.workdir / f"set-{args.size}-{n}")
-            for n in (args.small, args.large)}
+    if args.candidates:
+        jobs = _with_candidates(jobs, args.large, args.candidates,
+                                args.workdir / f"cand-{args.size}-{args.candidates}", args.size)
+    tag = f"{args.size}-{args.candidates or 'sim'}"
+    return {n: _subset(jobs, n, args.workdir / f"set-{tag}-{n}") for n in (args.small, args.large)}
+
+
+def _per_job(times: dict[str, dict[int, float]], small: int, large: int) -> dict[str, dict]:
+    out = {}
+    for name, t in times.items():
+        per_job = (t[large] - t[small]) / (large - small)
+        out[name] = {"seconds": t, "per_job_s": round(per_job, 3),
+                     "startup_s": round(t[small] - small * per_job, 3)}
+    return out
+
+
+def _ratios(methods: dict[str, dict]) -> dict[str, float]:
+    m = {k: v["per_job_s"] for k, v in methods.items()}
+    ratios = {k: round(m[a] / m[b], 3) for k, (a, b) in RATIOS.items()
+              if a in m and b in m and m[b] > 0}
+    for layout in ("files", "shards"):
+        ours, plain = m.get(f"ours-{layout}"), m.get(f"plain-{layout}")
+        if ours and plain is not None:
+            ratios[f"prefect_share_{layout}"] = round(1 - plain / ours, 3)
+    return ratios
+
+
+def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
+    sets = _job_sets(args)
     n_cand = {n: sum(len(open(j / "psfcat.csv").readlines()) - 1 for j in s.iterdir())
               for n, s in sets.items()}
-    input_mib = sum(f.stat().st_size for j in sets[args.large].iterdir()
-                    for f in j.resolve().iterdir()) / args.large / 2**20
-    methods = {
-        "ours-files": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o)],
-        "ours-shards": lambda i, o: [CUTOUTS, "create", "-i", str(i), "-o", str(o),
-                                     "--layout", "shards"],
-        "seed": lambda i, o: [sys.executable, "-c", SEED_SCRIPT, str(i), str(o)],
-        "floor-files": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o), "files"],
-        "floor-shards": lambda i, o: [sys.executable, "-c", FLOOR_SCRIPT, str(i), str(o),
-                                      "shards"],
-    }
-    if args.methods:
-        methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
-    cold = args.cache == "cold"
-    # warm Prefect's database once
-    _run([CUTOUTS, "create", "-i", str(sets[args.small]), "-o", str(args.workdir / "warm")],
-         env, False)
+    input_mib = sum(f.stat().st_size for j in _inputs(sets[args.large]) for f in j.iterdir()
+                    if f.suffix == ".fits") / args.large / 2**20
+    methods = {k: v for k, v in METHODS.items() if k in args.methods}
+    # Prefect's database warmed once, and every file read once
+    _run(METHODS["ours-files"](sets[args.small], args.workdir / "warm"), env, None)
     shutil.rmtree(args.workdir / "warm", ignore_errors=True)
-    times: dict[str, dict[int, float]] = {m: {} for m in methods}
-    rss: dict[str, dict[int, float]] = {m: {} for m in methods}
-    # repeats are interleaved (every method and set once, then again) so that drift in the
-    # machine's state (writeback, other load) spreads over all methods alike
-    for r in range(args.repeat):
-        for n, jobset in sets.items():
-            for name, cmd in methods.items():
-                out = args.workdir / f"out-{name}-{n}"
-                wall, peak = _timed(cmd(jobset, out), env, cold, 1, out)
-                times[name][n] = min(times[name].get(n, float("inf")), wall)
-                rss[name][n] = max(rss[name].get(n, 0.0), peak)
-                print(f"  [{r + 1}/{args.repeat}] {name:12s} {n} job(s): {wall:.2f} s, peak RSS "
-                      f"{peak:.0f} MiB", flush=True)
-    dn = args.large - args.small
-    result = {"size": args.size, "cache": args.cache, "jobs": [args.small, args.large],
-              "candidates": n_cand, "input_mib_per_job": round(input_mib, 1),
-              "workers": 2, "cpu_count": os.cpu_count(), "methods": {}}
-    for name, t in times.items():
-        per_job = (t[args.large] - t[args.small]) / dn
-        result["methods"][name] = {
-            "seconds": t, "per_job_s": round(per_job, 3),
-            "startup_s": round(t[args.small] - args.small * per_job, 3),
-            "peak_rss_mib": rss[name],
-        }
-    m = {k: v["per_job_s"] for k, v in result["methods"].items()}
-    pairs = {
-        "seed_over_ours_files": ("seed", "ours-files"),
-        "seed_over_ours_shards": ("seed", "ours-shards"),
-        "ours_files_over_floor_files": ("ours-files", "floor-files"),
-        "ours_shards_over_floor_shards": ("ours-shards", "floor-shards"),
-    }
-    result["ratios"] = {
-        k: round(m[a] / m[b], 3) for k, (a, b) in pairs.items() if a in m and b in m and m[b]
-    }
-    print(f"\n{'method':14s} {'per job (s)':>12s} {'start-up (s)':>13s}")
-    for name, v in result["methods"].items():
-        print(f"{name:14s} {v['per_job_s']:12.3f} {v['startup_s']:13.3f}")
-    for k, v in result["ratios"].items():
-        print(f"{k}: {v}")
+    result = {"size": args.size, "jobs": [args.small, args.large], "candidates": n_cand,
+              "input_mib_per_job": round(input_mib, 1), "workers": 2, "server": args.server,
+              "cpu_count": os.cpu_count(), "repeat": args.repeat, "caches": {}}
+    for cache in args.cache:
+        times: dict[str, dict[int, float]] = {m: {} for m in methods}
+        rss: dict[str, dict[int, float]] = {m: {} for m in methods}
+        for r in range(args.repeat):
+            for n, jobset in sets.items():
+                cold = _inputs(jobset) if cache == "cold" else None
+                for name, cmd in methods.items():
+                    out = args.workdir / f"out-{name}-{n}"
+                    wall, peak = _timed(cmd(jobset, out), env, cold, 1, out)
+                    times[name][n] = min(times[name].get(n, float("inf")), wall)
+                    rss[name][n] = max(rss[name].get(n, 0.0), peak)
+                    print(f"  {cache} [{r + 1}/{args.repeat}] {name:12s} {n:2d} job(s): "
+                          f"{wall:6.2f} s, peak RSS {peak:4.0f} MiB", flush=True)
+        per = _per_job(times, args.small, args.large)
+        for name in per:
+            per[name]["peak_rss_mib"] = rss[name]
+        result["caches"][cache] = {"methods": per, "ratios": _ratios(per)}
+    _print(result)
     return result
+
+
+def _print(result: dict) -> None:
+    for cache, block in result["caches"].items():
+        print(f"\n{cache} cache       {'per job (s)':>12s} {'start-up (s)':>13s}")
+        for name, v in block["methods"].items():
+            print(f"{name:18s} {v['per_job_s']:12.3f} {v['startup_s']:13.3f}")
+        for k, v in block["ratios"].items():
+            print(f"  {k}: {v}")
 
 
 def grid(args: argparse.Namespace, env: dict[str, str]) -> dict:
@@ -253,43 +322,55 @@ def grid(args: argparse.Namespace, env: dict[str, str]) -> dict:
     rows = []
     warm = args.workdir / "grid-warm"  # Prefect creates its database on the first run
     _run([CUTOUTS, "create", "-i", str(_subset(jobs, 1, args.workdir / "set-grid-1")), "-o",
-          str(warm)], env, False)
+          str(warm)], env, None)
     shutil.rmtree(warm, ignore_errors=True)
     for n_cand in (100, 1000, 5000):
         src = _with_candidates(jobs, 8, n_cand, args.workdir / f"grid-{n_cand}", args.size)
         for n_jobs in (1, 2, 4, 8):
             subset = _subset(src, n_jobs, args.workdir / f"grid-{n_cand}-{n_jobs}")
+            cold = _inputs(subset) if "cold" in args.cache else None
             row = {"candidates_per_job": n_cand, "jobs": n_jobs}
             for layout in ("files", "shards"):
                 out = args.workdir / f"grid-out-{layout}"
                 cmd = [CUTOUTS, "create", "-i", str(subset), "-o", str(out), "--layout", layout]
                 row[f"{layout}_s"], row[f"{layout}_rss_mib"] = _timed(
-                    cmd, env, args.cache == "cold", args.repeat, out)
+                    cmd, env, cold, args.repeat, out)
             rows.append(row)
             print(f"  {n_cand:5d} cand x {n_jobs} jobs: files {row['files_s']:.2f} s, "
                   f"shards {row['shards_s']:.2f} s", flush=True)
-    return {"size": args.size, "cache": args.cache, "grid": rows}
+    return {"size": args.size, "cache": args.cache[0], "grid": rows}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=4089)
-    ap.add_argument("--small", type=int, default=1)
-    ap.add_argument("--large", type=int, default=8)
+    ap.add_argument("--small", type=int, default=4)
+    ap.add_argument("--large", type=int, default=16)
+    ap.add_argument("--candidates", type=int, default=1000,
+                    help="catalog rows per job (0: as simulated)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point; the minimum counts")
-    ap.add_argument("--cache", choices=["warm", "cold"], default="warm")
+    ap.add_argument("--cache", default="warm,cold", help="warm, cold or both (comma-separated)")
+    ap.add_argument("--server", choices=["running", "temporary"], default="running")
     ap.add_argument("--grid", action="store_true", help="jobs x candidates table instead")
-    ap.add_argument("--methods", default="", help="comma-separated subset of the methods")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "work")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    home = tempfile.mkdtemp(prefix="bench-prefect-")
-    env = {**os.environ, "PREFECT_HOME": home}
+    args.cache, args.methods = args.cache.split(","), args.methods.split(",")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home / "client")
     try:
-        result = grid(args, env) if args.grid else compare(args, env)
+        with ExitStack() as stack:
+            if args.server == "running":
+                server_env = {**env, "PREFECT_HOME": str(home / "server")}
+                url = stack.enter_context(prefect_server(server_env, home / "server.log"))
+                env["PREFECT_API_URL"] = url
+            result = grid(args, env) if args.grid else compare(args, env)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    name = f"create-grid-{args.cache}.json" if args.grid else f"create-{args.cache}.json"
+    name = "create-grid.json" if args.grid else "create.json"
     out = args.out or ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -32,21 +32,16 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_create import SEED_SCRIPT  # noqa: E402
-
-CUTOUTS = str(Path(sys.executable).with_name("cutouts"))
-PREFECT = str(Path(sys.executable).with_name("prefect"))
+from common import CUTOUTS, prefect_server  # noqa: E402
 
 FLOWS = {
     "prefect": """
@@ -106,40 +101,6 @@ libs(sys.argv[1])
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """A ``prefect server start`` on a free port with its own home; yields its API URL."""
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([PREFECT, "server", "start", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("prefect server did not start")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        if proc.poll() is None:
-            proc.kill()
-
-
 def _commands(job_dir: Path, out: Path) -> dict[str, list[str]]:
     job = str(next(job_dir.glob("jid*")))
     return {
@@ -182,7 +143,8 @@ def measure(args: argparse.Namespace) -> dict:
         base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
         with contextlib.ExitStack() as stack:
             if "running" in args.modes:
-                url = stack.enter_context(prefect_server(Path(tmp) / "server-home"))
+                server = {**base, "PREFECT_HOME": str(Path(tmp) / "server-home")}
+                url = stack.enter_context(prefect_server(server, Path(tmp) / "server.log"))
                 envs["running"] = {**base, "PREFECT_API_URL": url,
                                    "PREFECT_HOME": str(Path(tmp) / "client-home")}
             if "temporary" in args.modes:

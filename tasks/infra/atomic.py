@@ -1,13 +1,18 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename.
+"""Atomic file writes: a file appears under its final name only once completely written.
 
-An interrupted run therefore never leaves a half-written file under its final name.
-Temporary files are hidden (leading ``.``) and end in ``.tmp-<pid>`` so that globs such
-as ``cutouts/*.npy`` never see them and a later run can recognise and remove them.
+Where the file system allows it (Linux ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs), the bytes
+go to an unnamed file in the target folder, which is then linked under its name: a killed
+run leaves nothing behind (the unnamed file dies with its descriptor), and a new file costs
+one change to the folder instead of two. Elsewhere, and to replace an existing file, the
+bytes go to a hidden temporary name in the same folder, which is then renamed onto the
+final one. Temporary names are hidden (leading ``.``) and carry ``.tmp-<pid>`` so that globs
+such as ``cutouts/*.npy`` never see them and a later run can recognise and remove them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -28,9 +33,85 @@ __all__ = [
 TMP_MARK = ".tmp-"
 
 
+def _temporary_name(name: str) -> str:
+    """A hidden sibling of ``name`` unique to this process and thread."""
+    folder, sep, base = name.rpartition("/")
+    return f"{folder}{sep}.{base}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+
+
+#: False once this process found that unnamed files cannot be made or linked here (linking
+#: one needs ``/proc/self/fd``).
+_unnamed_ok = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _open_unnamed(name: str, dir_fd: int | None) -> int | None:
+    """A descriptor of a new unnamed file in ``name``'s folder, or None where unsupported."""
+    global _unnamed_ok
+    if not _unnamed_ok:
+        return None
+    folder = name.rpartition("/")[0] or "."
+    try:
+        return os.open(folder, os.O_RDWR | os.O_TMPFILE, 0o644, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE here
+            _unnamed_ok = False
+            return None
+        raise
+
+
+def _link_unnamed(fd: int, name: str, dir_fd: int | None) -> bool:
+    """Give the unnamed file ``fd`` the name ``name``, replacing any file of that name.
+
+    False when links through ``/proc/self/fd`` are refused: the caller copies the bytes to
+    a file written the classic way.
+    """
+    global _unnamed_ok
+    source = f"/proc/self/fd/{fd}"
+    try:
+        os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+        return True
+    except FileExistsError:  # replace it: a named temporary, renamed over it
+        tmp = _temporary_name(name)
+        os.link(source, tmp, dst_dir_fd=dir_fd, follow_symlinks=True)
+        try:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        return True
+    except (FileNotFoundError, PermissionError):  # /proc hidden from us, or not ours to use
+        _unnamed_ok = False
+        return False
+
+
+def _copy(src: int, dst: int) -> None:
+    """Copy all bytes of descriptor ``src`` (from its start) to ``dst``."""
+    os.lseek(src, 0, os.SEEK_SET)
+    while chunk := os.read(src, 1 << 20):
+        write_all(dst, chunk)
+
+
+@contextlib.contextmanager
+def _named(name: str, dir_fd: int | None) -> Iterator[int]:
+    """The classic way: write a hidden temporary sibling, then rename it onto ``name``."""
+    tmp = _temporary_name(name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+    try:
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_fd(name: str | os.PathLike[str], dir_fd: int | None = None) -> Iterator[int]:
-    """A descriptor on a temporary sibling of ``name``, renamed onto it on success.
+    """A descriptor of a file that appears as ``name`` only once the block succeeds.
 
     The one atomic write of the package: every other helper here is built on it.
 
@@ -46,23 +127,34 @@ def atomic_fd(name: str | os.PathLike[str], dir_fd: int | None = None) -> Iterat
     Yields
     ------
     int
-        Write to it (:func:`write_all`). On any error the temporary file is removed and
-        nothing appears under ``name``; the temporary name is hidden and carries
-        :data:`TMP_MARK`, the process id and the thread id.
+        Write to it (:func:`write_all`); it is positioned at 0 of an empty file. On any
+        error nothing appears under ``name`` and nothing is left behind. An unnamed file
+        (``O_TMPFILE``) is linked under ``name``; where the file system has none, a hidden
+        temporary name carrying :data:`TMP_MARK`, the process id and the thread id is
+        renamed onto it.
     """
-    folder, sep, base = os.fspath(name).rpartition("/")
-    tmp = f"{folder}{sep}.{base}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-    try:
+    name = os.fspath(name)
+    if dir_fd is None and _unnamed_ok:  # linkat follows /proc's link only given a dir_fd
+        folder, _, base = name.rpartition("/")
+        dfd = os.open(folder or (".", "/")[name.startswith("/")], os.O_RDONLY | os.O_DIRECTORY)
         try:
-            yield fd
+            with atomic_fd(base, dfd) as fd:
+                yield fd
         finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
+            os.close(dfd)
+        return
+    fd = _open_unnamed(name, dir_fd)
+    if fd is None:
+        with _named(name, dir_fd) as fd:
+            yield fd
+        return
+    try:
+        yield fd
+        if not _link_unnamed(fd, name, dir_fd):
+            with _named(name, dir_fd) as out:
+                _copy(fd, out)
+    finally:
+        os.close(fd)  # an unnamed file that was not linked vanishes here
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
