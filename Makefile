@@ -42,7 +42,8 @@ repro: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_create.py --cache cold
+	$(BIN)/python benchmarks/bench_startup.py --repeat 7
+	$(BIN)/python benchmarks/bench_create.py --repeat 3
 	$(BIN)/python benchmarks/bench_memory.py --jobs 4 --layout shards
 
 clean:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import CUTOUTS, evict, prefect_server  # noqa: E402
+from common import CUTOUTS, cpu_seconds, evict, prefect_server  # noqa: E402
 
 SEED_SCRIPT = r'''
 import sys, os, numpy as np, pandas as pd
@@ -160,14 +160,25 @@ RATIOS = {
 }
 
 
-def _run(cmd: list[str], env: dict[str, str], cold: list[Path] | None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one command, after flushing (and evicting) caches.
+#: The running Prefect server's process (None with ``--server temporary``): its CPU counts.
+SERVER_PID: int | None = None
 
-    ``cold``: the input files to drop from the page cache first.
+
+def _run(
+    cmd: list[str], env: dict[str, str], cold: list[Path] | None
+) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds of one command, after flushing (and
+    evicting) caches.
+
+    ``cold``: the input files to drop from the page cache first. CPU is user plus system
+    time of the command and the processes it waited for, plus what the benchmark's Prefect
+    server spent meanwhile (read a second after the command ends: the server records the
+    run's events in the background).
     """
     os.sync()
     if cold:
         evict(cold)
+    server0 = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -177,7 +188,12 @@ def _run(cmd: list[str], env: dict[str, str], cold: list[Path] | None) -> tuple[
         sys.stderr.write(proc.stderr.read().decode(errors="replace")[-3000:])
         raise subprocess.CalledProcessError(proc.returncode, cmd)
     proc.stderr.close()
-    return wall, usage.ru_maxrss / 1024  # the largest single process (KiB on Linux)
+    server = 0.0
+    if SERVER_PID:
+        time.sleep(1.0)
+        server = cpu_seconds(SERVER_PID) - server0
+    cpu = usage.ru_utime + usage.ru_stime + server
+    return wall, usage.ru_maxrss / 1024, cpu  # RSS: the largest single process (KiB on Linux)
 
 
 def _subset(jobs: Path, n: int, where: Path) -> Path:
@@ -231,7 +247,7 @@ def _timed(cmd, env, cold: list[Path] | None, repeat: int, out: Path) -> tuple[f
     best, peak = float("inf"), 0.0
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
-        wall, rss = _run(cmd, env, cold)
+        wall, rss, _ = _run(cmd, env, cold)
         best, peak = min(best, wall), max(peak, rss)
         shutil.rmtree(out, ignore_errors=True)
     return best, peak
@@ -266,10 +282,14 @@ def _ratios(methods: dict[str, dict]) -> dict[str, float]:
     m = {k: v["per_job_s"] for k, v in methods.items()}
     ratios = {k: round(m[a] / m[b], 3) for k, (a, b) in RATIOS.items()
               if a in m and b in m and m[b] > 0}
+    c = {k: v.get("cpu_per_job_s") for k, v in methods.items()}
     for layout in ("files", "shards"):
         ours, plain = m.get(f"ours-{layout}"), m.get(f"plain-{layout}")
         if ours and plain is not None:
             ratios[f"prefect_share_{layout}"] = round(1 - plain / ours, 3)
+        ours, plain = c.get(f"ours-{layout}"), c.get(f"plain-{layout}")
+        if ours and plain is not None:
+            ratios[f"prefect_share_cpu_{layout}"] = round(1 - plain / ours, 3)
     return ratios
 
 
@@ -288,20 +308,28 @@ def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
               "cpu_count": os.cpu_count(), "repeat": args.repeat, "caches": {}}
     for cache in args.cache:
         times: dict[str, dict[int, float]] = {m: {} for m in methods}
+        cpus: dict[str, dict[int, float]] = {m: {} for m in methods}
         rss: dict[str, dict[int, float]] = {m: {} for m in methods}
         for r in range(args.repeat):
             for n, jobset in sets.items():
                 cold = _inputs(jobset) if cache == "cold" else None
                 for name, cmd in methods.items():
                     out = args.workdir / f"out-{name}-{n}"
-                    wall, peak = _timed(cmd(jobset, out), env, cold, 1, out)
+                    shutil.rmtree(out, ignore_errors=True)
+                    wall, peak, cpu = _run(cmd(jobset, out), env, cold)
+                    shutil.rmtree(out, ignore_errors=True)
                     times[name][n] = min(times[name].get(n, float("inf")), wall)
+                    cpus[name][n] = min(cpus[name].get(n, float("inf")), cpu)
                     rss[name][n] = max(rss[name].get(n, 0.0), peak)
                     print(f"  {cache} [{r + 1}/{args.repeat}] {name:12s} {n:2d} job(s): "
-                          f"{wall:6.2f} s, peak RSS {peak:4.0f} MiB", flush=True)
+                          f"{wall:6.2f} s, {cpu:6.2f} CPU s, peak RSS {peak:4.0f} MiB",
+                          flush=True)
         per = _per_job(times, args.small, args.large)
+        per_cpu = _per_job(cpus, args.small, args.large)
         for name in per:
             per[name]["peak_rss_mib"] = rss[name]
+            per[name]["cpu_seconds"] = cpus[name]
+            per[name]["cpu_per_job_s"] = per_cpu[name]["per_job_s"]
         result["caches"][cache] = {"methods": per, "ratios": _ratios(per)}
     _print(result)
     return result
@@ -309,9 +337,11 @@ def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
 
 def _print(result: dict) -> None:
     for cache, block in result["caches"].items():
-        print(f"\n{cache} cache       {'per job (s)':>12s} {'start-up (s)':>13s}")
+        print(f"\n{cache} cache       {'per job (s)':>12s} {'start-up (s)':>13s} "
+              f"{'CPU per job (s)':>16s}")
         for name, v in block["methods"].items():
-            print(f"{name:18s} {v['per_job_s']:12.3f} {v['startup_s']:13.3f}")
+            print(f"{name:18s} {v['per_job_s']:12.3f} {v['startup_s']:13.3f} "
+                  f"{v['cpu_per_job_s']:16.3f}")
         for k, v in block["ratios"].items():
             print(f"  {k}: {v}")
 
@@ -342,6 +372,7 @@ def grid(args: argparse.Namespace, env: dict[str, str]) -> dict:
 
 
 def main() -> int:
+    global SERVER_PID
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=4089)
     ap.add_argument("--small", type=int, default=4)
@@ -365,8 +396,9 @@ def main() -> int:
         with ExitStack() as stack:
             if args.server == "running":
                 server_env = {**env, "PREFECT_HOME": str(home / "server")}
-                url = stack.enter_context(prefect_server(server_env, home / "server.log"))
-                env["PREFECT_API_URL"] = url
+                server = stack.enter_context(prefect_server(server_env, home / "server.log"))
+                env["PREFECT_API_URL"] = str(server)
+                SERVER_PID = server.pid
             result = grid(args, env) if args.grid else compare(args, env)
     finally:
         shutil.rmtree(home, ignore_errors=True)

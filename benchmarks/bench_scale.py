@@ -269,7 +269,7 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             if not args.temporary_server:
                 url = stack.enter_context(prefect_server(env, logs / "prefect-server.log"))
-                env["PREFECT_API_URL"] = url
+                env["PREFECT_API_URL"] = str(url)
             for runner in runners:  # imports, the Dask cluster's first start
                 out = work / f"scale-out-warm-{runner}"
                 shutil.rmtree(out, ignore_errors=True)

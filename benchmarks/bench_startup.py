@@ -145,7 +145,7 @@ def measure(args: argparse.Namespace) -> dict:
             if "running" in args.modes:
                 server = {**base, "PREFECT_HOME": str(Path(tmp) / "server-home")}
                 url = stack.enter_context(prefect_server(server, Path(tmp) / "server.log"))
-                envs["running"] = {**base, "PREFECT_API_URL": url,
+                envs["running"] = {**base, "PREFECT_API_URL": str(url),
                                    "PREFECT_HOME": str(Path(tmp) / "client-home")}
             if "temporary" in args.modes:
                 envs["temporary"] = {**base, "PREFECT_HOME": str(Path(tmp) / "temp-home")}

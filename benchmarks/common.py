@@ -20,7 +20,20 @@ BIN = Path(sys.executable).parent
 CUTOUTS = str(BIN / "cutouts")
 PREFECT = str(BIN / "prefect")
 
-__all__ = ["BIN", "CUTOUTS", "PREFECT", "evict", "free_port", "prefect_server"]
+__all__ = ["BIN", "CUTOUTS", "PREFECT", "Server", "cpu_seconds", "evict", "free_port",
+           "prefect_server"]
+
+
+class Server(str):
+    """A running Prefect server: the string is its API URL; ``pid`` its process."""
+
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a live process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -31,8 +44,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def prefect_server(env: dict[str, str], logfile: Path, timeout: float = 120.0) -> Iterator[str]:
-    """Run ``prefect server start`` on a free port for the block; yield its API URL.
+def prefect_server(
+    env: dict[str, str], logfile: Path, timeout: float = 120.0
+) -> Iterator[Server]:
+    """Run ``prefect server start`` on a free port for the block; yield its :class:`Server`.
 
     ``env`` should name the server's own ``PREFECT_HOME``. The server runs in its own
     process group, stopped (with anything it started) when the block ends, also on error.
@@ -59,7 +74,9 @@ def prefect_server(env: dict[str, str], logfile: Path, timeout: float = 120.0) -
             if time.monotonic() > deadline:
                 raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s")
             time.sleep(0.5)
-        yield url
+        server = Server(url)
+        server.pid = proc.pid
+        yield server
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -15,7 +15,6 @@ from croissant_cutouts.tasks.infra.atomic import (
     write_all,
 )
 
-
 #: Whether this system can write unnamed files (what the module found at import).
 UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 

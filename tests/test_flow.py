@@ -351,3 +351,29 @@ def test_smoke_train_runs_again_when_the_dataset_changes(tmp_path, rapid_jobs):
     written = metrics.stat().st_mtime_ns
     third = run(rapid_jobs, out, relabelled, steps)  # same dataset: training from cache
     assert metrics.stat().st_mtime_ns == written and third.metrics == m2
+
+
+def test_per_job_tasks_are_task_runs_of_the_build_itself(tmp_path, three_jobs):
+    """No nested flow run (each cost a flow-run start and a heartbeat wait at its end)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
+
+    state = build_dataset(str(three_jobs), str(tmp_path / "ds"), FAST, ["create"],
+                          return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(
+                any_=[run_id]))
+        )
+        tasks = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
+        )
+    assert children == []
+    names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
+    assert names == sorted(["load", "normalize", "cutout"] * 3 + ["index", "verify"]), names

@@ -338,7 +338,9 @@ def test_one_version_number_everywhere():
     )
     assert done.stdout.strip() == f"cutouts {version}"
     assert yaml.safe_load((ROOT / "CITATION.cff").read_text())["version"] == version
-    first = next(line for line in (ROOT / "CHANGELOG.md").read_text().splitlines()
-                 if line.startswith("## "))
-    assert first.startswith(f"## {version} ")
+    headings = [line for line in (ROOT / "CHANGELOG.md").read_text().splitlines()
+                if line.startswith("## ")]
+    if headings[0] == "## Unreleased":  # changes since the version below (Keep a Changelog)
+        headings = headings[1:]
+    assert headings[0].startswith(f"## {version} ")
     assert "BSD 3-Clause" in (ROOT / "LICENSE").read_text()
