@@ -136,7 +136,9 @@ def atomic_fd(name: str | os.PathLike[str], dir_fd: int | None = None) -> Iterat
     name = os.fspath(name)
     if dir_fd is None and _unnamed_ok:  # linkat follows /proc's link only given a dir_fd
         folder, _, base = name.rpartition("/")
-        dfd = os.open(folder or (".", "/")[name.startswith("/")], os.O_RDONLY | os.O_DIRECTORY)
+        if not folder:  # "name" (here) or "/name" (the root)
+            folder = "/" if name.startswith("/") else "."
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with atomic_fd(base, dfd) as fd:
                 yield fd
