@@ -36,7 +36,6 @@ candidates each (catalogs rewritten from the simulated ones; extra rows at rando
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -48,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import CUTOUTS, cpu_seconds, evict, prefect_server  # noqa: E402
+from common import CUTOUTS, cpu_seconds, evict, prefect_server, write_result  # noqa: E402
 
 SEED_SCRIPT = r'''
 import sys, os, numpy as np, pandas as pd
@@ -243,14 +242,18 @@ def _with_candidates(jobs: Path, n_jobs: int, n_cand: int, where: Path, size: in
     return where
 
 
-def _timed(cmd, env, cold: list[Path] | None, repeat: int, out: Path) -> tuple[float, float]:
-    best, peak = float("inf"), 0.0
+def _timed(
+    cmd, env, cold: list[Path] | None, repeat: int, out: Path
+) -> tuple[float, float, float]:
+    """Best wall seconds, largest peak RSS (MiB) and least CPU seconds of ``repeat`` runs,
+    each into an emptied ``out`` (removed again afterwards)."""
+    best, peak, cpu = float("inf"), 0.0, float("inf")
     for _ in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
-        wall, rss, _ = _run(cmd, env, cold)
-        best, peak = min(best, wall), max(peak, rss)
+        wall, rss, used = _run(cmd, env, cold)
+        best, peak, cpu = min(best, wall), max(peak, rss), min(cpu, used)
         shutil.rmtree(out, ignore_errors=True)
-    return best, peak
+    return best, peak, cpu
 
 
 def _inputs(jobset: Path) -> list[Path]:
@@ -315,9 +318,7 @@ def compare(args: argparse.Namespace, env: dict[str, str]) -> dict:
                 cold = _inputs(jobset) if cache == "cold" else None
                 for name, cmd in methods.items():
                     out = args.workdir / f"out-{name}-{n}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    wall, peak, cpu = _run(cmd(jobset, out), env, cold)
-                    shutil.rmtree(out, ignore_errors=True)
+                    wall, peak, cpu = _timed(cmd(jobset, out), env, cold, 1, out)
                     times[name][n] = min(times[name].get(n, float("inf")), wall)
                     cpus[name][n] = min(cpus[name].get(n, float("inf")), cpu)
                     rss[name][n] = max(rss[name].get(n, 0.0), peak)
@@ -363,7 +364,7 @@ def grid(args: argparse.Namespace, env: dict[str, str]) -> dict:
             for layout in ("files", "shards"):
                 out = args.workdir / f"grid-out-{layout}"
                 cmd = [CUTOUTS, "create", "-i", str(subset), "-o", str(out), "--layout", layout]
-                row[f"{layout}_s"], row[f"{layout}_rss_mib"] = _timed(
+                row[f"{layout}_s"], row[f"{layout}_rss_mib"], _ = _timed(
                     cmd, env, cold, args.repeat, out)
             rows.append(row)
             print(f"  {n_cand:5d} cand x {n_jobs} jobs: files {row['files_s']:.2f} s, "
@@ -403,10 +404,7 @@ def main() -> int:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     name = "create-grid.json" if args.grid else "create.json"
-    out = args.out or ROOT / "benchmarks" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out or ROOT / "benchmarks" / "results" / name, result)
     return 0
 
 

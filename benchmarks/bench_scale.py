@@ -69,7 +69,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import CUTOUTS, prefect_server  # noqa: E402
+from common import CUTOUTS, prefect_server, write_result  # noqa: E402
 
 RUNNERS = ("threads", "dask")
 SUMMARY = re.compile(
@@ -286,9 +286,7 @@ def main() -> int:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     _report(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    log(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0 if result.get("rerun", {}).get("only_new_processed", True) else 1
 
 

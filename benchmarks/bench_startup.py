@@ -29,19 +29,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_create import SEED_SCRIPT  # noqa: E402
-from common import CUTOUTS, prefect_server  # noqa: E402
+from bench_create import SEED_SCRIPT, _timed  # noqa: E402
+from common import CUTOUTS, prefect_server, write_result  # noqa: E402
 
 FLOWS = {
     "prefect": """
@@ -112,16 +109,6 @@ def _commands(job_dir: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
-def _timed(cmd: list[str], env: dict[str, str], out: Path) -> float:
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    shutil.rmtree(out, ignore_errors=True)
-    return wall
-
-
 def _jobs(workdir: Path) -> Path:
     """One 256x256 RAPID job (for the flows) and the same job in the seed's layout."""
     rapid, seed = workdir / "startup-1", workdir / "seed-1"
@@ -149,12 +136,12 @@ def measure(args: argparse.Namespace) -> dict:
                                    "PREFECT_HOME": str(Path(tmp) / "client-home")}
             if "temporary" in args.modes:
                 envs["temporary"] = {**base, "PREFECT_HOME": str(Path(tmp) / "temp-home")}
-                _timed(commands.get("ours", commands["prefect"]), envs["temporary"], out)
+                _timed(commands.get("ours", commands["prefect"]), envs["temporary"], None, 1, out)
             for mode, env in envs.items():
                 times: dict[str, list[float]] = {m: [] for m in commands}
                 for r in range(args.repeat):
                     for name, cmd in commands.items():
-                        times[name].append(_timed(cmd, env, out))
+                        times[name].append(_timed(cmd, env, None, 1, out)[0])
                         print(f"  {mode:9s} [{r + 1}/{args.repeat}] {name:13s} "
                               f"{times[name][-1]:.2f} s", flush=True)
                 best = {m: min(t) for m, t in times.items()}
@@ -180,9 +167,7 @@ def main() -> int:
     for mode, m in result["modes"].items():
         for name, best in m["min"].items():
             print(f"{mode:10s} {name:14s} {best:8.2f} {m['over_prefect'].get(name, 0):10.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

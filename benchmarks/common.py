@@ -6,6 +6,7 @@ Not part of the package: import it from a script in this folder (``from common i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ CUTOUTS = str(BIN / "cutouts")
 PREFECT = str(BIN / "prefect")
 
 __all__ = ["BIN", "CUTOUTS", "PREFECT", "Server", "cpu_seconds", "evict", "free_port",
-           "prefect_server"]
+           "prefect_server", "write_result"]
 
 
 class Server(str):
@@ -102,3 +103,10 @@ def evict(paths: list[Path]) -> None:
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 finally:
                     os.close(fd)
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write a benchmark's result as indented JSON (its folder made) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}", flush=True)
