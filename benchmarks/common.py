@@ -1,4 +1,4 @@
-"""What the benchmarks share: a Prefect server of their own, timed runs, minima and fits.
+"""What the benchmarks share: a Prefect server of their own, CPU time, cache eviction, results.
 
 Not part of the package: import it from a script in this folder (``from common import ...``).
 """
