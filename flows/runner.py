@@ -118,6 +118,9 @@ class _Jobs:
             result_storage=(self.out_dir / CACHE_DIR).resolve(),
             retries=opts.retries,
             retry_delay_seconds=opts.retry_delay_s,
+            # results are on disk; Prefect's in-memory copy (up to 1,000 per store) would
+            # hold every job's catalog table until the run ends
+            cache_result_in_memory=False,
         )
         self.load, self.normalize, self.cutout = (
             t.with_options(**common) for t in (load_task, normalize_task, cutout_task)
@@ -173,7 +176,7 @@ def _log_job(logger: Any, done: str, result: JobCutouts | JobRejection, cached: 
         logger.info(
             "%s %d cutouts, %d rows rejected%s",
             done,
-            len(result.rows),
+            result.n_rows,
             len(result.row_rejects),
             " (from cache)" if cached else f" in {result.seconds:.2f} s",
         )

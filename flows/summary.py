@@ -74,13 +74,12 @@ def job_counts(results: list[JobCutouts | JobRejection]) -> list[dict[str, Any]]
                 }
             )
             continue
-        labels = res.rows["label"]
         rows.append(
             {
                 "job_id": res.job_id,
-                "cutouts": len(res.rows),
-                "real": int((labels == 1).sum()),
-                "bogus": int((labels == 0).sum()),
+                "cutouts": res.n_rows,
+                "real": res.real,
+                "bogus": res.bogus,
                 "rejected": len(res.row_rejects),
                 "job_rejected": "",
                 "worker": res.worker,

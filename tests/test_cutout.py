@@ -17,6 +17,7 @@ from croissant_cutouts.tasks.dataset.cutout import (
     cut_job,
     extract_stamps,
     position_rejects,
+    rows_path,
     score_peak,
 )
 
@@ -222,9 +223,11 @@ def test_cut_job_adds_score_peak_and_keeps_the_cutout_bytes(make_job, tmp_path):
     job = make_job(shape=shape, catalog=catalog, images={"score": score})
     data = load_job(JobSpec(job.name, job))
     result = cut_job(data, job_limits(data), tmp_path / "ds")
-    rows = result.rows
+    rows = result.read_rows()
     assert rows["catalog_row"].tolist() == [0, 1, 2, 4]  # row 3 is off the image
     assert result.n_catalog_rows == 5 and [k for k, _ in result.row_rejects] == [3]
+    assert result.n_rows == 4 and (result.real, result.bogus) == (2, 2)
+    assert result.rows_file == str(rows_path(tmp_path / "ds", data.job_id).resolve())
     assert result.seconds >= 0 and result.worker.rpartition(":")[2] == str(os.getpid())
     assert rows["score_peak"].dtype == np.float64
     # y = 4.5 rounds half up to row 5: rows 4-6, columns 9-11
@@ -256,8 +259,8 @@ def test_a_shard_is_np_save_of_the_files_layouts_cutouts(make_job, tmp_path):
     """Shard bytes are ``np.save`` of the stacked cutouts; each row's sha256 is its file's."""
     import hashlib
 
-    files = _cut(make_job, tmp_path / "files", "files").rows
-    shards = _cut(make_job, tmp_path / "shards", "shards", batch=5).rows
+    files = _cut(make_job, tmp_path / "files", "files").read_rows()
+    shards = _cut(make_job, tmp_path / "shards", "shards", batch=5).read_rows()
     stack = np.stack([np.load(tmp_path / "files" / f) for f in files["cutout_filename"]])
     buf = io.BytesIO()
     np.save(buf, stack)
@@ -266,7 +269,7 @@ def test_a_shard_is_np_save_of_the_files_layouts_cutouts(make_job, tmp_path):
     assert shards["row"].tolist() == list(range(len(files)))
     assert (shards["shard"] == shards["cutout_filename"]).all()
     assert (shards["shard"] == "shards/jid0001.npy").all()
-    second = _cut(make_job, tmp_path / "shards", "shards", name="jid0002").rows
+    second = _cut(make_job, tmp_path / "shards", "shards", name="jid0002").read_rows()
     assert (second["shard"] == "shards/jid0002.npy").all()
     assert (tmp_path / "shards" / "shards" / "jid0002.npy").is_file()
     for name, digest in zip(files["cutout_filename"], files["sha256"], strict=True):
@@ -278,14 +281,14 @@ def test_a_short_writev_is_completed(make_job, tmp_path, monkeypatch):
     """When ``os.writev`` writes only part of a cutout, the rest still reaches the file."""
     import croissant_cutouts.tasks.dataset.cutout as cutout_mod
 
-    whole = _cut(make_job, tmp_path / "whole", "files").rows
+    whole = _cut(make_job, tmp_path / "whole", "files").read_rows()
     real = os.writev
 
     def short(fd, buffers):
         return real(fd, [bytes(buffers[0])[:100]])
 
     monkeypatch.setattr(cutout_mod.os, "writev", short)
-    part = _cut(make_job, tmp_path / "part", "files").rows
+    part = _cut(make_job, tmp_path / "part", "files").read_rows()
     for name in whole["cutout_filename"]:
         assert (tmp_path / "part" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert part["sha256"].tolist() == whole["sha256"].tolist()
@@ -298,7 +301,7 @@ def test_outputs_present_needs_the_manifest_and_every_file(make_job, tmp_path, l
 
     out = tmp_path / "ds"
     assert not outputs_present(out, "jid0001", layout)
-    rows = _cut(make_job, out, layout).rows
+    rows = _cut(make_job, out, layout).read_rows()
     path = manifest_path(out, "jid0001", layout)
     assert path == out / STATE_DIR / "jobs" / layout / "jid0001.json"
     assert manifest_path(out, "jid0001") == out / STATE_DIR / "jobs" / "files" / "jid0001.json"
@@ -315,6 +318,8 @@ def test_outputs_present_needs_the_manifest_and_every_file(make_job, tmp_path, l
     for text in ("{}", "not json", '{"files": []}'):
         path.write_text(text)
         assert outputs_present(out, "jid0001", layout) is (text == '{"files": []}')
+    rows_path(out, "jid0001", layout).unlink()  # the index step needs the job's rows too
+    assert not outputs_present(out, "jid0001", layout)
 
 
 @pytest.mark.parametrize(
@@ -365,7 +370,7 @@ def test_a_shards_job_without_cutouts_writes_no_shard(make_job, tmp_path):
     catalog = pd.DataFrame({"x": [500.0, -9.0], "y": [5.0, 5.0], "match": [-1, -1]})
     data = load_job(JobSpec("jid0001", make_job("jid0001", catalog=catalog)))
     result = cut_job(data, job_limits(data), tmp_path / "ds", layout="shards")
-    assert result.rows.empty and len(result.row_rejects) == 2
+    assert result.read_rows().empty and len(result.row_rejects) == 2
     assert not (tmp_path / "ds" / "shards" / "jid0001.npy").exists()
     manifest = json.loads(manifest_path(tmp_path / "ds", "jid0001", "shards").read_text())
     assert manifest["files"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -366,14 +367,20 @@ def test_per_job_tasks_are_task_runs_of_the_build_itself(tmp_path, three_jobs):
     state = build_dataset(str(three_jobs), str(tmp_path / "ds"), FAST, ["create"],
                           return_state=True)
     run_id = state.state_details.flow_run_id
+    want = sorted(["load", "normalize", "cutout"] * 3 + ["index", "verify"])
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(
                 any_=[run_id]))
         )
-        tasks = client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
-        )
+        deadline = time.monotonic() + 30
+        while True:  # the server records task runs from their events, in batches, later
+            tasks = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
+            )
+            names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
+            if len(names) >= len(want) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     assert children == []
-    names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
-    assert names == sorted(["load", "normalize", "cutout"] * 3 + ["index", "verify"]), names
+    assert names == want, names

@@ -140,12 +140,16 @@ def test_stale_cutouts_are_pruned(tmp_path, make_job):
     pd.DataFrame({"x": [5.0], "y": [5.0], "match": [-1]}).to_csv(job / "psfcat.csv", index=False)
     (out / "cutouts" / ".jid0001_cutout00000.npy.tmp-123").write_bytes(b"half")
     (out / "cutouts" / "user_notes.txt").write_text("not ours")
+    # ours by pattern but not the contract's names of listed cutouts: a sixth digit, a
+    # job the index does not hold
+    (out / "cutouts" / "jid0001_cutout000000.npy").write_bytes(b"x")
+    (out / "cutouts" / "jid0009_cutout00000.npy").write_bytes(b"x")
     summary = build(tmp_path / "jobs", out)
     assert sorted(p.name for p in (out / "cutouts").iterdir()) == [
         "jid0001_cutout00000.npy",
         "user_notes.txt",
     ]
-    assert summary.pruned == 12
+    assert summary.pruned == 14
 
 
 def test_empty_run_writes_empty_tables(tmp_path):
@@ -159,3 +163,49 @@ def test_spec_input_files(make_job):
     job = make_job()
     files = JobSpec(job.name, job).input_files()
     assert [f.name for f in files][-1] == "psfcat.csv" and len(files) == 5
+
+
+def _copies(base, root, n_jobs: int, n_rows: int) -> list:
+    """``n_jobs`` results whose rows files hold ``base``'s rows repeated to ``n_rows``."""
+    import dataclasses
+
+    from croissant_cutouts.tasks.contract import cutout_filename
+    from croissant_cutouts.tasks.dataset.cutout import rows_path, write_rows
+
+    rows = base.read_rows()
+    rows = rows.iloc[np.arange(n_rows) % len(rows)].reset_index(drop=True)
+    rows["catalog_row"] = np.arange(n_rows)
+    out = []
+    for j in range(n_jobs):
+        jid = f"jid{j:05d}"
+        frame = rows.assign(cutout_filename=[cutout_filename(jid, k) for k in range(n_rows)])
+        path = rows_path(root, jid)
+        write_rows(path, frame)
+        out.append(dataclasses.replace(base, job_id=jid, rows_file=str(path), n_rows=n_rows))
+    return out
+
+
+def test_index_is_streamed_a_few_jobs_at_a_time(tmp_path, make_job, monkeypatch):
+    """write_index holds a few bytes per row across jobs, not the whole index."""
+    import tracemalloc
+
+    from croissant_cutouts.tasks.dataset import index as index_step
+
+    monkeypatch.setattr(index_step, "_WRITE_ROWS", 1000)  # a batch: 5 of these jobs
+
+    data = load_job(JobSpec("jid0001", make_job("jid0001")))
+    base = cut_job(data, job_limits(data), tmp_path / "cut")
+    peaks = {}
+    for n_jobs in (10, 20, 100):  # the first: lazy imports (scipy for truth links), not counted
+        out = tmp_path / f"ds{n_jobs}"
+        results = _copies(base, out, n_jobs, 200)
+        tracemalloc.start()
+        summary = write_index(results, out)
+        peaks[n_jobs] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        index = pd.read_csv(out / "master_index.csv")
+        assert summary.cutouts == len(index) == 200 * n_jobs
+        assert index["cutout_id"].tolist() == list(range(200 * n_jobs))
+        assert index["job_id"].is_monotonic_increasing
+    per_row = (peaks[100] - peaks[20]) / (200 * 80)
+    assert per_row < 350, f"write_index holds {per_row:.0f} bytes per index row"

@@ -86,7 +86,7 @@ def test_shard_is_streamed_in_batches_and_atomic(tmp_path, make_job, monkeypatch
     batched = cut_job(job, limits, tmp_path / "many", batch=5, layout="shards")
     shard = "shards/jid0001.npy"
     assert (tmp_path / "one" / shard).read_bytes() == (tmp_path / "many" / shard).read_bytes()
-    assert whole.rows.equals(batched.rows)
+    assert whole.read_rows().equals(batched.read_rows())
 
     from conftest import fail_second_batch
 

@@ -7,20 +7,24 @@ import json
 import os
 import pickle
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from croissant_cutouts.flows.build import build_dataset
 from croissant_cutouts.flows.cli import main
 from croissant_cutouts.tasks.config import Params
-from croissant_cutouts.tasks.contract import cutout_sha256
+from croissant_cutouts.tasks.contract import INDEX_FILE, cutout_sha256
 from croissant_cutouts.tasks.verify import (
     DatasetInvalid,
     Problem,
     VerifyReport,
+    tables,
+    tensors,
     verify_dataset,
     verify_task,
 )
@@ -305,6 +309,145 @@ def test_duplicated_index_row(built, tmp_path, layout):
     problem = _only(verify_dataset(ds), "duplicate-row")
     assert (problem.index_row, problem.file) == (7, "master_index.csv")
     assert "repeats index row 6" in problem.message
+
+
+def test_rows_that_differ_in_a_column_verify_does_not_read_are_not_exact_repeats(files):
+    path = files / "master_index.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    assert "x" not in tables.INDEX_COLUMNS
+    fields = lines[7].split(",")
+    fields[header.index("x")] += "1"  # data row 6 again as row 7, its x one digit longer
+    lines.insert(8, ",".join(fields))
+    path.write_text("".join(lines))
+    report = verify_dataset(files, require_croissant=False)
+    assert not [p for p in report.problems if "exactly" in p.message], report.lines()
+    assert [(p.index_row, p.message) for p in report.problems if p.kind == "duplicate-row"] == [
+        (7, "candidate already indexed at index row 6")
+    ]
+
+
+_ROWS = [  # cutout_id, job_id, cutout_filename, catalog_row, ra, note
+    "0,jid0001,cutouts/jid0001_cutout00000.npy,0,150.25,a",
+    "1,jid0001,cutouts/jid0001_cutout00001.npy,1,150.5,b",
+    "1,jid0001,cutouts/jid0001_cutout00001.npy,1,150.5,c",  # row 1 but for the note
+    "1,jid0001,cutouts/jid0001_cutout00001.npy,1,150.75,b",  # row 1 but for ra
+    "2,jid0001,cutouts/jid0001_cutout00002.npy,2,151.0,d",
+    "1,jid0001,cutouts/jid0001_cutout00001.npy,1,150.5,b",  # row 1 exactly
+    "1,jid0001,cutouts/jid0001_cutout00001.npy,1,150.75,b",  # row 3 exactly
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4096])
+def test_exact_repeats_by_row_hash_across_chunks(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(tables, "_INDEX_CHUNK_ROWS", chunk)
+    header = "cutout_id,job_id,cutout_filename,catalog_row,ra,note"
+    (tmp_path / INDEX_FILE).write_text("\n".join([header, *_ROWS]) + "\n")
+    problems: list[Problem] = []
+    frame, row_hash = tables.read_index(tmp_path, problems)
+    assert list(frame.columns) == list(tables.INDEX_REQUIRED)  # ra and note not kept
+    assert list(frame.index) == list(range(7)) and row_hash.dtype == np.uint64
+    index = tables.parse_index(frame, problems, row_hash)
+    assert [(p.kind, p.index_row, p.job_id, p.message) for p in problems] == [
+        ("duplicate-row", 5, "jid0001", "repeats index row 1 exactly"),
+        ("duplicate-row", 6, "jid0001", "repeats index row 3 exactly"),
+    ]
+    assert index.pos.tolist() == [0, 1, 2, 3, 4]
+    again: list[Problem] = []  # the kept columns alone would find more repeats
+    assert tables.parse_index(frame, again).pos.tolist() == [0, 1, 4]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "cutout_id,job_id\n1,2\n",
+        "cutout_id,job_id,cutout_filename,catalog_row,ra\n",
+        "cutout_id,job_id,cutout_filename,catalog_row\n0,j,f,0\n1,j,f\n2,j,f,2\n",
+        "cutout_id,job_id,cutout_filename,catalog_row\n0,j,f,0\n1,j,f,1\n2,j,f,2,9\n",
+        'cutout_id,job_id,cutout_filename,catalog_row\n0,j,f,0\n1,j,"f,1\n',
+    ],
+    ids=["missing", "empty", "lacks-columns", "header-only", "short-row", "long-row", "quote"],
+)
+def test_read_index_reads_as_read_table(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(tables, "_INDEX_CHUNK_ROWS", 1)
+    if text is not None:
+        (tmp_path / INDEX_FILE).write_text(text)
+    got: list[Problem] = []
+    want: list[Problem] = []
+    table = tables.read_index(tmp_path, got)
+    frame = tables.read_table(tmp_path, INDEX_FILE, tables.INDEX_REQUIRED, want)
+    assert got == want
+    assert (table is None) == (frame is None)
+    if frame is not None:
+        kept = [c for c in tables.INDEX_COLUMNS if c in frame]
+        pd.testing.assert_frame_equal(table[0], frame[kept].reset_index(drop=True))
+        assert len(table[1]) == len(frame)
+
+
+def test_index_columns_hold_what_verify_reads():
+    assert set(tensors._PARQUET_KEYS) <= set(tables.INDEX_COLUMNS)
+    assert set(tables.INDEX_REQUIRED) <= set(tables.INDEX_COLUMNS)
+
+
+def _wide_index(path: Path, n: int, columns: int = 40) -> None:
+    """An index of ``n`` rows and ``columns`` columns of plausible text, all rows distinct."""
+    rng = np.random.default_rng(7)
+    ids = np.arange(n).astype(str)
+    job = np.char.add("jid", np.char.zfill((np.arange(n) // 200 + 1).astype(str), 4))
+    row = (np.arange(n) % 200).astype(str)
+    cols = {
+        "cutout_id": ids,
+        "job_id": job,
+        "cutout_filename": np.char.add(
+            np.char.add(np.char.add("cutouts/", job), "_cutout"), np.char.add(row, ".npy")
+        ),
+        "catalog_row": row,
+        "split": rng.choice(["train", "val", "test"], n),
+        "injected": rng.choice(["True", "False"], n),
+        "truth_id": np.where(rng.random(n) < 0.5, "", ids),
+        "sha256": np.array([f"{k:064x}" for k in rng.integers(0, 2**63, n)]),
+    }
+    floats = np.round(rng.normal(100, 50, 1000), 6).astype(str)
+    for k in range(columns - len(cols)):  # a float's digits, then the row's: distinct rows
+        cols[f"value{k}"] = np.char.add(floats[rng.integers(0, 1000, n)], ids)
+    lines = [",".join(cols), *map(",".join, zip(*cols.values(), strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+#: Arrow pools that counted a test's allocations: kept, since arrays made in a pool free
+#: their memory through it (a pool gone before its arrays is a crash).
+_POOLS: list[pa.MemoryPool] = []
+
+
+def test_reading_the_index_holds_little_per_row(tmp_path, monkeypatch):
+    """Peak memory of reading and parsing a 40-column index, per row: the kept columns.
+
+    Python allocations (tracemalloc) plus Arrow's (the ``str`` columns, off the Python
+    heap); chunks of 256 rows, so that the one chunk read at a time weighs little in the
+    figure. Reading every column whole, as verify once did, took about 1,900 bytes a row.
+    """
+    monkeypatch.setattr(tables, "_INDEX_CHUNK_ROWS", 256)
+    n = 10_000
+    _wide_index(tmp_path / INDEX_FILE, n)
+    pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    _POOLS.append(pool)
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    tracemalloc.start()
+    try:
+        problems: list[Problem] = []
+        frame, row_hash = tables.read_index(tmp_path, problems)
+        kept = len(tables.parse_index(frame, problems, row_hash).pos)
+        _, peak = tracemalloc.get_traced_memory()
+        del frame
+    finally:
+        tracemalloc.stop()
+        pa.set_memory_pool(before)
+    assert problems == [] and kept == n
+    per_row = (peak + pool.max_memory()) / n
+    assert per_row < 1000, f"{per_row:.0f} bytes a row"  # about 680 now
 
 
 def _set_cell(ds: Path, index_row: int, column: str, value: str) -> None:

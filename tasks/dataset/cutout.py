@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import socket
 import time
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ __all__ = [
     "cutout_task",
     "extract_stamps",
     "position_rejects",
+    "rows_path",
     "score_peak",
 ]
 
@@ -215,10 +217,18 @@ def make_tensors(
 
 @dataclass
 class JobCutouts:
-    """What the cutout step wrote for one job: small, kept in Prefect's cache."""
+    """What the cutout step wrote for one job: counts and paths, small in every process.
+
+    The job's index rows stay on disk (:func:`rows_path`, read with :meth:`read_rows`), so
+    a run of thousands of jobs holds only these few fields per job, in the flow and in
+    Prefect's results.
+    """
 
     job_id: str
-    rows: pd.DataFrame
+    rows_file: str  # absolute path of the job's index rows (a pandas pickle)
+    n_rows: int
+    real: int
+    bogus: int
     row_rejects: list[tuple[int, str]]
     limits: dict[str, ChannelLimits]
     image_files: dict[str, str]
@@ -227,10 +237,39 @@ class JobCutouts:
     notes: list[str] = field(default_factory=list)
     worker: str = ""  # host:pid of the process that cut the job (a Dask worker, or this one)
 
+    def read_rows(self) -> pd.DataFrame:
+        """The job's index rows, in catalog order (no ``job_id``, ``cutout_id``, ``split``)."""
+        return read_rows(self.rows_file)
+
 
 def manifest_path(out_dir: Path, job_id: str, layout: str = "files") -> Path:
     """Per-job manifest listing the files the cutout step wrote for a job in ``layout``."""
     return Path(out_dir) / MANIFEST_DIR / layout / f"{job_id}.json"
+
+
+def rows_path(out_dir: Path, job_id: str, layout: str = "files") -> Path:
+    """Per-job index rows the cutout step wrote for a job in ``layout``, beside its manifest.
+
+    A pickled :class:`pandas.DataFrame` (exact dtypes, any extra columns): the tool's own
+    bookkeeping under ``.cutouts/``, written and read by the same code version (a change
+    of the cutout code changes the task's cache key, so the job is cut and written again).
+    """
+    return Path(out_dir) / MANIFEST_DIR / layout / f"{job_id}.rows.pkl"
+
+
+def write_rows(path: Path, rows: pd.DataFrame) -> None:
+    """Write a job's index rows to ``path`` atomically (:func:`rows_path`)."""
+    with atomic_output(path, "wb") as fh:
+        pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """A job's index rows written by :func:`write_rows`."""
+    with open(path, "rb") as fh:
+        rows = pickle.load(fh)
+    if not isinstance(rows, pd.DataFrame):
+        raise ValueError(f"{path}: not a table of index rows; delete it and run again")
+    return rows
 
 
 def _tensor_batches(
@@ -359,11 +398,12 @@ def cut_job(
     Returns
     -------
     JobCutouts
-        Index rows (with ``cutout_filename``, ``score_peak`` (:func:`score_peak` of the raw
-        score image), ``sha256`` (:func:`cutout_sha256`, hashed as each cutout is written),
-        and ``shard``/``row`` for shards and parquet) and per-row rejections of the job.
-        If writing fails part-way, the files already written for this job are removed and
-        the error propagates.
+        Counts, per-row rejections, and the path of the job's index rows, written to
+        :func:`rows_path` (with ``cutout_filename``, ``score_peak`` (:func:`score_peak` of
+        the raw score image), ``sha256`` (:func:`cutout_sha256`, hashed as each cutout is
+        written), and ``shard``/``row`` for shards and parquet). If writing fails
+        part-way, the files already written for this job are removed and the error
+        propagates.
     """
     if layout not in OUTPUT_LAYOUTS:
         raise ValueError(f"unknown output layout {layout!r}; choose from {OUTPUT_LAYOUTS}")
@@ -401,6 +441,9 @@ def cut_job(
             framed = rows.assign(job_id=job.job_id)
             digests = _write_parquet(out_dir / files[0], framed, batches, written)
         rows["sha256"] = pd.Series(digests, index=rows.index, dtype="string")
+        rows = rows.reset_index(drop=True)
+        rows_file = rows_path(out_dir, job.job_id, layout)
+        write_rows(rows_file, rows)
         atomic_write_text(
             manifest_path(out_dir, job.job_id, layout),
             json.dumps({"job_id": job.job_id, "layout": layout, "files": files}),
@@ -418,9 +461,13 @@ def cut_job(
             if not lim.usable
         ),
     ]
+    labels = pd.to_numeric(rows["label"], errors="coerce") if "label" in rows else pd.Series([])
     return JobCutouts(
         job_id=job.job_id,
-        rows=rows.reset_index(drop=True),
+        rows_file=str(rows_file.resolve()),
+        n_rows=len(rows),
+        real=int((labels == 1).sum()),
+        bogus=int((labels == 0).sum()),
         row_rejects=sorted(rejects.items()),
         limits=limits,
         image_files={ch: job.images[ch].path.name for ch in CHANNELS},
@@ -439,7 +486,8 @@ def outputs_present(out_dir: str | Path, job_id: str, layout: str = "files") -> 
     except (OSError, ValueError, KeyError):
         return False
     root = Path(out_dir)
-    return all((root / f).is_file() for f in files)
+    rows = rows_path(root, job_id, layout)
+    return rows.is_file() and all((root / f).is_file() for f in files)
 
 
 

@@ -26,6 +26,7 @@ from croissant_cutouts.tasks.contract import (
     PARQUET_DIR,
     REJECTS_FILE,
     SHARD_DIR,
+    cutout_filename,
 )
 from croissant_cutouts.tasks.dataset.cutout import JobCutouts
 from croissant_cutouts.tasks.dataset.splits import SplitAssignment, SplitError, assign_splits
@@ -94,6 +95,10 @@ def write_index(
     ``rejected_rows`` and the ``reason`` of a rejected job: the totals that ``cutouts
     verify`` checks the index and the rejects against.
 
+    Memory: the index is streamed, a few jobs' rows (:meth:`JobCutouts.read_rows`) at a
+    time; across jobs only the split columns (``_SPLIT_COLUMNS``) and each job's
+    listed catalog rows are held, so a run of many jobs never holds the whole index.
+
     Parquet layout: fills the ``cutout_id`` and ``split`` columns of each job's Parquet file
     (the cutout step leaves them null), rewriting a file atomically only where they differ.
 
@@ -106,10 +111,11 @@ def write_index(
     out_dir = Path(out_dir)
     results = sorted(results, key=lambda r: r.job_id)
     tables = _tables(results)
+    cut = [r for r in results if isinstance(r, JobCutouts)]
     split_notes: list[str] = []
-    index = _index(tables.frames, splits, split_notes)
+    split, extra = _splits(cut, splits, split_notes)
     paths = {name: out_dir / name for name in (INDEX_FILE, REJECTS_FILE, LIMITS_FILE, JOBS_FILE)}
-    _write_csv(index, paths[INDEX_FILE])
+    listing = _stream_index(cut, split, extra, out_dir, paths[INDEX_FILE])
     _write_csv(
         pd.DataFrame(tables.rejects, columns=["job_id", "catalog_row", "reason"]).astype(
             {"catalog_row": "Int64"}
@@ -126,9 +132,7 @@ def write_index(
                                            "rejected_rows", "reason"]),
         paths[JOBS_FILE],
     )
-    _finish_parquet(out_dir, index)
-    pruned = _prune(out_dir, set(index["cutout_filename"]))  # files, shards or parquet
-    labels = index["label"]
+    pruned = _prune(out_dir, listing)  # files, shards or parquet
     return IndexSummary(
         out_dir=out_dir,
         index_path=paths[INDEX_FILE],
@@ -136,9 +140,9 @@ def write_index(
         limits_path=paths[LIMITS_FILE],
         jobs=len(results),
         jobs_rejected=sum(isinstance(r, JobRejection) for r in results),
-        cutouts=len(index),
-        real=int((labels == 1).sum()),
-        bogus=int((labels == 0).sum()),
+        cutouts=len(split),
+        real=sum(r.real for r in cut),
+        bogus=sum(r.bogus for r in cut),
         rows_rejected=sum(1 for _, k, _ in tables.rejects if k is not pd.NA),
         pruned=pruned,
         notes=tables.notes + split_notes,
@@ -148,9 +152,8 @@ def write_index(
 
 @dataclass
 class _Tables:
-    """The rows of the dataset's tables, gathered from the per-job results."""
+    """The rows of the small tables, gathered from the per-job results."""
 
-    frames: list[pd.DataFrame] = field(default_factory=list)  # index rows, per job
     rejects: list[tuple] = field(default_factory=list)  # job_id, catalog_row, reason
     limits: list[tuple] = field(default_factory=list)  # job_id, channel, file, vmin, vmax, status
     notes: list[str] = field(default_factory=list)
@@ -158,7 +161,7 @@ class _Tables:
 
 
 def _tables(results: list[JobCutouts | JobRejection]) -> _Tables:
-    """Every job's rows for each table, in the order of ``results``."""
+    """Every job's rows for each small table, in the order of ``results``."""
     t = _Tables()
     for res in results:
         if isinstance(res, JobRejection):
@@ -167,12 +170,7 @@ def _tables(results: list[JobCutouts | JobRejection]) -> _Tables:
             t.rejects.append((res.job_id, pd.NA, res.reason))
             t.rejects.extend((res.job_id, k, f"job rejected: {res.reason}") for k in range(n))
             continue
-        t.jobs.append(
-            (res.job_id, "ok", res.n_catalog_rows, len(res.rows), len(res.row_rejects), "")
-        )
-        frame = res.rows.copy()
-        frame.insert(0, "job_id", res.job_id)
-        t.frames.append(frame)
+        t.jobs.append((res.job_id, "ok", res.n_catalog_rows, res.n_rows, len(res.row_rejects), ""))
         t.rejects.extend((res.job_id, k, why) for k, why in res.row_rejects)
         for ch in CHANNELS:
             lim = res.limits[ch]
@@ -181,25 +179,120 @@ def _tables(results: list[JobCutouts | JobRejection]) -> _Tables:
     return t
 
 
-def _index(
-    frames: list[pd.DataFrame], splits: SplitParams | None, notes: list[str]
-) -> pd.DataFrame:
-    """``master_index.csv``: ids, the split of every row, the schema's columns and dtypes."""
-    names = [c.name for c in INDEX_SCHEMA]
-    if frames:
-        index = pd.concat(frames, ignore_index=True)
-    else:
-        index = pd.DataFrame({n: [] for n in names if n != "cutout_id"})
-    index.insert(0, "cutout_id", range(len(index)))
+#: The index columns that :func:`tasks.dataset.splits.assign_splits` reads.
+_SPLIT_COLUMNS = ("job_id", "field", "truth_id", "injected", "label")
+
+
+def _job_frame(res: JobCutouts) -> pd.DataFrame:
+    """A job's index rows with its ``job_id`` as the first column."""
+    frame = res.read_rows()
+    frame.insert(0, "job_id", res.job_id)
+    return frame
+
+
+def _splits(
+    cut: list[JobCutouts], splits: SplitParams | None, notes: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The split of every index row (jobs in ``cut`` order), and the columns beyond the schema.
+
+    Reads each job's rows once and keeps only :data:`_SPLIT_COLUMNS`; ``notes`` gets the
+    split notes. Extra columns are listed in order of first appearance (as a concatenation
+    of the jobs' rows would order them).
+    """
+    names = {c.name for c in INDEX_SCHEMA}
+    extra: dict[str, None] = {}
+    parts = []
+    for res in cut:
+        frame = _job_frame(res)
+        extra.update((c, None) for c in frame.columns if c not in names)
+        part = frame[[c for c in _SPLIT_COLUMNS if c in frame]]
+        # text as categories: each distinct value is held once, not once per row
+        parts.append(part.astype({c: "category" for c in part if part[c].dtype == object}))
+    keys = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"job_id": []})
     try:
-        assignment = assign_splits(index, splits)
+        assignment = assign_splits(keys, splits)
     except SplitError as exc:  # a dataset too small to split is still a dataset
-        assignment = SplitAssignment(np.full(len(index), "train", object), "none", 0, 0)
+        assignment = SplitAssignment(np.full(len(keys), "train", object), "none", 0, 0)
         notes.append(f"every cutout is in the train split: {exc}")
-    index["split"] = assignment.split
     notes.extend(assignment.notes)
-    extra = [c for c in index.columns if c not in names]
-    return index.reindex(columns=names + extra).astype({c.name: c.dtype for c in INDEX_SCHEMA})
+    return np.asarray(assignment.split, object), list(extra)
+
+
+@dataclass
+class _Listing:
+    """What the index lists, compactly: shard and parquet names, and per job its cutout
+    files' catalog rows (sorted int64), so pruning a folder of millions of cutout files
+    does not hold millions of names."""
+
+    shards: set[str] = field(default_factory=set)
+    catalog_rows: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Add index rows (whole jobs: ``job_id``, ``catalog_row``, ``shard``)."""
+        shard = frame["shard"].astype("string").fillna("")
+        self.shards.update(s for s in shard.unique() if s)
+        files = frame[(shard == "").to_numpy(bool)]
+        for job_id, rows in files.groupby("job_id", sort=False)["catalog_row"]:
+            self.catalog_rows[str(job_id)] = np.sort(rows.to_numpy(np.int64))
+
+    def lists(self, name: str) -> bool:
+        """True when ``name`` (relative to the dataset root) is a file the index lists."""
+        if name in self.shards:
+            return True
+        job_id, sep, tail = name.removeprefix(f"{CUTOUT_DIR}/").rpartition("_cutout")
+        rows = self.catalog_rows.get(job_id)
+        if not sep or rows is None or not tail.removesuffix(".npy").isdigit():
+            return False
+        k = int(tail.removesuffix(".npy"))
+        at = int(np.searchsorted(rows, k))
+        return at < len(rows) and rows[at] == k and cutout_filename(job_id, k) == name
+
+
+#: Index rows gathered before one write: bounds memory (about 1 KiB a row while written)
+#: and keeps pandas' per-call cost off small jobs.
+_WRITE_ROWS = 16_384
+
+
+def _stream_index(
+    cut: list[JobCutouts], split: np.ndarray, extra: list[str], out_dir: Path, path: Path
+) -> _Listing:
+    """Write ``master_index.csv`` a few whole jobs at a time; finish their Parquet files.
+
+    Columns: :data:`INDEX_SCHEMA` with its dtypes, then ``extra``; ``cutout_id`` counts
+    rows from 0 across jobs in order, ``split`` comes from ``split`` (one per row). Jobs
+    are gathered until they hold :data:`_WRITE_ROWS` rows, then written together.
+    Returns what the index lists, for :func:`_prune`.
+    """
+    columns = [c.name for c in INDEX_SCHEMA] + extra
+    dtypes = {c.name: c.dtype for c in INDEX_SCHEMA}
+    listing = _Listing()
+    pending: list[pd.DataFrame] = []
+    start = 0
+
+    def flush(fh) -> None:
+        nonlocal start
+        frame = pd.concat(pending, ignore_index=True)
+        pending.clear()
+        stop = start + len(frame)
+        frame.insert(0, "cutout_id", range(start, stop))
+        frame["split"] = split[start:stop]
+        frame = frame.reindex(columns=columns).astype(dtypes)
+        frame.to_csv(fh, index=False, header=False, lineterminator="\n")
+        _finish_parquet(out_dir, frame)
+        listing.add(frame)
+        start = stop
+
+    with atomic_output(path, "w") as fh:
+        pd.DataFrame({n: [] for n in columns}).astype(dtypes).to_csv(
+            fh, index=False, lineterminator="\n"
+        )
+        for res in cut:
+            pending.append(_job_frame(res))
+            if sum(map(len, pending)) >= _WRITE_ROWS:
+                flush(fh)
+        if pending:
+            flush(fh)
+    return listing
 
 
 def _finish_parquet(out_dir: Path, index: pd.DataFrame) -> int:
@@ -214,6 +307,8 @@ def _finish_parquet(out_dir: Path, index: pd.DataFrame) -> int:
 
     shards = index["shard"].astype("string")
     ours = shards.str.endswith(".parquet").fillna(False).to_numpy(bool)
+    if not ours.any():
+        return 0
     rewritten = 0
     for name, rows in index[ours].groupby(shards[ours].to_numpy(), sort=True):
         path = out_dir / name
@@ -245,7 +340,8 @@ def _finish_parquet(out_dir: Path, index: pd.DataFrame) -> int:
     return rewritten
 
 
-def _prune(out_dir: Path, listed: set[str]) -> int:
+def _prune(out_dir: Path, listing: _Listing) -> int:
+    """Remove our cutout files, shards and Parquet files that ``listing`` does not list."""
     removed = 0
     for sub, pattern in _OURS.items():
         folder = out_dir / sub
@@ -253,7 +349,7 @@ def _prune(out_dir: Path, listed: set[str]) -> int:
             continue
         for entry in folder.iterdir():
             name = entry.name
-            stale = pattern.match(name) and f"{sub}/{name}" not in listed
+            stale = pattern.match(name) and not listing.lists(f"{sub}/{name}")
             if stale or (name.startswith(".") and TMP_MARK in name):
                 entry.unlink(missing_ok=True)
                 removed += 1

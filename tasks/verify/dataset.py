@@ -42,7 +42,14 @@ Choices:
 Values are checked per file (or per block of shard rows) with one vectorised min/max pass;
 small files are read in chunks on a pool of threads (reads, numpy and hashlib release the
 GIL), each file with one ``open``/``read`` relative to an open folder descriptor. A shard is
-read once, sequentially, for its values, its file sha256 and its rows' sha256.
+read once, sequentially, for its values, its file sha256 and its rows' sha256. Tasks are
+handed to the pool a few ahead of the one whose result is read, so finished scans do not
+pile up; a file's findings are kept only as far as later checks need them.
+
+Memory grows little with the number of index rows: ``master_index.csv`` is read in chunks
+of rows (:func:`tasks.verify.tables.read_index`), each hashed row by row over every column
+(exact duplicate rows are those of equal 64-bit hash) and then cut down to the columns the
+checks read (:data:`tasks.verify.tables.INDEX_COLUMNS`), stored as Arrow text.
 """
 
 from __future__ import annotations
@@ -69,13 +76,13 @@ from croissant_cutouts.tasks.verify.metadata import check_croissant, croissant_o
 from croissant_cutouts.tasks.verify.recut import recut_jobs, rows_to_recut
 from croissant_cutouts.tasks.verify.report import DatasetInvalid, Problem, VerifyReport
 from croissant_cutouts.tasks.verify.tables import (
-    INDEX_REQUIRED,
     check_index,
     check_splits,
     parse_index,
+    read_index,
     read_table,
 )
-from croissant_cutouts.tasks.verify.tensors import check_tensors, check_unlisted
+from croissant_cutouts.tasks.verify.tensors import FileFindings, check_tensors, check_unlisted
 
 __all__ = [
     "verify_dataset",
@@ -147,13 +154,15 @@ def verify_dataset(
         report.seconds = time.perf_counter() - t0
         return report
 
-    frame = read_table(root, INDEX_FILE, INDEX_REQUIRED, problems)
+    table = read_index(root, problems)
     rejects = read_table(root, REJECTS_FILE, ("job_id", "catalog_row", "reason"), problems)
     jobs = read_table(root, JOBS_FILE, ("job_id", "status", "catalog_rows"), problems)
     index = None
-    if frame is not None:
+    if table is not None:
+        frame, row_hash = table
         report.index_rows = len(frame)
-        index = parse_index(frame, problems)
+        index = parse_index(frame, problems, row_hash)
+        del frame, table  # the index keeps what it needs
         check_index(index, problems)
         check_splits(index, problems)
         if index.sha256 is None:
@@ -173,11 +182,13 @@ def verify_dataset(
             if isinstance(obj.get("contentUrl"), str) and isinstance(obj.get("sha256"), str)
         }
         digests: dict[Path, str] = {}
-        file_problems: dict[str, list[tuple[str, str, int | None]]] = {}
+        file_problems: dict[str, FileFindings] = {}
         # files reported missing: croissant.json naming them is not a second problem
         missing = set() if (root / INDEX_FILE).exists() else {INDEX_FILE}
         if index is not None:
-            check_tensors(root, index, pool, wanted, digests, file_problems, missing, report)
+            check_tensors(
+                root, index, pool, wanted, digests, file_problems, missing, report, workers
+            )
         check_unlisted(root, index, report)
         if objects is not None:
             check_croissant(

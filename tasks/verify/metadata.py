@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def check_croissant(
     index: ParsedIndex | None,
     pool: ThreadPoolExecutor,
     digests: dict[Path, str],
-    file_problems: dict[str, list],
+    file_problems: dict[str, Sequence],
     missing: set[str],
     report: VerifyReport,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 # deep: every indexed candidate cut again from its input job folder
 
 
-def rows_to_recut(index: ParsedIndex, file_problems: dict[str, list]) -> np.ndarray:
+def rows_to_recut(index: ParsedIndex, file_problems: dict[str, Sequence]) -> np.ndarray:
     """Mask of the kept index rows to cut again: scanned, with no problem in their cutout.
 
     A row whose file (or shard row) was reported by a file check, or was never scanned

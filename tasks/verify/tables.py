@@ -21,13 +21,16 @@ from croissant_cutouts.tasks.dataset.splits import SPLITS, truth_links
 from croissant_cutouts.tasks.verify.report import Problem
 
 __all__ = [
+    "INDEX_COLUMNS",
     "INDEX_REQUIRED",
     "ParsedIndex",
     "check_index",
     "check_splits",
     "integers",
     "parse_index",
+    "read_index",
     "read_table",
+    "row_hashes",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,21 +41,84 @@ log = logging.getLogger(__name__)
 
 def read_table(root: Path, name: str, required: Iterable[str], problems: list[Problem]):
     """A CSV of the dataset as strings (no NA conversion), or None with a ``table`` problem."""
-    path = root / name
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except FileNotFoundError:
+        frame = pd.read_csv(root / name, dtype=str, keep_default_na=False, na_filter=False)
+    except _UNREADABLE as exc:
+        return _unreadable(name, exc, problems)
+    return _with_columns(frame, name, required, problems)
+
+
+_UNREADABLE = (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError)
+
+
+def _unreadable(name: str, exc: BaseException, problems: list[Problem]) -> None:
+    """The ``table`` problem of a CSV that does not read (missing, empty, malformed)."""
+    if isinstance(exc, FileNotFoundError):
         problems.append(Problem("table", "file missing", file=name))
         return None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc)
-        problems.append(Problem("table", f"unreadable: {reason}", file=name))
-        return None
+    reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc)
+    problems.append(Problem("table", f"unreadable: {reason}", file=name))
+    return None
+
+
+def _with_columns(frame: pd.DataFrame, name: str, required: Iterable[str], problems):
+    """``frame``, or None with a ``table`` problem when it lacks a ``required`` column."""
     missing = [c for c in required if c not in frame.columns]
     if missing:
         problems.append(Problem("table", f"lacks column(s) {', '.join(missing)}", file=name))
         return None
     return frame
+
+
+#: The index columns verify reads (those present are kept); every column counts in the
+#: exact-duplicate check, through :func:`row_hashes`. It holds ``tensors._PARQUET_KEYS``.
+INDEX_COLUMNS = (
+    "cutout_id", "job_id", "cutout_filename", "catalog_row",
+    "shard", "row", "sha256", "split", "truth_id", "injected",
+)
+#: Index rows read at a time by :func:`read_index` (about 6 MiB of ``str`` at 48 columns).
+_INDEX_CHUNK_ROWS = 2048
+
+
+def read_index(root: Path, problems: list[Problem]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """``master_index.csv`` read in chunks: the :data:`INDEX_COLUMNS` it has, and row hashes.
+
+    Memory grows with the kept columns only. Each chunk of ``_INDEX_CHUNK_ROWS`` rows is
+    read whole, as Python ``str`` with no NA conversion (the values :func:`read_table`
+    reads), hashed row by row over every column (:func:`row_hashes`), then cut down to the
+    kept columns, stored as pandas ``str`` (Arrow) columns as :func:`read_table` stores them.
+
+    Returns
+    -------
+    (frame, row_hash) or None
+        The kept columns as text, in CSV row order (index 0 .. n-1), and the uint64 hash of
+        each full row. None, with a ``table`` problem, when the file is missing, unreadable
+        or empty, or lacks a column of ``INDEX_REQUIRED`` (as :func:`read_table` says).
+    """
+    frames, hashes = [], []
+    try:
+        with pd.read_csv(
+            root / INDEX_FILE, dtype=object, keep_default_na=False, na_filter=False,
+            chunksize=_INDEX_CHUNK_ROWS,
+        ) as reader:
+            for chunk in reader:
+                hashes.append(row_hashes(chunk))
+                frames.append(chunk[[c for c in INDEX_COLUMNS if c in chunk.columns]].astype(str))
+    except _UNREADABLE as exc:
+        return _unreadable(INDEX_FILE, exc, problems)
+    # pandas yields one empty chunk for a header-only file: the columns come from it
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if _with_columns(frame, INDEX_FILE, INDEX_REQUIRED, problems) is None:
+        return None
+    return frame.reset_index(drop=True), np.concatenate(hashes)
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """A uint64 hash of each row's values, all columns in order (the index left out).
+
+    Equal rows hash equal; ``str`` and object columns of the same text hash the same.
+    """
+    return pd.util.hash_pandas_object(frame, index=False, categorize=False).to_numpy(np.uint64)
 
 
 def integers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -97,30 +163,36 @@ INDEX_REQUIRED = ("cutout_id", "job_id", "cutout_filename", "catalog_row")
 
 def _texts(values: pd.Series) -> np.ndarray:
     """A column as an object array of Python ``str`` (so messages quote ``'a'``, not
-    ``np.str_('a')``)."""
-    return values.to_numpy(str).astype(object)
+    ``np.str_('a')``); equal values share one ``str`` object (a job's rows, say)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    texts = np.empty(len(uniques), object)
+    texts[:] = [str(v) for v in uniques]
+    return texts[codes]
 
 
-def parse_index(frame: pd.DataFrame, problems: list[Problem]) -> ParsedIndex:
-    """Drop exact duplicate rows (reported), parse the columns the checks need."""
-    dup = frame.duplicated(keep="first").to_numpy()
-    if dup.any():
-        first = {}
-        for i, key in enumerate(map(tuple, frame.itertuples(index=False, name=None))):
-            if dup[i]:
-                problems.append(
-                    Problem(
-                        "duplicate-row",
-                        f"repeats index row {first[key]} exactly",
-                        job_id=frame["job_id"].iat[i],
-                        file=INDEX_FILE,
-                        index_row=i,
-                    )
-                )
-            else:
-                first.setdefault(key, i)
+def parse_index(
+    frame: pd.DataFrame, problems: list[Problem], row_hash: np.ndarray | None = None
+) -> ParsedIndex:
+    """Drop exact duplicate rows (reported), parse the columns the checks need.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The index as text (:func:`read_index`); it needs ``INDEX_REQUIRED``.
+    problems : list of Problem
+        Appended to: a ``duplicate-row`` per exact repeat, an ``index`` per bad cell.
+    row_hash : ndarray of uint64, optional
+        Hash of each full CSV row (:func:`row_hashes`, over every column, also those
+        ``frame`` left out); default: hashed from ``frame``. Rows with equal hashes are exact
+        duplicates: two different rows collide with probability about n**2 / 2**65 for n
+        rows (1e-9 at 200,000 rows), which is negligible.
+    """
+    if row_hash is None:
+        row_hash = row_hashes(frame)
+    dup = _exact_repeats(frame, row_hash, problems)
     keep = ~dup
-    kept = frame.loc[keep].reset_index(drop=True)
+    # no repeats (the usual case): a lazy copy (copy-on-write), not a second frame
+    kept = (frame.loc[keep] if dup.any() else frame).reset_index(drop=True)
     for column in ("shard", "row"):  # the files layout's index may lack them (seed era)
         if column not in kept:
             kept[column] = ""
@@ -147,6 +219,25 @@ def parse_index(frame: pd.DataFrame, problems: list[Problem]) -> ParsedIndex:
     return index
 
 
+def _exact_repeats(frame: pd.DataFrame, row_hash: np.ndarray, problems: list[Problem]):
+    """Mask of the rows whose hash an earlier row has: a ``duplicate-row`` problem each,
+    naming the first such row (0-based CSV data rows)."""
+    _, first_at, which = np.unique(row_hash, return_index=True, return_inverse=True)
+    first = first_at[which.reshape(-1)]  # first occurrence of each row's hash
+    dup = first != np.arange(len(row_hash))
+    for i in np.flatnonzero(dup):
+        problems.append(
+            Problem(
+                "duplicate-row",
+                f"repeats index row {first[i]} exactly",
+                job_id=frame["job_id"].iat[i],
+                file=INDEX_FILE,
+                index_row=int(i),
+            )
+        )
+    return dup
+
+
 def _bad_cells(
     index: ParsedIndex, values: pd.Series, bad: np.ndarray, why: str, problems: list[Problem]
 ) -> None:
@@ -166,11 +257,24 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _parse_digests(index: ParsedIndex, values: pd.Series, problems: list[Problem]) -> np.ndarray:
-    """The ``sha256`` column, lowercased; an ``index`` problem (and "") where not 64 hex digits."""
-    digests = values.str.strip().str.lower()
-    valid = digests.map(lambda v: _HEX64.fullmatch(v) is not None).to_numpy(bool)
+    """The ``sha256`` column as an object array of lowercase hex ``str`` ("" where invalid).
+
+    A value that is not 64 hex digits (surrounding blanks and case aside) is an ``index``
+    problem. A value already in canonical form is kept as the same ``str`` (no copy).
+    """
+    digests = np.empty(len(values), object)
+    digests[:] = [_digest(v) for v in values.to_numpy(object)]
+    valid = digests != ""
     _bad_cells(index, values, ~valid, "is not a SHA-256 digest (64 hex digits)", problems)
-    return np.where(valid, digests.to_numpy(str), "")
+    return digests
+
+
+def _digest(text: str) -> str:
+    """``text`` as a lowercase 64-hex-digit digest (blanks stripped), or "" when not one."""
+    if _HEX64.fullmatch(text):  # the usual case: the very same string
+        return text
+    text = text.strip().lower()
+    return text if _HEX64.fullmatch(text) else ""
 
 
 def check_index(index: ParsedIndex, problems: list[Problem]) -> None:

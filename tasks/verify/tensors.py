@@ -6,7 +6,8 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from croissant_cutouts.tasks.verify.tables import ParsedIndex
 
 __all__ = [
     "ROW_FLOATS",
+    "FileFindings",
     "check_tensors",
     "check_unlisted",
 ]
@@ -59,6 +61,11 @@ class _Scan:
     sha256: str | None = None
     missing: bool = False
     rows_sha256: list[str] | None = None
+
+
+#: What the file checks found in one file, as kept per file: ``(kind, message, shard row or
+#: None)`` each; the empty tuple (one object for all) when nothing.
+FileFindings = list[tuple[str, str, int | None]] | tuple[()]
 
 
 def _row_digests(view: memoryview, m: int) -> list[str]:
@@ -334,16 +341,16 @@ _STRIDE = _FILE_BYTES + 64  # room to notice trailing bytes; keeps each row 64-b
 
 
 def _scan_files(
-    root: Path, folder: str, names: list[str], want_rows: bool = False
+    root: Path, folder: str, rel: list[str], want_rows: bool = False
 ) -> list[tuple[str, _Scan]]:
-    """Check a chunk of cutout files ``<root>/<folder>/<name>``, values in one pass.
+    """Check a chunk of cutout files ``<root>/<rel>``, all in ``folder``, values in one pass.
 
     A file whose bytes are exactly a canonical header plus 65,536 bytes is checked from one
     read; any other file gets the full :func:`_scan_npy` treatment for a precise message.
     With ``want_rows``, each scan also carries the sha256 of the file's data bytes.
-    Returns ``(relative path, scan)`` per file.
+    Returns ``(relative path, scan)`` per file, the very ``str`` objects of ``rel``.
     """
-    rel = [f"{folder}/{n}" if folder else n for n in names]
+    names = [r.rpartition("/")[2] for r in rel]  # opened relative to the folder
     buf = np.empty((len(names), _STRIDE), np.uint8)
     sizes = np.zeros(len(names), np.int64)
     odd: list[str] = []
@@ -408,36 +415,58 @@ def check_tensors(
     pool: ThreadPoolExecutor,
     wanted: set[Path],
     digests: dict[Path, str],
-    file_problems: dict[str, list],
+    file_problems: dict[str, FileFindings],
     missing: set[str],
     report: VerifyReport,
+    workers: int = 2,
 ) -> None:
     """Every file and shard the index lists: format, shape, dtype, values, cutout sha256.
 
     Fills ``digests`` (sha256 of the shards in ``wanted``, from the same read),
-    ``file_problems`` (per relative path, what was found, ``digest`` mismatches included)
-    and ``missing``.
+    ``file_problems`` (per relative path scanned, what was found, ``digest`` mismatches
+    included; an empty tuple when nothing) and ``missing``. Tasks go to ``pool`` (of
+    ``workers`` threads) at most ``_ahead`` ahead of the one whose result is read, so
+    the scans waiting to be read stay few whatever the number of files.
     """
     problems = report.problems
     want_rows = index.sha256 is not None
     sharded = index.shard != ""
     rows_of = _file_rows(index, sharded, problems)
-    file_jobs = _submit_files(root, rows_of, pool, want_rows)
     shard_rows = _shard_rows(index, sharded, problems)
-    shard_jobs = _submit_shards(root, index, shard_rows, pool, wanted, want_rows, problems)
     located: list[Problem] = []
-    for fut in file_jobs:
-        for name, scan in fut.result():
+    ahead = _ahead(workers)
+    for chunk in _in_order(pool, _file_calls(root, rows_of, want_rows), ahead):
+        for name, scan in chunk:
             located += _file_findings(index, name, rows_of[name], scan, missing, report)
-            file_problems[name] = scan.problems
-    for name, fut in shard_jobs.items():
-        scan = fut.result()
+            file_problems[name] = scan.problems or ()
+    calls = _shard_calls(root, index, shard_rows, wanted, want_rows, problems)
+    for name, scan in _in_order(pool, calls, ahead):
         located += _shard_findings(index, name, shard_rows[name], scan, missing, report)
         if scan.sha256 is not None:
             digests[(root / name).resolve()] = scan.sha256
-        file_problems[name] = scan.problems
+        file_problems[name] = scan.problems or ()
     located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
     problems.extend(located)
+
+
+def _ahead(workers: int) -> int:
+    """Tasks submitted ahead of the one read: enough to keep ``workers`` threads busy."""
+    return 2 * max(1, workers) + 1
+
+
+def _in_order(pool: ThreadPoolExecutor, calls: Iterable[tuple[Callable, tuple]], ahead: int):
+    """Results of ``calls`` (``(function, args)`` each) run on ``pool``, in call order.
+
+    At most ``ahead`` calls are submitted beyond the one whose result is awaited: memory
+    holds about ``ahead + 1`` results, not all of them.
+    """
+    pending: deque[Future] = deque()
+    for fn, args in calls:
+        pending.append(pool.submit(fn, *args))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _file_rows(
@@ -457,19 +486,20 @@ def _file_rows(
     return rows_of
 
 
-def _submit_files(
-    root: Path, rows_of: dict[str, list[int]], pool: ThreadPoolExecutor, want_rows: bool
-) -> list[Future]:
-    """Scan the cutout files in chunks of one folder each, on the pool."""
+def _file_calls(
+    root: Path, rows_of: dict[str, list[int]], want_rows: bool
+) -> Iterator[tuple[Callable, tuple]]:
+    """The scans of the cutout files, in chunks of one folder each (:func:`_scan_files`).
+
+    Files go by name within a folder; the names are the index's own ``str`` objects.
+    """
     by_folder: dict[str, list[str]] = {}
     for name in rows_of:
-        folder, _, base = name.rpartition("/")
-        by_folder.setdefault(folder, []).append(base)
-    return [
-        pool.submit(_scan_files, root, folder, chunk, want_rows)
-        for folder, names in sorted(by_folder.items())
-        for chunk in _chunks(sorted(names), _CHUNK_FILES)
-    ]
+        by_folder.setdefault(name.rpartition("/")[0], []).append(name)
+    for folder, names in sorted(by_folder.items()):
+        names.sort()  # one folder: the order of the file names
+        for chunk in _chunks(names, _CHUNK_FILES):
+            yield _scan_files, (root, folder, chunk, want_rows)
 
 
 def _shard_rows(
@@ -493,17 +523,19 @@ def _shard_rows(
     return shard_rows
 
 
-def _submit_shards(
+def _shard_calls(
     root: Path,
     index: ParsedIndex,
     shard_rows: dict[str, dict[int, int]],
-    pool: ThreadPoolExecutor,
     wanted: set[Path],
     want_rows: bool,
     problems: list[Problem],
-) -> dict[str, Future]:
-    """Scan each shard on the pool; its rows must be exactly 0 .. N-1."""
-    shard_jobs = {}
+) -> Iterator[tuple[Callable, tuple]]:
+    """The scan of each shard, in name order; its rows must be exactly 0 .. N-1.
+
+    Each scan returns ``(name, scan)``. A shard's rows are checked (an ``index`` problem
+    appended to ``problems``) when its call is made.
+    """
     for name, seen in sorted(shard_rows.items()):
         n = len(seen)
         gaps = sorted(set(range(n)) - set(seen))
@@ -519,10 +551,14 @@ def _submit_shards(
         args = (path, n, path.resolve() in wanted, want_rows)
         if name.endswith(".parquet"):
             expect = {} if gaps else _expected_keys(index, seen, n)
-            shard_jobs[name] = pool.submit(_scan_parquet, *args, expect)
+            yield _named, (name, _scan_parquet, *args, expect)
         else:
-            shard_jobs[name] = pool.submit(_scan_npy, *args)
-    return shard_jobs
+            yield _named, (name, _scan_npy, *args)
+
+
+def _named(name: str, scan: Callable[..., _Scan], *args) -> tuple[str, _Scan]:
+    """``(name, scan(*args))``: a shard's scan with its name, for :func:`_in_order`."""
+    return name, scan(*args)
 
 
 def _expected_keys(index: ParsedIndex, seen: dict[int, int], n: int) -> dict[str, list[str]]:
@@ -614,22 +650,26 @@ def _listing(values: list[int], limit: int = 10) -> str:
 
 def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) -> None:
     """``.npy`` files under cutouts/ and shards/, ``.parquet`` under parquet/, not listed."""
-    listed = set() if index is None else set(index.file) | set(index.shard)
+    listed = set() if index is None else set(index.file)
+    listed.update(() if index is None else index.shard)
     leftovers = 0
     for sub, suffix in ((CUTOUT_DIR, ".npy"), (SHARD_DIR, ".npy"), (PARQUET_DIR, ".parquet")):
+        unlisted = []  # only these are kept, then sorted: not one entry per cutout
         try:
-            entries = sorted(os.scandir(root / sub), key=lambda e: e.name)
+            with os.scandir(root / sub) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        leftovers += TMP_MARK in name
+                    elif index is not None and name.endswith(suffix):
+                        if f"{sub}/{name}" not in listed:
+                            unlisted.append(name)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                leftovers += TMP_MARK in name
-                continue
-            if name.endswith(suffix) and f"{sub}/{name}" not in listed and index is not None:
-                report.problems.append(
-                    Problem("unlisted-file", "not listed in master_index.csv", file=f"{sub}/{name}")
-                )
+        report.problems.extend(
+            Problem("unlisted-file", "not listed in master_index.csv", file=f"{sub}/{name}")
+            for name in sorted(unlisted)
+        )
     with contextlib.suppress(OSError):
         leftovers += sum(
             1 for e in os.scandir(root) if e.name.startswith(".") and TMP_MARK in e.name
