@@ -209,3 +209,17 @@ def test_index_is_streamed_a_few_jobs_at_a_time(tmp_path, make_job, monkeypatch)
         assert index["job_id"].is_monotonic_increasing
     per_row = (peaks[100] - peaks[20]) / (200 * 80)
     assert per_row < 350, f"write_index holds {per_row:.0f} bytes per index row"
+
+
+def test_index_written_in_batches_is_the_index_written_at_once(tmp_path, make_job, monkeypatch):
+    """Batches of whole jobs (here 1 or 2 jobs each) give the very same tables."""
+    from croissant_cutouts.tasks.dataset import index as index_step
+
+    for name in ("jid0001", "jid0002", "jid0003"):
+        make_job(name)
+    build(tmp_path / "jobs", tmp_path / "once")
+    monkeypatch.setattr(index_step, "_WRITE_ROWS", 13)  # a job has 12 rows
+    build(tmp_path / "jobs", tmp_path / "batched")
+    for name in ("master_index.csv", "rejects.csv", "jobs.csv", "zscale_limits.csv"):
+        once, batched = (tmp_path / d / name for d in ("once", "batched"))
+        assert once.read_bytes() == batched.read_bytes(), name
