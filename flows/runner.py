@@ -48,6 +48,9 @@ def make_task_runner(opts: CutoutParams) -> TaskRunner:
         # the scheduler's HTTP routes (/health, /metrics) still need a port: any free one,
         # not 8787, which another cluster (a user's, a parallel run's) may hold
         "scheduler_kwargs": {"dashboard_address": ":0"},
+        # no statistical profiler: it samples each worker's stacks every 10 ms and keeps
+        # 1,000 one-second trees of them, with every task's key, that nobody reads here
+        "config": {"distributed.worker.profile.enabled": False},
     }
     api = _api_url()
     if api:  # workers report to this run's API (else each would start a temporary server)

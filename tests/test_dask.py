@@ -117,3 +117,15 @@ def test_existing_scheduler_address_and_shards(tmp_path, jobs):
     assert from_cache == len(specs) == 4
     ran_on = {int(r.worker.rsplit(":", 1)[1]) for r in results}
     assert ran_on <= worker_pids and os.getpid() not in ran_on
+
+
+def test_local_cluster_workers_run_without_the_profiler():
+    """Dask's statistical profiler would keep 1,000 s of stack trees per worker."""
+    from croissant_cutouts.flows.runner import make_task_runner
+    from croissant_cutouts.tasks.config import CutoutParams
+
+    def profiled(dask_worker) -> bool:
+        return "profile-cycle" in dask_worker.periodic_callbacks
+
+    with make_task_runner(CutoutParams(task_runner="dask", workers=1)) as runner:
+        assert list(runner.client.run(profiled).values()) == [False]
