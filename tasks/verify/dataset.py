@@ -46,7 +46,8 @@ read once, sequentially, for its values, its file sha256 and its rows' sha256. T
 handed to the pool a few ahead of the one whose result is read, so finished scans do not
 pile up; a file's findings are kept only as far as later checks need them.
 
-Memory grows little with the number of index rows: ``master_index.csv`` is read in chunks
+Memory grows by about 1 KiB per index row at its peak (the parsed columns and per-file
+results of the whole-index checks): ``master_index.csv`` is read in chunks
 of rows (:func:`tasks.verify.tables.read_index`), each hashed row by row over every column
 (exact duplicate rows are those of equal 64-bit hash) and then cut down to the columns the
 checks read (:data:`tasks.verify.tables.INDEX_COLUMNS`), stored as Arrow text.
