@@ -129,3 +129,22 @@ def test_local_cluster_workers_run_without_the_profiler():
 
     with make_task_runner(CutoutParams(task_runner="dask", workers=1)) as runner:
         assert list(runner.client.run(profiled).values()) == [False]
+
+
+def test_dask_keeps_short_debugging_logs_in_the_flow_process():
+    """Each Dask connection's log of its last messages would keep 1,000 task arguments."""
+    import dask
+
+    from croissant_cutouts.flows.runner import DASK_LOG_LENGTH, dask_log_length, make_task_runner
+    from croissant_cutouts.tasks.config import CutoutParams
+
+    opts = CutoutParams(task_runner="dask", workers=1)
+    with dask_log_length(opts), make_task_runner(opts) as runner:
+        client = runner.client
+        logs = [client.scheduler_comm.recent_message_log]
+        logs += [s.recent_message_log for s in client.cluster.scheduler.stream_comms.values()]
+        assert len(logs) == 2  # the client's and the scheduler's to its one worker
+        assert {log.maxlen for log in logs} == {DASK_LOG_LENGTH}
+    assert dask.config.get("distributed.admin.low-level-log-length") == 1000  # restored
+    with dask.config.set({"distributed.admin.low-level-log-length": 5}), dask_log_length(opts):
+        assert dask.config.get("distributed.admin.low-level-log-length") == 5  # lower: kept

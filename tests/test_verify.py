@@ -1426,3 +1426,26 @@ def test_report_text_counts_kinds_and_shortens_long_lists(tmp_path):
     assert one.summary().startswith("verify: 1 problem (1 missing-file); ")
     plain = Problem("index", "m", job_id=np.str_("jid0001"), index_row=np.int64(3))
     assert type(plain.job_id) is str and type(plain.index_row) is int  # JSON-able, picklable
+
+
+@pytest.mark.parametrize(
+    ("name", "inside"),
+    [
+        ("cutouts/jid1_0.npy", True),
+        ("cutouts/./jid1_0.npy", True),
+        ("cutouts/jid1..2_0.npy", True),
+        ("shards/jid1.npy", True),
+        ("", False),
+        ("/etc/passwd", False),
+        ("../outside.npy", False),
+        ("cutouts/../../outside.npy", False),
+        ("cutouts/..", False),
+        ("s3://bucket/cutouts/jid1_0.npy", False),
+        ("file:cutouts/jid1_0.npy", False),
+        (None, False),
+    ],
+)
+def test_inside_dataset_is_the_plain_relative_path_rule(name, inside):
+    from croissant_cutouts.tasks.contract import inside_dataset
+
+    assert inside_dataset(name) is inside

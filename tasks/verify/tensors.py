@@ -382,7 +382,8 @@ def _scan_files(
     good = [i for i in np.flatnonzero(canonical) if names[i] not in skip]
     out: list[tuple[str, _Scan]] = []
     if good:
-        values = buf[good, len(_HEADER) : _FILE_BYTES].view(CUTOUT_DTYPE)
+        rows = slice(None) if len(good) == len(names) else good  # all good: a view, no copy
+        values = buf[rows, len(_HEADER) : _FILE_BYTES].view(CUTOUT_DTYPE)
         bad: dict[int, list[tuple[str, str, int | None]]] = {}
         for r, kind, msg in _value_problems(values):
             bad.setdefault(r, []).append((kind, msg, None))
@@ -431,6 +432,7 @@ def check_tensors(
     problems = report.problems
     want_rows = index.sha256 is not None
     sharded = index.shard != ""
+    _keep_parquet_keys(index, sharded)
     rows_of = _file_rows(index, sharded, problems)
     shard_rows = _shard_rows(index, sharded, problems)
     located: list[Problem] = []
@@ -447,6 +449,18 @@ def check_tensors(
         file_problems[name] = scan.problems or ()
     located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
     problems.extend(located)
+
+
+def _keep_parquet_keys(index: ParsedIndex, sharded: np.ndarray) -> None:
+    """Drop the index text these checks and the later ones no longer read.
+
+    Only a parquet file's key columns (:data:`_PARQUET_KEYS`) are compared with the index
+    text; the parsed arrays hold everything else. Keeping the text of every column would
+    cost about 200 bytes per index row for the rest of the verification.
+    """
+    parquet = sharded & np.char.endswith(index.shard.astype(str), ".parquet")
+    keys = [c for c in _PARQUET_KEYS if c in index.frame] if parquet.any() else []
+    index.frame = index.frame[keys]
 
 
 def _ahead(workers: int) -> int:
@@ -628,7 +642,7 @@ def _digest_problems(
         return []
     out = []
     for r, i in sorted(rows.items()):
-        want = index.sha256[i]
+        want = index.sha256[i].decode("ascii")
         if not want or r >= len(scan.rows_sha256):
             continue
         report.digests += 1

@@ -1,0 +1,83 @@
+"""Memory of ``cutouts verify`` per index row, phase by phase.
+
+Runs :func:`croissant_cutouts.tasks.verify.verify_dataset` on a dataset folder in this
+process under ``tracemalloc`` (Python objects and numpy arrays) and reads pyarrow's
+allocator (the Arrow text columns, which ``tracemalloc`` does not see). For each phase of
+the verification it prints, in bytes per index row: the traced memory before the phase,
+its traced peak and what it left, and the Arrow memory held when it ended.
+
+    .venv/bin/python benchmarks/bench_verify_memory.py path/to/dataset
+
+Memory that grows with the index shows as the same bytes per row on datasets of different
+sizes; a fixed cost (read buffers, one chunk of the index being parsed) shows as bytes per
+row that halve when the rows double. Writes ``benchmarks/results/verify-memory.json`` (or
+``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_result  # noqa: E402
+
+from croissant_cutouts.tasks.verify import dataset as verify  # noqa: E402
+
+#: The steps of :func:`verify_dataset`, in the order it calls them.
+PHASES = (
+    "read_index", "read_table", "parse_index", "check_index", "check_splits",
+    "check_tensors", "check_unlisted", "check_croissant", "check_accounting",
+)
+
+
+def _traced(name: str, fn: Callable, rows: int, out: list[dict]) -> Callable:
+    """``fn``, recording the memory of each call (bytes per row) into ``out``."""
+
+    def call(*args, **kwargs):
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = fn(*args, **kwargs)
+        now, peak = tracemalloc.get_traced_memory()
+        out.append({
+            "phase": name,
+            "before": round(before / rows), "peak": round(peak / rows),
+            "after": round(now / rows), "arrow_after": round(pa.total_allocated_bytes() / rows),
+        })
+        return result
+
+    return call
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", type=Path, help="dataset folder (holding master_index.csv)")
+    ap.add_argument("--out", type=Path,
+                    default=ROOT / "benchmarks" / "results" / "verify-memory.json")
+    args = ap.parse_args(argv)
+    rows = len(pd.read_csv(args.dataset / "master_index.csv", usecols=[0]))
+    phases: list[dict] = []
+    for name in PHASES:
+        setattr(verify, name, _traced(name, getattr(verify, name), max(rows, 1), phases))
+    tracemalloc.start()
+    report = verify.verify_dataset(args.dataset, require_croissant=False)
+    tracemalloc.stop()
+    print(f"{rows} index rows, verification ok: {report.ok}")
+    print(f"{'phase':18s} {'before':>8s} {'peak':>8s} {'after':>8s} {'arrow':>8s}  bytes/row")
+    for p in phases:
+        print(f"{p['phase']:18s} {p['before']:8d} {p['peak']:8d} {p['after']:8d} "
+              f"{p['arrow_after']:8d}")
+    write_result(args.out, {"dataset": str(args.dataset), "rows": rows, "ok": report.ok,
+                            "phases": phases})
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
