@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -38,18 +40,50 @@ PHASES = (
 )
 
 
-def _traced(name: str, fn: Callable, rows: int, out: list[dict]) -> Callable:
-    """``fn``, recording the memory of each call (bytes per row) into ``out``."""
+def _rss_mib() -> float:
+    """This process's resident memory (MiB), from ``/proc/self/status``."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _PeakRSS:
+    """The largest resident memory seen since the last :meth:`reset`, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peak = _rss_mib()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, _rss_mib())
+            time.sleep(0.02)
+
+    def reset(self) -> float:
+        self.peak = _rss_mib()
+        return self.peak
+
+
+def _traced(
+    name: str, fn: Callable, rows: int, out: list[dict], rss: _PeakRSS | None
+) -> Callable:
+    """``fn``, recording the memory of each call (bytes per row; RSS in MiB) into ``out``."""
 
     def call(*args, **kwargs):
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+        rss_before = rss.reset() if rss else None
+        if tracemalloc.is_tracing():
+            tracemalloc.reset_peak()
         result = fn(*args, **kwargs)
         now, peak = tracemalloc.get_traced_memory()
         out.append({
             "phase": name,
             "before": round(before / rows), "peak": round(peak / rows),
             "after": round(now / rows), "arrow_after": round(pa.total_allocated_bytes() / rows),
+            "rss_before_mib": round(rss_before) if rss else None,
+            "rss_peak_mib": round(rss.peak) if rss else None,
         })
         return result
 
@@ -59,21 +93,31 @@ def _traced(name: str, fn: Callable, rows: int, out: list[dict]) -> Callable:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path, help="dataset folder (holding master_index.csv)")
+    ap.add_argument("--rss", action="store_true",
+                    help="sample resident memory per phase instead of tracing allocations")
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "verify-memory.json")
     args = ap.parse_args(argv)
     rows = len(pd.read_csv(args.dataset / "master_index.csv", usecols=[0]))
     phases: list[dict] = []
+    rss = _PeakRSS() if args.rss else None
     for name in PHASES:
-        setattr(verify, name, _traced(name, getattr(verify, name), max(rows, 1), phases))
-    tracemalloc.start()
+        setattr(verify, name, _traced(name, getattr(verify, name), max(rows, 1), phases, rss))
+    if not args.rss:
+        tracemalloc.start()
     report = verify.verify_dataset(args.dataset, require_croissant=False)
     tracemalloc.stop()
     print(f"{rows} index rows, verification ok: {report.ok}")
-    print(f"{'phase':18s} {'before':>8s} {'peak':>8s} {'after':>8s} {'arrow':>8s}  bytes/row")
-    for p in phases:
-        print(f"{p['phase']:18s} {p['before']:8d} {p['peak']:8d} {p['after']:8d} "
-              f"{p['arrow_after']:8d}")
+    if args.rss:
+        print(f"{'phase':18s} {'RSS before':>10s} {'RSS peak':>10s}  MiB")
+        for p in phases:
+            print(f"{p['phase']:18s} {p['rss_before_mib']:10d} {p['rss_peak_mib']:10d}")
+    else:
+        print(f"{'phase':18s} {'before':>8s} {'peak':>8s} {'after':>8s} {'arrow':>8s}  "
+              "bytes/row")
+        for p in phases:
+            print(f"{p['phase']:18s} {p['before']:8d} {p['peak']:8d} {p['after']:8d} "
+                  f"{p['arrow_after']:8d}")
     write_result(args.out, {"dataset": str(args.dataset), "rows": rows, "ok": report.ok,
                             "phases": phases})
     return 0 if report.ok else 1

@@ -14,6 +14,7 @@ from croissant_cutouts.tasks.contract import (
     CHANNELS,
     CUTOUT_DTYPE,
     CUTOUT_SHAPE,
+    inside_dataset,
     open_shard,
 )
 from croissant_cutouts.tasks.dataset.cutout import (
@@ -51,7 +52,9 @@ def rows_to_recut(index: ParsedIndex, file_problems: dict[str, Sequence]) -> np.
     """Mask of the kept index rows to cut again: scanned, with no problem in their cutout.
 
     A row whose file (or shard row) was reported by a file check, or was never scanned
-    (unsafe path, bad shard row), is left out: one cause, one line.
+    (unsafe path, bad shard row), is left out: one cause, one line. ``file_problems`` (of
+    :func:`tasks.verify.tensors.check_tensors`) names every scanned shard and only the
+    cutout files with a problem: a cutout file inside the dataset was scanned.
     """
     bad: dict[str, set[int | None]] = {
         name: {r for _, _, r in found} for name, found in file_problems.items()
@@ -61,9 +64,11 @@ def rows_to_recut(index: ParsedIndex, file_problems: dict[str, Sequence]) -> np.
     keep = index.catalog_ok.copy()
     for i in np.flatnonzero(keep):
         found = bad.get(names[i])
-        if found is None or (not sharded[i] and found):
+        if not sharded[i]:
+            keep[i] = found is None and inside_dataset(names[i])
+        elif found is None:
             keep[i] = False
-        elif sharded[i] and (not index.row_ok[i] or None in found or index.row[i] in found):
+        elif not index.row_ok[i] or None in found or index.row[i] in found:
             keep[i] = False
     return keep
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from croissant_cutouts.tasks.contract import (
     CUTOUT_BYTES,
@@ -405,11 +406,6 @@ def _scan_files(
 # the dataset
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def check_tensors(
     root: Path,
     index: ParsedIndex,
@@ -425,7 +421,8 @@ def check_tensors(
 
     Fills ``digests`` (sha256 of the shards in ``wanted``, from the same read),
     ``file_problems`` (per relative path scanned, what was found, ``digest`` mismatches
-    included; an empty tuple when nothing) and ``missing``. Tasks go to ``pool`` (of
+    included; a shard with nothing found has an empty tuple, a cutout file none, so that
+    a million clean cutout files take no memory) and ``missing``. Tasks go to ``pool`` (of
     ``workers`` threads) at most ``_ahead`` ahead of the one whose result is read, so
     the scans waiting to be read stay few whatever the number of files.
     """
@@ -433,14 +430,15 @@ def check_tensors(
     want_rows = index.sha256 is not None
     sharded = index.shard != ""
     _keep_parquet_keys(index, sharded)
-    rows_of = _file_rows(index, sharded, problems)
+    files = _file_rows(index, sharded, problems)
     shard_rows = _shard_rows(index, sharded, problems)
     located: list[Problem] = []
     ahead = _ahead(workers)
-    for chunk in _in_order(pool, _file_calls(root, rows_of, want_rows), ahead):
-        for name, scan in chunk:
-            located += _file_findings(index, name, rows_of[name], scan, missing, report)
-            file_problems[name] = scan.problems or ()
+    for chunk in _in_order(pool, _file_calls(root, *files, want_rows), ahead):
+        for name, scan, rows in chunk:
+            located += _file_findings(index, name, rows, scan, missing, report)
+            if scan.problems:  # a clean cutout file is not kept (millions of them)
+                file_problems[name] = scan.problems
     calls = _shard_calls(root, index, shard_rows, wanted, want_rows, problems)
     for name, scan in _in_order(pool, calls, ahead):
         located += _shard_findings(index, name, shard_rows[name], scan, missing, report)
@@ -485,35 +483,65 @@ def _in_order(pool: ThreadPoolExecutor, calls: Iterable[tuple[Callable, tuple]],
 
 def _file_rows(
     index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]
-) -> dict[str, list[int]]:
-    """Files layout: index rows by file name; a name outside the dataset is a problem."""
-    rows_of: dict[str, list[int]] = {}
-    for i in np.flatnonzero(~sharded):
-        name = index.file[i]
-        if inside_dataset(name):
-            rows_of.setdefault(name, []).append(int(i))
-        else:
-            problems.append(Problem(
-                "index", f"cutout_filename {name!r} is not a path inside the dataset",
-                file=INDEX_FILE, **index.where(int(i)),
-            ))
-    return rows_of
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Files layout: the listed files in (folder, name) order and the index rows of each.
+
+    A name outside the dataset is a problem, and not scanned. Returns ``(names, starts,
+    rows)``: file ``names[k]`` (the index's own ``str``) is listed at kept index rows
+    ``rows[starts[k]:starts[k + 1]]``, in row order. Arrays, not a dict of lists: a few
+    bytes per row, for millions of rows.
+    """
+    rows = np.flatnonzero(~sharded)
+    safe = np.fromiter((inside_dataset(n) for n in index.file[rows]), bool, len(rows))
+    for i in rows[~safe]:
+        problems.append(Problem(
+            "index", f"cutout_filename {index.file[i]!r} is not a path inside the dataset",
+            file=INDEX_FILE, **index.where(int(i)),
+        ))
+    rows = rows[safe]
+    names = index.file[rows]
+    folder, _ = pd.factorize(np.array([n.rpartition("/")[0] for n in names], object),
+                             sort=True)
+    order = pd.DataFrame({"folder": folder, "name": names}).sort_values(
+        ["folder", "name"], kind="stable"
+    ).index.to_numpy()
+    rows, names = rows[order], names[order]
+    first = np.ones(len(names), bool)
+    first[1:] = names[1:] != names[:-1]
+    starts = np.append(np.flatnonzero(first), len(names))
+    return names[first], starts, rows
 
 
 def _file_calls(
-    root: Path, rows_of: dict[str, list[int]], want_rows: bool
+    root: Path, names: np.ndarray, starts: np.ndarray, rows: np.ndarray, want_rows: bool
 ) -> Iterator[tuple[Callable, tuple]]:
-    """The scans of the cutout files, in chunks of one folder each (:func:`_scan_files`).
+    """The scans of the cutout files, in chunks of one folder each (:func:`_scan_listed`).
 
-    Files go by name within a folder; the names are the index's own ``str`` objects.
+    ``names``, ``starts``, ``rows``: :func:`_file_rows`. Each chunk carries the index rows
+    of its files; the names are the index's own ``str`` objects.
     """
-    by_folder: dict[str, list[str]] = {}
-    for name in rows_of:
-        by_folder.setdefault(name.rpartition("/")[0], []).append(name)
-    for folder, names in sorted(by_folder.items()):
-        names.sort()  # one folder: the order of the file names
-        for chunk in _chunks(names, _CHUNK_FILES):
-            yield _scan_files, (root, folder, chunk, want_rows)
+    k = 0
+    while k < len(names):
+        folder = names[k].rpartition("/")[0]
+        end = k + 1
+        while (
+            end < len(names) and end - k < _CHUNK_FILES
+            and names[end].rpartition("/")[0] == folder
+        ):
+            end += 1
+        listed = {names[j]: rows[starts[j] : starts[j + 1]] for j in range(k, end)}
+        yield _scan_listed, (root, folder, listed, want_rows)
+        k = end
+
+
+def _scan_listed(
+    root: Path, folder: str, listed: dict[str, np.ndarray], want_rows: bool
+) -> list[tuple[str, _Scan, np.ndarray]]:
+    """:func:`_scan_files` on the files of ``listed``, each result with its index rows."""
+    return [
+        (name, scan, listed[name])
+        for name, scan in _scan_files(root, folder, list(listed), want_rows)
+    ]
 
 
 def _shard_rows(
@@ -583,7 +611,7 @@ def _expected_keys(index: ParsedIndex, seen: dict[int, int], n: int) -> dict[str
 
 
 def _file_findings(
-    index: ParsedIndex, name: str, rows: list[int], scan: _Scan, missing: set[str],
+    index: ParsedIndex, name: str, rows: np.ndarray, scan: _Scan, missing: set[str],
     report: VerifyReport,
 ) -> list[Problem]:
     """The problems of one scanned cutout file, at each index row that lists it."""
@@ -592,7 +620,7 @@ def _file_findings(
     if scan.missing:
         missing.add(name)
     found: list[Problem] = []
-    for i in rows:
+    for i in rows.tolist():
         found += [Problem(kind, msg, file=name, **index.where(i)) for kind, msg, _ in scan.problems]
         if not scan.problems and scan.rows_sha256:
             found += _digest_problems(index, name, {0: i}, scan, report, None)
