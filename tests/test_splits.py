@@ -162,3 +162,27 @@ def test_split_params_are_checked():
     with pytest.raises(ValueError, match="moved"):
         Params.model_validate({"train": {"val_fraction": 0.25}})
     assert SplitParams(train=0.8, validation=0.2, test=0.0).test == 0.0
+
+
+def test_group_keys_and_truth_links_read_every_spelling_of_a_value():
+    """Keys and flags are computed per distinct value: the same answer for every spelling."""
+    from croissant_cutouts.tasks.dataset.splits import truth_links
+
+    frame = pd.DataFrame({
+        "job_id": ["jid1", "jid1", "jid2", "jid3", "jid4", "jid5", "jid6"],
+        "field": pd.Series([7, 7, "8", "9", 7.5, "8", "10"], dtype=object),
+        "truth_id": ["t1", " ", None, "t2", np.nan, "t3", "t4"],
+        "injected": pd.Series([False, "True", " true ", "1", 1, "0", np.nan], dtype=object),
+    })
+    keys, by = split_groups(frame)
+    assert by == "field"
+    assert keys.tolist() == [
+        "field:7", "field:7", "field:8", "field:9", "field:7.5", "field:8", "field:10"
+    ]
+    assert keys[0] is keys[1]  # one object per distinct value, not per row
+    assert truth_links(frame).tolist() == [True, False, False, False, False, True, True]
+    frame.loc[2, "field"] = "  "
+    keys, by = split_groups(frame)
+    assert by == "job" and keys.tolist()[:3] == ["job:jid1", "job:jid1", "job:jid2"]
+    with pytest.raises(SplitError, match=r"1 job\(s\) carry no field, e\.g\. jid2"):
+        split_groups(frame, by="field")

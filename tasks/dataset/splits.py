@@ -64,9 +64,21 @@ class SplitAssignment:
     notes: list[str] = field(default_factory=list)
 
 
+def _by_value(values: pd.Series, fn) -> np.ndarray:
+    """``fn`` of each distinct value of ``values``, spread to every row (object array).
+
+    One call and one result object per distinct value, not per row: an index has millions of
+    rows and few jobs, fields or flags. Missing values are passed to ``fn`` as they are.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    out = np.empty(len(uniques), object)
+    out[:] = [fn(v) for v in uniques]
+    return out[codes]
+
+
 def _nonempty(values: pd.Series) -> np.ndarray:
-    text = values.astype("string")
-    return (text.notna() & (text.str.strip() != "")).to_numpy(dtype=bool)
+    """Rows whose value is not missing and not blank text."""
+    return _by_value(values, lambda v: not pd.isna(v) and str(v).strip() != "").astype(bool)
 
 
 def split_groups(
@@ -79,12 +91,12 @@ def split_groups(
     SplitError
         ``by='field'`` while some job has no field (the message names up to five jobs).
     """
-    jobs = frame["job_id"].astype(str).to_numpy()
+    jobs = _by_value(frame["job_id"], str)
     if by in ("auto", "field") and "field" in frame:
         has = _nonempty(frame["field"])
-        fields = frame["field"].astype("string").to_numpy(dtype=object)
-        if has.all() and (by == "field" or len(set(fields)) >= n_splits):
-            return np.array([f"field:{f}" for f in fields], dtype=object), "field"
+        keys = _by_value(frame["field"], lambda f: f"field:{f}")
+        if has.all() and (by == "field" or len(set(keys)) >= n_splits):
+            return keys, "field"
         if by == "field":
             missing = sorted(set(jobs[~has]))
             if missing:
@@ -94,7 +106,7 @@ def split_groups(
                 )
     elif by == "field":
         raise SplitError("splits.by is 'field' but the index has no field column")
-    return np.array([f"job:{j}" for j in jobs], dtype=object), "job"
+    return _by_value(frame["job_id"], lambda j: f"job:{j}"), "job"
 
 
 def truth_links(frame: pd.DataFrame) -> np.ndarray:
@@ -106,7 +118,8 @@ def truth_links(frame: pd.DataFrame) -> np.ndarray:
     if "truth_id" not in frame:
         return np.zeros(len(frame), bool)
     injected = (
-        frame["injected"].astype(str).str.strip().str.lower().isin(["true", "1"]).to_numpy()
+        _by_value(frame["injected"], lambda v: str(v).strip().lower() in ("true", "1"))
+        .astype(bool)
         if "injected" in frame
         else np.zeros(len(frame), bool)
     )
