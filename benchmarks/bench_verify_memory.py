@@ -101,12 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = len(pd.read_csv(args.dataset / "master_index.csv", usecols=[0]))
     phases: list[dict] = []
     rss = _PeakRSS() if args.rss else None
-    for name in PHASES:
-        setattr(verify, name, _traced(name, getattr(verify, name), max(rows, 1), phases, rss))
+    originals = {name: getattr(verify, name) for name in PHASES}
+    for name, fn in originals.items():
+        setattr(verify, name, _traced(name, fn, max(rows, 1), phases, rss))
     if not args.rss:
         tracemalloc.start()
-    report = verify.verify_dataset(args.dataset, require_croissant=False)
-    tracemalloc.stop()
+    try:
+        report = verify.verify_dataset(args.dataset, require_croissant=False)
+    finally:
+        tracemalloc.stop()
+        for name, fn in originals.items():
+            setattr(verify, name, fn)
     print(f"{rows} index rows, verification ok: {report.ok}")
     if args.rss:
         print(f"{'phase':18s} {'RSS before':>10s} {'RSS peak':>10s}  MiB")

@@ -1449,3 +1449,29 @@ def test_inside_dataset_is_the_plain_relative_path_rule(name, inside):
     from croissant_cutouts.tasks.contract import inside_dataset
 
     assert inside_dataset(name) is inside
+
+
+@pytest.mark.parametrize("mode", [[], ["--rss"]])
+def test_memory_benchmark_reports_every_phase_and_leaves_verify_as_it_was(built, tmp_path, mode):
+    import importlib.util
+    import json
+
+    from croissant_cutouts.tasks.verify import dataset as verify_module
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "bench_verify_memory", root / "benchmarks" / "bench_verify_memory.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    before = {name: getattr(verify_module, name) for name in bench.PHASES}
+    out = tmp_path / "memory.json"
+    assert bench.main([str(built["files"]), "--out", str(out), *mode]) == 0
+    result = json.loads(out.read_text())
+    assert result["ok"] and result["rows"] == 26  # 12 + 12 + 2 cut (one row is off the image)
+    phases = [p["phase"] for p in result["phases"]]
+    assert phases[0] == "read_index" and phases[-1] == "check_accounting"
+    assert {"parse_index", "check_tensors", "check_unlisted"} <= set(phases)
+    key = "rss_peak_mib" if mode else "peak"
+    assert all(isinstance(p[key], int) and p[key] > 0 for p in result["phases"])
+    assert {name: getattr(verify_module, name) for name in bench.PHASES} == before

@@ -46,15 +46,16 @@ read once, sequentially, for its values, its file sha256 and its rows' sha256. T
 handed to the pool a few ahead of the one whose result is read, so finished scans do not
 pile up; a file's findings are kept only as far as later checks need them.
 
-Memory: about 410 bytes per index row at its peak, while the index's tables are checked
-(the columns the checks read, as Arrow text, and their parsed arrays), and 240 while the
-files are read (the parsed arrays only: file names, job names, digests as 64 bytes of
-ASCII, integers); plus, in the files layout, a fixed 34 MiB of read buffers (two chunks of
-256 cutout files). ``master_index.csv`` is read in chunks of rows
+Memory, per index row: about 540 bytes at the peak, while the index is parsed (its text
+as Arrow, about 200; Python objects being converted, about 130; the parsed arrays), then
+about 210 for the rest of the run (the parsed arrays: file and job names, digests as 64
+bytes of ASCII, integers); plus, in the files layout, a fixed 34 MiB of read buffers (two
+chunks of 256 cutout files). Resident memory grows by about twice that: the allocators
+keep what is freed. Measured on 21,055 and 208,035 rows with
+``benchmarks/bench_verify_memory.py``. ``master_index.csv`` is read in chunks of rows
 (:func:`tasks.verify.tables.read_index`), each hashed row by row over every column (exact
 duplicate rows are those of equal 64-bit hash) and then cut down to the columns the checks
-read (:data:`tasks.verify.tables.INDEX_COLUMNS`). Measured with ``tracemalloc`` and
-pyarrow's allocator on 21,055 rows: ``benchmarks/bench_verify_memory.py``.
+read (:data:`tasks.verify.tables.INDEX_COLUMNS`).
 """
 
 from __future__ import annotations
