@@ -1475,3 +1475,23 @@ def test_memory_benchmark_reports_every_phase_and_leaves_verify_as_it_was(built,
     key = "rss_peak_mib" if mode else "peak"
     assert all(isinstance(p[key], int) and p[key] > 0 for p in result["phases"])
     assert {name: getattr(verify_module, name) for name in bench.PHASES} == before
+
+
+def test_the_index_text_comes_from_malloc_while_verifying(built, monkeypatch):
+    """Arrow's own pool would keep the freed index text for the rest of the run."""
+    import pyarrow as pa
+
+    from croissant_cutouts.tasks.verify import dataset as verify_module
+
+    during = []
+    read_index = verify_module.read_index
+
+    def recording(*args, **kwargs):
+        during.append(pa.default_memory_pool().backend_name)
+        return read_index(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "read_index", recording)
+    before = pa.default_memory_pool().backend_name
+    assert verify_dataset(built["files"]).ok
+    assert during == ["system"]
+    assert pa.default_memory_pool().backend_name == before != "system"
