@@ -52,7 +52,7 @@ about 210 for the rest of the run (the parsed arrays: file and job names, digest
 bytes of ASCII, integers); plus, in the files layout, a fixed 34 MiB of read buffers (two
 chunks of 256 cutout files). Resident memory grows by more, about 0.9 KiB a row: malloc
 keeps freed memory for reuse (Arrow's buffers come from malloc meanwhile, see
-:func:`_arrow_from_malloc`; Arrow's own pool kept more). Measured on 21,055 and 208,035 rows with
+``_arrow_from_malloc``; Arrow's own pool kept more). Measured on 21,055 and 208,035 rows with
 ``benchmarks/bench_verify_memory.py``. ``master_index.csv`` is read in chunks of rows
 (:func:`tasks.verify.tables.read_index`), each hashed row by row over every column (exact
 duplicate rows are those of equal 64-bit hash) and then cut down to the columns the checks
