@@ -23,8 +23,8 @@ from croissant_cutouts.tasks.verify import (
     DatasetInvalid,
     Problem,
     VerifyReport,
+    scans,
     tables,
-    tensors,
     verify_dataset,
     verify_task,
 )
@@ -387,7 +387,7 @@ def test_read_index_reads_as_read_table(tmp_path, monkeypatch, text):
 
 
 def test_index_columns_hold_what_verify_reads():
-    assert set(tensors._PARQUET_KEYS) <= set(tables.INDEX_COLUMNS)
+    assert set(scans.PARQUET_KEYS) <= set(tables.INDEX_COLUMNS)
     assert set(tables.INDEX_REQUIRED) <= set(tables.INDEX_COLUMNS)
 
 
@@ -662,7 +662,7 @@ def test_bytes_after_the_array_in_a_shard(shards):
 
 def test_shards_read_in_blocks_keep_their_row_numbers(shards, monkeypatch):
     """A shard longer than one read block: digests and problems keep their shard row."""
-    import croissant_cutouts.tasks.verify.tensors as verify_mod
+    import croissant_cutouts.tasks.verify.scans as verify_mod
 
     monkeypatch.setattr(verify_mod, "_SHARD_BLOCK", 5)  # jid0002's 12 rows: 5 + 5 + 2
     report = verify_dataset(shards)

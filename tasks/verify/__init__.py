@@ -6,7 +6,7 @@ checker:
 
 - :mod:`.tables`: the tables readable, the index contract, the splits.
 - :mod:`.tensors`: every cutout file and shard: valid ``.npy``, shape, dtype, values, digests;
-  no unlisted ``.npy``.
+  no unlisted ``.npy``. Reading one file: :mod:`.scans`.
 - :mod:`.metadata`: ``croissant.json``'s FileObjects exist and their sha256 match.
 - :mod:`.accounting`: every catalog row in the index or in rejects, exactly once; recounts.
 - :mod:`.recut`: ``--deep``, every candidate cut again from its input job and compared.

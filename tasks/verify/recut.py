@@ -34,8 +34,8 @@ from croissant_cutouts.tasks.inputs.load import (
 )
 from croissant_cutouts.tasks.inputs.remote import is_remote
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
+from croissant_cutouts.tasks.verify.scans import ROW_FLOATS
 from croissant_cutouts.tasks.verify.tables import ParsedIndex
-from croissant_cutouts.tasks.verify.tensors import ROW_FLOATS
 
 __all__ = [
     "recut_jobs",

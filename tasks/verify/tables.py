@@ -71,7 +71,7 @@ def _with_columns(frame: pd.DataFrame, name: str, required: Iterable[str], probl
 
 
 #: The index columns verify reads (those present are kept); every column counts in the
-#: exact-duplicate check, through :func:`row_hashes`. It holds ``tensors._PARQUET_KEYS``.
+#: exact-duplicate check, through :func:`row_hashes`. It holds ``scans.PARQUET_KEYS``.
 INDEX_COLUMNS = (
     "cutout_id", "job_id", "cutout_filename", "catalog_row",
     "shard", "row", "sha256", "split", "truth_id", "injected",
