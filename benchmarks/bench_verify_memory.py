@@ -35,7 +35,7 @@ from croissant_cutouts.tasks.verify import dataset as verify  # noqa: E402
 
 #: The steps of :func:`verify_dataset`, in the order it calls them.
 PHASES = (
-    "read_index", "read_table", "parse_index", "check_index", "check_splits",
+    "load_index", "read_table", "check_index", "check_splits",
     "check_tensors", "check_unlisted", "check_croissant", "check_accounting",
 )
 

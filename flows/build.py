@@ -41,6 +41,7 @@ from croissant_cutouts.tasks.infra.caching import module_source_digest
 from croissant_cutouts.tasks.infra.digests import file_digest
 from croissant_cutouts.tasks.infra.extras import require_extra
 from croissant_cutouts.tasks.infra.lock import dataset_lock
+from croissant_cutouts.tasks.infra.memory import release_freed
 from croissant_cutouts.tasks.infra.outdir import (
     claim_output_dir,
     guard_foreign_outputs,
@@ -164,6 +165,7 @@ def cut_and_index(
         logger.warning("%s rejected: %s", rej.job_id, rej.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, summary.from_cache = run_jobs(specs, str(out_dir), params)
+    release_freed()  # the jobs' freed images and tables, before the index is written
     results = [*results, *unavailable]
     index: IndexSummary = index_task(results, str(out_dir), params.splits)
     publish_job_table(results)

@@ -23,8 +23,8 @@ from croissant_cutouts.tasks.verify import (
     DatasetInvalid,
     Problem,
     VerifyReport,
+    reading,
     scans,
-    tables,
     verify_dataset,
     verify_task,
 )
@@ -315,7 +315,7 @@ def test_rows_that_differ_in_a_column_verify_does_not_read_are_not_exact_repeats
     path = files / "master_index.csv"
     lines = path.read_text().splitlines(keepends=True)
     header = lines[0].rstrip("\n").split(",")
-    assert "x" not in tables.INDEX_COLUMNS
+    assert "x" not in reading.INDEX_COLUMNS
     fields = lines[7].split(",")
     fields[header.index("x")] += "1"  # data row 6 again as row 7, its x one digit longer
     lines.insert(8, ",".join(fields))
@@ -340,21 +340,24 @@ _ROWS = [  # cutout_id, job_id, cutout_filename, catalog_row, ra, note
 
 @pytest.mark.parametrize("chunk", [1, 2, 4096])
 def test_exact_repeats_by_row_hash_across_chunks(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(tables, "_INDEX_CHUNK_ROWS", chunk)
+    monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", chunk)
     header = "cutout_id,job_id,cutout_filename,catalog_row,ra,note"
     (tmp_path / INDEX_FILE).write_text("\n".join([header, *_ROWS]) + "\n")
     problems: list[Problem] = []
-    frame, row_hash = tables.read_index(tmp_path, problems)
-    assert list(frame.columns) == list(tables.INDEX_REQUIRED)  # ra and note not kept
-    assert list(frame.index) == list(range(7)) and row_hash.dtype == np.uint64
-    index = tables.parse_index(frame, problems, row_hash)
+    index = reading.load_index(tmp_path, problems)
     assert [(p.kind, p.index_row, p.job_id, p.message) for p in problems] == [
         ("duplicate-row", 5, "jid0001", "repeats index row 1 exactly"),
         ("duplicate-row", 6, "jid0001", "repeats index row 3 exactly"),
     ]
-    assert index.pos.tolist() == [0, 1, 2, 3, 4]
-    again: list[Problem] = []  # the kept columns alone would find more repeats
-    assert tables.parse_index(frame, again).pos.tolist() == [0, 1, 4]
+    assert index.pos.tolist() == [0, 1, 2, 3, 4] and index.rows_read == 7
+    assert index.cutout_id.tolist() == [0, 1, 1, 1, 2]
+    chunks = list(reading.index_chunks(tmp_path))
+    assert len(chunks) == -(-7 // chunk)
+    frame = pd.concat([c for c, _ in chunks], ignore_index=True)
+    assert list(frame.columns) == list(reading.INDEX_REQUIRED)  # ra and note not kept
+    assert all(h.dtype == np.uint64 for _, h in chunks)
+    # the kept columns alone would find more repeats: rows are hashed whole
+    assert len(set(reading.row_hashes(frame).tolist())) == 3
 
 
 @pytest.mark.parametrize(
@@ -371,24 +374,46 @@ def test_exact_repeats_by_row_hash_across_chunks(tmp_path, monkeypatch, chunk):
     ids=["missing", "empty", "lacks-columns", "header-only", "short-row", "long-row", "quote"],
 )
 def test_read_index_reads_as_read_table(tmp_path, monkeypatch, text):
-    monkeypatch.setattr(tables, "_INDEX_CHUNK_ROWS", 1)
+    monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", 1)
     if text is not None:
         (tmp_path / INDEX_FILE).write_text(text)
     got: list[Problem] = []
     want: list[Problem] = []
-    table = tables.read_index(tmp_path, got)
-    frame = tables.read_table(tmp_path, INDEX_FILE, tables.INDEX_REQUIRED, want)
-    assert got == want
-    assert (table is None) == (frame is None)
+    index = reading.load_index(tmp_path, got)
+    frame = reading.read_table(tmp_path, INDEX_FILE, reading.INDEX_REQUIRED, want)
+    assert [p for p in got if p.kind == "table"] == want  # (a short row's cell is bad too)
+    assert (index is None) == (frame is None)
     if frame is not None:
-        kept = [c for c in tables.INDEX_COLUMNS if c in frame]
-        pd.testing.assert_frame_equal(table[0], frame[kept].reset_index(drop=True))
-        assert len(table[1]) == len(frame)
+        kept = [c for c in reading.INDEX_COLUMNS if c in frame]
+        chunks = pd.concat([c for c, _ in reading.index_chunks(tmp_path)], ignore_index=True)
+        pd.testing.assert_frame_equal(chunks, frame[kept].reset_index(drop=True))
+        assert index.rows_read == len(frame)
+        assert index.job.tolist() == frame["job_id"].tolist()
+        assert index.file.tolist() == frame["cutout_filename"].tolist()
+
+
+def test_parsed_index_quotes_the_text_it_read(tmp_path, monkeypatch):
+    """Cells whose text is not the plain integer are quoted as written; others rebuilt."""
+    monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", 2)
+    rows = [
+        "0,j,f,0,s,0", "007,j,f,1,s, 1", "-3,j,f,2,s,x", "3,j,f,3,s,", "4.0,j,f,4,s,-2",
+        "five,j,f,5,s,2.0",
+    ]
+    text = "cutout_id,job_id,cutout_filename,catalog_row,shard,row\n" + "\n".join(rows) + "\n"
+    (tmp_path / INDEX_FILE).write_text(text)
+    problems: list[Problem] = []
+    index = reading.load_index(tmp_path, problems)
+    assert [index.text("cutout_id", i) for i in range(6)] == ["0", "007", "-3", "3", "4.0", "five"]
+    assert [index.text("row", i) for i in range(6)] == ["0", " 1", "x", "", "-2", "2.0"]
+    assert index.cutout_id.tolist() == [0, 7, -3, 3, 4, -1]
+    assert index.odd == {"cutout_id": {1: "007", 2: "-3", 4: "4.0", 5: "five"},
+                         "row": {1: " 1", 2: "x", 5: "2.0"}}
+    assert [p.message for p in problems] == ["cutout_id 'five' is not an integer"]
 
 
 def test_index_columns_hold_what_verify_reads():
-    assert set(scans.PARQUET_KEYS) <= set(tables.INDEX_COLUMNS)
-    assert set(tables.INDEX_REQUIRED) <= set(tables.INDEX_COLUMNS)
+    assert set(scans.PARQUET_KEYS) <= set(reading.INDEX_COLUMNS)
+    assert set(reading.INDEX_REQUIRED) <= set(reading.INDEX_COLUMNS)
 
 
 def _wide_index(path: Path, n: int, columns: int = 40) -> None:
@@ -426,9 +451,10 @@ def test_reading_the_index_holds_little_per_row(tmp_path, monkeypatch):
 
     Python allocations (tracemalloc) plus Arrow's (the ``str`` columns, off the Python
     heap); chunks of 256 rows, so that the one chunk read at a time weighs little in the
-    figure. Reading every column whole, as verify once did, took about 1,900 bytes a row.
+    figure. Reading every column whole, as verify once did, took about 1,900 bytes a row;
+    parsing the kept columns once all were read, about 680.
     """
-    monkeypatch.setattr(tables, "_INDEX_CHUNK_ROWS", 256)
+    monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", 256)
     n = 10_000
     _wide_index(tmp_path / INDEX_FILE, n)
     pool = pa.proxy_memory_pool(pa.default_memory_pool())
@@ -438,16 +464,14 @@ def test_reading_the_index_holds_little_per_row(tmp_path, monkeypatch):
     tracemalloc.start()
     try:
         problems: list[Problem] = []
-        frame, row_hash = tables.read_index(tmp_path, problems)
-        kept = len(tables.parse_index(frame, problems, row_hash).pos)
+        kept = len(reading.load_index(tmp_path, problems).pos)
         _, peak = tracemalloc.get_traced_memory()
-        del frame
     finally:
         tracemalloc.stop()
         pa.set_memory_pool(before)
     assert problems == [] and kept == n
     per_row = (peak + pool.max_memory()) / n
-    assert per_row < 1000, f"{per_row:.0f} bytes a row"  # about 680 now
+    assert per_row < 600, f"{per_row:.0f} bytes a row"  # about 450 (680 parsed whole)
 
 
 def _set_cell(ds: Path, index_row: int, column: str, value: str) -> None:
@@ -1470,8 +1494,8 @@ def test_memory_benchmark_reports_every_phase_and_leaves_verify_as_it_was(built,
     result = json.loads(out.read_text())
     assert result["ok"] and result["rows"] == 26  # 12 + 12 + 2 cut (one row is off the image)
     phases = [p["phase"] for p in result["phases"]]
-    assert phases[0] == "read_index" and phases[-1] == "check_accounting"
-    assert {"parse_index", "check_tensors", "check_unlisted"} <= set(phases)
+    assert phases[0] == "load_index" and phases[-1] == "check_accounting"
+    assert {"check_index", "check_tensors", "check_unlisted"} <= set(phases)
     key = "rss_peak_mib" if mode else "peak"
     assert all(isinstance(p[key], int) and p[key] > 0 for p in result["phases"])
     assert {name: getattr(verify_module, name) for name in bench.PHASES} == before
@@ -1484,14 +1508,29 @@ def test_the_index_text_comes_from_malloc_while_verifying(built, monkeypatch):
     from croissant_cutouts.tasks.verify import dataset as verify_module
 
     during = []
-    read_index = verify_module.read_index
+    load_index = verify_module.load_index
 
     def recording(*args, **kwargs):
         during.append(pa.default_memory_pool().backend_name)
-        return read_index(*args, **kwargs)
+        return load_index(*args, **kwargs)
 
-    monkeypatch.setattr(verify_module, "read_index", recording)
+    monkeypatch.setattr(verify_module, "load_index", recording)
     before = pa.default_memory_pool().backend_name
     assert verify_dataset(built["files"]).ok
     assert during == ["system"]
     assert pa.default_memory_pool().backend_name == before != "system"
+
+
+def test_each_listed_file_is_read_from_its_own_folder():
+    """Names sorted, then each one's folder: neighbours share one ``str``, none is guessed."""
+    from croissant_cutouts.tasks.verify import tensors
+
+    names = ["cutouts/x", "cutouts/y", "cutouts/sub/z", "cutouts/w", "top", "cut/q",
+             "cutouts-b/x", "cutouts/", "", "/a"]
+    got = tensors._folders(np.array(names, object))
+    assert got.tolist() == [n.rpartition("/")[0] for n in names]
+    assert got[0] is got[1]
+    sorted_names = np.array(sorted(names), object)
+    assert tensors._folders(sorted_names).tolist() == [
+        n.rpartition("/")[0] for n in sorted_names
+    ]

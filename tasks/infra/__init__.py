@@ -8,6 +8,7 @@
 - :mod:`.versions`: which modules' source decides each step's output.
 - :mod:`.extras`: which optional install extra a feature needs.
 - :mod:`.progress`: a progress bar on a terminal, plain log lines elsewhere.
+- :mod:`.memory`: freed memory handed back to the system between steps.
 - :mod:`.exports`: a package's public names, imported when first used.
 
 Infra decides where and when bytes are written, never what they are. May import only
@@ -25,6 +26,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, [
     "exports",
     "extras",
     "lock",
+    "memory",
     "outdir",
     "progress",
     "versions",

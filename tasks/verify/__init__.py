@@ -4,7 +4,8 @@
 :class:`Problem` records (kinds: :data:`KINDS`); ``cutouts verify`` prints it. One module per
 checker:
 
-- :mod:`.tables`: the tables readable, the index contract, the splits.
+- :mod:`.reading`: the tables read; ``master_index.csv`` parsed chunk by chunk.
+- :mod:`.tables`: the index contract, the splits.
 - :mod:`.tensors`: every cutout file and shard: valid ``.npy``, shape, dtype, values, digests;
   no unlisted ``.npy``. Reading one file: :mod:`.scans`.
 - :mod:`.metadata`: ``croissant.json``'s FileObjects exist and their sha256 match.

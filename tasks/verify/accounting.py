@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from croissant_cutouts.tasks.inputs.load import (
     discover_jobs,
 )
 from croissant_cutouts.tasks.inputs.remote import is_remote
+from croissant_cutouts.tasks.verify.reading import ParsedIndex, integers
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
-from croissant_cutouts.tasks.verify.tables import ParsedIndex, integers
 
 __all__ = [
     "check_accounting",
@@ -30,11 +31,46 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+class _ByJob(Mapping[str, dict[int, int]]):
+    """The indexed catalog rows of each job: ``{catalog_row: kept index row}``.
+
+    The first index row of a repeated candidate counts. Built for one job at a time from
+    the index's arrays (the last one kept): a dict entry per index row would cost about
+    100 bytes a row for the whole run.
+    """
+
+    def __init__(self, index: ParsedIndex) -> None:
+        rows = np.flatnonzero(index.catalog_ok)
+        codes, jobs = pd.factorize(index.job[rows])
+        order = np.argsort(codes, kind="stable")
+        self._rows = rows[order]
+        self._starts = np.searchsorted(codes[order], np.arange(len(jobs) + 1))
+        self._at = {str(job): j for j, job in enumerate(jobs)}
+        self._catalog_row = index.catalog_row
+        self._last: tuple[str | None, dict[int, int]] = (None, {})
+
+    def __getitem__(self, job: str) -> dict[int, int]:
+        if self._last[0] != job:
+            j = self._at[job]
+            rows = self._rows[self._starts[j] : self._starts[j + 1]]
+            found: dict[int, int] = {}
+            for k, i in zip(self._catalog_row[rows].tolist(), rows.tolist(), strict=True):
+                found.setdefault(k, i)
+            self._last = (job, found)
+        return self._last[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+
 @dataclass
 class _Ledger:
     """Who accounts for each catalog row, by job: ``{catalog_row: table row}``."""
 
-    indexed: dict[str, dict[int, int]]
+    indexed: _ByJob
     rejected: dict[str, dict[int, int]]
     whole: set[str]  # jobs with a whole-job row in rejects.csv (empty catalog_row)
 
@@ -84,9 +120,6 @@ def _ledger(index: ParsedIndex, rejects: pd.DataFrame, problems: list[Problem]) 
             job_id=rejects["job_id"].iat[i], file=REJECTS_FILE,
         ))
     rjob = rejects["job_id"].to_numpy(str)
-    indexed: dict[str, dict[int, int]] = {}
-    for i in np.flatnonzero(index.catalog_ok):
-        indexed.setdefault(index.job[i], {}).setdefault(int(index.catalog_row[i]), int(i))
     rejected: dict[str, dict[int, int]] = {}
     for i in np.flatnonzero(rk_ok):
         seen, k = rejected.setdefault(rjob[i], {}), int(rk[i])
@@ -97,7 +130,7 @@ def _ledger(index: ParsedIndex, rejects: pd.DataFrame, problems: list[Problem]) 
             ))
         else:
             seen[k] = int(i)
-    return _Ledger(indexed, rejected, set(rjob[empty]))
+    return _Ledger(_ByJob(index), rejected, set(rjob[empty]))
 
 
 def _totals(jobs: pd.DataFrame | None, problems: list[Problem]) -> dict[str, tuple[int, pd.Series]]:

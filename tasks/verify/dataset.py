@@ -46,17 +46,14 @@ read once, sequentially, for its values, its file sha256 and its rows' sha256. T
 handed to the pool a few ahead of the one whose result is read, so finished scans do not
 pile up; a file's findings are kept only as far as later checks need them.
 
-Memory, per index row: about 540 bytes at the peak, while the index is parsed (its text
-as Arrow, about 200; Python objects being converted, about 130; the parsed arrays), then
-about 210 for the rest of the run (the parsed arrays: file and job names, digests as 64
-bytes of ASCII, integers); plus, in the files layout, a fixed 34 MiB of read buffers (two
-chunks of 256 cutout files). Resident memory grows by more, about 0.9 KiB a row: malloc
-keeps freed memory for reuse (Arrow's buffers come from malloc meanwhile, see
-``_arrow_from_malloc``; Arrow's own pool kept more). Measured on 21,055 and 208,035 rows with
-``benchmarks/bench_verify_memory.py``. ``master_index.csv`` is read in chunks of rows
-(:func:`tasks.verify.tables.read_index`), each hashed row by row over every column (exact
-duplicate rows are those of equal 64-bit hash) and then cut down to the columns the checks
-read (:data:`tasks.verify.tables.INDEX_COLUMNS`).
+Memory, per index row: about 220 bytes for the whole run (:class:`ParsedIndex`: integers,
+digests as 64 bytes of ASCII, pointers to shared ``str`` objects, and a ``str`` per cutout
+file name), and about 300 at the peak while the index is read, which it is in chunks of
+rows parsed at once (:func:`tasks.verify.reading.load_index`), so its text is never held
+whole; plus, in the files layout, a fixed 34 MiB of read buffers (two chunks of 256 cutout
+files). Freed memory is handed back to the system (``malloc_trim``) before the index is
+read, after its checks and after the file checks, so resident memory follows what is in
+use. Measured on 21,055 and 208,035 rows with ``benchmarks/bench_verify_memory.py``.
 """
 
 from __future__ import annotations
@@ -78,19 +75,15 @@ from croissant_cutouts.tasks.contract import (
     JOBS_FILE,
     REJECTS_FILE,
 )
+from croissant_cutouts.tasks.infra.memory import release_freed
 from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
 from croissant_cutouts.tasks.inputs.remote import location
 from croissant_cutouts.tasks.verify.accounting import check_accounting, jobs_from_counts, recount
 from croissant_cutouts.tasks.verify.metadata import check_croissant, croissant_objects
+from croissant_cutouts.tasks.verify.reading import load_index, read_table
 from croissant_cutouts.tasks.verify.recut import recut_jobs, rows_to_recut
 from croissant_cutouts.tasks.verify.report import DatasetInvalid, Problem, VerifyReport
-from croissant_cutouts.tasks.verify.tables import (
-    check_index,
-    check_splits,
-    parse_index,
-    read_index,
-    read_table,
-)
+from croissant_cutouts.tasks.verify.tables import check_index, check_splits
 from croissant_cutouts.tasks.verify.tensors import FileFindings, check_tensors, check_unlisted
 
 __all__ = [
@@ -185,17 +178,15 @@ def verify_dataset(
         report.seconds = time.perf_counter() - t0
         return report
 
-    table = read_index(root, problems)
+    release_freed()  # what the steps before left: verify's peak starts lower
+    index = load_index(root, problems)
     rejects = read_table(root, REJECTS_FILE, ("job_id", "catalog_row", "reason"), problems)
     jobs = read_table(root, JOBS_FILE, ("job_id", "status", "catalog_rows"), problems)
-    index = None
-    if table is not None:
-        frame, row_hash = table
-        report.index_rows = len(frame)
-        index = parse_index(frame, problems, row_hash)
-        del frame, table  # the index keeps what it needs
+    if index is not None:
+        report.index_rows = index.rows_read
         check_index(index, problems)
         check_splits(index, problems)
+        release_freed()  # the index text read and the checks' temporaries
         if index.sha256 is None:
             report.notes.append(
                 f"{INDEX_FILE} has no sha256 column (written before it existed): the cutouts' "
@@ -225,6 +216,7 @@ def verify_dataset(
             check_croissant(
                 root, cpath, objects, index, pool, digests, file_problems, missing, report
             )
+    release_freed()  # the file checks' read buffers
     counted = None
     if input_dir is not None:
         counted = recount(location(input_dir), jobs, index, rejects, input_layout, report)

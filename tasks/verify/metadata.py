@@ -16,8 +16,8 @@ from croissant_cutouts.tasks.contract import (
     inside_dataset,
 )
 from croissant_cutouts.tasks.infra.digests import sha256_file
+from croissant_cutouts.tasks.verify.reading import ParsedIndex
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
-from croissant_cutouts.tasks.verify.tables import ParsedIndex
 
 __all__ = [
     "check_croissant",

@@ -33,9 +33,9 @@ from croissant_cutouts.tasks.inputs.load import (
     open_image,
 )
 from croissant_cutouts.tasks.inputs.remote import is_remote
+from croissant_cutouts.tasks.verify.reading import ParsedIndex
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
 from croissant_cutouts.tasks.verify.scans import ROW_FLOATS
-from croissant_cutouts.tasks.verify.tables import ParsedIndex
 
 __all__ = [
     "recut_jobs",

@@ -15,7 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from croissant_cutouts.tasks.contract import (
     CUTOUT_DIR,
@@ -25,6 +24,7 @@ from croissant_cutouts.tasks.contract import (
     inside_dataset,
 )
 from croissant_cutouts.tasks.infra.atomic import TMP_MARK
+from croissant_cutouts.tasks.verify.reading import ParsedIndex
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
 from croissant_cutouts.tasks.verify.scans import (
     CHUNK_FILES,
@@ -34,7 +34,6 @@ from croissant_cutouts.tasks.verify.scans import (
     scan_npy,
     scan_parquet,
 )
-from croissant_cutouts.tasks.verify.tables import ParsedIndex
 
 __all__ = [
     "FileFindings",
@@ -77,7 +76,6 @@ def check_tensors(
     problems = report.problems
     want_rows = index.sha256 is not None
     sharded = index.shard != ""
-    _keep_parquet_keys(index, sharded)
     files = _file_rows(index, sharded, problems)
     shard_rows = _shard_rows(index, sharded, problems)
     located: list[Problem] = []
@@ -95,18 +93,6 @@ def check_tensors(
         file_problems[name] = scan.problems or ()
     located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
     problems.extend(located)
-
-
-def _keep_parquet_keys(index: ParsedIndex, sharded: np.ndarray) -> None:
-    """Drop the index text these checks and the later ones no longer read.
-
-    Only a parquet file's key columns (:data:`PARQUET_KEYS`) are compared with the index
-    text; the parsed arrays hold everything else. Keeping the text of every column would
-    cost about 200 bytes per index row for the rest of the verification.
-    """
-    parquet = sharded & np.char.endswith(index.shard.astype(str), ".parquet")
-    keys = [c for c in PARQUET_KEYS if c in index.frame] if parquet.any() else []
-    index.frame = index.frame[keys]
 
 
 def _ahead(workers: int) -> int:
@@ -132,12 +118,12 @@ def _in_order(pool: ThreadPoolExecutor, calls: Iterable[tuple[Callable, tuple]],
 def _file_rows(
     index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Files layout: the listed files in (folder, name) order and the index rows of each.
+    """Files layout: the listed files in name order and the index rows of each.
 
     A name outside the dataset is a problem, and not scanned. Returns ``(names, folders,
     starts, rows)``: file ``names[k]`` (the index's own ``str``), in folder ``folders[k]``,
     is listed at kept index rows ``rows[starts[k]:starts[k + 1]]``, in row order. Arrays,
-    not a dict of lists: a few bytes per row, for millions of rows.
+    not a dict of lists, and no new ``str`` per row: a few bytes per row, for millions.
     """
     rows = np.flatnonzero(~sharded)
     safe = np.fromiter((inside_dataset(n) for n in index.file[rows]), bool, len(rows))
@@ -147,18 +133,25 @@ def _file_rows(
             file=INDEX_FILE, **index.where(int(i)),
         ))
     rows = rows[safe]
+    rows = rows[np.argsort(index.file[rows], kind="stable")]
     names = index.file[rows]
-    codes, folders = pd.factorize(
-        np.array([n.rpartition("/")[0] for n in names], object), sort=True
-    )
-    order = pd.DataFrame({"folder": codes, "name": names}).sort_values(
-        ["folder", "name"], kind="stable"
-    ).index.to_numpy()
-    rows, names, codes = rows[order], names[order], codes[order]
     first = np.ones(len(names), bool)
     first[1:] = names[1:] != names[:-1]
     starts = np.append(np.flatnonzero(first), len(names))
-    return names[first], np.asarray(folders, object)[codes[first]], starts, rows
+    names = names[first]
+    return names, _folders(names), starts, rows
+
+
+def _folders(names: np.ndarray) -> np.ndarray:
+    """The folder of each name (text before its last ``/``); neighbours share one ``str``."""
+    out = np.empty(len(names), object)
+    folder, prefix = "", None
+    for j, name in enumerate(names):
+        if prefix is None or not name.startswith(prefix) or name.find("/", len(prefix)) >= 0:
+            folder = name.rpartition("/")[0]
+            prefix = folder + "/" if folder else ""
+        out[j] = folder
+    return out
 
 
 def _file_calls(
@@ -252,8 +245,8 @@ def _named(name: str, scan: Callable[..., Scan], *args) -> tuple[str, Scan]:
 def _expected_keys(index: ParsedIndex, seen: dict[int, int], n: int) -> dict[str, list[str]]:
     """The index's :data:`PARQUET_KEYS` values of a parquet file's rows 0 .. n-1 (text)."""
     at = [seen[r] for r in range(n)]
-    frame = index.frame
-    return {c: frame[c].iloc[at].astype(str).tolist() for c in PARQUET_KEYS if c in frame}
+    keys = index.keys
+    return {c: keys[c].loc[at].astype(str).tolist() for c in PARQUET_KEYS if c in keys}
 
 
 def _file_findings(

@@ -1,0 +1,367 @@
+"""Reading the dataset's tables: CSVs as text, and ``master_index.csv`` parsed as it is read.
+
+:func:`read_table` reads a small table (``jobs.csv``, ``rejects.csv``) whole, as text.
+:func:`load_index` reads the index in chunks of rows and parses each chunk at once into
+compact arrays (:class:`ParsedIndex`), so the index's text is never held whole: per row
+it keeps integers, digests as 64 bytes of ASCII, and pointers to ``str`` objects that
+equal values share (a job's rows, a split); only names that differ on every row (cutout
+files) cost a ``str`` each. The text of a cell is kept only where a message may quote it
+and it differs from the parsed value (``cutout_id`` ``"007"``, say).
+
+Exact duplicate rows are found as the chunks arrive: each row is hashed over every
+column (:func:`row_hashes`), and a row whose hash an earlier row has is reported and left
+out (16 bytes a row remember the hashes seen).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from croissant_cutouts.tasks.contract import INDEX_FILE
+from croissant_cutouts.tasks.dataset.splits import truth_links
+from croissant_cutouts.tasks.verify.report import Problem
+from croissant_cutouts.tasks.verify.scans import PARQUET_KEYS
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "INDEX_REQUIRED",
+    "ParsedIndex",
+    "index_chunks",
+    "integers",
+    "load_index",
+    "parse_chunk",
+    "read_table",
+    "row_hashes",
+]
+
+# --------------------------------------------------------------------------------------
+# tables as text
+
+
+def read_table(root: Path, name: str, required: Iterable[str], problems: list[Problem]):
+    """A CSV of the dataset as strings (no NA conversion), or None with a ``table`` problem."""
+    try:
+        frame = pd.read_csv(root / name, dtype=str, keep_default_na=False, na_filter=False)
+    except _UNREADABLE as exc:
+        return _unreadable(name, exc, problems)
+    return _with_columns(frame, name, required, problems)
+
+
+_UNREADABLE = (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError)
+
+
+def _unreadable(name: str, exc: BaseException, problems: list[Problem]) -> None:
+    """The ``table`` problem of a CSV that does not read (missing, empty, malformed)."""
+    if isinstance(exc, FileNotFoundError):
+        problems.append(Problem("table", "file missing", file=name))
+        return None
+    reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc)
+    problems.append(Problem("table", f"unreadable: {reason}", file=name))
+    return None
+
+
+def _with_columns(frame: pd.DataFrame, name: str, required: Iterable[str], problems):
+    """``frame``, or None with a ``table`` problem when it lacks a ``required`` column."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        problems.append(Problem("table", f"lacks column(s) {', '.join(missing)}", file=name))
+        return None
+    return frame
+
+
+def integers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a column of strings as integers: ``(values as int64, mask of valid)``.
+
+    Empty or non-integer strings are invalid (their value is -1).
+    """
+    num = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    valid = np.isfinite(num) & (num == np.round(num))
+    return np.where(valid, num, -1).astype(np.int64), valid
+
+
+# --------------------------------------------------------------------------------------
+# the index, in chunks
+
+#: The index columns verify reads (those present are kept); every column counts in the
+#: exact-duplicate check, through :func:`row_hashes`. It holds ``scans.PARQUET_KEYS``.
+INDEX_COLUMNS = (
+    "cutout_id", "job_id", "cutout_filename", "catalog_row",
+    "shard", "row", "sha256", "split", "truth_id", "injected",
+)
+#: The index columns without which verify reads no further.
+INDEX_REQUIRED = ("cutout_id", "job_id", "cutout_filename", "catalog_row")
+#: Index rows read at a time (about 6 MiB of ``str`` at 48 columns).
+_INDEX_CHUNK_ROWS = 2048
+
+
+def index_chunks(root: Path) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """``master_index.csv`` in chunks of rows: the :data:`INDEX_COLUMNS` it has, row hashes.
+
+    Each chunk of ``_INDEX_CHUNK_ROWS`` rows is read whole, as Python ``str`` with no NA
+    conversion (the values :func:`read_table` reads), hashed row by row over every column
+    (:func:`row_hashes`), then cut down to the kept columns, stored as pandas ``str``
+    columns as :func:`read_table` stores them, indexed 0 .. len-1. A header-only file
+    gives one empty chunk. Raises what ``pandas.read_csv`` raises on a bad file.
+    """
+    with pd.read_csv(
+        root / INDEX_FILE, dtype=object, keep_default_na=False, na_filter=False,
+        chunksize=_INDEX_CHUNK_ROWS,
+    ) as reader:
+        for chunk in reader:
+            kept = chunk[[c for c in INDEX_COLUMNS if c in chunk.columns]].astype(str)
+            yield kept.reset_index(drop=True), row_hashes(chunk)
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """A uint64 hash of each row's values, all columns in order (the index left out).
+
+    Equal rows hash equal; ``str`` and object columns of the same text hash the same.
+    """
+    return pd.util.hash_pandas_object(frame, index=False, categorize=False).to_numpy(np.uint64)
+
+
+@dataclass
+class ParsedIndex:
+    """The parsed index, exact duplicate rows left out (``pos`` keeps their CSV row).
+
+    Arrays of one entry per kept row; text as Python ``str`` in object arrays (messages
+    quote ``'a'``, not ``np.str_('a')``).
+    """
+
+    pos: np.ndarray  #: 0-based CSV data row of each kept row
+    cutout_id: np.ndarray  #: int64, -1 where not an integer
+    catalog_row: np.ndarray  #: int64, valid where ``catalog_ok``
+    catalog_ok: np.ndarray
+    job: np.ndarray  #: ``job_id`` text
+    file: np.ndarray  #: ``cutout_filename`` text
+    shard: np.ndarray  #: ``shard`` text ("" in the files layout)
+    row: np.ndarray  #: shard row, int64, valid where ``row_ok``
+    row_ok: np.ndarray
+    #: lowercase hex ``sha256`` per row as ASCII bytes (dtype ``S64``; ``b""`` where
+    #: invalid); None when the column is absent
+    sha256: np.ndarray | None = None
+    #: ``split`` text; None when the column is absent (an index of before splits)
+    split: np.ndarray | None = None
+    #: ``truth_id`` text of the rows whose truth source links jobs
+    #: (:func:`tasks.dataset.splits.truth_links`), "" elsewhere; None without ``truth_id``
+    truth: np.ndarray | None = None
+    #: text of the :data:`PARQUET_KEYS` columns, indexed by kept row, for the chunks that
+    #: name a ``.parquet`` file (their values are compared with the file's)
+    keys: pd.DataFrame | None = None
+    #: ``{column: {CSV row: text}}`` of ``cutout_id`` and ``row`` cells whose text is not
+    #: the parsed integer written plainly ("" when invalid): what :meth:`text` returns
+    odd: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: CSV data rows read, exact duplicates included
+    rows_read: int = 0
+
+    def where(self, i: int) -> dict[str, object]:
+        """Problem keywords locating kept row ``i``."""
+        return {
+            "job_id": self.job[i],
+            "index_row": int(self.pos[i]),
+            "cutout_id": int(self.cutout_id[i]) if self.cutout_id[i] >= 0 else None,
+            "catalog_row": int(self.catalog_row[i]) if self.catalog_ok[i] else None,
+        }
+
+    def text(self, column: str, i: int) -> str:
+        """The index's text of integer column ``column`` (``cutout_id``, ``row``) at row ``i``."""
+        odd = self.odd.get(column, {}).get(int(self.pos[i]))
+        if odd is not None:
+            return odd
+        ok = self.cutout_id[i] >= 0 if column == "cutout_id" else self.row_ok[i]
+        return str(int(getattr(self, column)[i])) if ok else ""
+
+
+_ARRAYS = tuple(
+    f.name for f in fields(ParsedIndex) if f.name not in ("keys", "odd", "rows_read")
+)
+
+
+def load_index(root: Path, problems: list[Problem]) -> ParsedIndex | None:
+    """``master_index.csv`` read and parsed chunk by chunk; exact duplicate rows left out.
+
+    Appends, in this order: a ``duplicate-row`` problem per exact repeat, then an ``index``
+    problem per bad ``sha256``, ``cutout_id`` and ``catalog_row`` cell.
+
+    Returns
+    -------
+    ParsedIndex or None
+        None, with a ``table`` problem, when the file is missing, unreadable or empty, or
+        lacks a column of :data:`INDEX_REQUIRED` (as :func:`read_table` says).
+    """
+    seen, found, parts, rows = _SeenRows(), _Found(), [], 0
+    try:
+        for chunk, hashes in index_chunks(root):
+            if not rows and _with_columns(chunk, INDEX_FILE, INDEX_REQUIRED, problems) is None:
+                return None
+            repeats = seen.add(hashes, rows, found.repeats, chunk)
+            keep = np.flatnonzero(~repeats)
+            parts.append(parse_chunk(chunk.take(keep), rows + keep, found))
+            rows += len(chunk)
+    except _UNREADABLE as exc:
+        return _unreadable(INDEX_FILE, exc, problems)
+    problems.extend(found.in_order())
+    index = _concat(parts)
+    index.rows_read = rows
+    return index
+
+
+class _SeenRows:
+    """The row hashes seen so far, sorted, with the CSV row where each first appeared."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, np.uint64)
+        self.first = np.empty(0, np.int64)
+
+    def add(self, hashes: np.ndarray, start: int, report, chunk: pd.DataFrame) -> np.ndarray:
+        """Mask of this chunk's rows (CSV rows ``start`` on) that repeat an earlier row.
+
+        ``report(chunk, i, first)`` is called for each repeat: chunk row ``i`` repeats CSV
+        row ``first``. Two different rows share a hash with probability about n**2 / 2**65
+        for n rows (1e-9 at 200,000 rows), which is negligible.
+        """
+        uniq, at, which = np.unique(hashes, return_index=True, return_inverse=True)
+        where = np.searchsorted(self.hashes, uniq)
+        old = where < len(self.hashes)
+        old[old] = self.hashes[where[old]] == uniq[old]
+        first = start + at
+        first[old] = self.first[where[old]]
+        first = first[which.reshape(-1)]
+        repeats = first != start + np.arange(len(hashes))
+        for i in np.flatnonzero(repeats):
+            report(chunk, int(i), int(first[i]), start)
+        self.hashes = np.insert(self.hashes, where[~old], uniq[~old])
+        self.first = np.insert(self.first, where[~old], start + at[~old])
+        return repeats
+
+
+class _Found:
+    """Problems of single rows, kept apart by kind so they are reported in a fixed order."""
+
+    ORDER = ("repeat", "sha256", "cutout_id", "catalog_row")
+
+    def __init__(self) -> None:
+        self.lists: dict[str, list[Problem]] = {kind: [] for kind in self.ORDER}
+
+    def repeats(self, chunk: pd.DataFrame, i: int, first: int, start: int) -> None:
+        self.lists["repeat"].append(Problem(
+            "duplicate-row", f"repeats index row {first} exactly",
+            job_id=chunk["job_id"].iat[i], file=INDEX_FILE, index_row=start + i,
+        ))
+
+    def bad_cells(self, part: ParsedIndex, values: pd.Series, bad: np.ndarray, why: str) -> None:
+        """An ``index`` problem ``"<column> <value> <why>"`` for each row where ``bad``."""
+        self.lists[values.name] += [
+            Problem("index", f"{values.name} {values.iat[i]!r} {why}", file=INDEX_FILE,
+                    **part.where(int(i)))
+            for i in np.flatnonzero(bad)
+        ]
+
+    def in_order(self) -> list[Problem]:
+        return [p for kind in self.ORDER for p in self.lists[kind]]
+
+
+def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: _Found) -> ParsedIndex:
+    """Parse a chunk of index rows (text, as :func:`index_chunks` gives, repeats left out).
+
+    ``pos`` is each row's CSV data row; bad cells go to ``found``.
+    """
+    for column in ("shard", "row"):  # the files layout's index may lack them (seed era)
+        if column not in chunk:
+            chunk = chunk.assign(**{column: ""})
+    cutout_id, id_ok = integers(chunk["cutout_id"])
+    catalog_row, catalog_ok = integers(chunk["catalog_row"])
+    row, row_ok = integers(chunk["row"])
+    part = ParsedIndex(
+        pos=np.asarray(pos, np.int64), cutout_id=cutout_id, catalog_row=catalog_row,
+        catalog_ok=catalog_ok, job=_texts(chunk["job_id"]), file=_texts(chunk["cutout_filename"]),
+        shard=_texts(chunk["shard"]), row=row, row_ok=row_ok,
+        split=_texts(chunk["split"]) if "split" in chunk else None,
+        truth=_truth(chunk),
+        odd={"cutout_id": _odd(chunk["cutout_id"], cutout_id, cutout_id >= 0, pos),
+             "row": _odd(chunk["row"], row, row_ok, pos)},
+    )
+    if _names_parquet(part.shard):
+        part.keys = chunk[[c for c in PARQUET_KEYS if c in chunk]].reset_index(drop=True)
+    if "sha256" in chunk:
+        part.sha256 = _digests(chunk["sha256"])
+        found.bad_cells(part, chunk["sha256"], part.sha256 == b"",
+                        "is not a SHA-256 digest (64 hex digits)")
+    found.bad_cells(part, chunk["cutout_id"], ~id_ok, "is not an integer")
+    found.bad_cells(part, chunk["catalog_row"], ~catalog_ok, "is not an integer")
+    return part
+
+
+def _texts(values: pd.Series) -> np.ndarray:
+    """A column as an object array of Python ``str``; equal values share one ``str``."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    texts = np.empty(len(uniques), object)
+    texts[:] = [str(v) for v in uniques]
+    return texts[codes]
+
+
+def _truth(chunk: pd.DataFrame) -> np.ndarray | None:
+    """``truth_id`` text where it links jobs (:func:`truth_links`), "" elsewhere."""
+    if "truth_id" not in chunk:
+        return None
+    linked = truth_links(chunk)
+    out = np.full(len(chunk), "", object)
+    out[linked] = _texts(chunk["truth_id"][linked])
+    return out
+
+
+def _odd(values: pd.Series, parsed: np.ndarray, ok: np.ndarray, pos) -> dict[int, str]:
+    """``{CSV row: text}`` where the text is not ``parsed`` written plainly ("" if not ok)."""
+    text = values.to_numpy(object)
+    plain = np.where(ok, parsed.astype(str), "").astype(object)
+    odd = np.flatnonzero(text != plain)
+    return {int(pos[i]): str(text[i]) for i in odd}
+
+
+def _names_parquet(shard: np.ndarray) -> bool:
+    """Whether any row of ``shard`` names a ``.parquet`` file."""
+    return any(name.endswith(".parquet") for name in set(shard.tolist()))
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _digests(values: pd.Series) -> np.ndarray:
+    """The ``sha256`` column as lowercase hex in ASCII bytes (``S64``; ``b""`` where invalid).
+
+    A value is valid when it is 64 hex digits, surrounding blanks and case aside.
+    Fixed-width bytes take 64 bytes a row, a Python ``str`` 113 plus its pointer.
+    """
+    return np.array([_digest(v) for v in values.to_numpy(object)], dtype="S64")
+
+
+def _digest(text: str) -> str:
+    """``text`` as a lowercase 64-hex-digit digest (blanks stripped), or "" when not one."""
+    if _HEX64.fullmatch(text):  # the usual case: the very same string
+        return text
+    text = text.strip().lower()
+    return text if _HEX64.fullmatch(text) else ""
+
+
+def _concat(parts: list[ParsedIndex]) -> ParsedIndex:
+    """The parts as one index, field by field (each part's copy freed as it goes)."""
+    starts = np.cumsum([0] + [len(p.pos) for p in parts])
+    out = {}
+    for name in _ARRAYS:
+        pieces = [getattr(p, name) for p in parts]
+        out[name] = None if pieces[0] is None else np.concatenate(pieces)
+        for p in parts:
+            setattr(p, name, None)
+    index = ParsedIndex(**out)
+    keys = [p.keys.set_axis(np.arange(len(p.keys)) + s)
+            for p, s in zip(parts, starts, strict=False) if p.keys is not None]
+    index.keys = pd.concat(keys) if keys else None
+    for column in ("cutout_id", "row"):
+        index.odd[column] = {k: v for p in parts for k, v in p.odd[column].items()}
+    return index
