@@ -389,23 +389,26 @@ def test_read_index_reads_as_read_table(tmp_path, monkeypatch, text):
         pd.testing.assert_frame_equal(chunks, frame[kept].reset_index(drop=True))
         assert index.rows_read == len(frame)
         assert index.job.tolist() == frame["job_id"].tolist()
-        assert index.file.tolist() == frame["cutout_filename"].tolist()
+        names = [index.file_name(i) for i in range(len(index.pos))]
+        assert names == frame["cutout_filename"].tolist()
 
 
 def test_parsed_index_quotes_the_text_it_read(tmp_path, monkeypatch):
     """Cells whose text is not the plain integer are quoted as written; others rebuilt."""
     monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", 2)
     rows = [
-        "0,j,f,0,s,0", "007,j,f,1,s, 1", "-3,j,f,2,s,x", "3,j,f,3,s,", "4.0,j,f,4,s,-2",
-        "five,j,f,5,s,2.0",
+        "0,j,f,0,s,0", "007,j,cutouts/é.npy,1,s, 1", "-3,j,,2,s,x", "3,j, f ,3,s,",
+        "4.0,j,f,4,s,-2", 'five,j,"c,d.npy",5,s,2.0',
     ]
     text = "cutout_id,job_id,cutout_filename,catalog_row,shard,row\n" + "\n".join(rows) + "\n"
-    (tmp_path / INDEX_FILE).write_text(text)
+    (tmp_path / INDEX_FILE).write_text(text, encoding="utf-8")
     problems: list[Problem] = []
     index = reading.load_index(tmp_path, problems)
     assert [index.text("cutout_id", i) for i in range(6)] == ["0", "007", "-3", "3", "4.0", "five"]
     assert [index.text("row", i) for i in range(6)] == ["0", " 1", "x", "", "-2", "2.0"]
     assert index.cutout_id.tolist() == [0, 7, -3, 3, 4, -1]
+    names = [index.file_name(i) for i in range(6)]
+    assert names == ["f", "cutouts/é.npy", "", " f ", "f", "c,d.npy"]
     assert index.odd == {"cutout_id": {1: "007", 2: "-3", 4: "4.0", 5: "five"},
                          "row": {1: " 1", 2: "x", 5: "2.0"}}
     assert [p.message for p in problems] == ["cutout_id 'five' is not an integer"]
@@ -1522,15 +1525,13 @@ def test_the_index_text_comes_from_malloc_while_verifying(built, monkeypatch):
 
 
 def test_each_listed_file_is_read_from_its_own_folder():
-    """Names sorted, then each one's folder: neighbours share one ``str``, none is guessed."""
+    """Names sorted, then each one's folder: neighbours share one object, none is guessed."""
     from croissant_cutouts.tasks.verify import tensors
 
     names = ["cutouts/x", "cutouts/y", "cutouts/sub/z", "cutouts/w", "top", "cut/q",
-             "cutouts-b/x", "cutouts/", "", "/a"]
-    got = tensors._folders(np.array(names, object))
-    assert got.tolist() == [n.rpartition("/")[0] for n in names]
+             "cutouts-b/x", "cutouts/", "", "/a", "cutouts/é/x"]
+    for order in (names, sorted(names)):
+        got = tensors._folders(np.array([n.encode() for n in order], dtype=bytes))
+        assert [f.decode() for f in got] == [n.rpartition("/")[0] for n in order]
+    got = tensors._folders(np.array([n.encode() for n in names], dtype=bytes))
     assert got[0] is got[1]
-    sorted_names = np.array(sorted(names), object)
-    assert tensors._folders(sorted_names).tolist() == [
-        n.rpartition("/")[0] for n in sorted_names
-    ]

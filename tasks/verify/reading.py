@@ -3,10 +3,10 @@
 :func:`read_table` reads a small table (``jobs.csv``, ``rejects.csv``) whole, as text.
 :func:`load_index` reads the index in chunks of rows and parses each chunk at once into
 compact arrays (:class:`ParsedIndex`), so the index's text is never held whole: per row
-it keeps integers, digests as 64 bytes of ASCII, and pointers to ``str`` objects that
-equal values share (a job's rows, a split); only names that differ on every row (cutout
-files) cost a ``str`` each. The text of a cell is kept only where a message may quote it
-and it differs from the parsed value (``cutout_id`` ``"007"``, say).
+it keeps integers, digests as 64 bytes of ASCII, cutout file names as bytes, and pointers
+to ``str`` objects that equal values share (a job's rows, a split). The text of a cell
+is kept only where a message may quote it and it differs from the parsed value
+(``cutout_id`` ``"007"``, say).
 
 Exact duplicate rows are found as the chunks arrive: each row is hashed over every
 column (:func:`row_hashes`), and a row whose hash an earlier row has is reported and left
@@ -35,6 +35,7 @@ __all__ = [
     "index_chunks",
     "integers",
     "load_index",
+    "name_text",
     "parse_chunk",
     "read_table",
     "row_hashes",
@@ -139,7 +140,11 @@ class ParsedIndex:
     catalog_row: np.ndarray  #: int64, valid where ``catalog_ok``
     catalog_ok: np.ndarray
     job: np.ndarray  #: ``job_id`` text
-    file: np.ndarray  #: ``cutout_filename`` text
+    #: ``cutout_filename`` as UTF-8 bytes in one fixed-width array (dtype ``S``): a name
+    #: differs on every row of the files layout, and a ``str`` each would take about 80
+    #: bytes, the array the name's length (31 for ``cutouts/jid0001_cutout00000.npy``);
+    #: :meth:`file_name` gives it as text
+    file: np.ndarray
     shard: np.ndarray  #: ``shard`` text ("" in the files layout)
     row: np.ndarray  #: shard row, int64, valid where ``row_ok``
     row_ok: np.ndarray
@@ -168,6 +173,10 @@ class ParsedIndex:
             "cutout_id": int(self.cutout_id[i]) if self.cutout_id[i] >= 0 else None,
             "catalog_row": int(self.catalog_row[i]) if self.catalog_ok[i] else None,
         }
+
+    def file_name(self, i: int) -> str:
+        """Row ``i``'s ``cutout_filename``, as text."""
+        return name_text(self.file[i])
 
     def text(self, column: str, i: int) -> str:
         """The index's text of integer column ``column`` (``cutout_id``, ``row``) at row ``i``."""
@@ -280,7 +289,7 @@ def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: _Found) -> ParsedIn
     row, row_ok = integers(chunk["row"])
     part = ParsedIndex(
         pos=np.asarray(pos, np.int64), cutout_id=cutout_id, catalog_row=catalog_row,
-        catalog_ok=catalog_ok, job=_texts(chunk["job_id"]), file=_texts(chunk["cutout_filename"]),
+        catalog_ok=catalog_ok, job=_texts(chunk["job_id"]), file=_names(chunk["cutout_filename"]),
         shard=_texts(chunk["shard"]), row=row, row_ok=row_ok,
         split=_texts(chunk["split"]) if "split" in chunk else None,
         truth=_truth(chunk),
@@ -304,6 +313,18 @@ def _texts(values: pd.Series) -> np.ndarray:
     texts = np.empty(len(uniques), object)
     texts[:] = [str(v) for v in uniques]
     return texts[codes]
+
+
+def _names(values: pd.Series) -> np.ndarray:
+    """A column of names as UTF-8 bytes, dtype ``S`` (as wide as the longest)."""
+    return np.array([v.encode("utf-8", "surrogateescape") for v in values.to_numpy(object)],
+                    dtype=bytes)
+
+
+def name_text(name: bytes) -> str:
+    """A name of :attr:`ParsedIndex.file` as text (trailing NUL bytes, never in a file
+    name, are not kept by the ``S`` dtype)."""
+    return bytes(name).decode("utf-8", "surrogateescape")
 
 
 def _truth(chunk: pd.DataFrame) -> np.ndarray | None:

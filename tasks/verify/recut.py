@@ -60,12 +60,12 @@ def rows_to_recut(index: ParsedIndex, file_problems: dict[str, Sequence]) -> np.
         name: {r for _, _, r in found} for name, found in file_problems.items()
     }
     sharded = index.shard != ""
-    names = np.where(sharded, index.shard, index.file)
     keep = index.catalog_ok.copy()
     for i in np.flatnonzero(keep):
-        found = bad.get(names[i])
+        name = index.shard[i] if sharded[i] else index.file_name(i)
+        found = bad.get(name)
         if not sharded[i]:
-            keep[i] = found is None and inside_dataset(names[i])
+            keep[i] = found is None and inside_dataset(name)
         elif found is None:
             keep[i] = False
         elif not index.row_ok[i] or None in found or index.row[i] in found:
@@ -186,7 +186,7 @@ def _recuttable(
 
 
 def _cutout_file(index: ParsedIndex, i: int) -> str:
-    return index.shard[i] or index.file[i]
+    return index.shard[i] or index.file_name(i)
 
 
 def _stored_cutouts(

@@ -108,7 +108,7 @@ def _one_layout(index: ParsedIndex, sharded: np.ndarray, problems: list[Problem]
 
 def _contract_names(index: ParsedIndex, i: int, sharded: bool, problems: list[Problem]) -> None:
     """Rule: row ``i`` names its file as the contract does, and a shard row is a row."""
-    job_id, name = index.job[i], index.file[i]
+    job_id, name = index.job[i], index.file_name(i)
     if sharded:
         parquet = index.shard[i].endswith(".parquet")
         want = parquet_filename(job_id) if parquet else shard_filename(job_id)

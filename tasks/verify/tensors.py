@@ -24,7 +24,7 @@ from croissant_cutouts.tasks.contract import (
     inside_dataset,
 )
 from croissant_cutouts.tasks.infra.atomic import TMP_MARK
-from croissant_cutouts.tasks.verify.reading import ParsedIndex
+from croissant_cutouts.tasks.verify.reading import ParsedIndex, name_text
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
 from croissant_cutouts.tasks.verify.scans import (
     CHUNK_FILES,
@@ -121,20 +121,20 @@ def _file_rows(
     """Files layout: the listed files in name order and the index rows of each.
 
     A name outside the dataset is a problem, and not scanned. Returns ``(names, folders,
-    starts, rows)``: file ``names[k]`` (the index's own ``str``), in folder ``folders[k]``,
-    is listed at kept index rows ``rows[starts[k]:starts[k + 1]]``, in row order. Arrays,
-    not a dict of lists, and no new ``str`` per row: a few bytes per row, for millions.
+    starts, rows)``: file ``names[k]`` (UTF-8 bytes, :attr:`ParsedIndex.file`), in folder
+    ``folders[k]`` (bytes), is listed at kept index rows ``rows[starts[k]:starts[k + 1]]``,
+    in row order. Arrays, no object per row: a few dozen bytes per row, for millions.
     """
     rows = np.flatnonzero(~sharded)
-    safe = np.fromiter((inside_dataset(n) for n in index.file[rows]), bool, len(rows))
+    safe = np.fromiter((inside_dataset(name_text(index.file[i])) for i in rows), bool, len(rows))
     for i in rows[~safe]:
         problems.append(Problem(
-            "index", f"cutout_filename {index.file[i]!r} is not a path inside the dataset",
+            "index", f"cutout_filename {index.file_name(i)!r} is not a path inside the dataset",
             file=INDEX_FILE, **index.where(int(i)),
         ))
     rows = rows[safe]
     rows = rows[np.argsort(index.file[rows], kind="stable")]
-    names = index.file[rows]
+    names = index.file[rows]  # one copy of the names at a time
     first = np.ones(len(names), bool)
     first[1:] = names[1:] != names[:-1]
     starts = np.append(np.flatnonzero(first), len(names))
@@ -143,13 +143,13 @@ def _file_rows(
 
 
 def _folders(names: np.ndarray) -> np.ndarray:
-    """The folder of each name (text before its last ``/``); neighbours share one ``str``."""
+    """The folder of each name (bytes before its last ``/``); neighbours share one object."""
     out = np.empty(len(names), object)
-    folder, prefix = "", None
+    folder, prefix = b"", None
     for j, name in enumerate(names):
-        if prefix is None or not name.startswith(prefix) or name.find("/", len(prefix)) >= 0:
-            folder = name.rpartition("/")[0]
-            prefix = folder + "/" if folder else ""
+        if prefix is None or not name.startswith(prefix) or name.find(b"/", len(prefix)) >= 0:
+            folder = bytes(name.rpartition(b"/")[0])
+            prefix = folder + b"/" if folder else b""
         out[j] = folder
     return out
 
@@ -161,15 +161,15 @@ def _file_calls(
     """The scans of the cutout files, in chunks of one folder each (:func:`_scan_listed`).
 
     ``names``, ``folders``, ``starts``, ``rows``: :func:`_file_rows`. Each chunk carries the
-    index rows of its files; the names are the index's own ``str`` objects.
+    index rows of its files, and their names as text (made for the chunk only).
     """
     k = 0
     while k < len(names):
         end = min(k + CHUNK_FILES, len(names))
         other = np.flatnonzero(folders[k:end] != folders[k])  # a chunk stays in one folder
         end = k + int(other[0]) if len(other) else end
-        listed = {names[j]: rows[starts[j] : starts[j + 1]] for j in range(k, end)}
-        yield _scan_listed, (root, folders[k], listed, want_rows)
+        listed = {name_text(names[j]): rows[starts[j] : starts[j + 1]] for j in range(k, end)}
+        yield _scan_listed, (root, name_text(folders[k]), listed, want_rows)
         k = end
 
 
@@ -329,10 +329,19 @@ def _listing(values: list[int], limit: int = 10) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
+def _listed(name: str, files: np.ndarray, shards: set[str]) -> bool:
+    """Whether ``name`` is a shard or one of the sorted file names ``files`` (bytes)."""
+    if name in shards:
+        return True
+    key = name.encode("utf-8", "surrogateescape")
+    at = int(np.searchsorted(files, key))
+    return at < len(files) and files[at] == key
+
+
 def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) -> None:
     """``.npy`` files under cutouts/ and shards/, ``.parquet`` under parquet/, not listed."""
-    listed = set() if index is None else set(index.file)
-    listed.update(() if index is None else index.shard)
+    files = np.unique(index.file) if index is not None else np.empty(0, bytes)
+    shards = set() if index is None else set(index.shard.tolist())
     leftovers = 0
     for sub, suffix in ((CUTOUT_DIR, ".npy"), (SHARD_DIR, ".npy"), (PARQUET_DIR, ".parquet")):
         unlisted = []  # only these are kept, then sorted: not one entry per cutout
@@ -343,7 +352,7 @@ def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) 
                     if name.startswith("."):
                         leftovers += TMP_MARK in name
                     elif index is not None and name.endswith(suffix):
-                        if f"{sub}/{name}" not in listed:
+                        if not _listed(f"{sub}/{name}", files, shards):
                             unlisted.append(name)
         except (FileNotFoundError, NotADirectoryError):
             continue
