@@ -186,3 +186,38 @@ def test_group_keys_and_truth_links_read_every_spelling_of_a_value():
     assert by == "job" and keys.tolist()[:3] == ["job:jid1", "job:jid1", "job:jid2"]
     with pytest.raises(SplitError, match=r"1 job\(s\) carry no field, e\.g\. jid2"):
         split_groups(frame, by="field")
+
+
+def test_the_index_step_keeps_split_keys_as_codes_across_jobs():
+    """Each job's text keys are categories; joined, they stay one code per row.
+
+    ``pandas.concat`` would turn categories that differ between jobs into a string per
+    row; the values, and the splits made from them, are the same either way.
+    """
+    from croissant_cutouts.tasks.dataset import index
+
+    jobs = []
+    for j in range(8):
+        frame = pd.DataFrame({
+            "job_id": pd.Series([f"jid{j}"] * 5, dtype="str"),
+            "field": pd.Series([f"f{j % 2}"] * 4 + [None], dtype="string"),
+            "truth_id": pd.Series(["", f"a{j}", None, f"t{j}", "t9" if j < 2 else f"u{j}"],
+                                  dtype="string"),  # jobs 0 and 1 share t9
+            "injected": pd.Series([False, False, True, False, None], dtype="boolean"),
+            "label": pd.Series([0, 1, 1, 0, 1], dtype="Int64"),
+        })
+        if j == 2:  # a job without the column: as pandas.concat makes it
+            frame = frame.drop(columns="truth_id")
+        jobs.append(frame.astype({c: "category" for c in frame if index._is_text(frame[c])}))
+    joined = index._concat_keys(jobs)
+    plain = pd.concat(jobs, ignore_index=True)
+    assert list(joined.columns) == list(plain.columns)
+    assert isinstance(joined["job_id"].dtype, pd.CategoricalDtype)
+    assert isinstance(joined["field"].dtype, pd.CategoricalDtype)
+    assert not isinstance(plain["job_id"].dtype, pd.CategoricalDtype)  # what concat does
+    for column in joined:
+        left, right = joined[column].astype(object), plain[column].astype(object)
+        assert left.isna().tolist() == right.isna().tolist(), column
+        assert left[left.notna()].tolist() == right[right.notna()].tolist(), column
+    params = SplitParams(by="job", train=0.5, validation=0.25, test=0.25)
+    assert list(assign_splits(joined, params).split) == list(assign_splits(plain, params).split)

@@ -207,8 +207,8 @@ def _splits(
         extra.update((c, None) for c in frame.columns if c not in names)
         part = frame[[c for c in _SPLIT_COLUMNS if c in frame]]
         # text as categories: each distinct value is held once, not once per row
-        parts.append(part.astype({c: "category" for c in part if part[c].dtype == object}))
-    keys = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"job_id": []})
+        parts.append(part.astype({c: "category" for c in part if _is_text(part[c])}))
+    keys = _concat_keys(parts) if parts else pd.DataFrame({"job_id": []})
     try:
         assignment = assign_splits(keys, splits)
     except SplitError as exc:  # a dataset too small to split is still a dataset
@@ -216,6 +216,32 @@ def _splits(
         notes.append(f"every cutout is in the train split: {exc}")
     notes.extend(assignment.notes)
     return np.asarray(assignment.split, object), list(extra)
+
+
+def _is_text(values: pd.Series) -> bool:
+    """Whether a column holds text (pandas' ``str`` or ``string`` dtype, or objects)."""
+    return values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
+
+
+def _concat_keys(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The jobs' split keys as one frame, text columns still categorical.
+
+    ``pandas.concat`` turns categorical columns whose categories differ between the parts
+    (a job's ``job_id``, its ``truth_id`` values) into text, a string per row held by
+    Arrow (off the Python heap); :func:`pandas.api.types.union_categoricals` keeps one code
+    per row. A column missing from a part, or not categorical in every part, is
+    concatenated as ``pandas.concat`` does.
+    """
+    columns = list(dict.fromkeys(c for p in parts for c in p.columns))
+    coded = [
+        c for c in columns
+        if all(c in p and isinstance(p[c].dtype, pd.CategoricalDtype) for p in parts)
+    ]
+    frame = pd.concat([p.drop(columns=coded) for p in parts], ignore_index=True)
+    for column in coded:
+        joined = pd.api.types.union_categoricals([p[column] for p in parts], ignore_order=True)
+        frame[column] = pd.Series(joined, index=frame.index)
+    return frame[columns]
 
 
 @dataclass

@@ -31,6 +31,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 class _ByJob(Mapping[str, dict[int, int]]):
     """The indexed catalog rows of each job: ``{catalog_row: kept index row}``.
 

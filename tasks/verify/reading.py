@@ -3,7 +3,7 @@
 :func:`read_table` reads a small table (``jobs.csv``, ``rejects.csv``) whole, as text.
 :func:`load_index` reads the index in chunks of rows and parses each chunk at once into
 compact arrays (:class:`ParsedIndex`), so the index's text is never held whole: per row
-it keeps integers, digests as 64 bytes of ASCII, cutout file names as bytes, and pointers
+it keeps integers, digests as their 32 bytes, cutout file names as bytes, and pointers
 to ``str`` objects that equal values share (a job's rows, a split). The text of a cell
 is kept only where a message may quote it and it differs from the parsed value
 (``cutout_id`` ``"007"``, say).
@@ -148,8 +148,9 @@ class ParsedIndex:
     shard: np.ndarray  #: ``shard`` text ("" in the files layout)
     row: np.ndarray  #: shard row, int64, valid where ``row_ok``
     row_ok: np.ndarray
-    #: lowercase hex ``sha256`` per row as ASCII bytes (dtype ``S64``; ``b""`` where
-    #: invalid); None when the column is absent
+    #: ``sha256`` per row as its 32 bytes (dtype ``V32``; all zeros where the cell is not
+    #: a digest: no data hashes to that); None when the column is absent. :meth:`digest`
+    #: gives it as hex
     sha256: np.ndarray | None = None
     #: ``split`` text; None when the column is absent (an index of before splits)
     split: np.ndarray | None = None
@@ -173,6 +174,11 @@ class ParsedIndex:
             "cutout_id": int(self.cutout_id[i]) if self.cutout_id[i] >= 0 else None,
             "catalog_row": int(self.catalog_row[i]) if self.catalog_ok[i] else None,
         }
+
+    def digest(self, i: int) -> str:
+        """Row ``i``'s ``sha256`` as 64 lowercase hex digits; "" where it is not a digest."""
+        raw = self.sha256[i].tobytes()
+        return "" if raw == _NO_DIGEST else raw.hex()
 
     def file_name(self, i: int) -> str:
         """Row ``i``'s ``cutout_filename``, as text."""
@@ -300,7 +306,7 @@ def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: _Found) -> ParsedIn
         part.keys = chunk[[c for c in PARQUET_KEYS if c in chunk]].reset_index(drop=True)
     if "sha256" in chunk:
         part.sha256 = _digests(chunk["sha256"])
-        found.bad_cells(part, chunk["sha256"], part.sha256 == b"",
+        found.bad_cells(part, chunk["sha256"], part.sha256 == np.void(_NO_DIGEST),
                         "is not a SHA-256 digest (64 hex digits)")
     found.bad_cells(part, chunk["cutout_id"], ~id_ok, "is not an integer")
     found.bad_cells(part, chunk["catalog_row"], ~catalog_ok, "is not an integer")
@@ -353,13 +359,18 @@ def _names_parquet(shard: np.ndarray) -> bool:
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def _digests(values: pd.Series) -> np.ndarray:
-    """The ``sha256`` column as lowercase hex in ASCII bytes (``S64``; ``b""`` where invalid).
+_NO_DIGEST = bytes(32)
 
-    A value is valid when it is 64 hex digits, surrounding blanks and case aside.
-    Fixed-width bytes take 64 bytes a row, a Python ``str`` 113 plus its pointer.
+
+def _digests(values: pd.Series) -> np.ndarray:
+    """The ``sha256`` column as 32 bytes a row (``V32``; all zeros where invalid).
+
+    A value is valid when it is 64 hex digits, surrounding blanks and case aside. The
+    bytes take 32 bytes a row; the hex as a Python ``str``, 113 plus its pointer.
     """
-    return np.array([_digest(v) for v in values.to_numpy(object)], dtype="S64")
+    texts = [_digest(v) for v in values.to_numpy(object)]
+    raw = b"".join(bytes.fromhex(t) if t else _NO_DIGEST for t in texts)
+    return np.frombuffer(raw, dtype="V32")
 
 
 def _digest(text: str) -> str:

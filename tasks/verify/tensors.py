@@ -309,7 +309,7 @@ def _digest_problems(
         return []
     out = []
     for r, i in sorted(rows.items()):
-        want = index.sha256[i].decode("ascii")
+        want = index.digest(i)
         if not want or r >= len(scan.rows_sha256):
             continue
         report.digests += 1
