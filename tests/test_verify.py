@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -358,6 +359,33 @@ def test_exact_repeats_by_row_hash_across_chunks(tmp_path, monkeypatch, chunk):
     assert all(h.dtype == np.uint64 for _, h in chunks)
     # the kept columns alone would find more repeats: rows are hashed whole
     assert len(set(reading.row_hashes(frame).tolist())) == 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rows_seen_in_earlier_chunks_are_found_whatever_the_chunks(seed):
+    """Each row's first occurrence, as one global pass over all the rows would find it."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 300, 3000).astype(np.uint64)  # many repeats, near and far
+    _, first_at, which = np.unique(hashes, return_index=True, return_inverse=True)
+    want = first_at[which]
+    seen, got, start = reading._SeenRows(), np.arange(len(hashes)), 0
+    reported: list[tuple[int, int]] = []
+
+    def report(chunk, i, first, at):
+        reported.append((at + i, first))
+
+    while start < len(hashes):
+        stop = start + int(rng.integers(1, 200))
+        before = len(reported)
+        mask = seen.add(hashes[start:stop], start, report, None)
+        assert mask.sum() == len(reported) - before
+        start = stop
+    for row, first in reported:
+        got[row] = first
+    assert got.tolist() == want.tolist()
+    lengths = [len(run) for run, _ in seen.runs]
+    assert sum(lengths) == len(set(hashes.tolist()))
+    assert all(later * 2 < earlier for earlier, later in itertools.pairwise(lengths))
 
 
 @pytest.mark.parametrize(

@@ -228,32 +228,47 @@ def load_index(root: Path, problems: list[Problem]) -> ParsedIndex | None:
 
 
 class _SeenRows:
-    """The row hashes seen so far, sorted, with the CSV row where each first appeared."""
+    """The row hashes seen so far, with the CSV row where each first appeared.
+
+    Kept as a few sorted runs, each less than half as long as the one before (a new run is
+    merged with the runs no longer than twice it), so adding a chunk costs about log(n)
+    copies per row, not a copy of everything seen, and a lookup a binary search per run.
+    """
 
     def __init__(self) -> None:
-        self.hashes = np.empty(0, np.uint64)
-        self.first = np.empty(0, np.int64)
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, first rows)
 
     def add(self, hashes: np.ndarray, start: int, report, chunk: pd.DataFrame) -> np.ndarray:
         """Mask of this chunk's rows (CSV rows ``start`` on) that repeat an earlier row.
 
-        ``report(chunk, i, first)`` is called for each repeat: chunk row ``i`` repeats CSV
-        row ``first``. Two different rows share a hash with probability about n**2 / 2**65
-        for n rows (1e-9 at 200,000 rows), which is negligible.
+        ``report(chunk, i, first, start)`` is called for each repeat: chunk row ``i``
+        repeats CSV row ``first``. Two different rows share a hash with probability about
+        n**2 / 2**65 for n rows (1e-9 at 200,000 rows), which is negligible.
         """
         uniq, at, which = np.unique(hashes, return_index=True, return_inverse=True)
-        where = np.searchsorted(self.hashes, uniq)
-        old = where < len(self.hashes)
-        old[old] = self.hashes[where[old]] == uniq[old]
         first = start + at
-        first[old] = self.first[where[old]]
+        new = np.ones(len(uniq), bool)
+        for run, rows in self.runs:
+            where = np.minimum(np.searchsorted(run, uniq), len(run) - 1)
+            hit = new & (run[where] == uniq)
+            first[hit] = rows[where[hit]]
+            new &= ~hit
         first = first[which.reshape(-1)]
         repeats = first != start + np.arange(len(hashes))
         for i in np.flatnonzero(repeats):
             report(chunk, int(i), int(first[i]), start)
-        self.hashes = np.insert(self.hashes, where[~old], uniq[~old])
-        self.first = np.insert(self.first, where[~old], start + at[~old])
+        self._insert(uniq[new], start + at[new])
         return repeats
+
+    def _insert(self, run: np.ndarray, rows: np.ndarray) -> None:
+        """Add a sorted run of new hashes, merging it with the runs no longer than twice it."""
+        while self.runs and len(self.runs[-1][0]) <= 2 * len(run):
+            last, last_rows = self.runs.pop()
+            run, rows = np.concatenate([last, run]), np.concatenate([last_rows, rows])
+            order = np.argsort(run, kind="stable")  # two sorted runs: a linear merge
+            run, rows = run[order], rows[order]
+        if len(run):
+            self.runs.append((run, rows))
 
 
 class _Found:
