@@ -46,10 +46,10 @@ read once, sequentially, for its values, its file sha256 and its rows' sha256. T
 handed to the pool a few ahead of the one whose result is read, so finished scans do not
 pile up; a file's findings are kept only as far as later checks need them.
 
-Memory, per index row: about 160 bytes for the whole run (the parsed index,
-:class:`tasks.verify.reading.ParsedIndex`: integers, digests as their 32 bytes, cutout
-file names as bytes, pointers to shared ``str`` objects), and about 240 at the peak while
-the index is read, which it is in chunks of rows parsed at once
+Memory, per index row: about 130 bytes for the whole run (the parsed index,
+:class:`tasks.verify.reading.ParsedIndex`: integers, digests as their 32 bytes, cutout file
+names as bytes, pointers to shared ``str`` objects), and about 190 at the peak while the
+index is read, which it is in chunks of rows parsed at once
 (:func:`tasks.verify.reading.load_index`), so its text is never held whole; plus, in the
 files layout, a fixed 34 MiB of read buffers (two chunks of 256 cutout files). Freed memory
 is handed back to the system (``malloc_trim``) before the index is read, after its checks
