@@ -372,16 +372,15 @@ def _names_parquet(shard: np.ndarray) -> bool:
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
 _NO_DIGEST = bytes(32)
 
 
 def _digests(values: pd.Series) -> np.ndarray:
     """The ``sha256`` column as 32 bytes a row (``V32``; all zeros where invalid).
 
-    A value is valid when it is 64 hex digits, surrounding blanks and case aside. The
-    bytes take 32 bytes a row; the hex as a Python ``str``, 113 plus its pointer.
+    A value is valid when it is 64 hex digits, surrounding blanks and case aside, and not
+    all zeros (no data hashes to that; it marks the invalid cells). The bytes take 32
+    bytes a row; the hex as a Python ``str``, 113 plus its pointer.
     """
     texts = [_digest(v) for v in values.to_numpy(object)]
     raw = b"".join(bytes.fromhex(t) if t else _NO_DIGEST for t in texts)
