@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_result  # noqa: E402
 
+from croissant_cutouts.tasks.infra.memory import resident_mib  # noqa: E402
 from croissant_cutouts.tasks.verify import dataset as verify  # noqa: E402
 
 #: The steps of :func:`verify_dataset`, in the order it calls them.
@@ -40,29 +41,20 @@ PHASES = (
 )
 
 
-def _rss_mib() -> float:
-    """This process's resident memory (MiB), from ``/proc/self/status``."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 class _PeakRSS:
     """The largest resident memory seen since the last :meth:`reset`, sampled every 20 ms."""
 
     def __init__(self) -> None:
-        self.peak = _rss_mib()
+        self.peak = resident_mib()
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, _rss_mib())
+            self.peak = max(self.peak, resident_mib())
             time.sleep(0.02)
 
     def reset(self) -> float:
-        self.peak = _rss_mib()
+        self.peak = resident_mib()
         return self.peak
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "SplitAssignment",
     "SplitError",
     "assign_splits",
+    "by_value",
     "deal_counts",
     "split_counts",
     "split_groups",
@@ -64,11 +65,12 @@ class SplitAssignment:
     notes: list[str] = field(default_factory=list)
 
 
-def _by_value(values: pd.Series, fn) -> np.ndarray:
+def by_value(values: pd.Series, fn) -> np.ndarray:
     """``fn`` of each distinct value of ``values``, spread to every row (object array).
 
     One call and one result object per distinct value, not per row: an index has millions of
     rows and few jobs, fields or flags. Missing values are passed to ``fn`` as they are.
+    With ``fn=str``, a column as Python ``str`` objects that equal values share.
     """
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
     out = np.empty(len(uniques), object)
@@ -78,7 +80,7 @@ def _by_value(values: pd.Series, fn) -> np.ndarray:
 
 def _nonempty(values: pd.Series) -> np.ndarray:
     """Rows whose value is not missing and not blank text."""
-    return _by_value(values, lambda v: not pd.isna(v) and str(v).strip() != "").astype(bool)
+    return by_value(values, lambda v: not pd.isna(v) and str(v).strip() != "").astype(bool)
 
 
 def split_groups(
@@ -91,10 +93,10 @@ def split_groups(
     SplitError
         ``by='field'`` while some job has no field (the message names up to five jobs).
     """
-    jobs = _by_value(frame["job_id"], str)
+    jobs = by_value(frame["job_id"], str)
     if by in ("auto", "field") and "field" in frame:
         has = _nonempty(frame["field"])
-        keys = _by_value(frame["field"], lambda f: f"field:{f}")
+        keys = by_value(frame["field"], lambda f: f"field:{f}")
         if has.all() and (by == "field" or len(set(keys)) >= n_splits):
             return keys, "field"
         if by == "field":
@@ -106,7 +108,7 @@ def split_groups(
                 )
     elif by == "field":
         raise SplitError("splits.by is 'field' but the index has no field column")
-    return _by_value(frame["job_id"], lambda j: f"job:{j}"), "job"
+    return by_value(frame["job_id"], lambda j: f"job:{j}"), "job"
 
 
 def truth_links(frame: pd.DataFrame) -> np.ndarray:
@@ -118,7 +120,7 @@ def truth_links(frame: pd.DataFrame) -> np.ndarray:
     if "truth_id" not in frame:
         return np.zeros(len(frame), bool)
     injected = (
-        _by_value(frame["injected"], lambda v: str(v).strip().lower() in ("true", "1"))
+        by_value(frame["injected"], lambda v: str(v).strip().lower() in ("true", "1"))
         .astype(bool)
         if "injected" in frame
         else np.zeros(len(frame), bool)

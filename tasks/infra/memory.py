@@ -4,6 +4,7 @@ A run that reads a large table frees most of what it read, but the C library's a
 (glibc's malloc) keeps freed pages for reuse, so the process's resident memory stays at
 its high-water mark into the next step. :func:`release_freed` asks malloc to return them
 (``malloc_trim(0)``); it frees nothing still in use and costs a few milliseconds.
+:func:`resident_mib` reads the process's resident memory, for benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 
 __all__ = [
     "release_freed",
+    "resident_mib",
 ]
 
 
@@ -34,3 +36,16 @@ def release_freed() -> bool:
         return False
     trim(0)
     return True
+
+
+def resident_mib() -> float:
+    """This process's resident memory in MiB (``VmRSS`` of ``/proc/self/status``; NaN
+    where there is no such file)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")

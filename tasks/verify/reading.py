@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from croissant_cutouts.tasks.contract import INDEX_FILE
-from croissant_cutouts.tasks.dataset.splits import truth_links
+from croissant_cutouts.tasks.dataset.splits import by_value, truth_links
 from croissant_cutouts.tasks.verify.report import Problem
 from croissant_cutouts.tasks.verify.scans import PARQUET_KEYS
 
@@ -310,9 +310,10 @@ def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: _Found) -> ParsedIn
     row, row_ok = integers(chunk["row"])
     part = ParsedIndex(
         pos=np.asarray(pos, np.int64), cutout_id=cutout_id, catalog_row=catalog_row,
-        catalog_ok=catalog_ok, job=_texts(chunk["job_id"]), file=_names(chunk["cutout_filename"]),
-        shard=_texts(chunk["shard"]), row=row, row_ok=row_ok,
-        split=_texts(chunk["split"]) if "split" in chunk else None,
+        catalog_ok=catalog_ok, job=by_value(chunk["job_id"], str),
+        file=_names(chunk["cutout_filename"]), shard=by_value(chunk["shard"], str),
+        row=row, row_ok=row_ok,
+        split=by_value(chunk["split"], str) if "split" in chunk else None,
         truth=_truth(chunk),
         odd={"cutout_id": _odd(chunk["cutout_id"], cutout_id, cutout_id >= 0, pos),
              "row": _odd(chunk["row"], row, row_ok, pos)},
@@ -326,14 +327,6 @@ def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: _Found) -> ParsedIn
     found.bad_cells(part, chunk["cutout_id"], ~id_ok, "is not an integer")
     found.bad_cells(part, chunk["catalog_row"], ~catalog_ok, "is not an integer")
     return part
-
-
-def _texts(values: pd.Series) -> np.ndarray:
-    """A column as an object array of Python ``str``; equal values share one ``str``."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    texts = np.empty(len(uniques), object)
-    texts[:] = [str(v) for v in uniques]
-    return texts[codes]
 
 
 def _names(values: pd.Series) -> np.ndarray:
@@ -354,7 +347,7 @@ def _truth(chunk: pd.DataFrame) -> np.ndarray | None:
         return None
     linked = truth_links(chunk)
     out = np.full(len(chunk), "", object)
-    out[linked] = _texts(chunk["truth_id"][linked])
+    out[linked] = by_value(chunk["truth_id"][linked], str)
     return out
 
 
