@@ -34,11 +34,19 @@ from common import write_result  # noqa: E402
 from croissant_cutouts.tasks.infra.memory import resident_mib  # noqa: E402
 from croissant_cutouts.tasks.verify import dataset as verify  # noqa: E402
 
-#: The steps of :func:`verify_dataset`, in the order it calls them.
+#: The steps of :func:`verify_dataset`, in the order it calls them: functions of its
+#: module, or ``Class.method`` of a class it uses. ``load_index`` is the first pass over
+#: the index (with the index rules of each chunk), ``FileChecks.run`` the second (the files).
 PHASES = (
-    "load_index", "read_table", "check_index", "check_splits",
-    "check_tensors", "check_unlisted", "check_croissant", "check_accounting",
+    "load_index", "read_table", "IndexChecks.finish", "FileChecks.run",
+    "check_unlisted", "check_croissant", "check_accounting",
 )
+
+
+def _owner(name: str) -> tuple[object, str]:
+    """The object holding phase ``name`` (the verify module, or a class in it), its attribute."""
+    owner, _, attr = name.rpartition(".")
+    return (getattr(verify, owner) if owner else verify), attr
 
 
 class _PeakRSS:
@@ -93,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = len(pd.read_csv(args.dataset / "master_index.csv", usecols=[0]))
     phases: list[dict] = []
     rss = _PeakRSS() if args.rss else None
-    originals = {name: getattr(verify, name) for name in PHASES}
+    originals = {name: getattr(*_owner(name)) for name in PHASES}
     for name, fn in originals.items():
-        setattr(verify, name, _traced(name, fn, max(rows, 1), phases, rss))
+        setattr(*_owner(name), _traced(name, fn, max(rows, 1), phases, rss))
     if not args.rss:
         tracemalloc.start()
     try:
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tracemalloc.stop()
         for name, fn in originals.items():
-            setattr(verify, name, fn)
+            setattr(*_owner(name), fn)
     print(f"{rows} index rows, verification ok: {report.ok}")
     if args.rss:
         print(f"{'phase':18s} {'RSS before':>10s} {'RSS peak':>10s}  MiB")

@@ -308,3 +308,29 @@ def test_a_tasks_input_digests_are_kept_beside_its_results(tmp_path, files):
     ctx = SimpleNamespace(task=SimpleNamespace(name="load", result_storage=storage))
     POLICY.compute_key(ctx, {"spec": Job(files)}, {})
     assert len(list((storage / "digests").glob("*.json"))) == len(files)
+
+
+def test_the_digests_remembered_in_a_process_are_bounded(tmp_path, monkeypatch):
+    """A long run remembers the files of the jobs at hand, not all it has seen."""
+    import croissant_cutouts.tasks.infra.digests as digests_mod
+
+    monkeypatch.setattr(digests_mod, "_known", {})
+    monkeypatch.setattr(digests_mod, "KNOWN_FILES", 3)
+    paths = []
+    for k in range(5):
+        paths.append(tmp_path / f"f{k}.fits")
+        paths[-1].write_bytes(bytes([k]) * 100)
+    for p in paths[:3]:
+        file_digest(p)
+    file_digest(paths[0])  # used again: now the most recent
+    file_digest(paths[3])
+    file_digest(paths[4])
+    assert list(digests_mod._known) == [str(paths[k]) for k in (0, 3, 4)]
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("a remembered file was read again")
+
+    monkeypatch.setattr(digests_mod, "_hash_file", no_read)
+    assert file_digest(paths[0]) == xxhash.xxh3_128(b"\0" * 100).hexdigest()
+    with pytest.raises(AssertionError, match="read again"):
+        file_digest(paths[1])  # forgotten: read again

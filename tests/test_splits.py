@@ -12,8 +12,10 @@ from croissant_cutouts.tasks.dataset.splits import (
     SPLITS,
     SplitError,
     assign_splits,
+    group_keys,
     split_counts,
     split_groups,
+    split_keys,
 )
 
 
@@ -188,36 +190,39 @@ def test_group_keys_and_truth_links_read_every_spelling_of_a_value():
         split_groups(frame, by="field")
 
 
-def test_the_index_step_keeps_split_keys_as_codes_across_jobs():
-    """Each job's text keys are categories; joined, they stay one code per row.
+def _by_job(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    return [part for _, part in frame.groupby("job_id", sort=True)]
 
-    ``pandas.concat`` would turn categories that differ between jobs into a string per
-    row; the values, and the splits made from them, are the same either way.
-    """
-    from croissant_cutouts.tasks.dataset import index
 
-    jobs = []
-    for j in range(8):
-        frame = pd.DataFrame({
-            "job_id": pd.Series([f"jid{j}"] * 5, dtype="str"),
-            "field": pd.Series([f"f{j % 2}"] * 4 + [None], dtype="string"),
-            "truth_id": pd.Series(["", f"a{j}", None, f"t{j}", "t9" if j < 2 else f"u{j}"],
-                                  dtype="string"),  # jobs 0 and 1 share t9
-            "injected": pd.Series([False, False, True, False, None], dtype="boolean"),
-            "label": pd.Series([0, 1, 1, 0, 1], dtype="Int64"),
-        })
-        if j == 2:  # a job without the column: as pandas.concat makes it
-            frame = frame.drop(columns="truth_id")
-        jobs.append(frame.astype({c: "category" for c in frame if index._is_text(frame[c])}))
-    joined = index._concat_keys(jobs)
-    plain = pd.concat(jobs, ignore_index=True)
-    assert list(joined.columns) == list(plain.columns)
-    assert isinstance(joined["job_id"].dtype, pd.CategoricalDtype)
-    assert isinstance(joined["field"].dtype, pd.CategoricalDtype)
-    assert not isinstance(plain["job_id"].dtype, pd.CategoricalDtype)  # what concat does
-    for column in joined:
-        left, right = joined[column].astype(object), plain[column].astype(object)
-        assert left.isna().tolist() == right.isna().tolist(), column
-        assert left[left.notna()].tolist() == right[right.notna()].tolist(), column
-    params = SplitParams(by="job", train=0.5, validation=0.25, test=0.25)
-    assert list(assign_splits(joined, params).split) == list(assign_splits(plain, params).split)
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("by", ["auto", "job", "field"])
+def test_each_jobs_deciding_rows_split_as_all_its_rows(seed, by):
+    """The index step keeps only :func:`split_keys` of each job: the same split per row."""
+    frame = _index(n_fields=5, epochs=3, per_job=40, seed=seed)
+    frame.loc[frame.index[:3], "truth_id"] = "shared"  # a source seen in up to three jobs
+    frame.loc[frame.index[:3], "injected"] = False
+    params = SplitParams(by=by, seed=seed)
+    whole = assign_splits(frame, params)
+    keys = pd.concat([split_keys(part) for part in _by_job(frame)], ignore_index=True)
+    few = assign_splits(keys, params)
+    assert len(keys) < len(frame) / 4
+    assert (few.by, few.groups, few.components, few.notes) == (
+        whole.by, whole.groups, whole.components, whole.notes
+    )
+    of_key = dict(zip(group_keys(keys, few.by), few.split, strict=True))
+    assert [of_key[k] for k in group_keys(frame, whole.by)] == list(whole.split)
+
+
+def test_split_keys_keep_only_truth_that_links_jobs():
+    frame = pd.DataFrame({
+        "job_id": ["j1"] * 6,
+        "field": ["f"] * 6,
+        "truth_id": ["7", "8", None, "", "s", "s"],
+        "injected": [True, "True", None, False, False, "false"],
+        "label": ["1", 1, 0, 0, 1, 1],
+    })
+    keys = split_keys(frame)
+    assert keys["truth_id"].tolist() == ["", "", "s"]  # injected fakes link nothing
+    assert keys["label"].tolist() == [1, 0, 1]
+    bare = split_keys(frame[["job_id"]])
+    assert list(bare.columns) == ["job_id"] and len(bare) == 1

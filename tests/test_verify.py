@@ -26,6 +26,7 @@ from croissant_cutouts.tasks.verify import (
     VerifyReport,
     reading,
     scans,
+    streaming,
     verify_dataset,
     verify_task,
 )
@@ -345,7 +346,7 @@ def test_exact_repeats_by_row_hash_across_chunks(tmp_path, monkeypatch, chunk):
     header = "cutout_id,job_id,cutout_filename,catalog_row,ra,note"
     (tmp_path / INDEX_FILE).write_text("\n".join([header, *_ROWS]) + "\n")
     problems: list[Problem] = []
-    index = reading.load_index(tmp_path, problems)
+    index = streaming.load_index(tmp_path, problems)
     assert [(p.kind, p.index_row, p.job_id, p.message) for p in problems] == [
         ("duplicate-row", 5, "jid0001", "repeats index row 1 exactly"),
         ("duplicate-row", 6, "jid0001", "repeats index row 3 exactly"),
@@ -368,7 +369,7 @@ def test_rows_seen_in_earlier_chunks_are_found_whatever_the_chunks(seed):
     hashes = rng.integers(0, 300, 3000).astype(np.uint64)  # many repeats, near and far
     _, first_at, which = np.unique(hashes, return_index=True, return_inverse=True)
     want = first_at[which]
-    seen, got, start = reading._SeenRows(), np.arange(len(hashes)), 0
+    seen, got, start = streaming._SeenRows(), np.arange(len(hashes)), 0
     reported: list[tuple[int, int]] = []
 
     def report(chunk, i, first, at):
@@ -407,7 +408,7 @@ def test_read_index_reads_as_read_table(tmp_path, monkeypatch, text):
         (tmp_path / INDEX_FILE).write_text(text)
     got: list[Problem] = []
     want: list[Problem] = []
-    index = reading.load_index(tmp_path, got)
+    index = streaming.load_index(tmp_path, got)
     frame = reading.read_table(tmp_path, INDEX_FILE, reading.INDEX_REQUIRED, want)
     assert [p for p in got if p.kind == "table"] == want  # (a short row's cell is bad too)
     assert (index is None) == (frame is None)
@@ -417,7 +418,10 @@ def test_read_index_reads_as_read_table(tmp_path, monkeypatch, text):
         pd.testing.assert_frame_equal(chunks, frame[kept].reset_index(drop=True))
         assert index.rows_read == len(frame)
         assert index.job.tolist() == frame["job_id"].tolist()
-        names = [index.file_name(i) for i in range(len(index.pos))]
+        groups = list(streaming.index_groups(tmp_path, index))  # pass 2: all rows, one group
+        assert len(groups) == (len(frame) > 0)
+        assert [j for g in groups for j in g.job] == frame["job_id"].tolist()
+        names = [g.file_name(i) for g in groups for i in range(len(g.pos))]
         assert names == frame["cutout_filename"].tolist()
 
 
@@ -431,7 +435,7 @@ def test_parsed_index_quotes_the_text_it_read(tmp_path, monkeypatch):
     text = "cutout_id,job_id,cutout_filename,catalog_row,shard,row\n" + "\n".join(rows) + "\n"
     (tmp_path / INDEX_FILE).write_text(text, encoding="utf-8")
     problems: list[Problem] = []
-    index = reading.load_index(tmp_path, problems)
+    (index,) = streaming.index_groups(tmp_path, streaming.load_index(tmp_path, problems))
     assert [index.text("cutout_id", i) for i in range(6)] == ["0", "007", "-3", "3", "4.0", "five"]
     assert [index.text("row", i) for i in range(6)] == ["0", " 1", "x", "", "-2", "2.0"]
     assert index.cutout_id.tolist() == [0, 7, -3, 3, 4, -1]
@@ -495,7 +499,7 @@ def test_reading_the_index_holds_little_per_row(tmp_path, monkeypatch):
     tracemalloc.start()
     try:
         problems: list[Problem] = []
-        kept = len(reading.load_index(tmp_path, problems).pos)
+        kept = len(streaming.load_index(tmp_path, problems).pos)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -1511,7 +1515,6 @@ def test_memory_benchmark_reports_every_phase_and_leaves_verify_as_it_was(built,
     import importlib.util
     import json
 
-    from croissant_cutouts.tasks.verify import dataset as verify_module
 
     root = Path(__file__).resolve().parent.parent
     spec = importlib.util.spec_from_file_location(
@@ -1519,17 +1522,17 @@ def test_memory_benchmark_reports_every_phase_and_leaves_verify_as_it_was(built,
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    before = {name: getattr(verify_module, name) for name in bench.PHASES}
+    before = {name: getattr(*bench._owner(name)) for name in bench.PHASES}
     out = tmp_path / "memory.json"
     assert bench.main([str(built["files"]), "--out", str(out), *mode]) == 0
     result = json.loads(out.read_text())
     assert result["ok"] and result["rows"] == 26  # 12 + 12 + 2 cut (one row is off the image)
     phases = [p["phase"] for p in result["phases"]]
     assert phases[0] == "load_index" and phases[-1] == "check_accounting"
-    assert {"check_index", "check_tensors", "check_unlisted"} <= set(phases)
+    assert {"IndexChecks.finish", "FileChecks.run", "check_unlisted"} <= set(phases)
     key = "rss_peak_mib" if mode else "peak"
     assert all(isinstance(p[key], int) and p[key] > 0 for p in result["phases"])
-    assert {name: getattr(verify_module, name) for name in bench.PHASES} == before
+    assert {name: getattr(*bench._owner(name)) for name in bench.PHASES} == before
 
 
 def test_the_index_text_comes_from_malloc_while_verifying(built, monkeypatch):
@@ -1563,3 +1566,134 @@ def test_each_listed_file_is_read_from_its_own_folder():
         assert [f.decode() for f in got] == [n.rpartition("/")[0] for n in order]
     got = tensors._folders(np.array([n.encode() for n in names], dtype=bytes))
     assert got[0] is got[1]
+
+
+# --------------------------------------------------------------------------------------
+# two passes over the index: rules over all rows, then the files in groups of whole jobs
+
+
+def test_groups_start_only_where_no_job_spans_the_cut():
+    """A job's rows, scattered, keep the rows between them in its group."""
+    codes = np.array([0, 0, 1, 1, 0, 2, 2, 3, 4, 3], np.int32)  # job 0 around job 1; 3 around 4
+    assert streaming._bounds(codes, 5).tolist() == [0, 5, 7, 10]
+    assert streaming._bounds(np.zeros(4, np.int32), 1).tolist() == [0, 4]
+    assert streaming._bounds(np.empty(0, np.int32), 0).tolist() == [0]
+    bounds = np.array([0, 5, 7, 10])
+    assert streaming._cuts(bounds, 1) == [0, 5, 7, 10]
+    assert streaming._cuts(bounds, 6) == [0, 7, 10]
+    assert streaming._cuts(bounds, 100) == [0, 10]
+
+
+def test_index_groups_hold_whole_jobs_in_row_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", 3)
+    jobs = ["a", "a", "b", "a", "c", "c", "d", "d", "d", "e", "e", "b"]  # a, b scattered
+    rows = [f"{i},{j},f{i},{i},s{i}" for i, j in enumerate(jobs)]
+    rows.insert(5, rows[4])  # an exact repeat: left out by both passes
+    text = "cutout_id,job_id,cutout_filename,catalog_row,shard\n" + "\n".join(rows) + "\n"
+    (tmp_path / INDEX_FILE).write_text(text)
+    problems: list[Problem] = []
+    index = streaming.load_index(tmp_path, problems)
+    assert [p.message for p in problems] == ["repeats index row 4 exactly"]
+    assert index.bounds.tolist() == [0, 12]  # b's last row is the last row
+    assert index.pos.tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]
+    jobs[-1] = "e"  # b no longer scattered: a's rows end at row 3
+    rows = [f"{i},{j},f{i},{i},s{i}" for i, j in enumerate(jobs)]
+    (tmp_path / INDEX_FILE).write_text(text.splitlines()[0] + "\n" + "\n".join(rows) + "\n")
+    index = streaming.load_index(tmp_path, [])
+    assert index.bounds.tolist() == [0, 4, 6, 9, 12]
+    for size, sizes in ((1, [4, 2, 3, 3]), (3, [4, 5, 3]), (5, [6, 6]), (99, [12])):
+        groups = list(streaming.index_groups(tmp_path, index, size))
+        assert [len(g.pos) for g in groups] == sizes
+        assert [j for g in groups for j in g.job] == jobs
+        assert [s for g in groups for s in g.shard] == [f"s{i}" for i in range(12)]
+
+
+def test_an_index_changed_between_the_passes_is_reported(files, monkeypatch):
+    from croissant_cutouts.tasks.verify import dataset as verify_module
+
+    load = verify_module.load_index
+
+    def then_append(root, *args):
+        index = load(root, *args)
+        _append(root / INDEX_FILE, (root / INDEX_FILE).read_text().splitlines()[-1])
+        return index
+
+    monkeypatch.setattr(verify_module, "load_index", then_append)
+    report = verify_dataset(files, require_croissant=False)
+    assert [(p.kind, p.file, p.message) for p in report.problems] == [
+        ("table", INDEX_FILE, "changed while it was being verified: verify again")
+    ]
+
+
+def _damage_across_jobs(ds: Path, layout: str) -> None:
+    """Problems of every kind that groups could split: rows out of order, a repeated
+    candidate, a job in two splits, a changed cutout, a missing or unlisted file, a shard
+    row missing from the index."""
+    path = ds / INDEX_FILE
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    first = int(np.flatnonzero(index["job_id"] == "jid0002")[0])
+    moved = index.iloc[[first]]
+    index = pd.concat([index.drop(index.index[first]), moved, moved])  # jid0002 spans jid0003
+    index.loc[index.index[2], "split"] = "test" if index["split"].iat[2] != "test" else "val"
+    if layout == "shards":
+        index = index.drop(index.index[5])  # jid0001's shard row 5 no longer listed
+    index.to_csv(path, index=False, lineterminator="\n")
+    (ds / "croissant.json").unlink()
+    if layout == "files":
+        listed = index["cutout_filename"]
+        (ds / listed.iat[1]).unlink()
+        _flip_bit(ds / listed.iat[20], 128)
+        shutil.copy(ds / listed.iat[3], ds / "cutouts" / "jid0001_cutout00099.npy")
+    else:
+        _flip_bit(ds / "shards" / "jid0002.npy", 128 + 3 * 64 * 64 * 4 * 4)
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_the_report_does_not_depend_on_how_the_index_is_grouped(built, tmp_path, monkeypatch,
+                                                                layout):
+    ds = _copy(built[layout], tmp_path / layout)
+    _damage_across_jobs(ds, layout)
+    reports = {}
+    for rows in (1, 2, 10_000):
+        monkeypatch.setattr(streaming, "_GROUP_ROWS", rows)
+        report = verify_dataset(ds, built["jobs"], require_croissant=False, deep=True)
+        reports[rows] = report
+    kinds = {p.kind for p in reports[1].problems}
+    assert {"index", "duplicate-row", "split", "digest"} <= kinds, reports[1].lines()
+    if layout == "files":
+        assert {"missing-file", "unlisted-file"} <= kinds
+    assert len(list(streaming.index_groups(ds, streaming.load_index(ds, []), 1))) == 2
+    for report in (reports[2], reports[10_000]):
+        assert report.problems == reports[1].problems
+        assert report.notes == reports[1].notes
+        counts = ("files", "cutouts", "digests", "recut", "jobs", "catalog_rows")
+        assert [getattr(report, c) for c in counts] == [getattr(reports[1], c) for c in counts]
+
+
+def _held_and_group_peak(root: Path, n: int) -> tuple[int, int, int]:
+    """Traced bytes held after pass 1 over an index of ``n`` rows, the peak above that
+    while pass 2 gives it in groups of 1,000 rows, and what pass 2 left."""
+    _wide_index(root / INDEX_FILE, n, columns=12)
+    tracemalloc.start()
+    try:
+        index = streaming.load_index(root, [])
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        groups = sum(1 for _ in streaming.index_groups(root, index, 1_000))
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(index) == n and groups == n // 1_000  # jobs of 200 rows
+    return held, peak - held, after - held
+
+
+def test_verify_holds_a_few_bytes_per_index_row(tmp_path, monkeypatch):
+    """Pass 1 keeps 21 bytes a row (job code, catalog row, cutout id); pass 2 holds one
+    group at a time, so its peak does not grow with the index."""
+    monkeypatch.setattr(reading, "_INDEX_CHUNK_ROWS", 256)
+    small = _held_and_group_peak(tmp_path, 6_000)
+    large = _held_and_group_peak(tmp_path, 24_000)
+    per_row = (large[0] - small[0]) / 18_000
+    assert per_row < 24, f"{per_row:.0f} bytes a row"
+    assert large[1] < small[1] * 1.2 + 100_000, (small, large)  # about 1.2 MB both
+    assert large[2] < 50_000 and small[2] < 50_000  # the groups were dropped

@@ -29,7 +29,13 @@ from croissant_cutouts.tasks.contract import (
     cutout_filename,
 )
 from croissant_cutouts.tasks.dataset.cutout import JobCutouts
-from croissant_cutouts.tasks.dataset.splits import SplitAssignment, SplitError, assign_splits
+from croissant_cutouts.tasks.dataset.splits import (
+    SplitError,
+    assign_splits,
+    by_value,
+    group_keys,
+    split_keys,
+)
 from croissant_cutouts.tasks.errors import JobRejection
 from croissant_cutouts.tasks.infra.atomic import TMP_MARK, atomic_output
 
@@ -96,8 +102,9 @@ def write_index(
     verify`` checks the index and the rejects against.
 
     Memory: the index is streamed, a few jobs' rows (:meth:`JobCutouts.read_rows`) at a
-    time; across jobs only the split columns (``_SPLIT_COLUMNS``) and each job's
-    listed catalog rows are held, so a run of many jobs never holds the whole index.
+    time; across jobs only the rows that decide the splits (a few per job,
+    :func:`tasks.dataset.splits.split_keys`) and each job's listed catalog rows are held,
+    so a run of many jobs never holds the whole index.
 
     Parquet layout: fills the ``cutout_id`` and ``split`` columns of each job's Parquet file
     (the cutout step leaves them null), rewriting a file atomically only where they differ.
@@ -140,7 +147,7 @@ def write_index(
         limits_path=paths[LIMITS_FILE],
         jobs=len(results),
         jobs_rejected=sum(isinstance(r, JobRejection) for r in results),
-        cutouts=len(split),
+        cutouts=listing.rows,
         real=sum(r.real for r in cut),
         bogus=sum(r.bogus for r in cut),
         rows_rejected=sum(1 for _, k, _ in tables.rejects if k is not pd.NA),
@@ -179,10 +186,6 @@ def _tables(results: list[JobCutouts | JobRejection]) -> _Tables:
     return t
 
 
-#: The index columns that :func:`tasks.dataset.splits.assign_splits` reads.
-_SPLIT_COLUMNS = ("job_id", "field", "truth_id", "injected", "label")
-
-
 def _job_frame(res: JobCutouts) -> pd.DataFrame:
     """A job's index rows with its ``job_id`` as the first column."""
     frame = res.read_rows()
@@ -190,14 +193,31 @@ def _job_frame(res: JobCutouts) -> pd.DataFrame:
     return frame
 
 
+@dataclass
+class _SplitMap:
+    """The split of each group (``by``: the rule of :func:`tasks.dataset.splits.split_groups`;
+    "none": every row in train)."""
+
+    by: str
+    of_key: dict[str, str] = field(default_factory=dict)
+
+    def of(self, frame: pd.DataFrame) -> np.ndarray:
+        """The split of every row of ``frame`` (index rows), as shared ``str`` objects."""
+        if self.by == "none":
+            return np.full(len(frame), "train", object)
+        keys = pd.Series(group_keys(frame, self.by))
+        return by_value(keys, self.of_key.__getitem__)
+
+
 def _splits(
     cut: list[JobCutouts], splits: SplitParams | None, notes: list[str]
-) -> tuple[np.ndarray, list[str]]:
-    """The split of every index row (jobs in ``cut`` order), and the columns beyond the schema.
+) -> tuple[_SplitMap, list[str]]:
+    """The split of every group of rows, and the columns beyond the schema.
 
-    Reads each job's rows once and keeps only :data:`_SPLIT_COLUMNS`; ``notes`` gets the
-    split notes. Extra columns are listed in order of first appearance (as a concatenation
-    of the jobs' rows would order them).
+    Reads each job's rows once and keeps only the rows that decide the splits
+    (:func:`tasks.dataset.splits.split_keys`: a few per job), so memory does not grow with
+    the cutouts; ``notes`` gets the split notes. Extra columns are listed in order of first
+    appearance (as a concatenation of the jobs' rows would order them).
     """
     names = {c.name for c in INDEX_SCHEMA}
     extra: dict[str, None] = {}
@@ -205,43 +225,16 @@ def _splits(
     for res in cut:
         frame = _job_frame(res)
         extra.update((c, None) for c in frame.columns if c not in names)
-        part = frame[[c for c in _SPLIT_COLUMNS if c in frame]]
-        # text as categories: each distinct value is held once, not once per row
-        parts.append(part.astype({c: "category" for c in part if _is_text(part[c])}))
-    keys = _concat_keys(parts) if parts else pd.DataFrame({"job_id": []})
+        parts.append(split_keys(frame))
+    keys = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"job_id": []})
     try:
         assignment = assign_splits(keys, splits)
     except SplitError as exc:  # a dataset too small to split is still a dataset
-        assignment = SplitAssignment(np.full(len(keys), "train", object), "none", 0, 0)
         notes.append(f"every cutout is in the train split: {exc}")
+        return _SplitMap("none"), list(extra)
     notes.extend(assignment.notes)
-    return np.asarray(assignment.split, object), list(extra)
-
-
-def _is_text(values: pd.Series) -> bool:
-    """Whether a column holds text (pandas' ``str`` or ``string`` dtype, or objects)."""
-    return values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
-
-
-def _concat_keys(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """The jobs' split keys as one frame, text columns still categorical.
-
-    ``pandas.concat`` turns categorical columns whose categories differ between the parts
-    (a job's ``job_id``, its ``truth_id`` values) into text, a string per row held by
-    Arrow (off the Python heap); :func:`pandas.api.types.union_categoricals` keeps one code
-    per row. A column missing from a part, or not categorical in every part, is
-    concatenated as ``pandas.concat`` does.
-    """
-    columns = list(dict.fromkeys(c for p in parts for c in p.columns))
-    coded = [
-        c for c in columns
-        if all(c in p and isinstance(p[c].dtype, pd.CategoricalDtype) for p in parts)
-    ]
-    frame = pd.concat([p.drop(columns=coded) for p in parts], ignore_index=True)
-    for column in coded:
-        joined = pd.api.types.union_categoricals([p[column] for p in parts], ignore_order=True)
-        frame[column] = pd.Series(joined, index=frame.index)
-    return frame[columns]
+    groups = group_keys(keys, assignment.by) if len(keys) else []
+    return _SplitMap(assignment.by, dict(zip(groups, assignment.split, strict=True))), list(extra)
 
 
 @dataclass
@@ -252,9 +245,11 @@ class _Listing:
 
     shards: set[str] = field(default_factory=set)
     catalog_rows: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: int = 0  # index rows added
 
     def add(self, frame: pd.DataFrame) -> None:
         """Add index rows (whole jobs: ``job_id``, ``catalog_row``, ``shard``)."""
+        self.rows += len(frame)
         shard = frame["shard"].astype("string").fillna("")
         self.shards.update(s for s in shard.unique() if s)
         files = frame[(shard == "").to_numpy(bool)]
@@ -280,12 +275,12 @@ _WRITE_ROWS = 16_384
 
 
 def _stream_index(
-    cut: list[JobCutouts], split: np.ndarray, extra: list[str], out_dir: Path, path: Path
+    cut: list[JobCutouts], split: _SplitMap, extra: list[str], out_dir: Path, path: Path
 ) -> _Listing:
     """Write ``master_index.csv`` a few whole jobs at a time; finish their Parquet files.
 
     Columns: :data:`INDEX_SCHEMA` with its dtypes, then ``extra``; ``cutout_id`` counts
-    rows from 0 across jobs in order, ``split`` comes from ``split`` (one per row). Jobs
+    rows from 0 across jobs in order, ``split`` from each row's group (``split``). Jobs
     are gathered until they hold :data:`_WRITE_ROWS` rows, then written together.
     Returns what the index lists, for :func:`_prune`.
     """
@@ -301,7 +296,7 @@ def _stream_index(
         pending.clear()
         stop = start + len(frame)
         frame.insert(0, "cutout_id", range(start, stop))
-        frame["split"] = split[start:stop]
+        frame["split"] = split.of(frame)
         frame = frame.reindex(columns=columns).astype(dtypes)
         frame.to_csv(fh, index=False, header=False, lineterminator="\n")
         _finish_parquet(out_dir, frame)

@@ -39,8 +39,10 @@ __all__ = [
     "assign_splits",
     "by_value",
     "deal_counts",
+    "group_keys",
     "split_counts",
     "split_groups",
+    "split_keys",
     "truth_links",
 ]
 
@@ -96,7 +98,7 @@ def split_groups(
     jobs = by_value(frame["job_id"], str)
     if by in ("auto", "field") and "field" in frame:
         has = _nonempty(frame["field"])
-        keys = by_value(frame["field"], lambda f: f"field:{f}")
+        keys = group_keys(frame, "field")
         if has.all() and (by == "field" or len(set(keys)) >= n_splits):
             return keys, "field"
         if by == "field":
@@ -108,7 +110,34 @@ def split_groups(
                 )
     elif by == "field":
         raise SplitError("splits.by is 'field' but the index has no field column")
-    return by_value(frame["job_id"], lambda j: f"job:{j}"), "job"
+    return group_keys(frame, "job"), "job"
+
+
+def group_keys(frame: pd.DataFrame, by: str) -> np.ndarray:
+    """The group of every row under rule ``by``: ``field:<field>`` or ``job:<job_id>``."""
+    if by == "field":
+        return by_value(frame["field"], lambda f: f"field:{f}")
+    return by_value(frame["job_id"], lambda j: f"job:{j}")
+
+
+def split_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` that decide its splits, each once.
+
+    A split depends on each row's group (``job_id``, ``field``), on the truth sources that
+    link groups (:func:`truth_links`) and on which labels each group holds, not on how many
+    rows share them: :func:`assign_splits` deals every group to the same split from these
+    rows as from all of them. Columns: ``job_id``, ``field`` (when present), ``truth_id``
+    where it links jobs ("" elsewhere; when present), ``label`` as a number (when present).
+    A job's thousands of rows come down to a few.
+    """
+    out = pd.DataFrame({"job_id": frame["job_id"]})
+    if "field" in frame:
+        out["field"] = frame["field"]
+    if "truth_id" in frame:
+        out["truth_id"] = frame["truth_id"].astype(object).where(truth_links(frame), "")
+    if "label" in frame:
+        out["label"] = pd.to_numeric(frame["label"], errors="coerce")
+    return out.drop_duplicates(ignore_index=True)
 
 
 def truth_links(frame: pd.DataFrame) -> np.ndarray:

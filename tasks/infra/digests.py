@@ -28,7 +28,7 @@ import xxhash
 from croissant_cutouts.tasks.contract import DIGESTS_FILE
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
 
-__all__ = ["file_digest", "sha256_file", "sha256_files", "stamp"]
+__all__ = ["KNOWN_FILES", "file_digest", "sha256_file", "sha256_files", "stamp"]
 
 _CHUNK = 4 << 20
 
@@ -53,8 +53,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return _hash_file(path, hashlib.sha256())
 
 
-_known: dict[str, tuple[list[int], str]] = {}
+_known: dict[str, tuple[list[int], str]] = {}  # least recently used first
 _known_lock = threading.Lock()
+#: Digests remembered in this process (about 450 bytes each): the files of the jobs being
+#: run, whose digests each of a job's tasks asks for, not every file a long run has seen.
+KNOWN_FILES = 4096
 
 #: A file's memo entry is kept between processes only once its mtime is this old (seconds):
 #: a file rewritten within one timestamp tick of being hashed keeps its stamp, so a fresh
@@ -94,9 +97,10 @@ def file_digest(
 ) -> str:
     """xxh3-128 hex digest of a file's bytes, remembered while its :func:`stamp` holds.
 
-    The digest is remembered in this process (thread-safe) and, with ``memo``, in that folder
-    for later processes: one small JSON file per input file, keyed by its absolute path. So
-    a re-run reads a job's stamps, not its gigabytes, and only a changed file is read again.
+    The digest is remembered in this process (thread-safe; the :data:`KNOWN_FILES` most
+    recently used) and, with ``memo``, in that folder for later processes: one small JSON
+    file per input file, keyed by its absolute path. So a re-run reads a job's stamps, not
+    its gigabytes, and only a changed file is read again.
 
     Parameters
     ----------
@@ -108,7 +112,9 @@ def file_digest(
     """
     key, now = os.path.abspath(path), stamp(path)
     with _known_lock:
-        hit = _known.get(key)
+        hit = _known.pop(key, None)
+        if hit is not None:
+            _known[key] = hit  # now the most recently used
     if hit is not None and hit[0] == now:
         return hit[1]
     digest = _recall(Path(memo), key, now) if memo is not None else None
@@ -117,7 +123,10 @@ def file_digest(
         if memo is not None:
             _store(Path(memo), key, now, digest)
     with _known_lock:
+        _known.pop(key, None)
         _known[key] = (now, digest)
+        while len(_known) > KNOWN_FILES:
+            del _known[next(iter(_known))]
     return digest
 
 

@@ -4,8 +4,10 @@
 :class:`Problem` records (kinds: :data:`KINDS`); ``cutouts verify`` prints it. One module per
 checker:
 
-- :mod:`.reading`: the tables read; ``master_index.csv`` parsed chunk by chunk.
-- :mod:`.tables`: the index contract, the splits.
+- :mod:`.reading`: the tables read; ``master_index.csv`` in chunks, each parsed at once.
+- :mod:`.streaming`: the index read twice (rules over all rows, then groups of whole jobs),
+  so memory does not grow with the dataset.
+- :mod:`.tables`: the index contract, the splits, as the index is read.
 - :mod:`.tensors`: every cutout file and shard: valid ``.npy``, shape, dtype, values, digests;
   no unlisted ``.npy``. Reading one file: :mod:`.scans`.
 - :mod:`.metadata`: ``croissant.json``'s FileObjects exist and their sha256 match.

@@ -20,8 +20,9 @@ from croissant_cutouts.tasks.inputs.load import (
     discover_jobs,
 )
 from croissant_cutouts.tasks.inputs.remote import is_remote
-from croissant_cutouts.tasks.verify.reading import ParsedIndex, integers
+from croissant_cutouts.tasks.verify.reading import integers
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
+from croissant_cutouts.tasks.verify.streaming import IndexRows
 
 __all__ = [
     "check_accounting",
@@ -40,13 +41,14 @@ class _ByJob(Mapping[str, dict[int, int]]):
     100 bytes a row for the whole run.
     """
 
-    def __init__(self, index: ParsedIndex) -> None:
+    def __init__(self, index: IndexRows) -> None:
         rows = np.flatnonzero(index.catalog_ok)
-        codes, jobs = pd.factorize(index.job[rows])
+        codes = index.codes[rows]
         order = np.argsort(codes, kind="stable")
         self._rows = rows[order]
-        self._starts = np.searchsorted(codes[order], np.arange(len(jobs) + 1))
-        self._at = {str(job): j for j, job in enumerate(jobs)}
+        self._starts = np.searchsorted(codes[order], np.arange(len(index.jobs) + 1))
+        present = np.unique(codes)  # jobs with a valid catalog row, in order of appearance
+        self._at = {str(index.jobs[j]): int(j) for j in present}
         self._catalog_row = index.catalog_row
         self._last: tuple[str | None, dict[int, int]] = (None, {})
 
@@ -77,7 +79,7 @@ class _Ledger:
 
 
 def check_accounting(
-    index: ParsedIndex | None,
+    index: IndexRows | None,
     rejects: pd.DataFrame | None,
     jobs: pd.DataFrame | None,
     report: VerifyReport,
@@ -110,7 +112,7 @@ def check_accounting(
             _recorded_counts_agree(ledger, job, row, problems)
 
 
-def _ledger(index: ParsedIndex, rejects: pd.DataFrame, problems: list[Problem]) -> _Ledger:
+def _ledger(index: IndexRows, rejects: pd.DataFrame, problems: list[Problem]) -> _Ledger:
     """Rule: a reject row's ``catalog_row`` is an integer (or empty), and rejected once."""
     rk, rk_ok = integers(rejects["catalog_row"])
     empty = rejects["catalog_row"].str.strip().to_numpy(str) == ""
@@ -163,7 +165,7 @@ def _every_job_listed(ledger: _Ledger, totals: dict, problems: list[Problem]) ->
             ))
 
 
-def _never_both(index: ParsedIndex, ledger: _Ledger, problems: list[Problem]) -> set[str]:
+def _never_both(index: IndexRows, ledger: _Ledger, problems: list[Problem]) -> set[str]:
     """Rule: no catalog row is both indexed and rejected. Returns the jobs that break it."""
     troubled = set()
     for job in sorted(set(ledger.indexed) & set(ledger.rejected)):
@@ -178,7 +180,7 @@ def _never_both(index: ParsedIndex, ledger: _Ledger, problems: list[Problem]) ->
 
 
 def _within_the_catalog(
-    index: ParsedIndex, ledger: _Ledger, job: str, n: int, problems: list[Problem]
+    index: IndexRows, ledger: _Ledger, job: str, n: int, problems: list[Problem]
 ) -> None:
     """Rule: no indexed or rejected row lies beyond the job's ``n`` catalog rows."""
     have_i, have_r = ledger.indexed.get(job, {}), ledger.rejected.get(job, {})
@@ -264,7 +266,7 @@ def jobs_from_counts(counted: dict[str, int], rejects: pd.DataFrame | None) -> p
 def recount(
     input_dir: Path | str,
     jobs: pd.DataFrame | None,
-    index: ParsedIndex | None,
+    index: IndexRows | None,
     rejects: pd.DataFrame | None,
     input_layout: str,
     report: VerifyReport,
@@ -287,7 +289,7 @@ def recount(
     if jobs is not None:
         claimed = dict(zip(jobs["job_id"], jobs["catalog_rows"], strict=True))
     else:  # older dataset: recount what the tables hold
-        names = set() if index is None else set(index.job)
+        names = set() if index is None else set(index.jobs)
         names |= set() if rejects is None else set(rejects["job_id"])
         claimed = {j: None for j in names}
     absent = []

@@ -46,15 +46,15 @@ read once, sequentially, for its values, its file sha256 and its rows' sha256. T
 handed to the pool a few ahead of the one whose result is read, so finished scans do not
 pile up; a file's findings are kept only as far as later checks need them.
 
-Memory, per index row: about 130 bytes for the whole run (the parsed index,
-:class:`tasks.verify.reading.ParsedIndex`: integers, digests as their 32 bytes, cutout file
-names as bytes, pointers to shared ``str`` objects), and about 190 at the peak while the
-index is read, which it is in chunks of rows parsed at once
-(:func:`tasks.verify.reading.load_index`), so its text is never held whole; plus, in the
-files layout, a fixed 34 MiB of read buffers (two chunks of 256 cutout files). Freed memory
-is handed back to the system (``malloc_trim``) before the index is read, after its checks
-and after the file checks, so resident memory follows what is in use. Measured on 21,055
-and 208,035 rows with ``benchmarks/bench_verify_memory.py``.
+Memory does not grow with the dataset: the index is read twice
+(:mod:`tasks.verify.streaming`). The first pass checks the rules of the index chunk by
+chunk and keeps 21 bytes per row (job code, catalog row, cutout id) for the rules that
+compare rows and for the accounting; the second gives the index in groups of whole jobs
+(about 16,000 rows) to the file checks, which keep 8 bytes per listed file name (its hash,
+for the files nobody lists), and again to ``deep``. Fixed costs: one group parsed, and in
+the files layout 34 MiB of read buffers (two chunks of 256 cutout files). Freed memory is
+handed back to the system (``malloc_trim``) before the index is read, after the first
+pass and after the file checks. Measured with ``benchmarks/bench_verify_memory.py``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -81,11 +81,12 @@ from croissant_cutouts.tasks.inputs.catalogs import LabelOptions
 from croissant_cutouts.tasks.inputs.remote import location
 from croissant_cutouts.tasks.verify.accounting import check_accounting, jobs_from_counts, recount
 from croissant_cutouts.tasks.verify.metadata import check_croissant, croissant_objects
-from croissant_cutouts.tasks.verify.reading import load_index, read_table
-from croissant_cutouts.tasks.verify.recut import recut_jobs, rows_to_recut
+from croissant_cutouts.tasks.verify.reading import read_table
+from croissant_cutouts.tasks.verify.recut import recut_jobs
 from croissant_cutouts.tasks.verify.report import DatasetInvalid, Problem, VerifyReport
-from croissant_cutouts.tasks.verify.tables import check_index, check_splits
-from croissant_cutouts.tasks.verify.tensors import FileFindings, check_tensors, check_unlisted
+from croissant_cutouts.tasks.verify.streaming import IndexChanged, index_groups, load_index
+from croissant_cutouts.tasks.verify.tables import IndexChecks
+from croissant_cutouts.tasks.verify.tensors import FileChecks, check_unlisted
 
 __all__ = [
     "verify_dataset",
@@ -182,19 +183,19 @@ def verify_dataset(
         return report
 
     release_freed()  # what the steps before left: verify's peak starts lower
-    index = load_index(root, problems)
+    checks = IndexChecks()
+    index = load_index(root, problems, checks.add)
     rejects = read_table(root, REJECTS_FILE, ("job_id", "catalog_row", "reason"), problems)
     jobs = read_table(root, JOBS_FILE, ("job_id", "status", "catalog_rows"), problems)
     if index is not None:
         report.index_rows = index.rows_read
-        check_index(index, problems)
-        check_splits(index, problems)
-        release_freed()  # the index text read and the checks' temporaries
-        if index.sha256 is None:
+        checks.finish(index, problems)
+        if not index.has_sha256:
             report.notes.append(
                 f"{INDEX_FILE} has no sha256 column (written before it existed): the cutouts' "
                 "bytes were checked for format and values only"
             )
+    release_freed()  # the index text read and the checks' temporaries
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         # croissant first: it says which shards need a digest
@@ -206,26 +207,28 @@ def verify_dataset(
             for obj in objects or []
             if isinstance(obj.get("contentUrl"), str) and isinstance(obj.get("sha256"), str)
         }
-        digests: dict[Path, str] = {}
-        file_problems: dict[str, FileFindings] = {}
+        files = FileChecks(root, pool, wanted, bool(index and index.has_sha256), report, workers)
         # files reported missing: croissant.json naming them is not a second problem
-        missing = set() if (root / INDEX_FILE).exists() else {INDEX_FILE}
+        if not (root / INDEX_FILE).exists():
+            files.missing.add(INDEX_FILE)
         if index is not None:
-            check_tensors(
-                root, index, pool, wanted, digests, file_problems, missing, report, workers
-            )
-        check_unlisted(root, index, report)
+            _read_again(lambda: files.run(index_groups(root, index)), problems)
+        shards = index.shards if index is not None else set()
+        check_unlisted(root, files.listed if index is not None else None, shards, report)
         if objects is not None:
             check_croissant(
-                root, cpath, objects, index, pool, digests, file_problems, missing, report
+                root, cpath, objects, index, pool, files.digests, files.file_problems,
+                files.missing, report,
             )
     release_freed()  # the file checks' read buffers
     counted = None
     if input_dir is not None:
         counted = recount(location(input_dir), jobs, index, rejects, input_layout, report)
     if deep and index is not None:
-        rows = rows_to_recut(index, file_problems)
-        recut_jobs(root, index, location(input_dir), input_layout, labels, rows, batch, report)
+        _read_again(lambda: recut_jobs(
+            root, index_groups(root, index), files.file_problems, location(input_dir),
+            input_layout, labels, batch, report,
+        ), problems)
     listed = jobs is not None
     if not listed and counted:  # a dataset without jobs.csv: totals from the inputs
         jobs = jobs_from_counts(counted, rejects)
@@ -235,6 +238,16 @@ def verify_dataset(
     check_accounting(index, rejects, jobs, report, listed)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _read_again(run: Callable[[], None], problems: list[Problem]) -> None:
+    """``run()``, a check reading the index again; a ``table`` problem if it changed."""
+    try:
+        run()
+    except IndexChanged:
+        problems.append(Problem(
+            "table", "changed while it was being verified: verify again", file=INDEX_FILE
+        ))
 
 
 @task(name="verify", cache_policy=NO_CACHE, persist_result=False)

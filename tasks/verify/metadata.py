@@ -16,8 +16,8 @@ from croissant_cutouts.tasks.contract import (
     inside_dataset,
 )
 from croissant_cutouts.tasks.infra.digests import sha256_file
-from croissant_cutouts.tasks.verify.reading import ParsedIndex
 from croissant_cutouts.tasks.verify.report import Problem, VerifyReport
+from croissant_cutouts.tasks.verify.streaming import IndexRows
 
 __all__ = [
     "check_croissant",
@@ -78,7 +78,7 @@ def check_croissant(
     root: Path,
     cpath: Path,
     objects: list[dict],
-    index: ParsedIndex | None,
+    index: IndexRows | None,
     pool: ThreadPoolExecutor,
     digests: dict[Path, str],
     file_problems: dict[str, Sequence],
@@ -139,7 +139,7 @@ def check_croissant(
     if (root / INDEX_FILE).resolve() not in described:
         problems.append(Problem("croissant", f"no FileObject for {INDEX_FILE}", file=crel))
     if index is not None:
-        for name in sorted(set(index.shard) - {""}):
+        for name in sorted(index.shards):
             if inside_dataset(name) and (root / name).resolve() not in described:
                 problems.append(
                     Problem("croissant", f"no FileObject describes shard {name}", file=crel)

@@ -1,23 +1,20 @@
-"""Reading the dataset's tables: CSVs as text, and ``master_index.csv`` parsed as it is read.
+"""Reading the dataset's tables: CSVs as text, and ``master_index.csv`` in parsed chunks.
 
 :func:`read_table` reads a small table (``jobs.csv``, ``rejects.csv``) whole, as text.
-:func:`load_index` reads the index in chunks of rows and parses each chunk at once into
-compact arrays (:class:`ParsedIndex`), so the index's text is never held whole: per row
-it keeps integers, digests as their 32 bytes, cutout file names as bytes, and pointers
-to ``str`` objects that equal values share (a job's rows, a split). The text of a cell
-is kept only where a message may quote it and it differs from the parsed value
-(``cutout_id`` ``"007"``, say).
-
-Exact duplicate rows are found as the chunks arrive: each row is hashed over every
-column (:func:`row_hashes`), and a row whose hash an earlier row has is reported and left
-out (16 bytes a row remember the hashes seen).
+:func:`index_chunks` reads the index in chunks of rows, each row hashed over every column
+(:func:`row_hashes`: exact repeats are found by hash), and :func:`parse_chunk` parses a
+chunk at once into compact arrays (:class:`ParsedIndex`): per row integers, digests as
+their 32 bytes, cutout file names as bytes, and pointers to ``str`` objects that equal
+values share (a job's rows, a split). The text of a cell is kept only where a message may
+quote it and it differs from the parsed value (``cutout_id`` ``"007"``, say). How verify
+reads the whole index with these, twice: :mod:`tasks.verify.streaming`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +28,17 @@ from croissant_cutouts.tasks.verify.scans import PARQUET_KEYS
 __all__ = [
     "INDEX_COLUMNS",
     "INDEX_REQUIRED",
+    "UNREADABLE",
+    "Found",
     "ParsedIndex",
     "index_chunks",
     "integers",
-    "load_index",
     "name_text",
     "parse_chunk",
     "read_table",
     "row_hashes",
+    "unreadable",
+    "with_columns",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -49,15 +49,16 @@ def read_table(root: Path, name: str, required: Iterable[str], problems: list[Pr
     """A CSV of the dataset as strings (no NA conversion), or None with a ``table`` problem."""
     try:
         frame = pd.read_csv(root / name, dtype=str, keep_default_na=False, na_filter=False)
-    except _UNREADABLE as exc:
-        return _unreadable(name, exc, problems)
-    return _with_columns(frame, name, required, problems)
+    except UNREADABLE as exc:
+        return unreadable(name, exc, problems)
+    return with_columns(frame, name, required, problems)
 
 
-_UNREADABLE = (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError)
+#: What reading a CSV of the dataset may raise: the table is reported unreadable.
+UNREADABLE = (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError)
 
 
-def _unreadable(name: str, exc: BaseException, problems: list[Problem]) -> None:
+def unreadable(name: str, exc: BaseException, problems: list[Problem]) -> None:
     """The ``table`` problem of a CSV that does not read (missing, empty, malformed)."""
     if isinstance(exc, FileNotFoundError):
         problems.append(Problem("table", "file missing", file=name))
@@ -67,7 +68,7 @@ def _unreadable(name: str, exc: BaseException, problems: list[Problem]) -> None:
     return None
 
 
-def _with_columns(frame: pd.DataFrame, name: str, required: Iterable[str], problems):
+def with_columns(frame: pd.DataFrame, name: str, required: Iterable[str], problems):
     """``frame``, or None with a ``table`` problem when it lacks a ``required`` column."""
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -101,14 +102,17 @@ INDEX_REQUIRED = ("cutout_id", "job_id", "cutout_filename", "catalog_row")
 _INDEX_CHUNK_ROWS = 2048
 
 
-def index_chunks(root: Path) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def index_chunks(
+    root: Path, hashed: bool = True
+) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
     """``master_index.csv`` in chunks of rows: the :data:`INDEX_COLUMNS` it has, row hashes.
 
     Each chunk of ``_INDEX_CHUNK_ROWS`` rows is read whole, as Python ``str`` with no NA
     conversion (the values :func:`read_table` reads), hashed row by row over every column
-    (:func:`row_hashes`), then cut down to the kept columns, stored as pandas ``str``
-    columns as :func:`read_table` stores them, indexed 0 .. len-1. A header-only file
-    gives one empty chunk. Raises what ``pandas.read_csv`` raises on a bad file.
+    (:func:`row_hashes`; None when not ``hashed``), then cut down to the kept columns,
+    stored as pandas ``str`` columns as :func:`read_table` stores them, indexed 0 .. len-1.
+    A header-only file gives one empty chunk. Raises what ``pandas.read_csv`` raises on a
+    bad file.
     """
     with pd.read_csv(
         root / INDEX_FILE, dtype=object, keep_default_na=False, na_filter=False,
@@ -116,7 +120,7 @@ def index_chunks(root: Path) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     ) as reader:
         for chunk in reader:
             kept = chunk[[c for c in INDEX_COLUMNS if c in chunk.columns]].astype(str)
-            yield kept.reset_index(drop=True), row_hashes(chunk)
+            yield kept.reset_index(drop=True), row_hashes(chunk) if hashed else None
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
@@ -129,7 +133,8 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
 
 @dataclass
 class ParsedIndex:
-    """The parsed index, exact duplicate rows left out (``pos`` keeps their CSV row).
+    """Consecutive rows of the index parsed (a chunk, or a group of whole jobs), exact
+    repeats left out (``pos`` keeps each row's CSV row).
 
     Arrays of one entry per kept row; text as Python ``str`` in object arrays (messages
     quote ``'a'``, not ``np.str_('a')``).
@@ -193,86 +198,9 @@ class ParsedIndex:
         return str(int(getattr(self, column)[i])) if ok else ""
 
 
-_ARRAYS = tuple(
-    f.name for f in fields(ParsedIndex) if f.name not in ("keys", "odd", "rows_read")
-)
-
-
-def load_index(root: Path, problems: list[Problem]) -> ParsedIndex | None:
-    """``master_index.csv`` read and parsed chunk by chunk; exact duplicate rows left out.
-
-    Appends, in this order: a ``duplicate-row`` problem per exact repeat, then an ``index``
-    problem per bad ``sha256``, ``cutout_id`` and ``catalog_row`` cell.
-
-    Returns
-    -------
-    ParsedIndex or None
-        None, with a ``table`` problem, when the file is missing, unreadable or empty, or
-        lacks a column of :data:`INDEX_REQUIRED` (as :func:`read_table` says).
-    """
-    seen, found, parts, rows = _SeenRows(), _Found(), [], 0
-    try:
-        for chunk, hashes in index_chunks(root):
-            if not rows and _with_columns(chunk, INDEX_FILE, INDEX_REQUIRED, problems) is None:
-                return None
-            repeats = seen.add(hashes, rows, found.repeats, chunk)
-            keep = np.flatnonzero(~repeats)
-            parts.append(parse_chunk(chunk.take(keep), rows + keep, found))
-            rows += len(chunk)
-    except _UNREADABLE as exc:
-        return _unreadable(INDEX_FILE, exc, problems)
-    problems.extend(found.in_order())
-    index = _concat(parts)
-    index.rows_read = rows
-    return index
-
-
-class _SeenRows:
-    """The row hashes seen so far, with the CSV row where each first appeared.
-
-    Kept as a few sorted runs, each less than half as long as the one before (a new run is
-    merged with the runs no longer than twice it), so adding a chunk costs about log(n)
-    copies per row, not a copy of everything seen, and a lookup a binary search per run.
-    """
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, first rows)
-
-    def add(self, hashes: np.ndarray, start: int, report, chunk: pd.DataFrame) -> np.ndarray:
-        """Mask of this chunk's rows (CSV rows ``start`` on) that repeat an earlier row.
-
-        ``report(chunk, i, first, start)`` is called for each repeat: chunk row ``i``
-        repeats CSV row ``first``. Two different rows share a hash with probability about
-        n**2 / 2**65 for n rows (1e-9 at 200,000 rows), which is negligible.
-        """
-        uniq, at, which = np.unique(hashes, return_index=True, return_inverse=True)
-        first = start + at
-        new = np.ones(len(uniq), bool)
-        for run, rows in self.runs:
-            where = np.minimum(np.searchsorted(run, uniq), len(run) - 1)
-            hit = new & (run[where] == uniq)
-            first[hit] = rows[where[hit]]
-            new &= ~hit
-        first = first[which.reshape(-1)]
-        repeats = first != start + np.arange(len(hashes))
-        for i in np.flatnonzero(repeats):
-            report(chunk, int(i), int(first[i]), start)
-        self._insert(uniq[new], start + at[new])
-        return repeats
-
-    def _insert(self, run: np.ndarray, rows: np.ndarray) -> None:
-        """Add a sorted run of new hashes, merging it with the runs no longer than twice it."""
-        while self.runs and len(self.runs[-1][0]) <= 2 * len(run):
-            last, last_rows = self.runs.pop()
-            run, rows = np.concatenate([last, run]), np.concatenate([last_rows, rows])
-            order = np.argsort(run, kind="stable")  # two sorted runs: a linear merge
-            run, rows = run[order], rows[order]
-        if len(run):
-            self.runs.append((run, rows))
-
-
-class _Found:
-    """Problems of single rows, kept apart by kind so they are reported in a fixed order."""
+class Found:
+    """Problems of single index rows, kept apart by kind so they are reported in a fixed
+    order: exact repeats, then bad ``sha256``, ``cutout_id`` and ``catalog_row`` cells."""
 
     ORDER = ("repeat", "sha256", "cutout_id", "catalog_row")
 
@@ -297,11 +225,12 @@ class _Found:
         return [p for kind in self.ORDER for p in self.lists[kind]]
 
 
-def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: _Found) -> ParsedIndex:
+def parse_chunk(chunk: pd.DataFrame, pos: np.ndarray, found: Found | None) -> ParsedIndex:
     """Parse a chunk of index rows (text, as :func:`index_chunks` gives, repeats left out).
 
-    ``pos`` is each row's CSV data row; bad cells go to ``found``.
+    ``pos`` is each row's CSV data row; bad cells go to ``found`` (not reported if None).
     """
+    found = Found() if found is None else found
     for column in ("shard", "row"):  # the files layout's index may lack them (seed era)
         if column not in chunk:
             chunk = chunk.assign(**{column: ""})
@@ -386,21 +315,3 @@ def _digest(text: str) -> str:
         return text
     text = text.strip().lower()
     return text if _HEX64.fullmatch(text) else ""
-
-
-def _concat(parts: list[ParsedIndex]) -> ParsedIndex:
-    """The parts as one index, field by field (each part's copy freed as it goes)."""
-    starts = np.cumsum([0] + [len(p.pos) for p in parts])
-    out = {}
-    for name in _ARRAYS:
-        pieces = [getattr(p, name) for p in parts]
-        out[name] = None if pieces[0] is None else np.concatenate(pieces)
-        for p in parts:
-            setattr(p, name, None)
-    index = ParsedIndex(**out)
-    keys = [p.keys.set_axis(np.arange(len(p.keys)) + s)
-            for p, s in zip(parts, starts, strict=False) if p.keys is not None]
-    index.keys = pd.concat(keys) if keys else None
-    for column in ("cutout_id", "row"):
-        index.odd[column] = {k: v for p in parts for k, v in p.odd[column].items()}
-    return index

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ def rows_to_recut(index: ParsedIndex, file_problems: dict[str, Sequence]) -> np.
 
     A row whose file (or shard row) was reported by a file check, or was never scanned
     (unsafe path, bad shard row), is left out: one cause, one line. ``file_problems`` (of
-    :func:`tasks.verify.tensors.check_tensors`) names every scanned shard and only the
+    :class:`tasks.verify.tensors.FileChecks`) names every scanned shard and only the
     cutout files with a problem: a cutout file inside the dataset was scanned.
     """
     bad: dict[str, set[int | None]] = {
@@ -75,22 +75,24 @@ def rows_to_recut(index: ParsedIndex, file_problems: dict[str, Sequence]) -> np.
 
 def recut_jobs(
     root: Path,
-    index: ParsedIndex,
+    groups: Iterable[ParsedIndex],
+    file_problems: dict[str, Sequence],
     input_dir: Path | str,
     input_layout: str,
     labels: LabelOptions | None,
-    rows: np.ndarray,
     batch: int,
     report: VerifyReport,
 ) -> None:
-    """Cut the candidates of ``rows`` (mask of kept index rows) again, job by job; compare.
+    """Cut the indexed candidates again, job by job, and compare them with the dataset's.
 
-    Each job of the index with a folder in ``input_dir`` is loaded with the plain
+    ``groups``: the index in groups of whole jobs (:func:`tasks.verify.streaming.index_groups`);
+    the rows of each that :func:`rows_to_recut` picks (``file_problems`` of the file checks)
+    are cut. Each job of the index with a folder in ``input_dir`` is loaded with the plain
     :func:`tasks.inputs.load.load_job`, its ZScale limits recomputed
     (:func:`tasks.dataset.normalize.job_limits`) and its indexed candidates cut in batches of
     ``batch`` (``tasks.dataset.cutout.make_tensors``) from the memory-mapped images, at the
-    positions of the input catalog's rows named by ``catalog_row``. Memory: one job's
-    catalog and one batch of fresh and stored cutouts at a time.
+    positions of the input catalog's rows named by ``catalog_row``. Memory: one group of the
+    index, one job's catalog and one batch of fresh and stored cutouts at a time.
     """
     if is_remote(str(input_dir)):
         report.notes.append(f"input {input_dir} is remote: cutouts not cut again")
@@ -100,16 +102,17 @@ def recut_jobs(
     except FileNotFoundError:
         return  # an input-count problem already says so
     absent: dict[str, int] = {}
-    chosen = np.flatnonzero(rows)
-    by_job = pd.Series(chosen).groupby(index.job[chosen], sort=False)  # index order: job order
-    for job, members in by_job:
-        picked = members.to_numpy()
-        spec = specs.get(job)
-        if spec is None:
-            absent[job] = len(picked)
-            continue
-        spec = dataclasses.replace(spec, labels=labels or LabelOptions())
-        _recut_job(root, index, spec, picked, batch, report)
+    for index in groups:
+        chosen = np.flatnonzero(rows_to_recut(index, file_problems))
+        by_job = pd.Series(chosen).groupby(index.job[chosen], sort=False)  # job order
+        for job, members in by_job:
+            picked = members.to_numpy()
+            spec = specs.get(job)
+            if spec is None:
+                absent[job] = absent.get(job, 0) + len(picked)
+                continue
+            spec = dataclasses.replace(spec, labels=labels or LabelOptions())
+            _recut_job(root, index, spec, picked, batch, report)
     if absent:
         report.notes.append(
             f"{sum(absent.values())} cutouts of {len(absent)} jobs not cut again: no job "

@@ -7,6 +7,7 @@ lines, files nobody listed). Reading one file is :mod:`tasks.verify.scans`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections import deque
@@ -36,8 +37,9 @@ from croissant_cutouts.tasks.verify.scans import (
 )
 
 __all__ = [
+    "FileChecks",
     "FileFindings",
-    "check_tensors",
+    "ListedNames",
     "check_unlisted",
 ]
 
@@ -53,46 +55,105 @@ FileFindings = list[tuple[str, str, int | None]] | tuple[()]
 # the dataset
 
 
-def check_tensors(
-    root: Path,
-    index: ParsedIndex,
-    pool: ThreadPoolExecutor,
-    wanted: set[Path],
-    digests: dict[Path, str],
-    file_problems: dict[str, FileFindings],
-    missing: set[str],
-    report: VerifyReport,
-    workers: int = 2,
-) -> None:
+class FileChecks:
     """Every file and shard the index lists: format, shape, dtype, values, cutout sha256.
 
-    Fills ``digests`` (sha256 of the shards in ``wanted``, from the same read),
-    ``file_problems`` (per relative path scanned, what was found, ``digest`` mismatches
-    included; a shard with nothing found has an empty tuple, a cutout file none, so that
-    a million clean cutout files take no memory) and ``missing``. Tasks go to ``pool`` (of
-    ``workers`` threads) at most ``_ahead`` ahead of the one whose result is read, so
-    the scans waiting to be read stay few whatever the number of files.
+    :meth:`run` takes the index in groups of whole jobs (pass 2 of
+    :mod:`tasks.verify.streaming`) and scans their files on ``pool`` (of ``workers``
+    threads), at most ``_ahead`` scans ahead of the one whose result is read, across
+    groups, so the readers keep busy while the next group is parsed and the scans waiting
+    to be read stay few whatever the number of files. It fills:
+
+    - ``digests``: sha256 of the shards in ``wanted`` (resolved paths), from the same read;
+    - ``file_problems``: per relative path scanned, what was found, ``digest`` mismatches
+      included; a shard with nothing found has an empty tuple, a cutout file none, so that
+      a million clean cutout files take no memory;
+    - ``missing``: the listed files that do not exist;
+    - ``listed``: the cutout file names listed (:class:`ListedNames`);
+    - the counts of ``report``; its problems, in this order: names outside the dataset,
+      shard rows listed twice, shards whose rows are not 0 .. N-1 (by name), then every
+      finding at its index row.
     """
-    problems = report.problems
-    want_rows = index.sha256 is not None
-    sharded = index.shard != ""
-    files = _file_rows(index, sharded, problems)
-    shard_rows = _shard_rows(index, sharded, problems)
-    located: list[Problem] = []
-    ahead = _ahead(workers)
-    for chunk in _in_order(pool, _file_calls(root, *files, want_rows), ahead):
-        for name, scan, rows in chunk:
-            located += _file_findings(index, name, rows, scan, missing, report)
+
+    def __init__(
+        self, root: Path, pool: ThreadPoolExecutor, wanted: set[Path], want_rows: bool,
+        report: VerifyReport, workers: int = 2,
+    ) -> None:
+        self.root, self.pool, self.wanted, self.want_rows = root, pool, wanted, want_rows
+        self.report, self.workers = report, workers
+        self.digests: dict[Path, str] = {}
+        self.file_problems: dict[str, FileFindings] = {}
+        self.missing: set[str] = set()
+        self.listed = ListedNames()
+        self._unsafe: list[Problem] = []
+        self._twice: list[Problem] = []
+        self._gaps: list[Problem] = []
+        self._located: list[Problem] = []
+
+    def run(self, groups: Iterable[ParsedIndex]) -> None:
+        """Scan the files of every group; append the problems found to the report."""
+        calls = (call for group in groups for call in self._calls(group))
+        for done, result in _in_order(self.pool, calls, _ahead(self.workers)):
+            done(result)
+        self._gaps.sort(key=lambda p: p.file or "")
+        self._located.sort(key=lambda p: (-1 if p.index_row is None else p.index_row, p.file or ""))
+        for found in (self._unsafe, self._twice, self._gaps, self._located):
+            self.report.problems.extend(found)
+
+    def _calls(self, group: ParsedIndex) -> Iterator[tuple[Callable, tuple, Callable]]:
+        """The scans of a group's files, then of its shards: ``(function, args, done)``."""
+        sharded = group.shard != ""
+        self.listed.add(group.file)
+        files = _file_rows(group, sharded, self._unsafe)
+        for fn, args in _file_calls(self.root, *files, self.want_rows):
+            yield fn, args, functools.partial(self._files_done, group)
+        shard_rows = _shard_rows(group, sharded, self._twice)
+        calls = _shard_calls(
+            self.root, group, shard_rows, self.wanted, self.want_rows, self._gaps
+        )
+        for fn, args in calls:
+            yield fn, args, functools.partial(self._shard_done, group, shard_rows)
+
+    def _files_done(self, group: ParsedIndex, scanned: list[tuple[str, Scan, np.ndarray]]):
+        for name, scan, rows in scanned:
+            self._located += _file_findings(group, name, rows, scan, self.missing, self.report)
             if scan.problems:  # a clean cutout file is not kept (millions of them)
-                file_problems[name] = scan.problems
-    calls = _shard_calls(root, index, shard_rows, wanted, want_rows, problems)
-    for name, scan in _in_order(pool, calls, ahead):
-        located += _shard_findings(index, name, shard_rows[name], scan, missing, report)
+                self.file_problems[name] = scan.problems
+
+    def _shard_done(self, group: ParsedIndex, shard_rows: dict, result: tuple[str, Scan]):
+        name, scan = result
+        self._located += _shard_findings(
+            group, name, shard_rows[name], scan, self.missing, self.report
+        )
         if scan.sha256 is not None:
-            digests[(root / name).resolve()] = scan.sha256
-        file_problems[name] = scan.problems or ()
-    located.sort(key=lambda p: (p.index_row if p.index_row is not None else -1, p.file or ""))
-    problems.extend(located)
+            self.digests[(self.root / name).resolve()] = scan.sha256
+        self.file_problems[name] = scan.problems or ()
+
+
+class ListedNames:
+    """The cutout file names the index lists, as a sorted array of their hashes.
+
+    Python's 64-bit hash of each name's UTF-8 bytes: 8 bytes a row, not the name. A file
+    that nobody lists would pass for listed if its name's hash equalled a listed one's, a
+    chance of about n * m / 2**64 for n names and m files (1e-9 at millions of each).
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._sorted: np.ndarray | None = None
+
+    def add(self, names: np.ndarray) -> None:
+        """Note ``names`` (:attr:`ParsedIndex.file`, UTF-8 bytes)."""
+        self._parts.append(np.fromiter(map(hash, names.tolist()), np.int64, len(names)))
+        self._sorted = None
+
+    def __contains__(self, name: str) -> bool:
+        if self._sorted is None:
+            self._sorted = np.unique(np.concatenate([np.empty(0, np.int64), *self._parts]))
+            self._parts = [self._sorted]
+        key = hash(name.encode("utf-8", "surrogateescape"))
+        at = int(np.searchsorted(self._sorted, key))
+        return at < len(self._sorted) and self._sorted[at] == key
 
 
 def _ahead(workers: int) -> int:
@@ -100,19 +161,23 @@ def _ahead(workers: int) -> int:
     return 2 * max(1, workers) + 1
 
 
-def _in_order(pool: ThreadPoolExecutor, calls: Iterable[tuple[Callable, tuple]], ahead: int):
-    """Results of ``calls`` (``(function, args)`` each) run on ``pool``, in call order.
+def _in_order(pool: ThreadPoolExecutor, calls: Iterable[tuple[Callable, tuple, object]],
+              ahead: int) -> Iterator[tuple[object, object]]:
+    """``(tag, result)`` of ``calls`` (``(function, args, tag)`` each) run on ``pool``, in
+    call order.
 
     At most ``ahead`` calls are submitted beyond the one whose result is awaited: memory
     holds about ``ahead + 1`` results, not all of them.
     """
-    pending: deque[Future] = deque()
-    for fn, args in calls:
-        pending.append(pool.submit(fn, *args))
+    pending: deque[tuple[object, Future]] = deque()
+    for fn, args, tag in calls:
+        pending.append((tag, pool.submit(fn, *args)))
         if len(pending) > ahead:
-            yield pending.popleft().result()
+            tag, future = pending.popleft()
+            yield tag, future.result()
     while pending:
-        yield pending.popleft().result()
+        tag, future = pending.popleft()
+        yield tag, future.result()
 
 
 def _file_rows(
@@ -329,19 +394,14 @@ def _listing(values: list[int], limit: int = 10) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def _listed(name: str, files: np.ndarray, shards: set[str]) -> bool:
-    """Whether ``name`` is a shard or one of the sorted file names ``files`` (bytes)."""
-    if name in shards:
-        return True
-    key = name.encode("utf-8", "surrogateescape")
-    at = int(np.searchsorted(files, key))
-    return at < len(files) and files[at] == key
+def check_unlisted(
+    root: Path, listed: ListedNames | None, shards: set[str], report: VerifyReport
+) -> None:
+    """``.npy`` files under cutouts/ and shards/, ``.parquet`` under parquet/, not listed.
 
-
-def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) -> None:
-    """``.npy`` files under cutouts/ and shards/, ``.parquet`` under parquet/, not listed."""
-    files = np.unique(index.file) if index is not None else np.empty(0, bytes)
-    shards = set() if index is None else set(index.shard.tolist())
+    ``listed``: the cutout file names of the index (None without an index: no file is
+    reported then); ``shards``: its shard names.
+    """
     leftovers = 0
     for sub, suffix in ((CUTOUT_DIR, ".npy"), (SHARD_DIR, ".npy"), (PARQUET_DIR, ".parquet")):
         unlisted = []  # only these are kept, then sorted: not one entry per cutout
@@ -351,8 +411,9 @@ def check_unlisted(root: Path, index: ParsedIndex | None, report: VerifyReport) 
                     name = entry.name
                     if name.startswith("."):
                         leftovers += TMP_MARK in name
-                    elif index is not None and name.endswith(suffix):
-                        if not _listed(f"{sub}/{name}", files, shards):
+                    elif listed is not None and name.endswith(suffix):
+                        path = f"{sub}/{name}"
+                        if path not in shards and path not in listed:
                             unlisted.append(name)
         except (FileNotFoundError, NotADirectoryError):
             continue
