@@ -109,14 +109,16 @@ def index_chunks(
 
     Each chunk of ``_INDEX_CHUNK_ROWS`` rows is read whole, as Python ``str`` with no NA
     conversion (the values :func:`read_table` reads), hashed row by row over every column
-    (:func:`row_hashes`; None when not ``hashed``), then cut down to the kept columns,
+    (:func:`row_hashes`; None when not ``hashed``, and then only the kept columns are
+    parsed: the others are neither hashed nor checked), then cut down to the kept columns,
     stored as pandas ``str`` columns as :func:`read_table` stores them, indexed 0 .. len-1.
     A header-only file gives one empty chunk. Raises what ``pandas.read_csv`` raises on a
     bad file.
     """
+    usecols = None if hashed else (lambda column: column in INDEX_COLUMNS)  # the rest unparsed
     with pd.read_csv(
         root / INDEX_FILE, dtype=object, keep_default_na=False, na_filter=False,
-        chunksize=_INDEX_CHUNK_ROWS,
+        chunksize=_INDEX_CHUNK_ROWS, usecols=usecols,
     ) as reader:
         for chunk in reader:
             kept = chunk[[c for c in INDEX_COLUMNS if c in chunk.columns]].astype(str)
