@@ -135,7 +135,7 @@ class ListedNames:
 
     Python's 64-bit hash of each name's UTF-8 bytes: 8 bytes a row, not the name. A file
     that nobody lists would pass for listed if its name's hash equalled a listed one's, a
-    chance of about n * m / 2**64 for n names and m files (1e-9 at millions of each).
+    chance of about n * m / 2**64 for n names and m files (5e-8 at a million of each).
     """
 
     def __init__(self) -> None:
