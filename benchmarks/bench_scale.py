@@ -10,7 +10,7 @@ with 10 new jobs processes only those 10.
     .venv/bin/python benchmarks/bench_scale.py --sizes 5,10,20 --new-jobs 2   # minutes
 
 On 2 AMD EPYC vCPUs the default takes about 45 minutes: simulating the 1,000 jobs 19
-(about 2 s a job per process, 2 at a time; reused by later runs), the builds 23.
+(about 2 s a job per process, 2 at a time; reused by later runs), the builds 21 to 23.
 
 What it does:
 
