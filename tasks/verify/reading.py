@@ -33,6 +33,7 @@ __all__ = [
     "ParsedIndex",
     "index_chunks",
     "integers",
+    "locate",
     "name_text",
     "parse_chunk",
     "read_table",
@@ -175,12 +176,7 @@ class ParsedIndex:
 
     def where(self, i: int) -> dict[str, object]:
         """Problem keywords locating kept row ``i``."""
-        return {
-            "job_id": self.job[i],
-            "index_row": int(self.pos[i]),
-            "cutout_id": int(self.cutout_id[i]) if self.cutout_id[i] >= 0 else None,
-            "catalog_row": int(self.catalog_row[i]) if self.catalog_ok[i] else None,
-        }
+        return locate(self, i, self.job[i], self.pos[i])
 
     def digest(self, i: int) -> str:
         """Row ``i``'s ``sha256`` as 64 lowercase hex digits; "" where it is not a digest."""
@@ -198,6 +194,17 @@ class ParsedIndex:
             return odd
         ok = self.cutout_id[i] >= 0 if column == "cutout_id" else self.row_ok[i]
         return str(int(getattr(self, column)[i])) if ok else ""
+
+
+def locate(rows, i: int, job_id: str, index_row: int) -> dict[str, object]:
+    """The :class:`Problem` keywords of kept row ``i`` of ``rows`` (anything with
+    ``cutout_id``, ``catalog_row`` and ``catalog_ok`` arrays), its job and CSV row."""
+    return {
+        "job_id": job_id,
+        "index_row": int(index_row),
+        "cutout_id": int(rows.cutout_id[i]) if rows.cutout_id[i] >= 0 else None,
+        "catalog_row": int(rows.catalog_row[i]) if rows.catalog_ok[i] else None,
+    }
 
 
 class Found:

@@ -32,6 +32,7 @@ from croissant_cutouts.tasks.verify.reading import (
     Found,
     ParsedIndex,
     index_chunks,
+    locate,
     parse_chunk,
     unreadable,
     with_columns,
@@ -91,12 +92,7 @@ class IndexRows:
 
     def where(self, i: int) -> dict[str, object]:
         """Problem keywords locating kept row ``i`` (as :meth:`ParsedIndex.where`)."""
-        return {
-            "job_id": self.jobs[self.codes[i]],
-            "index_row": int(self.position(i)),
-            "cutout_id": int(self.cutout_id[i]) if self.cutout_id[i] >= 0 else None,
-            "catalog_row": int(self.catalog_row[i]) if self.catalog_ok[i] else None,
-        }
+        return locate(self, i, self.jobs[self.codes[i]], self.position(i))
 
 
 def load_index(
