@@ -1,0 +1,79 @@
+"""benchmarks/bench_science.py: the table and the targets, without simulating anything."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its `from common import ...`
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "bench_science", ROOT / "benchmarks" / "bench_science.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def _model(auc: float, fnr: float, kinds: dict[str, float]) -> dict:
+    return {
+        "test": {"roc_auc": auc, "roc_auc_ci95": [auc - 0.001, min(auc + 0.001, 1.0)],
+                 "fnr_at_1pct_fpr": fnr, "fnr_at_1pct_fpr_ci95": [fnr / 2, fnr * 2],
+                 "fnr": fnr + 0.002, "fpr": 0.009},
+        "fpr_by_kind": [{"kind": k, "n_bogus": 100, "false_positives": round(100 * v),
+                         "fpr": v} for k, v in kinds.items()],
+        "completeness_vs_mag": [
+            {"mag_lo": 21.0, "mag_hi": 21.5, "n_real": 90, "recovered": 90, "completeness": 1.0},
+            {"mag_lo": 25.0, "mag_hi": 25.5, "n_real": 20, "recovered": 15,
+             "completeness": 0.75},
+        ],
+    }
+
+
+def _metrics(cnn: tuple[float, float], gbm: tuple[float, float]) -> dict:
+    return {
+        "counts": {"test": {"real": 728, "bogus": 17554}}, "n_jobs": {"test": 12},
+        "train_cutouts_per_s": 2441.3, "device": "cpu",
+        "models": {"cnn": _model(*cnn, {"cosmic_ray": 0.004, "hot_pixel": 0.011}),
+                   "gradient_boosting": _model(*gbm, {"cosmic_ray": 0.0, "noise": 0.02})},
+    }
+
+
+@pytest.mark.parametrize(
+    ("cnn", "gbm", "met"),
+    [
+        ((0.9987, 0.0096), (0.9983, 0.0179), (True, True, True)),
+        ((0.9987, 0.0110), (0.9983, 0.0179), (True, False, True)),  # FNR above 1 %
+        ((0.9940, 0.0080), (0.9983, 0.0179), (False, True, False)),  # below 0.995, below GBM
+        ((0.9990, 0.0100), (0.9983, 0.0090), (True, True, False)),  # GBM misses fewer
+    ],
+)
+def test_targets_per_seed(bench, cnn, gbm, met):
+    summary = bench.summarise(_metrics(cnn, gbm))
+    assert tuple(summary["targets"].values()) == met
+    assert summary["models"]["cnn"]["roc_auc"] == cnn[0]
+
+
+def test_table_shows_intervals_kinds_and_completeness_of_both_models(bench):
+    result = {"seeds": {"0": bench.summarise(_metrics((0.9987, 0.0096), (0.9983, 0.0179))),
+                        "1": bench.summarise(_metrics((0.9940, 0.0110), (0.9983, 0.0179)))}}
+    text = bench.table(result)
+    lines = text.splitlines()
+    assert "| 0 | CNN | 0.9987 [0.9977, 0.9997] | 0.96 [0.48, 1.92] | 1.2, 0.9 | AUC yes, " \
+           "FNR yes, >= baseline yes |" in lines
+    assert "| 1 | CNN | 0.9940 [0.9930, 0.9950] | 1.10 [0.55, 2.20] | 1.3, 0.9 | AUC no, " \
+           "FNR no, >= baseline no |" in lines
+    header = next(line for line in lines if line.startswith("| seed | model | cosmic_ray"))
+    assert header == "| seed | model | cosmic_ray | hot_pixel | noise |"
+    assert "| 0 | gradient boosting | 0.0 | – | 2.0 |" in lines  # a kind it never met: –
+    assert "| 0 | gradient boosting | 100.0 (90) | 75.0 (20) |" in lines
