@@ -413,6 +413,14 @@ def _exit_code(summary, strict: bool) -> int:
     return 0
 
 
+def _interval(block: dict, key: str) -> str:
+    """``0.9967 [0.9932, 0.9992]``: a test figure and its bootstrap 95 % interval."""
+    value, (low, high) = block.get(key), block.get(f"{key}_ci95") or (None, None)
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None else "")
+
+
 def _print_metrics(metrics: dict | None) -> None:
     """Test-split metrics per model, the leakage gap and where the report is."""
     if not metrics:
@@ -426,11 +434,17 @@ def _print_metrics(metrics: dict | None) -> None:
 
     if metrics.get("caution"):  # training-set figures: say so before any number
         print(metrics["caution"])
-    keys = ("roc_auc", "pr_auc", "fnr_at_1pct_fpr", "fnr", "fpr", "ece")
+    test = metrics["models"].get("cnn", {}).get("test") or {}
     side = f"{metrics.get('evaluated_on') or 'test'} split"
-    print(f"{side:<18}" + "".join(f"{k:>17}" for k in keys))
+    print(f"{side}: {test.get('real', '-')} real, {test.get('bogus', '-')} bogus; "
+          "[95 % bootstrap intervals]")
+    ranged, plain = ("roc_auc", "fnr_at_1pct_fpr"), ("pr_auc", "fnr", "fpr")
+    print(f"{'model':<18}" + "".join(f"{k:>26}" for k in ranged)
+          + "".join(f"{k:>9}" for k in plain))
     for name, block in metrics["models"].items():
-        print(f"{name:<18}" + "".join(f"{cell(block['test'].get(k)):>17}" for k in keys))
+        t = block["test"]
+        print(f"{name:<18}" + "".join(f"{_interval(t, k):>26}" for k in ranged)
+              + "".join(f"{cell(t.get(k)):>9}" for k in plain))
     leak = metrics.get("leakage") or {}
     if metrics.get("held_out") is False:  # no held-out split, no leakage to measure
         return

@@ -427,6 +427,21 @@ class TrainParams(_Section):
         description="Also train on a random per-cutout split and report its test AUC beside "
         "the field split's (the leakage gap); doubles the training time.",
     )
+    width: int = Field(16, ge=1, le=256, description="Channels of the CNN's first block.")
+    scaling: Literal["none", "limits"] = Field(
+        "limits",
+        description="Input scaling inside the CNN: limits (the job's ZScale limits undone: "
+        "signed, science, reference and difference in one unit) or none (the stored [0, 1]).",
+    )
+    crop: int = Field(
+        32, ge=16, le=64, multiple_of=16,
+        description="Side of the central square of the cutout the CNN reads, pixels.",
+    )
+    members: int = Field(
+        1, ge=1, le=16,
+        description="CNNs trained with seeds seed, seed + 1, ...; their mean logit scores "
+        "(an ensemble). Multiplies the training time.",
+    )
 
     @model_validator(mode="before")
     @classmethod

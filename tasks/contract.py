@@ -59,6 +59,7 @@ __all__ = [
     "INDEX_SCHEMA",
     "JOBS_FILE",
     "LIMITS_FILE",
+    "LIMITS_SET",
     "LOCK_FILE",
     "MANIFEST_DIR",
     "MARKER",
@@ -139,6 +140,8 @@ PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_SUMMARY = "predictions.json"
 #: The Croissant record set of the candidates (the seed's name).
 RECORD_SET = "transient_candidates"
+#: Croissant record set of ``zscale_limits.csv``: the ZScale limits per job and channel.
+LIMITS_SET = "zscale_limits"
 #: Folder of the tool's own bookkeeping inside a dataset (marker, lock, manifests, cache).
 STATE_DIR = ".cutouts"
 #: The file that marks a folder as a dataset this tool made.

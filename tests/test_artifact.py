@@ -118,3 +118,37 @@ def test_a_model_without_weights_is_refused(tmp_path):
 def test_no_model_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(Path(tmp_path / "missing.pt"))
+
+
+def test_an_ensemble_with_scaling_and_crop_loads_and_scores_as_saved(tmp_path):
+    from croissant_cutouts.tasks.evaluate.model import CNNEnsemble
+
+    torch.manual_seed(1)
+    ensemble = CNNEnsemble(3, width=8, scaling="limits", crop=32).eval()
+    path = save_model(tmp_path / "model.pt",
+                      model_record(ensemble, -1.5, "validation", DATASET))
+    model, meta = load_model(path)
+    assert meta["architecture"] == "CNNEnsemble" and meta["architecture_version"] == 1
+    assert meta["architecture_kwargs"] == {"members": 3, "width": 8, "scaling": "limits",
+                                           "crop": 32}
+    x, limits = torch.rand(5, 4, 64, 64), torch.rand(5, 4, 2).cumsum(dim=2)
+    with torch.no_grad():
+        expected = torch.stack([m(x, limits) for m in ensemble.members]).mean(dim=0)
+        assert torch.equal(model(x, limits), ensemble(x, limits))
+        torch.testing.assert_close(model(x, limits), expected)
+
+
+def test_a_version_1_small_cnn_file_still_loads_as_the_same_network(tmp_path):
+    record = _record()
+    record["architecture_version"] = 1  # written before scaling and crop existed
+    path = save_model(tmp_path / "model.pt", record)
+    model, _ = load_model(path)
+    x = torch.rand(2, 4, 64, 64)
+    original = SmallCNN(width=8)
+    original.load_state_dict(record["state_dict"])
+    with torch.no_grad():
+        assert torch.equal(model(x), original.eval()(x))
+    assert model.kwargs == {"channels": 4, "width": 8}  # no scaling, the whole cutout
+    record["architecture"], record["architecture_version"] = "CNNEnsemble", 2
+    with pytest.raises(ModelError, match="'CNNEnsemble' version 2 is not one"):
+        load_model(save_model(tmp_path / "e.pt", record))

@@ -41,7 +41,8 @@ def _everything(ds: CandidateDataset) -> tuple[np.ndarray, np.ndarray, pd.DataFr
     items = [ds[i] for i in range(len(ds))]
     images = np.stack([image.numpy() for image, _, _ in items])
     labels = np.array([label for _, label, _ in items])
-    rows = pd.DataFrame([row for _, _, row in items])
+    # the limits tensors (test_each_record_carries_its_jobs_zscale_limits) as plain lists
+    rows = pd.DataFrame([{**row, "limits": row["limits"].tolist()} for _, _, row in items])
     order = np.argsort(rows["cutout_id"].to_numpy())
     return images[order], labels[order], rows.iloc[order].reset_index(drop=True)
 
@@ -106,7 +107,9 @@ def test_croissant_file_path_and_bad_arguments(datasets, tmp_path):
             test[wrong]
         with pytest.raises(IndexError, match="out of range"):
             test.batch([0, wrong])
-    assert pd.Series(test.row(-1)).equals(pd.Series(test[-1][2]))  # NaN == NaN here
+    one, other = test.row(-1), test[-1][2]
+    assert torch.equal(one.pop("limits"), other.pop("limits"))
+    assert pd.Series(one).equals(pd.Series(other))  # NaN == NaN here
 
 
 def test_transform_applies_to_each_image(datasets):
@@ -295,3 +298,20 @@ def test_smoke_train_and_verify_refuse_a_climbing_dataset(datasets, tmp_path):
     report = verify_dataset(path)
     assert any("'../../etc/passwd' leads outside the dataset folder; not read" in p.message
                for p in report.problems)
+
+
+def test_each_record_carries_its_jobs_zscale_limits(datasets):
+    from croissant_cutouts.tasks.contract import CHANNELS
+
+    limits = pd.read_csv(datasets["shards"] / "zscale_limits.csv")
+    ds = load_dataset(datasets["shards"], split=None)
+    for i in (0, len(ds) - 1):
+        _, _, row = ds[i]
+        job = limits[limits["job_id"] == row["job_id"]].set_index("channel")
+        want = job.loc[list(CHANNELS), ["vmin", "vmax"]].to_numpy(np.float32)
+        assert row["limits"].dtype == torch.float32 and row["limits"].shape == (4, 2)
+        np.testing.assert_array_equal(row["limits"].numpy(), want)
+    _, _, rows = ds.batch(np.arange(7))
+    assert rows["limits"].shape == (7, 4, 2)
+    collated = next(iter(torch.utils.data.DataLoader(ds, batch_size=7)))[2]["limits"]
+    assert torch.equal(collated, rows["limits"])  # what model(images, limits) takes

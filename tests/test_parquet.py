@@ -312,6 +312,7 @@ def _as_parquet(files_root: Path, root: Path) -> Path:
         rows.append(part)
     frame = pd.concat(rows).astype(dtypes)
     frame.to_csv(root / "master_index.csv", index=False, lineterminator="\n")
+    shutil.copyfile(files_root / "zscale_limits.csv", root / "zscale_limits.csv")
     write_croissant(root / "master_index.csv", root / "croissant.json")
     return root
 

@@ -125,14 +125,15 @@ def test_croissant_lists_every_shard_with_its_sha256(tmp_path, three_jobs, monke
     monkeypatch.setattr(croissant_mod, "sha256_file", spy)  # the index
     monkeypatch.setattr(digests_mod, "sha256_file", spy)  # the shards, via sha256_files
     write_croissant(out / "master_index.csv", out / "croissant.json")
-    assert [p.name for p in seen] == ["master_index.csv"]  # the index is always hashed
+    # the index and the ZScale limits are always hashed
+    assert [p.name for p in seen] == ["master_index.csv", "zscale_limits.csv"]
     seen.clear()
     stack = np.load(out / "shards" / "jid0002.npy")
     tmp = out / "shards" / "new.npy"
     np.save(tmp, stack)
     tmp.replace(out / "shards" / "jid0002.npy")  # same bytes, new file: hashed again
     write_croissant(out / "master_index.csv", out / "croissant.json")
-    assert [p.name for p in seen] == ["master_index.csv", "jid0002.npy"]
+    assert [p.name for p in seen] == ["master_index.csv", "jid0002.npy", "zscale_limits.csv"]
 
 
 def test_layout_param_and_flags(tmp_path):

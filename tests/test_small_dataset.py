@@ -66,7 +66,7 @@ def test_run_on_two_jobs_trains_on_what_there_is(two_jobs, tmp_path, capsys, cap
     # the printed summary: the caution once, before the numbers it qualifies
     lines = printed.out.splitlines()
     assert lines.count(caution) == 1
-    assert lines[lines.index(caution) + 1].startswith("train split ")
+    assert lines[lines.index(caution) + 1].startswith("train split: ")
 
     # one warning for the whole run (logged when the index is written), no other anywhere
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from croissant_cutouts.tasks.config import SplitParams, TrainParams
-from croissant_cutouts.tasks.contract import INDEX_FILE, INDEX_SCHEMA, OutsideDataset
+from croissant_cutouts.tasks.contract import CHANNELS, INDEX_FILE, INDEX_SCHEMA, OutsideDataset
 from croissant_cutouts.tasks.dataset.croissant import write_croissant
 from croissant_cutouts.tasks.dataset.splits import assign_splits
 from croissant_cutouts.tasks.evaluate.data import (
     CutoutDataset,
     IndexBatches,
     cap_by_job,
+    limits_per_row,
     load_cutout,
     make_loader,
     read_records,
@@ -66,6 +67,15 @@ def _cutout(rng: np.random.Generator, label: int, k: int) -> np.ndarray:
     return np.clip(t, 0, 1).astype(np.float32)
 
 
+def write_unit_limits(root: Path, job_ids) -> None:
+    """``zscale_limits.csv`` as the index step writes it, with limits [0, 1] for every job and
+    channel: a model with ``scaling="limits"`` then reads the stored values as they are."""
+    pd.DataFrame(
+        [{"job_id": job, "channel": c, "file": f"{c}.fits", "vmin": 0.0, "vmax": 1.0,
+          "status": "ok"} for job in sorted(set(job_ids)) for c in CHANNELS]
+    ).to_csv(root / "zscale_limits.csv", index=False, lineterminator="\n")
+
+
 def _write_dataset(
     root: Path, n_jobs: int = N_JOBS, per_job: int = PER_JOB, splits: bool = True
 ) -> Path:
@@ -103,6 +113,7 @@ def _write_dataset(
     frame = frame.reindex(columns=[c.name for c in INDEX_SCHEMA])
     frame = frame.astype({c.name: c.dtype for c in INDEX_SCHEMA})
     frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
+    write_unit_limits(root, frame["job_id"])
     write_croissant(root / INDEX_FILE, root / "croissant.json")
     return root
 
@@ -127,6 +138,7 @@ def _write_sharded(files_root: Path, root: Path) -> Path:
         rows.append(part)
     frame = pd.concat(rows).astype({c.name: c.dtype for c in INDEX_SCHEMA})
     frame.to_csv(root / INDEX_FILE, index=False, lineterminator="\n")
+    write_unit_limits(root, frame["job_id"])
     write_croissant(root / INDEX_FILE, root / "croissant.json")
     return root
 
@@ -401,6 +413,54 @@ def test_small_cnn_gives_one_logit_per_cutout():
     assert SmallCNN()(torch.rand(3, 4, 64, 64)).shape == (3,)
 
 
+def test_limit_scaling_undoes_the_stored_zscale_signed_and_in_one_unit():
+    from croissant_cutouts.tasks.evaluate.model import LimitScale
+
+    g = torch.Generator().manual_seed(0)
+    value = torch.randn(2, 4, 64, 64, generator=g) * 0.1  # image units, inside the limits
+    value[:, 2, 30, 32] = -0.25  # a negative lobe in the difference
+    limits = torch.tensor([[-0.5, 0.5], [-0.3, 0.6], [-0.4, 0.4], [-6.0, 6.0]])
+    limits = torch.stack([limits, 2 * limits])  # a second job with twice the widths
+    vmin, width = limits[..., 0], limits[..., 1] - limits[..., 0]
+    stored = (value - vmin[..., None, None]) / width[..., None, None]  # as the contract stores
+    out = LimitScale()(stored, limits)
+    unit = torch.stack([width[:, 2]] * 3 + [width[:, 3]], dim=1)  # D's width; the score's own
+    torch.testing.assert_close(out, value / unit[..., None, None], atol=1e-6, rtol=1e-5)
+    assert float(out[0, 2, 30, 32]) < 0  # the lobe stays negative
+    bad = limits.clone()
+    bad[0, 1] = torch.tensor([float("nan"), float("nan")])  # an unusable reference: zeros
+    bad[1, 2] = torch.tensor([0.3, 0.3])  # a constant difference: zeros, the others in units
+    out = LimitScale()(stored, bad)
+    zeros = torch.zeros(64, 64)
+    assert torch.equal(out[0, 1], zeros) and torch.equal(out[1, 2], zeros)
+    torch.testing.assert_close(out[1, 0], stored[1, 0] * width[1, 0] + vmin[1, 0])
+    assert torch.isfinite(out).all()
+
+
+def test_small_cnn_crop_reads_only_the_central_square():
+    from croissant_cutouts.tasks.evaluate.model import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(width=4, scaling="limits", crop=32).eval()
+    x = torch.rand(2, 4, 64, 64)
+    limits = torch.tensor([[0.0, 1.0]] * 4).expand(2, 4, 2)
+    y = x.clone()
+    y[..., :16, :] = 0.0  # outside rows and columns 16 .. 47 nothing counts
+    y[..., :, 48:] = 1.0
+    with torch.no_grad():
+        assert torch.equal(model(x, limits), model(y, limits))
+        x[..., 16, 16] += 1.0
+        assert not torch.equal(model(x, limits), model(y, limits))
+        with pytest.raises(ValueError, match=r"call model\(x, limits\)"):
+            model(x)
+    for crop in (8, 24, 80):
+        with pytest.raises(ValueError, match="crop must be a multiple of 16"):
+            SmallCNN(crop=crop)
+    with pytest.raises(ValueError, match="unknown scaling 'zscale'"):
+        SmallCNN(scaling="zscale")
+    assert SmallCNN()(torch.rand(1, 4, 64, 64)).shape == (1,)  # no scaling: no limits needed
+
+
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -497,21 +557,28 @@ def test_smoke_train_learns_reports_and_repeats(dataset, index, tmp_path):
         assert (tmp_path / "plots" / png.name).read_bytes() == png.read_bytes(), png.name
 
 
-def _check_saved_model(dataset: Path, metrics: dict, index: pd.DataFrame) -> None:
+def _check_saved_model(
+    folder: Path, metrics: dict, index: pd.DataFrame, dataset: Path | None = None
+) -> None:
+    """``model.pt`` in ``folder`` scores the test cutouts of ``dataset`` (default: ``folder``)
+    as the run did."""
     import torch
 
     from croissant_cutouts.tasks.evaluate.artifact import load_model
 
+    dataset = dataset or folder
     saved = metrics["model"]
-    assert saved["file"] == "model.pt" and saved["sha256"] == sha256_file(dataset / "model.pt")
-    model, meta = load_model(dataset / "model.pt")
+    assert saved["file"] == "model.pt" and saved["sha256"] == sha256_file(folder / "model.pt")
+    model, meta = load_model(folder / "model.pt")
     assert meta["threshold"] == saved["threshold"] == metrics["models"]["cnn"]["test"]["threshold"]
     assert meta["threshold_on"] == "validation" and meta["contract_version"] == 1
     assert meta["dataset"]["index_sha256"] == metrics["dataset"]["index_sha256"]
     test = index[(index["split"] == "test") & index["label"].notna()]
     x = np.stack([np.load(dataset / f) for f in test["cutout_filename"]]).transpose(0, 3, 1, 2)
+    limits = limits_per_row(pd.read_csv(dataset / "zscale_limits.csv"), test["job_id"])
     with torch.no_grad():
-        logits = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        logits = model(torch.from_numpy(np.ascontiguousarray(x)),
+                       torch.from_numpy(limits)).numpy()
     assert roc_auc(test["label"].to_numpy(int), logits) == pytest.approx(
         metrics["models"]["cnn"]["test"]["roc_auc"], abs=1e-6
     )
@@ -601,6 +668,25 @@ def test_smoke_train_with_augmentation_and_best_epoch(dataset, tmp_path):
     assert metrics["models"]["cnn"]["test"]["roc_auc"] > 0.8
     assert metrics["params"]["train"]["augment"] and metrics["params"]["train"]["keep_best"]
     assert metrics["weights_from_epoch"] in (1, 2)
+
+
+def test_smoke_train_an_ensemble_saves_and_scores_as_one_model(dataset, index, tmp_path):
+    params = FAST.model_copy(update={"members": 2, "epochs": 2, "keep_best": True})
+    metrics = smoke_train(dataset, params=params, output=tmp_path / "metrics.json")
+    one = smoke_train(dataset, params=params.model_copy(update={"members": 1}),
+                      output=tmp_path / "one" / "metrics.json")
+    assert len(metrics["weights_from_epoch"]) == 2
+    assert metrics["weights_from_epoch"][0] == one["weights_from_epoch"]  # member 0 = seed 0
+    assert metrics["models"]["cnn"]["description"].startswith("ensemble of 2 x SmallCNN")
+    assert len(metrics["loss"]["train"]) == 2
+    assert metrics["models"]["cnn"]["test"]["roc_auc"] > 0.8
+    _check_saved_model(tmp_path, metrics, index, dataset)
+    # the baseline's calls are broken down as the CNN's are, on the same test rows
+    for name in ("cnn", "gradient_boosting"):
+        block = metrics["models"][name]
+        assert sum(r["n_bogus"] for r in block["fpr_by_kind"]) == block["test"]["bogus"]
+        assert sum(r["n_real"] for r in block["completeness_vs_mag"]) == block["test"]["real"]
+    assert metrics["models"]["cnn"]["fpr_by_kind"] == metrics["fpr_by_kind"]
 
 
 def test_smoke_train_on_a_dataset_too_small_to_split(tmp_path, caplog):

@@ -159,7 +159,8 @@ def test_clean_dataset_verifies(built, layout):
     assert (report.index_rows, report.cutouts, report.jobs) == (26, 26, 4)
     assert report.catalog_rows == 12 + 12 + 3 + 2 and report.reject_rows == 1 + 2 + 1
     assert report.files == (26 if layout == "files" else 3)
-    assert report.sha256 == (1 if layout == "files" else 4)  # the index (+ one per shard)
+    # the index and the ZScale limits (+ one per shard)
+    assert report.sha256 == (2 if layout == "files" else 5)
     assert report.recounted == 4
     assert report.summary().startswith("verify: OK, 26 cutouts in ")
     jobs = pd.read_csv(built[layout] / "jobs.csv")
@@ -788,7 +789,8 @@ def test_croissant_json_unreadable_or_without_a_distribution(files, tmp_path):
     elsewhere.write_text(json.dumps(doc))
     path.unlink()
     report = verify_dataset(files, croissant=elsewhere)
-    assert report.ok and report.sha256 == 1, report.lines()  # the FileSet is not a file
+    # the index and the limits: the FileSet is not a file
+    assert report.ok and report.sha256 == 2, report.lines()
     elsewhere.write_text("[]")
     problem = _only(verify_dataset(files, croissant=elsewhere), "croissant")
     assert (problem.file, problem.message) == (str(elsewhere), "has no distribution list")

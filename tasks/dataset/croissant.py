@@ -62,6 +62,8 @@ from croissant_cutouts.tasks.contract import (
     HALF,
     INDEX_FILE,
     INDEX_SCHEMA,
+    LIMITS_FILE,
+    LIMITS_SET,
     PARQUET_DIR,
     PARQUET_IMAGE,
     RECORD_SET,
@@ -77,6 +79,8 @@ __all__ = [
     "CHANNELS_ID",
     "CONFORMS_TO",
     "CROISSANT_1_1",
+    "LIMITS_FIELDS",
+    "LIMITS_ID",
     "RAI_1_0",
     "SPEC_CONTEXT",
     "SPLITS_ID",
@@ -102,6 +106,19 @@ PARQUET_MEDIA_TYPE = "application/x-parquet"
 SPLITS_ID = "splits"
 #: Record set enumerating the cutout channels, in array order.
 CHANNELS_ID = "channels"
+#: FileObject of ``zscale_limits.csv`` and the record set of its rows.
+LIMITS_ID = LIMITS_FILE
+#: Fields of :data:`LIMITS_SET`: column of ``zscale_limits.csv``, data type, description.
+LIMITS_FIELDS = (
+    ("job_id", "TEXT", "Job folder name, as in transient_candidates/job_id."),
+    ("channel", "TEXT", "Channel name: science, reference, difference or score."),
+    ("vmin", "FLOAT", "Lower ZScale limit of the job's whole image, in its units (DN/s; "
+     "the score in sigmas): a stored 0."),
+    ("vmax", "FLOAT", "Upper ZScale limit: a stored 1. A stored value x is the image value "
+     "vmin + x (vmax - vmin) inside [vmin, vmax]."),
+    ("status", "TEXT", "ok, or why the channel is stored as zeros: constant, "
+     "no_finite_pixels, limits_not_finite."),
+)
 
 CROISSANT_1_1 = "http://mlcommons.org/croissant/1.1"
 RAI_1_0 = "http://mlcommons.org/croissant/RAI/1.0"
@@ -478,6 +495,54 @@ def _distribution(
     ]
 
 
+def _limits_file(ctx: mlc.Context, csv_path: Path, base: Path) -> list[mlc.FileObject]:
+    """The FileObject of ``zscale_limits.csv`` beside the index, when the index step wrote it."""
+    import mlcroissant as mlc
+
+    path = csv_path.parent / LIMITS_FILE
+    if not path.is_file():
+        return []
+    return [
+        mlc.FileObject(
+            ctx=ctx,
+            id=LIMITS_ID,
+            name=LIMITS_ID,
+            description="ZScale limits of each job's four images: how the stored [0, 1] "
+            "values map back to image units.",
+            content_url=os.path.relpath(path, base),
+            encoding_formats=["text/csv"],
+            sha256=sha256_file(path),
+        )
+    ]
+
+
+def _limits_record_set(ctx: mlc.Context) -> mlc.RecordSet:
+    """The ``zscale_limits`` record set: one record per job and channel."""
+    import mlcroissant as mlc
+
+    return mlc.RecordSet(
+        ctx=ctx,
+        id=LIMITS_SET,
+        name=LIMITS_SET,
+        description="Per job and channel, the ZScale limits the cutouts were scaled with "
+        "(cutout contract, normalisation).",
+        key=[f"{LIMITS_SET}/job_id", f"{LIMITS_SET}/channel"],
+        fields=[
+            mlc.Field(
+                ctx=ctx,
+                id=f"{LIMITS_SET}/{name}",
+                name=name,
+                description=text,
+                data_types=[getattr(mlc.DataType, kind)],
+                source=mlc.Source(
+                    ctx=ctx, file_object=LIMITS_ID, extract=mlc.Extract(ctx=ctx, column=name)
+                ),
+            )
+            for name, kind, text in LIMITS_FIELDS
+        ],
+    )
+
+
 def _layout(shards: list[str]) -> str:
     """The output layout of an index whose ``shard`` column holds ``shards``."""
     if not shards:
@@ -572,7 +637,8 @@ def build_metadata(
         sd_licence=[params.sd_license],
         **_dates(params, csv_path),
         **_rai(params),
-        distribution=_distribution(ctx, csv_path, base, shards),
+        distribution=[*_distribution(ctx, csv_path, base, shards),
+                      *_limits_file(ctx, csv_path, base)],
         record_sets=[
             mlc.RecordSet(
                 ctx=ctx,
@@ -584,6 +650,7 @@ def build_metadata(
             ),
             _splits_record_set(ctx, split_counts(index)),
             _channels_record_set(ctx),
+            *([_limits_record_set(ctx)] if (csv_path.parent / LIMITS_FILE).is_file() else []),
         ],
     )
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from croissant_cutouts.tasks.contract import CHANNELS, CONTRACT_VERSION, CUTOUT_SIZE
-from croissant_cutouts.tasks.evaluate.model import SmallCNN
+from croissant_cutouts.tasks.evaluate.model import CNNEnsemble, SmallCNN
 from croissant_cutouts.tasks.infra.atomic import atomic_output
 
 __all__ = [
@@ -45,8 +45,14 @@ __all__ = [
 FORMAT = "croissant-cutouts model"
 #: Version of the model file's layout (the keys above); another version is refused.
 FORMAT_VERSION = 1
-#: Architectures a model file may name: constructor and version of each.
-ARCHITECTURES: dict[str, tuple[type[nn.Module], int]] = {"SmallCNN": (SmallCNN, 1)}
+#: Architectures a model file may name: constructor and the version this tool writes. A
+#: ``SmallCNN`` of version 1 (before ``scaling`` and ``crop``) is read too: its arguments
+#: build the same network (no scaling, the whole cutout).
+ARCHITECTURES: dict[str, tuple[type[nn.Module], int]] = {
+    "SmallCNN": (SmallCNN, 2),
+    "CNNEnsemble": (CNNEnsemble, 1),
+}
+_READS = {"SmallCNN": (1, 2), "CNNEnsemble": (1,)}
 _REQUIRED = ("format", "format_version", "architecture", "architecture_version",
              "architecture_kwargs", "state_dict", "contract_version", "threshold")
 
@@ -67,7 +73,7 @@ def _package_version() -> str:
 
 
 def model_record(
-    model: SmallCNN,
+    model: nn.Module,
     threshold: float,
     threshold_on: str,
     dataset: dict[str, Any],
@@ -132,7 +138,7 @@ def _check(path: Path, record: dict[str, Any]) -> type[nn.Module]:
                          f"{record['contract_version']!r}, this tool writes version "
                          f"{CONTRACT_VERSION}: its scores would not mean anything here")
     known = ARCHITECTURES.get(record["architecture"])
-    if known is None or known[1] != record["architecture_version"]:
+    if known is None or record["architecture_version"] not in _READS[record["architecture"]]:
         raise ModelError(path, f"architecture {record['architecture']!r} version "
                          f"{record['architecture_version']!r} is not one this tool builds")
     threshold = record["threshold"]

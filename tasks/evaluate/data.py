@@ -28,8 +28,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from croissant_cutouts.tasks.contract import (
+    CHANNELS,
     CUTOUT_BYTES,
     CUTOUT_SHAPE,
+    LIMITS_SET,
     RECORD_SET,
     OutsideDataset,
     dataset_file,
@@ -45,8 +47,10 @@ __all__ = [
     "cap_by_job",
     "check_distribution",
     "check_record_paths",
+    "limits_per_row",
     "load_cutout",
     "make_loader",
+    "read_limits",
     "read_records",
 ]
 
@@ -151,6 +155,74 @@ def read_records(
     return _finish_records(pd.DataFrame(rows), dataset, croissant_path, root)
 
 
+def read_limits(croissant_path: str | Path, root: str | Path | None = None) -> pd.DataFrame:
+    """The ``zscale_limits`` records of a dataset, through its Croissant metadata.
+
+    Read as :func:`read_records` reads the index: straight from ``zscale_limits.csv`` when
+    its sha256 matches the metadata, else by iterating mlcroissant's records.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``job_id``, ``channel``, ``vmin``, ``vmax`` (float64, image units) and
+        ``status``; one row per job and channel.
+
+    Raises
+    ------
+    ValueError
+        The metadata has no ``zscale_limits`` record set (a dataset written before it was
+        declared: write ``croissant.json`` again with ``cutouts croissant``).
+    """
+    croissant_path = Path(croissant_path)
+    root = Path(root) if root is not None else croissant_path.parent
+    dataset = mlc.Dataset(jsonld=str(croissant_path))
+    check_distribution(dataset, croissant_path, root)
+    if not any(rs.id == LIMITS_SET for rs in dataset.metadata.record_sets):
+        raise ValueError(
+            f"{croissant_path}: no {LIMITS_SET} record set (the ZScale limits the model "
+            "reads); write the metadata again with `cutouts croissant`"
+        )
+    frame = _read_csv_fields(dataset, croissant_path, LIMITS_SET)
+    if frame is None:
+        prefix = f"{LIMITS_SET}/"
+        frame = pd.DataFrame([
+            {k.removeprefix(prefix): v.decode("utf-8") if isinstance(v, bytes) else v
+             for k, v in record.items()}
+            for record in dataset.records(LIMITS_SET)
+        ])
+    for column in ("vmin", "vmax"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+    return frame
+
+
+def limits_per_row(limits: pd.DataFrame, job_ids: Any) -> np.ndarray:
+    """Each row's ZScale limits, shape (n, 4, 2) float32: ``[vmin, vmax]`` per channel.
+
+    Channels in :data:`~croissant_cutouts.tasks.contract.CHANNELS` order. A channel whose
+    status is not ``ok`` gets NaN (the model reads it as 0, as it is stored).
+
+    Raises
+    ------
+    ValueError
+        A job of ``job_ids`` without limits for every channel, naming it.
+    """
+    ok = limits[limits["status"].astype(str) == "ok"]
+    table = ok.pivot_table(index="job_id", columns="channel", values=["vmin", "vmax"],
+                           aggfunc="first")
+    jobs = pd.Index(pd.unique(np.asarray(job_ids, dtype=object)))
+    listed = set(limits["job_id"].astype(str))
+    absent = [j for j in jobs if str(j) not in listed]
+    if absent:
+        raise ValueError(f"no ZScale limits for job {absent[0]} ({len(absent)} job(s) in all) "
+                         "in zscale_limits")
+    per_job = np.full((len(jobs), len(CHANNELS), 2), np.nan, np.float32)
+    for c, name in enumerate(CHANNELS):
+        for k, bound in enumerate(("vmin", "vmax")):
+            if (bound, name) in table:
+                per_job[:, c, k] = table[(bound, name)].reindex(jobs).to_numpy(np.float64)
+    return per_job[jobs.get_indexer(np.asarray(job_ids, dtype=object))]
+
+
 _PANDAS_DTYPES = {
     "sc:Text": "string",
     "sc:Integer": "Int64",
@@ -159,14 +231,16 @@ _PANDAS_DTYPES = {
 }
 
 
-def _plain_source(dataset: mlc.Dataset, kind: str) -> tuple[Any, Any] | None:
+def _plain_source(
+    dataset: mlc.Dataset, kind: str, record_set_id: str = RECORD_SET
+) -> tuple[Any, Any] | None:
     """The record set, and the one distribution entry all its fields read plain columns of.
 
     ``kind`` is the field-source attribute naming the entry: ``file_object`` or
     ``file_set``. None when the fields read several entries, or one through a transform.
     Raises StopIteration when the record set or the entry is missing.
     """
-    record_set = next(rs for rs in dataset.metadata.record_sets if rs.id == RECORD_SET)
+    record_set = next(rs for rs in dataset.metadata.record_sets if rs.id == record_set_id)
     sources = {getattr(f.source, kind) for f in record_set.fields}
     if len(sources) != 1 or any(
         f.source.extract.column is None or f.source.transforms for f in record_set.fields
@@ -188,7 +262,9 @@ def _text_as_objects(frame: pd.DataFrame, names: list[str]) -> None:
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
 
 
-def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame | None:
+def _read_csv_fields(
+    dataset: mlc.Dataset, croissant_path: Path, record_set_id: str = RECORD_SET
+) -> pd.DataFrame | None:
     """The record set read straight from its CSV, when the metadata allows it; else None.
 
     When every field of ``transient_candidates`` is a plain column of one local CSV
@@ -199,7 +275,7 @@ def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame
     and the caller falls back to mlcroissant.
     """
     try:
-        found = _plain_source(dataset, "file_object")
+        found = _plain_source(dataset, "file_object", record_set_id)
         if found is None:
             return None
         record_set, file_object = found
@@ -210,7 +286,7 @@ def _read_csv_fields(dataset: mlc.Dataset, croissant_path: Path) -> pd.DataFrame
         if not file_object.sha256 or sha256_file(path) != file_object.sha256:
             return None
         types = {f.source.extract.column: _pandas_dtype(f) for f in record_set.fields}
-        columns = {f.source.extract.column: f.id.removeprefix(f"{RECORD_SET}/")
+        columns = {f.source.extract.column: f.id.removeprefix(f"{record_set_id}/")
                    for f in record_set.fields}
     except (StopIteration, AttributeError, IndexError, OSError):
         return None
@@ -461,6 +537,9 @@ class CutoutDataset(Dataset):
     rows : array-like of int, shape (n,), optional
         Row of each item in its shard ``paths[i]``; missing entries (``None``, NaN, ``<NA>``)
         and ``rows=None`` mean the path is a single-cutout file. Both kinds may mix.
+    limits : numpy.ndarray, shape (n, 4, 2), optional
+        Each item's ZScale limits ``[vmin, vmax]`` per channel (:func:`limits_per_row`),
+        for a model with ``scaling="limits"``: batches are then ``(x, y, limits)``.
 
     Notes
     -----
@@ -482,12 +561,16 @@ class CutoutDataset(Dataset):
         labels: Sequence[int] | np.ndarray,
         in_memory: bool | None = None,
         rows: Sequence[int | None] | np.ndarray | pd.Series | None = None,
+        limits: np.ndarray | None = None,
     ) -> None:
         self.paths = [str(p) for p in paths]
         n = len(self.paths)
         self.labels = np.asarray(labels, dtype=np.float32)
         if n != len(self.labels):
             raise ValueError(f"{n} paths but {len(self.labels)} labels")
+        self.limits = None if limits is None else np.asarray(limits, np.float32)
+        if self.limits is not None and self.limits.shape != (n, len(CHANNELS), 2):
+            raise ValueError(f"limits of shape {self.limits.shape}; expected ({n}, 4, 2)")
         self.rows = _shard_rows(rows, n)
         in_shard = self.rows >= 0
         codes, names = pd.factorize(np.asarray(self.paths, dtype=object)[in_shard], sort=True)
@@ -546,8 +629,9 @@ class CutoutDataset(Dataset):
 
     def __getitems__(
         self, indices: Sequence[int] | np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A whole batch: ``x`` float32 (B, 4, 64, 64), ``y`` float32 (B,)."""
+    ) -> tuple[torch.Tensor, ...]:
+        """A whole batch: ``x`` float32 (B, 4, 64, 64), ``y`` float32 (B,), and with
+        ``limits`` the batch's limits, float32 (B, 4, 2)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} items")
@@ -557,11 +641,13 @@ class CutoutDataset(Dataset):
         else:
             x = np.empty((len(idx), *_CHANNEL_FIRST), np.float32)
             self._read(idx, x)
-        return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
+        batch = (torch.from_numpy(x), torch.from_numpy(self.labels[idx]))
+        if self.limits is not None:
+            batch += (torch.from_numpy(self.limits[idx]),)
+        return batch
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(part[0] for part in self.__getitems__([i]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -596,7 +682,7 @@ class IndexBatches(Sampler[np.ndarray]):
         return -(-self.n // self.batch_size)
 
 
-def _whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _whole_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Collate function of :func:`make_loader`: the dataset already returns whole batches."""
     return batch
 

@@ -15,6 +15,7 @@ numpy and pandas, never Prefect.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from croissant_cutouts.tasks.contract import CROISSANT_FILE
+from croissant_cutouts.tasks.contract import CROISSANT_FILE, LIMITS_SET
 from croissant_cutouts.tasks.dataset.splits import SPLITS
-from croissant_cutouts.tasks.evaluate.data import CutoutDataset, IndexBatches, read_records
+from croissant_cutouts.tasks.evaluate.data import (
+    CutoutDataset,
+    IndexBatches,
+    limits_per_row,
+    read_limits,
+    read_records,
+)
 
 __all__ = ["CandidateDataset", "load_dataset"]
 
@@ -66,7 +73,11 @@ class CandidateDataset(Dataset):
       ``field``, ``split``, ``cutout_path``, ...; the index columns, see the output docs).
       Missing values are ``""`` (text), NaN (floats), -1 (integers: ``label``, ``row``,
       ``flags``, ``npix``, ``npixfit``) or ``False`` (booleans), so that the default
-      ``DataLoader`` collation batches them.
+      ``DataLoader`` collation batches them. With the dataset's ZScale limits (datasets
+      whose ``croissant.json`` declares ``zscale_limits``), ``row["limits"]`` is the
+      record's job's ``[vmin, vmax]`` per channel, a float32 tensor (4, 2), batched to
+      (B, 4, 2): what a saved model of ``scaling="limits"`` takes beside the images,
+      ``model(images, rows["limits"])``.
 
     ``__getitems__`` (called by :class:`torch.utils.data.DataLoader` for a whole batch of
     indices) reads the batch's pixels at once: one read per shard or Parquet file it touches
@@ -86,6 +97,7 @@ class CandidateDataset(Dataset):
         records: pd.DataFrame,
         transform: Transform | None = None,
         in_memory: bool = False,
+        limits: np.ndarray | None = None,
     ) -> None:
         self.records = records.reset_index(drop=True)
         label = self.records["label"] if "label" in self.records else pd.Series([], dtype=float)
@@ -97,6 +109,8 @@ class CandidateDataset(Dataset):
         )
         self.transform = transform
         self._columns = {name: _column(self.records[name]) for name in self.records.columns}
+        #: Each record's ZScale limits, float32 (n, 4, 2), or None.
+        self.limits = None if limits is None else np.asarray(limits, np.float32)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -115,7 +129,11 @@ class CandidateDataset(Dataset):
     def _rows(self, idx: np.ndarray) -> list[dict[str, Any]]:
         names = list(self._columns)
         values = [self._columns[name][idx].tolist() for name in names]
-        return [dict(zip(names, item, strict=True)) for item in zip(*values, strict=True)]
+        rows = [dict(zip(names, item, strict=True)) for item in zip(*values, strict=True)]
+        if self.limits is not None:
+            for row, i in zip(rows, idx.tolist(), strict=True):
+                row["limits"] = torch.from_numpy(self.limits[i])
+        return rows
 
     def __getitems__(
         self, indices: Sequence[int] | np.ndarray
@@ -151,6 +169,8 @@ class CandidateDataset(Dataset):
         rows = {name: (column[idx].tolist() if column.dtype == object
                        else torch.from_numpy(column[idx]))
                 for name, column in self._columns.items()}
+        if self.limits is not None:
+            rows["limits"] = torch.from_numpy(self.limits[idx])
         return images, torch.from_numpy(self.labels[idx]), rows
 
     def batches(
@@ -245,7 +265,17 @@ def load_dataset(
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or None")
-    records = read_records(_croissant_file(path), root=root)
+    croissant = _croissant_file(path)
+    records = read_records(croissant, root=root)
     if split is not None and len(records):
         records = records[records["split"] == split]
-    return CandidateDataset(records, transform=transform, in_memory=in_memory)
+    limits = None
+    if len(records) and _declares(croissant, LIMITS_SET):
+        limits = limits_per_row(read_limits(croissant, root), records["job_id"])
+    return CandidateDataset(records, transform=transform, in_memory=in_memory, limits=limits)
+
+
+def _declares(croissant: Path, record_set: str) -> bool:
+    """Whether the metadata in ``croissant`` declares a record set of that id."""
+    sets = json.loads(croissant.read_text()).get("recordSet") or []
+    return any(isinstance(rs, dict) and rs.get("@id") == record_set for rs in sets)

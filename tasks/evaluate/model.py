@@ -22,9 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from croissant_cutouts.tasks.config import TrainParams
-from croissant_cutouts.tasks.contract import (
-    CHANNELS,
-)
+from croissant_cutouts.tasks.contract import CHANNELS, CUTOUT_SIZE
 from croissant_cutouts.tasks.evaluate.data import CutoutDataset, make_loader
 from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
     roc_auc,
@@ -32,12 +30,18 @@ from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
 from croissant_cutouts.tasks.infra.progress import progress_bar
 
 __all__ = [
+    "SCALINGS",
+    "CNNEnsemble",
+    "LimitScale",
     "SmallCNN",
     "TrainedCNN",
+    "build_cnn",
     "dihedral",
     "predict_logits",
+    "reads_limits",
     "resolve_device",
     "train_cnn",
+    "train_member",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,44 @@ EVAL_BATCH = 256
 # --------------------------------------------------------------------------- model
 
 
+#: Input scalings :class:`SmallCNN` may apply to a batch before its first convolution.
+SCALINGS = ("none", "limits")
+
+
+class LimitScale(nn.Module):
+    """Stored cutouts back in their job's units: signed, and in one noise unit per job.
+
+    A stored channel is ``clip((image - vmin) / (vmax - vmin), 0, 1)`` with the job's ZScale
+    limits of that channel (``zscale_limits.csv``). This layer undoes the scaling,
+    ``value = x * (vmax - vmin) + vmin`` (exact inside [vmin, vmax]), and divides science,
+    reference and difference by the difference image's ZScale width ``vmax - vmin`` (a few
+    noise sigmas of D; the same for the three, so their fluxes compare), the score by its
+    own width (the score is in sigmas already).
+
+    Why: after the per-job ZScale, the difference image's zero (no change) lands at a
+    different value in every job, and one unit of [0, 1] means a different flux in each
+    channel and job. After this layer a negative lobe is negative, a source has the same
+    value in every job at the same significance, and science and reference are on one scale,
+    so a residual (reference flux left over) can be told from new flux.
+
+    A channel whose limits are not finite, or whose width is not positive (stored as all
+    zeros, :mod:`tasks.dataset.normalize`), reads 0; without usable difference limits the
+    three image channels keep the job's units (width 1).
+    """
+
+    def forward(self, x: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) stored cutouts and (B, C, 2) limits ``[vmin, vmax]`` -> (B, C, H, W)."""
+        vmin, width = limits[..., 0], limits[..., 1] - limits[..., 0]
+        usable = torch.isfinite(vmin) & torch.isfinite(width) & (width > 0)
+        vmin = torch.where(usable, vmin, torch.zeros_like(vmin))
+        width = torch.where(usable, width, torch.zeros_like(width))
+        value = x * width[..., None, None] + vmin[..., None, None]
+        unit = torch.where(usable[:, 2], width[:, 2], torch.ones_like(width[:, 2]))
+        per_channel = unit[:, None].expand(-1, x.shape[1]).clone()
+        per_channel[:, 3] = torch.where(usable[:, 3], width[:, 3], torch.ones_like(unit))
+        return value / per_channel[..., None, None]
+
+
 class SmallCNN(nn.Module):
     """Three conv blocks, global and central average pooling, one logit.
 
@@ -58,7 +100,9 @@ class SmallCNN(nn.Module):
     head sees the mean of that map over all (8, 8) cells (global average pooling) beside
     its mean over the central (2, 2) cells, which cover the central 16 x 16 pixels of the
     cutout, and maps these 8w numbers to one logit: (B,). With ``width=16``: about 24 k
-    parameters, roughly 1 ms per cutout per training step on one CPU core.
+    parameters, roughly 1 ms per cutout per training step on one CPU core (a quarter of
+    that with ``crop=32``, where the maps are (4, 4) and the central cells the same 16 x 16
+    pixels).
 
     Notes
     -----
@@ -73,11 +117,31 @@ class SmallCNN(nn.Module):
         Input channels (4: science, reference, difference, score).
     width : int
         Channels of the first block; doubled at each further block.
+    scaling : {"none", "limits"}
+        ``"limits"``: a :class:`LimitScale` layer first, so :meth:`forward` needs each
+        cutout's ZScale limits; ``"none"``: the stored [0, 1] values as they are.
+    crop : int
+        Side of the central square the network reads, pixels (a multiple of 16, from 16 to
+        64): 32 reads rows and columns 16 .. 47, the candidate still at the centre, and
+        costs a quarter of the full cutout's arithmetic. The input is always the whole
+        (B, 4, 64, 64).
     """
 
-    def __init__(self, channels: int = len(CHANNELS), width: int = 16) -> None:
+    def __init__(self, channels: int = len(CHANNELS), width: int = 16,
+                 scaling: str = "none", crop: int = CUTOUT_SIZE) -> None:
         super().__init__()
-        self.kwargs = {"channels": channels, "width": width}  # to build it again (model.pt)
+        if scaling not in SCALINGS:
+            raise ValueError(f"unknown scaling {scaling!r}; expected one of {SCALINGS}")
+        if crop % 16 or not 16 <= crop <= CUTOUT_SIZE:
+            raise ValueError(f"crop must be a multiple of 16 from 16 to {CUTOUT_SIZE}, got {crop}")
+        # to build it again (model.pt); a model of the defaults keeps the kwargs it always had
+        self.kwargs: dict[str, object] = {"channels": channels, "width": width}
+        if scaling != "none":
+            self.kwargs["scaling"] = scaling
+        if crop != CUTOUT_SIZE:
+            self.kwargs["crop"] = crop
+        self.margin = (CUTOUT_SIZE - crop) // 2
+        self.scale = LimitScale() if scaling == "limits" else None
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
@@ -92,13 +156,58 @@ class SmallCNN(nn.Module):
         )
         self.head = nn.Linear(8 * width, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, shape (B,), of a batch of shape (B, 4, 64, 64) (channel-first)."""
+    def forward(self, x: torch.Tensor, limits: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits, shape (B,), of a batch of shape (B, 4, 64, 64) (channel-first).
+
+        ``limits``: (B, 4, 2) float32, each cutout's job's ``[vmin, vmax]`` per channel
+        (``zscale_limits.csv``); needed by a model with ``scaling="limits"``, else ignored.
+        """
+        if self.margin:
+            x = x[..., self.margin : -self.margin, self.margin : -self.margin]
+        if self.scale is not None:
+            if limits is None:
+                raise ValueError(
+                    "this model reads each cutout's ZScale limits: call model(x, limits) with "
+                    "limits of shape (B, 4, 2), [vmin, vmax] per channel (zscale_limits.csv)"
+                )
+            x = self.scale(x, limits)
         maps = self.features(x)
         mid = maps.shape[-1] // 2
         centre = maps[:, :, mid - 1 : mid + 1, mid - 1 : mid + 1]
         pooled = torch.cat([maps.mean(dim=(2, 3)), centre.mean(dim=(2, 3))], dim=1)
         return self.head(pooled).squeeze(1)
+
+
+class CNNEnsemble(nn.Module):
+    """The mean logit of ``members`` :class:`SmallCNN` trained apart (other seeds).
+
+    Members differ in their initial weights, batch order and augmentation draws; averaging
+    their logits smooths out how much any one run's score depends on its seed.
+
+    Parameters
+    ----------
+    members : int
+        Number of networks.
+    **cnn_kwargs
+        Arguments of every member's :class:`SmallCNN`.
+    """
+
+    def __init__(self, members: int = 2, **cnn_kwargs: object) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"an ensemble needs at least one member, got {members}")
+        self.kwargs = {"members": members, **cnn_kwargs}
+        self.members = nn.ModuleList(SmallCNN(**cnn_kwargs) for _ in range(members))
+
+    def forward(self, x: torch.Tensor, limits: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean logit of the members, shape (B,); ``limits`` as for :meth:`SmallCNN.forward`."""
+        return torch.stack([member(x, limits) for member in self.members]).mean(dim=0)
+
+
+def reads_limits(model: nn.Module) -> bool:
+    """Whether ``model`` (a :class:`SmallCNN` or an ensemble of them) needs each cutout's
+    ZScale limits: ``model(x, limits)``."""
+    return any(isinstance(m, LimitScale) for m in model.modules())
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -123,16 +232,24 @@ def resolve_device(name: str = "auto") -> torch.device:
 def predict_logits(
     model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu"
 ) -> np.ndarray:
-    """Logits of every item of ``loader`` (batches ``(x, y)``), shape (n,), float32, in order.
+    """Logits of every item of ``loader``, shape (n,), float32, in order.
+
+    Batches are ``(x, y)``, or ``(x, y, limits)`` for a model that reads limits
+    (:class:`CutoutDataset` with ``limits``).
 
     The model is put in eval mode and run without gradients; ``x`` is moved to ``device``.
     """
     model.eval()
     out = []
     with torch.no_grad():
-        for x, _ in loader:
-            out.append(model(x.to(device, non_blocking=True)).float())
+        for x, _, *limits in loader:  # limits: with a CutoutDataset that has them
+            out.append(model(*_on(device, x, *limits)).float())
     return torch.cat(out).cpu().numpy() if out else np.empty(0, np.float32)
+
+
+def _on(device: torch.device | str, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``tensors`` moved to ``device`` (non-blocking: pinned batches overlap the copy)."""
+    return [t.to(device, non_blocking=True) for t in tensors]
 
 
 class _Rows(Dataset):
@@ -147,7 +264,7 @@ class _Rows(Dataset):
     def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
         return self.base.__getitems__(self.idx[np.asarray(indices, np.int64)])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return self.base[int(self.idx[i])]
 
 
@@ -159,8 +276,13 @@ class TrainedCNN:
     history: dict[str, list[float]]
     train_seconds: float
     n_train: int
-    best_epoch: int = 0
+    best_epoch: int | list[int] = 0  # per member for an ensemble
     model: nn.Module | None = None  # the trained network (eval mode), for model.pt
+
+
+def build_cnn(params: TrainParams) -> SmallCNN:
+    """The untrained :class:`SmallCNN` that ``params`` (width, scaling, crop) describe."""
+    return SmallCNN(width=params.width, scaling=params.scaling, crop=params.crop)
 
 
 def train_cnn(
@@ -171,7 +293,51 @@ def train_cnn(
     device: torch.device,
     what: str = "field split",
 ) -> TrainedCNN:
-    """Train :class:`SmallCNN` on the ``train`` rows of ``data``; logits of the other sides.
+    """Train ``params.members`` CNNs (:func:`train_member`); one, or their :class:`CNNEnsemble`.
+
+    Member ``k`` (0-based) is :func:`train_member` with seed ``params.seed + k``, so a
+    one-member run is exactly the single CNN of that seed. For more members the logits of
+    every side but ``train`` are the ensemble's (the mean of the members' logits, computed
+    by the assembled :class:`CNNEnsemble` itself, as a saved model computes them); the loss
+    history is the members' mean per epoch, ``best_epoch`` a list per member and
+    ``train_seconds`` their sum.
+    """
+    n = params.members
+    if n == 1:
+        return train_member(data, labels, sides, params, device, what)
+    runs = [
+        train_member(data, labels, sides, params.model_copy(update={"seed": params.seed + k}),
+                     device, f"{what}, member {k + 1}/{n}")
+        for k in range(n)
+    ]
+    ensemble = CNNEnsemble(n, **{k: v for k, v in runs[0].model.kwargs.items()})
+    for member, run in zip(ensemble.members, runs, strict=True):
+        member.load_state_dict(run.model.state_dict())
+    ensemble = ensemble.to(device).eval()
+    logits = {
+        name: predict_logits(
+            ensemble, make_loader(_Rows(data, np.flatnonzero(mask)), EVAL_BATCH, False,
+                                  device=device), device)
+        for name, mask in sides.items()
+        if name != "train"
+    }
+    history = {key: np.mean([r.history[key] for r in runs], axis=0).tolist()
+               for key in runs[0].history}
+    return TrainedCNN(logits, history, sum(r.train_seconds for r in runs), runs[0].n_train,
+                      [int(r.best_epoch) for r in runs], ensemble)
+
+
+def train_member(
+    data: CutoutDataset,
+    labels: np.ndarray,
+    sides: dict[str, np.ndarray],
+    params: TrainParams,
+    device: torch.device,
+    what: str = "field split",
+) -> TrainedCNN:
+    """Train one :class:`SmallCNN` (:func:`build_cnn`) on the ``train`` rows of ``data``.
+
+    Returns the logits of the other sides.
 
     Adam, ``BCEWithLogitsLoss(pos_weight=n_bogus / n_real)`` of the training rows (1 when a
     class is missing there), ``params.epochs`` passes in the order of a ``torch.Generator``
@@ -203,7 +369,7 @@ def train_cnn(
         _Rows(data, train_idx), params.batch_size, True, params.seed, device
     )
     torch.manual_seed(params.seed)
-    model = SmallCNN().to(device)
+    model = build_cnn(params).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     y_val = torch.from_numpy(labels[sides["validation"]].astype(np.float32)).to(device)
@@ -259,12 +425,12 @@ def _train_epoch(
     model.train()
     # float64 sum on the device: no host sync per step; same sums as Python floats
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y in loader:
+    for x, y, *limits in loader:
         if turns is not None:
             x = dihedral(x, turns)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y, *limits = _on(device, x, y, *limits)
         optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(x, *limits), y)
         loss.backward()
         optimizer.step()
         total += loss.detach().double() * len(y)

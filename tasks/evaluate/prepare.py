@@ -22,6 +22,8 @@ from croissant_cutouts.tasks.evaluate.data import (
     IN_MEMORY_LIMIT_BYTES,
     CutoutDataset,
     cap_by_job,
+    limits_per_row,
+    read_limits,
     read_records,
 )
 
@@ -183,7 +185,10 @@ def prepare_rows(
     rows = frame["row"].to_numpy() if "row" in frame else np.full(len(frame), None)
     sharded = bool(pd.notna(rows).any())
     in_memory = not sharded and len(frame) * CUTOUT_BYTES <= IN_MEMORY_LIMIT_BYTES
-    data = CutoutDataset(frame["cutout_path"].to_numpy(), y, in_memory, rows)
+    limits = None
+    if params.scaling == "limits":  # the model reads each cutout's job's ZScale limits
+        limits = limits_per_row(read_limits(croissant_path, root), frame["job_id"])
+    data = CutoutDataset(frame["cutout_path"].to_numpy(), y, in_memory, rows, limits)
     return Prepared(
         frame, y, sides, counts, split_by, unlabelled["all"], dropped, data, sharded,
         evaluated_on, threshold_on,

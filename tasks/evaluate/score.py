@@ -28,14 +28,20 @@ from prefect import task
 from croissant_cutouts.tasks.contract import (
     INDEX_FILE,
     INDEX_SCHEMA,
+    LIMITS_FILE,
     PREDICTIONS_FILE,
     PREDICTIONS_SUMMARY,
 )
 from croissant_cutouts.tasks.evaluate.artifact import load_model
 from croissant_cutouts.tasks.evaluate.bootstrap import bootstrap_ci
-from croissant_cutouts.tasks.evaluate.data import CutoutDataset, check_record_paths, make_loader
+from croissant_cutouts.tasks.evaluate.data import (
+    CutoutDataset,
+    check_record_paths,
+    limits_per_row,
+    make_loader,
+)
 from croissant_cutouts.tasks.evaluate.metrics import rates_at_threshold, roc_auc
-from croissant_cutouts.tasks.evaluate.model import EVAL_BATCH, predict_logits
+from croissant_cutouts.tasks.evaluate.model import EVAL_BATCH, predict_logits, reads_limits
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
 from croissant_cutouts.tasks.infra.caching import ContentPolicy
 from croissant_cutouts.tasks.infra.digests import sha256_file
@@ -112,8 +118,13 @@ def score_dataset(
     folder, model_path = Path(folder), Path(model_path)
     model, meta = load_model(model_path, device)
     index = _index(folder)
+    limits = None
+    if reads_limits(model):  # the job's ZScale limits, as the index step wrote them
+        limits = limits_per_row(pd.read_csv(folder / LIMITS_FILE, dtype={"job_id": str}),
+                                index["job_id"])
     cutouts = CutoutDataset([str(folder / f) for f in index["cutout_filename"]],
-                            np.zeros(len(index)), in_memory=False, rows=index["row"])
+                            np.zeros(len(index)), in_memory=False, rows=index["row"],
+                            limits=limits)
     logits = predict_logits(model, make_loader(cutouts, batch_size), device)
     threshold = float(meta["threshold"])
     table = index[["cutout_id", "job_id", "x", "y"]].assign(

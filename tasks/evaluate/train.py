@@ -396,8 +396,7 @@ def _fit(prep: Prepared, params: TrainParams, device: Any) -> _Fitted:
     prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700)))
     seed = params.seed
     models: dict[str, Any] = {
-        "cnn": _judge(prep, logits, prob,
-                      "SmallCNN on the four channels; score: logit, probability: sigmoid", seed),
+        "cnn": _judge(prep, logits, prob, _cnn_description(params), seed),
     }
     boost, features = gradient_boosting_scores(prep.frame, y, sides["train"], params.seed)
     models["gradient_boosting"] = _judge(
@@ -417,11 +416,18 @@ def _fit(prep: Prepared, params: TrainParams, device: Any) -> _Fitted:
     return _Fitted(cnn, logits, prob, scores, models)
 
 
-def _judge_test(prep: Prepared, fit: _Fitted) -> _Test:
-    """Step 3: the CNN's calls on the evaluated split: completeness by magnitude, FPR by kind."""
+def _calls_by_group(
+    prep: Prepared, score: np.ndarray, threshold: float | None
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """One model's calls on the evaluated split: called real, completeness, FPR by kind.
+
+    A candidate is called real when ``score > threshold`` (the threshold chosen on
+    validation); an undefined threshold calls nothing real.
+    """
     frame, y = prep.frame, prep.y
     test = prep.sides[prep.evaluated_on]
-    called = fit.logits > fit.models["cnn"]["test"]["threshold"]
+    cut = math.inf if threshold is None or math.isnan(threshold) else threshold
+    called = score > cut
     truth_mag = (
         pd.to_numeric(frame["truth_mag"], errors="coerce").to_numpy(np.float64)
         if "truth_mag" in frame
@@ -432,7 +438,36 @@ def _judge_test(prep: Prepared, fit: _Fitted) -> _Test:
     )
     kinds = frame["bogus_kind"] if "bogus_kind" in frame else pd.Series(None, index=frame.index)
     by_kind = fpr_by_kind(y[test], called[test], kinds[test].to_numpy(dtype=object))
-    return _Test(test, called, completeness, by_kind)
+    return called, completeness, by_kind
+
+
+def _cnn_description(params: TrainParams) -> str:
+    """The CNN's line in the models table: members, input scaling, crop; score and probability."""
+    what = f"SmallCNN (width {params.width}) on the central {params.crop} x {params.crop} " \
+        f"pixels of the four channels, input scaling {params.scaling}"
+    if params.members > 1:
+        what = f"ensemble of {params.members} x {what} (mean logit)"
+    return what + "; score: logit, probability: sigmoid"
+
+
+def _judge_test(prep: Prepared, fit: _Fitted) -> _Test:
+    """Step 3: the CNN's calls on the evaluated split: completeness by magnitude, FPR by kind.
+
+    The gradient-boosting baseline's are added to its block of ``fit.models``
+    (``completeness_vs_mag``, ``fpr_by_kind``), so that the two can be set side by side.
+    """
+    boost = fit.models["gradient_boosting"]
+    _, completeness, by_kind = _calls_by_group(
+        prep, fit.scores["gradient boosting"], boost["test"]["threshold"]
+    )
+    boost["completeness_vs_mag"] = completeness.to_dict(orient="records")
+    boost["fpr_by_kind"] = by_kind.to_dict(orient="records")
+    called, completeness, by_kind = _calls_by_group(
+        prep, fit.logits, fit.models["cnn"]["test"]["threshold"]
+    )
+    fit.models["cnn"]["completeness_vs_mag"] = completeness.to_dict(orient="records")
+    fit.models["cnn"]["fpr_by_kind"] = by_kind.to_dict(orient="records")
+    return _Test(prep.sides[prep.evaluated_on], called, completeness, by_kind)
 
 
 @dataclass
