@@ -1,7 +1,7 @@
 """Classifier quality at realistic density: the smoke-trained CNN against the catalog baseline.
 
 Builds the configuration of ``benchmarks/science.yaml`` (the simulator's realistic defaults:
-4089 x 4089 jobs, about 100 injected fakes per job, 10 sky fields split by whole fields)
+4089 x 4089 jobs, about 100 injected fakes per job, 20 sky fields split by whole fields)
 for each simulation seed with ``cutouts simulate`` and ``cutouts run``, then reads each
 dataset's ``metrics.json`` and writes one table: per seed, the test ROC AUC with its
 bootstrap 95 % interval, the FNR at 1 % FPR with its interval, the FNR and FPR at the
@@ -13,9 +13,10 @@ good as the baseline on both).
     .venv/bin/python benchmarks/bench_science.py                   # 3 seeds
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep  # one seed, keep the data
 
-On 2 AMD EPYC vCPUs one seed takes about 35 minutes: simulating 5, cutting 2, training the
-rest. Disk: the jobs of one seed (about 10 GB) are deleted once built; each dataset (shards,
-about 3 GB) is deleted after its metrics are read unless ``--keep``.
+On 2 AMD EPYC vCPUs one seed takes about 21 minutes: simulating 10 (the 60 jobs, 2 at a
+time), cutting 2, training the three networks 10 (about 2,500 cutouts a second each). Disk:
+the jobs of one seed (about 19 GB) are deleted once built; each dataset (shards, about 5.5 GB)
+is deleted after its metrics are read unless ``--keep``.
 
 Writes ``benchmarks/results/science.json`` and ``benchmarks/results/science.md`` (or
 ``--out``), and prints the table; exit status 1 when a target is missed on any seed.
