@@ -522,7 +522,7 @@ def _metrics(
     baselines = [models[m]["test"]["roc_auc"] for m in ("gradient_boosting", "score_peak",
                                                          "majority")]
     train_seconds = fit.cnn.train_seconds + leakage.train_seconds
-    trained = fit.cnn.n_train + leakage.n_train
+    trained = (fit.cnn.n_train + leakage.n_train) * params.members  # every member passes
     return {
         "dataset": _dataset_identity(croissant_path),
         "params": {"train": params.model_dump(), "splits": splits.model_dump()},
