@@ -22,11 +22,11 @@ from croissant_cutouts.tasks.evaluate.data import (
     CutoutDataset,
     IndexBatches,
     cap_by_job,
-    limits_per_row,
     load_cutout,
     make_loader,
     read_records,
 )
+from croissant_cutouts.tasks.evaluate.limits import limits_per_row
 from croissant_cutouts.tasks.evaluate.metrics import (
     binary_metrics,
     fnr_at_fpr,

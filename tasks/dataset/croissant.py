@@ -439,16 +439,8 @@ def _distribution(
     prefix = "" if root_rel == "." else f"{root_rel}/"
     formats = [NPY_MEDIA_TYPE, NPY_FORMAT_URL]
     distribution: list[mlc.FileObject | mlc.FileSet] = [
-        mlc.FileObject(
-            ctx=ctx,
-            id=INDEX_ID,
-            name=INDEX_ID,
-            description="One row per cutout: position, label, split, cutout path, catalog "
-            "features.",
-            content_url=os.path.relpath(csv_path, base),
-            encoding_formats=["text/csv"],
-            sha256=sha256_file(csv_path),
-        )
+        _csv_file_object(ctx, INDEX_ID, csv_path, base, "One row per cutout: position, "
+                         "label, split, cutout path, catalog features.")
     ]
     if not shards:
         distribution.append(
@@ -495,25 +487,21 @@ def _distribution(
     ]
 
 
-def _limits_file(ctx: mlc.Context, csv_path: Path, base: Path) -> list[mlc.FileObject]:
-    """The FileObject of ``zscale_limits.csv`` beside the index, when the index step wrote it."""
+def _csv_file_object(
+    ctx: mlc.Context, file_id: str, path: Path, base: Path, description: str
+) -> mlc.FileObject:
+    """A local CSV FileObject with its sha256, its URL relative to ``base``."""
     import mlcroissant as mlc
 
-    path = csv_path.parent / LIMITS_FILE
-    if not path.is_file():
-        return []
-    return [
-        mlc.FileObject(
-            ctx=ctx,
-            id=LIMITS_ID,
-            name=LIMITS_ID,
-            description="ZScale limits of each job's four images: how the stored [0, 1] "
-            "values map back to image units.",
-            content_url=os.path.relpath(path, base),
-            encoding_formats=["text/csv"],
-            sha256=sha256_file(path),
-        )
-    ]
+    return mlc.FileObject(
+        ctx=ctx,
+        id=file_id,
+        name=file_id,
+        description=description,
+        content_url=os.path.relpath(path, base),
+        encoding_formats=["text/csv"],
+        sha256=sha256_file(path),
+    )
 
 
 def _limits_record_set(ctx: mlc.Context) -> mlc.RecordSet:
@@ -619,6 +607,7 @@ def build_metadata(
     index = _read_index(csv_path)
     check_provenance(index, params, csv_path)
     shards = sorted(index["shard"].dropna().unique())
+    limits = csv_path.parent / LIMITS_FILE  # written by the index step beside the index
     ctx = _context()
     return mlc.Metadata(
         ctx=ctx,
@@ -637,8 +626,10 @@ def build_metadata(
         sd_licence=[params.sd_license],
         **_dates(params, csv_path),
         **_rai(params),
-        distribution=[*_distribution(ctx, csv_path, base, shards),
-                      *_limits_file(ctx, csv_path, base)],
+        distribution=[*_distribution(ctx, csv_path, base, shards), *(
+            [_csv_file_object(ctx, LIMITS_ID, limits, base, "ZScale limits of each job's four "
+                              "images: how the stored [0, 1] values map back to image units.")]
+            if limits.is_file() else [])],
         record_sets=[
             mlc.RecordSet(
                 ctx=ctx,
@@ -650,7 +641,7 @@ def build_metadata(
             ),
             _splits_record_set(ctx, split_counts(index)),
             _channels_record_set(ctx),
-            *([_limits_record_set(ctx)] if (csv_path.parent / LIMITS_FILE).is_file() else []),
+            *([_limits_record_set(ctx)] if limits.is_file() else []),
         ],
     )
 

@@ -1,6 +1,7 @@
 """Proving a dataset: read it through Croissant, train a small CNN, judge it, report.
 
 - :mod:`.data`: records through the Croissant metadata, cutouts from disk, batch loaders.
+- :mod:`.limits`: the ZScale limits of each job, read through Croissant, per index row.
 - :mod:`.model`: the CNN, its training loop and augmentation.
 - :mod:`.metrics`: what scikit-learn lacks (threshold at a false-positive rate,
   completeness by magnitude, false-positive rate per bogus kind), and the metric set.

@@ -30,10 +30,9 @@ from croissant_cutouts.tasks.dataset.splits import SPLITS
 from croissant_cutouts.tasks.evaluate.data import (
     CutoutDataset,
     IndexBatches,
-    limits_per_row,
-    read_limits,
     read_records,
 )
+from croissant_cutouts.tasks.evaluate.limits import limits_per_row, read_limits
 
 __all__ = ["CandidateDataset", "load_dataset"]
 

@@ -280,6 +280,17 @@ class TrainedCNN:
     model: nn.Module | None = None  # the trained network (eval mode), for model.pt
 
 
+def _side_loaders(
+    data: CutoutDataset, sides: dict[str, np.ndarray], device: torch.device
+) -> dict[str, DataLoader]:
+    """In-order inference loaders of every side but ``train``."""
+    return {
+        name: make_loader(_Rows(data, np.flatnonzero(mask)), EVAL_BATCH, False, device=device)
+        for name, mask in sides.items()
+        if name != "train"
+    }
+
+
 def build_cnn(params: TrainParams) -> SmallCNN:
     """The untrained :class:`SmallCNN` that ``params`` (width, scaling, crop) describe."""
     return SmallCNN(width=params.width, scaling=params.scaling, crop=params.crop)
@@ -314,13 +325,8 @@ def train_cnn(
     for member, run in zip(ensemble.members, runs, strict=True):
         member.load_state_dict(run.model.state_dict())
     ensemble = ensemble.to(device).eval()
-    logits = {
-        name: predict_logits(
-            ensemble, make_loader(_Rows(data, np.flatnonzero(mask)), EVAL_BATCH, False,
-                                  device=device), device)
-        for name, mask in sides.items()
-        if name != "train"
-    }
+    logits = {name: predict_logits(ensemble, loader, device)
+              for name, loader in _side_loaders(data, sides, device).items()}
     history = {key: np.mean([r.history[key] for r in runs], axis=0).tolist()
                for key in runs[0].history}
     return TrainedCNN(logits, history, sum(r.train_seconds for r in runs), runs[0].n_train,
@@ -360,11 +366,7 @@ def train_member(
     else:
         pos_weight = 1.0
         log.warning("%s: training rows hold one class only; the model cannot learn", what)
-    loaders = {
-        name: make_loader(_Rows(data, np.flatnonzero(mask)), EVAL_BATCH, False, device=device)
-        for name, mask in sides.items()
-        if name != "train"
-    }
+    loaders = _side_loaders(data, sides, device)
     train_loader = make_loader(
         _Rows(data, train_idx), params.batch_size, True, params.seed, device
     )

@@ -22,10 +22,9 @@ from croissant_cutouts.tasks.evaluate.data import (
     IN_MEMORY_LIMIT_BYTES,
     CutoutDataset,
     cap_by_job,
-    limits_per_row,
-    read_limits,
     read_records,
 )
+from croissant_cutouts.tasks.evaluate.limits import limits_per_row, read_limits
 
 __all__ = ["Prepared", "evaluation_sides", "prepare_rows", "split_sides"]
 

@@ -37,9 +37,9 @@ from croissant_cutouts.tasks.evaluate.bootstrap import bootstrap_ci
 from croissant_cutouts.tasks.evaluate.data import (
     CutoutDataset,
     check_record_paths,
-    limits_per_row,
     make_loader,
 )
+from croissant_cutouts.tasks.evaluate.limits import limits_per_row
 from croissant_cutouts.tasks.evaluate.metrics import rates_at_threshold, roc_auc
 from croissant_cutouts.tasks.evaluate.model import EVAL_BATCH, predict_logits, reads_limits
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
