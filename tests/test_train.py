@@ -3,9 +3,11 @@ baselines, report, loading."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +35,8 @@ from croissant_cutouts.tasks.evaluate.metrics import (
     majority_accuracy,
     roc_auc,
 )
-from croissant_cutouts.tasks.evaluate.model import SmallCNN, resolve_device
+from croissant_cutouts.tasks.evaluate.model import SmallCNN, resolve_device, train_member
+from croissant_cutouts.tasks.evaluate.prepare import prepare_rows
 from croissant_cutouts.tasks.evaluate.report import fmt
 from croissant_cutouts.tasks.evaluate.train import smoke_train, smoke_train_task
 from croissant_cutouts.tasks.infra.digests import sha256_file
@@ -41,6 +44,7 @@ from croissant_cutouts.tasks.infra.digests import sha256_file
 N_JOBS, PER_JOB = 5, 30
 #: Rows of job 0 whose label is left empty (to be skipped and counted as unlabelled).
 UNLABELLED_ROWS = (28, 29)
+ROOT = Path(__file__).resolve().parent.parent
 FAST = TrainParams(
     epochs=3, batch_size=16, lr=3e-3, seed=0, device="cpu", leakage_check=False
 )
@@ -687,6 +691,54 @@ def test_smoke_train_an_ensemble_saves_and_scores_as_one_model(dataset, index, t
         assert sum(r["n_bogus"] for r in block["fpr_by_kind"]) == block["test"]["bogus"]
         assert sum(r["n_real"] for r in block["completeness_vs_mag"]) == block["test"]["real"]
     assert metrics["models"]["cnn"]["fpr_by_kind"] == metrics["fpr_by_kind"]
+
+
+def test_train_member_reports_every_epoch_to_its_hook(dataset):
+    """on_epoch sees each epoch's logits of every held-out side; the last are those returned."""
+    params = FAST.model_copy(update={"epochs": 2, "scaling": "none"})
+    prep = prepare_rows(dataset / "croissant.json", params, root=dataset)
+    seen: list[tuple[int, dict]] = []
+    run = train_member(prep.data, prep.y, prep.sides, params, torch.device("cpu"),
+                       on_epoch=lambda epoch, logits: seen.append((epoch, logits)))
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    for _, logits in seen:
+        assert set(logits) == {"validation", "test"}
+        assert len(logits["test"]) == prep.sides["test"].sum()
+    assert not np.array_equal(seen[0][1]["test"], seen[1][1]["test"])  # it learnt in between
+    for side in ("validation", "test"):
+        np.testing.assert_array_equal(seen[-1][1][side], run.logits[side])
+
+
+def test_learning_curve_benchmark_on_the_learnable_dataset(dataset, tmp_path):
+    """benchmarks/bench_learning_curve.py: nested training groups, per-epoch metrics, table."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its `from common import ...`
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "bench_learning_curve", ROOT / "benchmarks" / "bench_learning_curve.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  batch_size: 16\n  lr: 0.003\n  device: cpu\n  members: 3\n")
+    out = tmp_path / "curve.json"
+    assert bench.main(["--dataset", str(dataset), "--params", str(tmp_path / "params.yaml"),
+                       "--fields", "1,2", "--epochs", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    one, two = result["points"]["1"], result["points"]["2"]
+    assert len(one["fields"]) == 1 and set(one["fields"]) < set(two["fields"])  # nested
+    assert one["train_real"] + one["train_bogus"] < two["train_real"] + two["train_bogus"]
+    for point in (one, two):
+        assert len(point["epochs"]) == 2  # one network, not the params' three members
+        for side in ("validation", "test"):
+            assert 0 <= point["epochs"][-1][side]["fnr_at_1pct_fpr"] <= 1
+            assert 0 <= point["gradient_boosting"][side]["roc_auc"] <= 1
+    assert two["epochs"][-1]["test"]["roc_auc"] > 0.8
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert table[2].startswith("| 1 | ") and table[3].startswith("| 2 | ")
+    assert table[-1].startswith("| 2 | ")  # the epoch table's last row
+    with pytest.raises(SystemExit, match=r"--fields \[9\]: the training split has \d"):
+        bench.main(["--dataset", str(dataset), "--fields", "1,9", "--out", str(out)])
 
 
 def test_smoke_train_on_a_dataset_too_small_to_split(tmp_path, caplog):

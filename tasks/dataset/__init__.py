@@ -5,6 +5,7 @@
 - :mod:`.splits`: train / validation / test by sky field, never by cutout.
 - :mod:`.index`: ``master_index.csv``, ``rejects.csv``, ``jobs.csv``, ``zscale_limits.csv``.
 - :mod:`.croissant`: the Croissant 1.1 + RAI metadata, validated by mlcroissant.
+- :mod:`.record_sets`: its small record sets: ``splits``, ``channels``, ``zscale_limits``.
 
 May import: ``contract``, ``errors``, ``config``, ``infra`` and ``inputs``.
 """
@@ -18,5 +19,6 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, [
     "cutout",
     "index",
     "normalize",
+    "record_sets",
     "splits",
 ])

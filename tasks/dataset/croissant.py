@@ -63,12 +63,19 @@ from croissant_cutouts.tasks.contract import (
     INDEX_FILE,
     INDEX_SCHEMA,
     LIMITS_FILE,
-    LIMITS_SET,
     PARQUET_DIR,
     PARQUET_IMAGE,
     RECORD_SET,
 )
-from croissant_cutouts.tasks.dataset.splits import SPLITS, split_counts
+from croissant_cutouts.tasks.dataset.record_sets import (
+    LIMITS_ID,
+    SPLIT_URLS,
+    SPLITS_ID,
+    channels_record_set,
+    limits_record_set,
+    splits_record_set,
+)
+from croissant_cutouts.tasks.dataset.splits import split_counts
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
 from croissant_cutouts.tasks.infra.digests import sha256_file, sha256_files
 
@@ -76,15 +83,10 @@ if TYPE_CHECKING:  # mlcroissant is imported where used: it costs ~0.4 s at star
     import mlcroissant as mlc
 
 __all__ = [
-    "CHANNELS_ID",
     "CONFORMS_TO",
     "CROISSANT_1_1",
-    "LIMITS_FIELDS",
-    "LIMITS_ID",
     "RAI_1_0",
     "SPEC_CONTEXT",
-    "SPLITS_ID",
-    "SPLIT_URLS",
     "SYNTHETIC_COLLECTION_TYPE",
     "CroissantError",
     "array_statement",
@@ -102,23 +104,6 @@ CUTOUTS_ID = "cutout-files"
 #: FileSet of the parquet layout's per-job files: the source of ``transient_candidates``.
 PARQUET_ID = "parquet-files"
 PARQUET_MEDIA_TYPE = "application/x-parquet"
-#: Record set declaring the splits (``dataType`` ``cr:Split``).
-SPLITS_ID = "splits"
-#: Record set enumerating the cutout channels, in array order.
-CHANNELS_ID = "channels"
-#: FileObject of ``zscale_limits.csv`` and the record set of its rows.
-LIMITS_ID = LIMITS_FILE
-#: Fields of :data:`LIMITS_SET`: column of ``zscale_limits.csv``, data type, description.
-LIMITS_FIELDS = (
-    ("job_id", "TEXT", "Job folder name, as in transient_candidates/job_id."),
-    ("channel", "TEXT", "Channel name: science, reference, difference or score."),
-    ("vmin", "FLOAT", "Lower ZScale limit of the job's whole image, in its units (DN/s; "
-     "the score in sigmas): a stored 0."),
-    ("vmax", "FLOAT", "Upper ZScale limit: a stored 1. A stored value x is the image value "
-     "vmin + x (vmax - vmin) inside [vmin, vmax]."),
-    ("status", "TEXT", "ok, or why the channel is stored as zeros: constant, "
-     "no_finite_pixels, limits_not_finite."),
-)
 
 CROISSANT_1_1 = "http://mlcommons.org/croissant/1.1"
 RAI_1_0 = "http://mlcommons.org/croissant/RAI/1.0"
@@ -135,27 +120,11 @@ SPEC_CONTEXT = {
     "sdVersion": "cr:sdVersion",
     "unArchive": "cr:unArchive",
 }
-#: Split names of the index (``split`` column) and their Croissant split types.
-SPLIT_URLS = dict(zip(SPLITS, ("cr:TrainingSplit", "cr:ValidationSplit", "cr:TestSplit"),
-                      strict=True))
-#: Per-split counts written into the ``splits`` records.
-SPLIT_COUNTS = {
-    "cutouts": "Cutouts (index rows) in the split.",
-    "real": "Cutouts labelled real (1).",
-    "bogus": "Cutouts labelled bogus (0).",
-    "unlabelled": "Cutouts without a label (jobs without truth files).",
-}
 NPY_MEDIA_TYPE = "application/x-npy"
 #: The .npy format's specification: the encodingFormat URL of an unregistered media type.
 NPY_FORMAT_URL = "https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html"
 #: rai:dataCollectionType value added when the data are synthetic.
 SYNTHETIC_COLLECTION_TYPE = "Synthetic data (simulation)"
-CHANNEL_DESCRIPTIONS = {
-    "science": "Background-subtracted science image (the new epoch).",
-    "reference": "Reference image (deep coadd) resampled to the science image.",
-    "difference": "Difference image, science minus PSF-matched reference.",
-    "score": "Score image (Scorr, S/N units) of the difference.",
-}
 
 
 class CroissantError(ValueError):
@@ -348,83 +317,6 @@ def _candidate_fields(ctx: mlc.Context, layout: str) -> list[mlc.Field]:
     return [*fields, _image_field(ctx)] if parquet else fields
 
 
-def _inline_field(
-    ctx: mlc.Context, record_set: str, name: str, types: list[Any], text: str
-) -> mlc.Field:
-    """A field of a record set whose records are inline ``data``."""
-    import mlcroissant as mlc
-
-    return mlc.Field(
-        ctx=ctx, id=f"{record_set}/{name}", name=name, description=text, data_types=types
-    )
-
-
-def _splits_record_set(ctx: mlc.Context, counts: dict[str, dict[str, int]]) -> mlc.RecordSet:
-    """The ``splits`` record set: ``cr:Split`` names, split types and counts, inline."""
-    import mlcroissant as mlc
-
-    t = mlc.DataType
-    fields = [
-        _inline_field(ctx, SPLITS_ID, "name", [t.TEXT], "Split name, as in the index."),
-        _inline_field(
-            ctx, SPLITS_ID, "url", [t.URL, t.SPLIT],
-            "Croissant split type: cr:TrainingSplit, cr:ValidationSplit or cr:TestSplit.",
-        ),
-        *(
-            _inline_field(ctx, SPLITS_ID, name, [t.INTEGER], text)
-            for name, text in SPLIT_COUNTS.items()
-        ),
-    ]
-    data = [
-        {
-            f"{SPLITS_ID}/name": name,
-            f"{SPLITS_ID}/url": url,
-            **{f"{SPLITS_ID}/{k}": counts[name][k] for k in SPLIT_COUNTS},
-        }
-        for name, url in SPLIT_URLS.items()
-    ]
-    return mlc.RecordSet(
-        ctx=ctx,
-        id=SPLITS_ID,
-        name=SPLITS_ID,
-        description="Splits of the dataset, by sky field (by job when jobs carry no field), "
-        "never by cutout; transient_candidates/split references splits/name.",
-        data_types=[t.SPLIT],
-        key=[f"{SPLITS_ID}/name"],
-        fields=fields,
-        data=data,
-    )
-
-
-def _channels_record_set(ctx: mlc.Context) -> mlc.RecordSet:
-    """The ``channels`` enumeration: index and name of each channel of a cutout array."""
-    import mlcroissant as mlc
-    from rdflib.namespace import SDO
-
-    t = mlc.DataType
-    return mlc.RecordSet(
-        ctx=ctx,
-        id=CHANNELS_ID,
-        name=CHANNELS_ID,
-        description="Channels of a cutout array, by their index on its last axis.",
-        data_types=[SDO.Enumeration],
-        key=[f"{CHANNELS_ID}/index"],
-        fields=[
-            _inline_field(ctx, CHANNELS_ID, "index", [t.INTEGER], "Index on the last axis."),
-            _inline_field(ctx, CHANNELS_ID, "name", [t.TEXT], "Channel name."),
-            _inline_field(ctx, CHANNELS_ID, "description", [t.TEXT], "What the channel is."),
-        ],
-        data=[
-            {
-                f"{CHANNELS_ID}/index": i,
-                f"{CHANNELS_ID}/name": name,
-                f"{CHANNELS_ID}/description": CHANNEL_DESCRIPTIONS[name],
-            }
-            for i, name in enumerate(CHANNELS)
-        ],
-    )
-
-
 # --------------------------------------------------------------------------- distribution
 
 
@@ -501,33 +393,6 @@ def _csv_file_object(
         content_url=os.path.relpath(path, base),
         encoding_formats=["text/csv"],
         sha256=sha256_file(path),
-    )
-
-
-def _limits_record_set(ctx: mlc.Context) -> mlc.RecordSet:
-    """The ``zscale_limits`` record set: one record per job and channel."""
-    import mlcroissant as mlc
-
-    return mlc.RecordSet(
-        ctx=ctx,
-        id=LIMITS_SET,
-        name=LIMITS_SET,
-        description="Per job and channel, the ZScale limits the cutouts were scaled with "
-        "(cutout contract, normalisation).",
-        key=[f"{LIMITS_SET}/job_id", f"{LIMITS_SET}/channel"],
-        fields=[
-            mlc.Field(
-                ctx=ctx,
-                id=f"{LIMITS_SET}/{name}",
-                name=name,
-                description=text,
-                data_types=[getattr(mlc.DataType, kind)],
-                source=mlc.Source(
-                    ctx=ctx, file_object=LIMITS_ID, extract=mlc.Extract(ctx=ctx, column=name)
-                ),
-            )
-            for name, kind, text in LIMITS_FIELDS
-        ],
     )
 
 
@@ -639,9 +504,9 @@ def build_metadata(
                 key=f"{RECORD_SET}/cutout_id",
                 fields=_candidate_fields(ctx, _layout(shards)),
             ),
-            _splits_record_set(ctx, split_counts(index)),
-            _channels_record_set(ctx),
-            *([_limits_record_set(ctx)] if limits.is_file() else []),
+            splits_record_set(ctx, split_counts(index)),
+            channels_record_set(ctx),
+            *([limits_record_set(ctx)] if limits.is_file() else []),
         ],
     )
 

@@ -13,7 +13,7 @@ Conventions
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -340,6 +340,7 @@ def train_member(
     params: TrainParams,
     device: torch.device,
     what: str = "field split",
+    on_epoch: Callable[[int, dict[str, np.ndarray]], None] | None = None,
 ) -> TrainedCNN:
     """Train one :class:`SmallCNN` (:func:`build_cnn`) on the ``train`` rows of ``data``.
 
@@ -357,6 +358,9 @@ def train_member(
         Every cutout that may be used; ``labels`` and the boolean masks of ``sides`` index it.
     sides : dict of str to numpy.ndarray of bool
         ``train``, ``validation`` and any further sides to predict (``test``).
+    on_epoch : callable, optional
+        Called after every epoch with the epoch (1-based) and the logits of every side but
+        ``train`` at that epoch's weights (learning curves; costs one inference pass each).
     """
     train_idx = np.flatnonzero(sides["train"])
     y_train = labels[train_idx]
@@ -399,6 +403,9 @@ def train_member(
                 val_loss,
                 val_auc,
             )
+            if on_epoch is not None:
+                on_epoch(epoch, {name: predict_logits(model, loader, device)
+                                 for name, loader in loaders.items()})
             score = -math.inf if math.isnan(val_auc) else val_auc
             if params.keep_best and (best is None or score > best[0]):
                 weights = {k: v.detach().clone() for k, v in model.state_dict().items()}

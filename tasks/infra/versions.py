@@ -34,7 +34,7 @@ STEP_CODE: dict[str, tuple[str, ...]] = {
     "normalize": (*_INPUTS, "dataset/normalize"),
     "cutout": (*_INPUTS, "dataset/normalize", "dataset/cutout"),
     "dataset": (*_INPUTS, "dataset"),
-    "croissant": (*_BASE, "dataset/croissant", "dataset/splits"),
+    "croissant": (*_BASE, "dataset/croissant", "dataset/record_sets", "dataset/splits"),
     "train": (*_BASE, "evaluate", "dataset/splits"),
     "score": (*_BASE, "evaluate", "dataset/splits"),
 }
