@@ -1,14 +1,12 @@
-"""Learning curves: the CNN's and the catalog baseline's test metrics against training fields
-and epochs.
+"""Learning curves: the CNN's and the catalog model's test metrics against fields and epochs.
 
 On a built dataset (``bench_science.py --seeds 0 --keep`` leaves one), trains one network of
 the params' ``train`` section (``members`` ignored: one network per point) on the first
 ``k`` of the training split's sky fields, for each ``k`` of ``--fields`` (a nested series: the
 fields of a smaller ``k`` are among those of a larger one, drawn in a fixed shuffled order;
-jobs for a dataset split by job),
-and records after every epoch the validation and test ROC AUC and FNR at 1 % FPR. The
-gradient-boosting baseline is fitted on the same fields. Validation and test are the
-dataset's own (whole fields the models never see).
+jobs for a dataset split by job), and records after every epoch the validation and test ROC
+AUC and FNR at 1 % FPR. The gradient-boosting baseline is fitted on the same fields.
+Validation and test are the dataset's own (whole fields the models never see).
 
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep
     .venv/bin/python benchmarks/bench_learning_curve.py \\
@@ -16,7 +14,7 @@ dataset's own (whole fields the models never see).
 
 Writes ``benchmarks/results/learning_curve.json`` and ``.md`` (or ``--out``) and prints the
 tables. On 2 AMD EPYC vCPUs, the 60-job configuration of ``science.yaml`` with 16 epochs and
-``--fields 3,6,9,12``: about 20 minutes.
+``--fields 3,6,9,12``: about 24 minutes (each epoch also scores validation and test).
 """
 
 from __future__ import annotations
@@ -30,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from common import write_result
 
-from croissant_cutouts.tasks.config import load_params
+from croissant_cutouts.tasks.config import TrainParams, load_params
 from croissant_cutouts.tasks.evaluate.baselines import gradient_boosting_scores
 from croissant_cutouts.tasks.evaluate.metrics import fnr_at_fpr, roc_auc
 from croissant_cutouts.tasks.evaluate.model import resolve_device, train_member
-from croissant_cutouts.tasks.evaluate.prepare import prepare_rows
+from croissant_cutouts.tasks.evaluate.prepare import Prepared, prepare_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,12 +54,14 @@ def nested_fields(fields: list[str], counts: list[int], seed: int) -> dict[int, 
     return {k: sorted(order[:k]) for k in counts}
 
 
-def _groups(prep) -> pd.Series:
+def _groups(prep: Prepared) -> pd.Series:
     """What the dataset's splits deal whole: sky fields, or jobs for a dataset split by job."""
     return prep.frame["field" if prep.split_by == "field" else "job_id"].astype(str)
 
 
-def curve_point(prep, params, fields: list[str], device) -> dict:
+def curve_point(
+    prep: Prepared, params: TrainParams, fields: list[str], device: torch.device
+) -> dict:
     """Train on ``fields`` of the training split; per-epoch CNN metrics and the baseline's."""
     train = prep.sides["train"] & _groups(prep).isin(fields).to_numpy()
     sides = {**prep.sides, "train": train}
