@@ -390,7 +390,10 @@ def train_member(
             total = _train_epoch(model, train_loader, optimizer, loss_fn, turned, device)
             history["train"].append(total / max(len(train_idx), 1))
             seconds += time.perf_counter() - started
-            val_logits = predict_logits(model, loaders["validation"], device)
+            judged = loaders if on_epoch is not None else {"validation": loaders["validation"]}
+            epoch_logits = {name: predict_logits(model, loader, device)
+                            for name, loader in judged.items()}
+            val_logits = epoch_logits["validation"]
             val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
             history["validation"].append(val_loss)
             val_auc = roc_auc(labels[sides["validation"]], val_logits)
@@ -404,8 +407,7 @@ def train_member(
                 val_auc,
             )
             if on_epoch is not None:
-                on_epoch(epoch, {name: predict_logits(model, loader, device)
-                                 for name, loader in loaders.items()})
+                on_epoch(epoch, epoch_logits)
             score = -math.inf if math.isnan(val_auc) else val_auc
             if params.keep_best and (best is None or score > best[0]):
                 weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
