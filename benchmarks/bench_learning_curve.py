@@ -13,7 +13,7 @@ Validation and test are the dataset's own (whole fields the models never see).
         --dataset benchmarks/results/work/science/dataset-0
 
 Writes ``benchmarks/results/learning_curve.json`` and ``.md`` (or ``--out``) and prints the
-tables. On 2 AMD EPYC vCPUs, the 60-job configuration of ``science.yaml`` with 16 epochs and
+tables. On 2 AMD EPYC vCPUs, the 60-job configuration of ``science20.yaml`` with 16 epochs and
 ``--fields 3,6,9,12``: about 24 minutes (each epoch also scores validation and test).
 """
 

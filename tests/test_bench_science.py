@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from croissant_cutouts.tasks.config import load_params
+from croissant_cutouts.tasks.dataset.splits import deal_counts
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,7 +46,7 @@ def _model(auc: float, fnr: float, kinds: dict[str, float]) -> dict:
 def _metrics(cnn: tuple[float, float], gbm: tuple[float, float]) -> dict:
     return {
         "counts": {"test": {"real": 728, "bogus": 17554}}, "n_jobs": {"test": 12},
-        "train_cutouts_per_s": 2441.3, "device": "cpu",
+        "train_cutouts_per_s": 2441.3, "device": "cpu", "seconds": 212.4,
         "models": {"cnn": _model(*cnn, {"cosmic_ray": 0.004, "hot_pixel": 0.011}),
                    "gradient_boosting": _model(*gbm, {"cosmic_ray": 0.0, "noise": 0.02})},
     }
@@ -77,3 +80,18 @@ def test_table_shows_intervals_kinds_and_completeness_of_both_models(bench):
     assert header == "| seed | model | cosmic_ray | hot_pixel | noise |"
     assert "| 0 | gradient boosting | 0.0 | – | 2.0 |" in lines  # a kind it never met: –
     assert "| 0 | gradient boosting | 100.0 (90) | 75.0 (20) |" in lines
+
+
+@pytest.mark.parametrize(("name", "fields", "dealt"), [
+    ("science.yaml", 48, {"train": 36, "validation": 6, "test": 6}),
+    ("science20.yaml", 20, {"train": 12, "validation": 4, "test": 4}),
+])
+def test_benchmark_configurations_split_whole_fields(name, fields, dealt):
+    """Valid params; realistic 4089 x 4089 jobs, every field at 3 epochs, dealt as the docs say."""
+    params = load_params(ROOT / "benchmarks" / name)
+    sim = params.simulate
+    assert (sim.fields, sim.size, sim.jobs) == (fields, 4089, 3 * fields)
+    assert params.splits.by in ("auto", "field")
+    fractions = {s: getattr(params.splits, s) for s in ("train", "validation", "test")}
+    assert deal_counts(fields, fractions) == dealt
+    assert params.train.leakage_check is False and params.cutouts.layout == "shards"
