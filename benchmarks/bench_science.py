@@ -14,7 +14,7 @@ good as the baseline on both).
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep  # one seed, keep the data
 
 On 2 AMD EPYC vCPUs one seed takes about 48 minutes: simulating 20 (the 144 jobs, 2 at a
-time), cutting 3, the train step 25 (three networks of 8 epochs at about 2,700 cutouts a
+time), cutting 3, the train step 25 (three networks of 8 epochs at 2,580-2,760 cutouts a
 second, the baselines, the plots). Disk: the jobs of one seed (about 46 GB) are deleted once
 built; each dataset (shards, about 13 GB) is deleted after its metrics are read unless
 ``--keep``.
@@ -77,7 +77,7 @@ def summarise(metrics: dict) -> dict:
         "counts": metrics["counts"],
         "n_jobs": metrics["n_jobs"],
         "train_step_seconds": metrics["seconds"],  # networks, baselines, plots
-        "train_cutouts_per_s": metrics.get("train_cutouts_per_s"),
+        "train_cutouts_per_s": metrics["train_cutouts_per_s"],
         "device": metrics["device"],
         "models": {},
     }

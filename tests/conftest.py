@@ -102,6 +102,22 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py``, imported as its script runs (``common`` on the path)."""
+    import importlib.util
+    import sys
+
+    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location(name, f"{folder}/{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
 def write_fits(path: Path, data: np.ndarray) -> Path:
     fits.PrimaryHDU(np.asarray(data)).writeto(path, overwrite=True)
     return path

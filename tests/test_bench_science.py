@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its `from common import ...`
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "bench_science", ROOT / "benchmarks" / "bench_science.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
+    from conftest import load_benchmark
+
+    return load_benchmark("bench_science")
 
 
 def _model(auc: float, fnr: float, kinds: dict[str, float]) -> dict:

@@ -3,11 +3,9 @@ baselines, report, loading."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import pickle
-import sys
 import time
 from pathlib import Path
 
@@ -692,8 +690,10 @@ def test_smoke_train_an_ensemble_saves_and_scores_as_one_model(dataset, index, t
         assert sum(r["n_real"] for r in block["completeness_vs_mag"]) == block["test"]["real"]
     assert metrics["models"]["cnn"]["fpr_by_kind"] == metrics["fpr_by_kind"]
     # bench_science.py reads what metrics.json really holds
+    from conftest import load_benchmark
+
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    summary = _benchmark("bench_science").summarise(on_disk)
+    summary = load_benchmark("bench_science").summarise(on_disk)
     assert summary["train_step_seconds"] == on_disk["seconds"] > 0
     assert summary["train_cutouts_per_s"] == on_disk["train_cutouts_per_s"] > 0
     assert summary["models"]["gradient_boosting"]["roc_auc"] == (
@@ -716,21 +716,11 @@ def test_train_member_reports_every_epoch_to_its_hook(dataset):
         np.testing.assert_array_equal(seen[-1][1][side], run.logits[side])
 
 
-def _benchmark(name: str):
-    """The module ``benchmarks/<name>.py``, imported as its scripts run."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its `from common import ...`
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
-
-
 def test_learning_curve_benchmark_on_the_learnable_dataset(dataset, tmp_path):
     """benchmarks/bench_learning_curve.py: nested training groups, per-epoch metrics, table."""
-    bench = _benchmark("bench_learning_curve")
+    from conftest import load_benchmark
+
+    bench = load_benchmark("bench_learning_curve")
     (tmp_path / "params.yaml").write_text(
         "train:\n  batch_size: 16\n  lr: 0.003\n  device: cpu\n  members: 3\n")
     out = tmp_path / "curve.json"

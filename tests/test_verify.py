@@ -1515,16 +1515,11 @@ def test_inside_dataset_is_the_plain_relative_path_rule(name, inside):
 
 @pytest.mark.parametrize("mode", [[], ["--rss"]])
 def test_memory_benchmark_reports_every_phase_and_leaves_verify_as_it_was(built, tmp_path, mode):
-    import importlib.util
     import json
 
+    from conftest import load_benchmark
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location(
-        "bench_verify_memory", root / "benchmarks" / "bench_verify_memory.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_verify_memory")
     before = {name: getattr(*bench._owner(name)) for name in bench.PHASES}
     out = tmp_path / "memory.json"
     assert bench.main([str(built["files"]), "--out", str(out), *mode]) == 0
