@@ -414,10 +414,12 @@ def train_member(
                 best = (score, epoch, weights)
             advance()
     best_epoch = params.epochs
-    if best is not None:
+    if best is not None and best[1] != params.epochs:
         best_epoch = best[1]
         model.load_state_dict(best[2])
-    logits = {name: predict_logits(model, loader, device) for name, loader in loaders.items()}
+        epoch_logits = {}  # scored at other weights
+    logits = {name: epoch_logits[name] if name in epoch_logits
+              else predict_logits(model, loader, device) for name, loader in loaders.items()}
     return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch, model.eval())
 
 
