@@ -2,8 +2,9 @@
 
 Builds the configuration of ``benchmarks/science.yaml`` (the simulator's realistic defaults:
 4089 x 4089 jobs, about 100 injected fakes per job, 48 sky fields split by whole fields,
-36 / 6 / 6) for each simulation seed with ``cutouts simulate`` and ``cutouts run``, then reads
-each dataset's ``metrics.json`` and writes one table: per seed, the test ROC AUC with its
+36 / 6 / 6; three networks reading the pixels and the catalog features) for each simulation
+seed with ``cutouts simulate`` and ``cutouts run``, then reads each dataset's
+``metrics.json`` and writes one table: per seed, the test ROC AUC with its
 bootstrap 95 % interval, the FNR at 1 % FPR with its interval, the FNR and FPR at the
 threshold chosen on validation, the FPR per bogus kind and the completeness against
 magnitude, for the CNN and for the gradient-boosting baseline on catalog features; and
@@ -13,8 +14,8 @@ good as the baseline on both).
     .venv/bin/python benchmarks/bench_science.py                   # 3 seeds
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep  # one seed, keep the data
 
-On 2 AMD EPYC vCPUs one seed takes about 48 minutes: simulating 20 (the 144 jobs, 2 at a
-time), cutting 3, the train step 25 (three networks of 8 epochs at 2,580-2,760 cutouts a
+On 2 AMD EPYC vCPUs one seed takes about 50 minutes: simulating 20-23 (the 144 jobs, 2 at a
+time), cutting 3, the train step 25-27 (three networks of 8 epochs at 2,520-2,760 cutouts a
 second, the baselines, the plots). Disk: the jobs of one seed (about 46 GB) are deleted once
 built; each dataset (shards, about 13 GB) is deleted after its metrics are read unless
 ``--keep``.
@@ -84,6 +85,7 @@ def summarise(metrics: dict) -> dict:
     for key in MODELS:
         test = metrics["models"][key]["test"]
         out["models"][key] = {
+            "description": metrics["models"][key]["description"],
             "roc_auc": test["roc_auc"],
             "roc_auc_ci95": test["roc_auc_ci95"],
             "fnr_at_1pct_fpr": test["fnr_at_1pct_fpr"],
@@ -113,6 +115,13 @@ def _pct(value: float | None) -> str:
         f"{100 * value:.1f}")
 
 
+def _name(key: str, model: dict) -> str:
+    """The model's name in the tables; a CNN that reads catalog features says so."""
+    if key == "cnn" and "catalog features" in model.get("description", ""):
+        return "CNN, pixels + catalog"
+    return MODELS[key]
+
+
 def table(result: dict) -> str:
     """The markdown of ``science.md``: headline, per-kind FPR and completeness tables."""
     seeds = result["seeds"]
@@ -122,8 +131,9 @@ def table(result: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for seed, res in seeds.items():
-        for key, name in MODELS.items():
+        for key in MODELS:
             m = res["models"][key]
+            name = _name(key, m)
             met = ", ".join(f"{what} {'yes' if ok else 'no'}" for what, ok in zip(
                 ("AUC", "FNR", ">= baseline"), res["targets"].values(), strict=True)
             ) if key == "cnn" else ""
@@ -139,10 +149,11 @@ def table(result: dict) -> str:
               "| seed | model | " + " | ".join(kinds) + " |",
               "|---|---|" + "---|" * len(kinds)]
     for seed, res in seeds.items():
-        for key, name in MODELS.items():
+        for key in MODELS:
             by = {r["kind"]: r["fpr"] for r in res["models"][key]["fpr_by_kind"]}
-            lines.append(f"| {seed} | {name} | " + " | ".join(_pct(by.get(k)) for k in kinds)
-                         + " |")
+            cells = [_pct(by.get(k)) for k in kinds]
+            lines.append(f"| {seed} | {_name(key, res['models'][key])} | "
+                         + " | ".join(cells) + " |")
     lines += ["", "Completeness (%) against the truth magnitude (AB) of the real candidates of "
               "the test split, at the same threshold (real candidates per bin in brackets):", ""]
     bins = sorted({(r["mag_lo"], r["mag_hi"]) for res in seeds.values() for key in MODELS
@@ -150,11 +161,12 @@ def table(result: dict) -> str:
     lines += ["| seed | model | " + " | ".join(f"{lo:g}–{hi:g}" for lo, hi in bins) + " |",
               "|---|---|" + "---|" * len(bins)]
     for seed, res in seeds.items():
-        for key, name in MODELS.items():
+        for key in MODELS:
             by = {(r["mag_lo"], r["mag_hi"]): r for r in res["models"][key]["completeness_vs_mag"]}
             cells = [f"{_pct(by[b]['completeness'])} ({by[b]['n_real']})" if b in by else "–"
                      for b in bins]
-            lines.append(f"| {seed} | {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {seed} | {_name(key, res['models'][key])} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -437,6 +437,12 @@ class TrainParams(_Section):
         32, ge=16, le=64, multiple_of=16,
         description="Side of the central square of the cutout the CNN reads, pixels.",
     )
+    catalog: bool = Field(
+        False,
+        description="Also feed each candidate's catalog features (the finder's and PSF fit's "
+        "columns of the index, those the gradient-boosting baseline uses) to the CNN's head; "
+        "scoring then needs the same columns in the index.",
+    )
     members: int = Field(
         1, ge=1, le=16,
         description="CNNs trained with seeds seed, seed + 1, ...; their mean logit scores "

@@ -19,8 +19,9 @@ def bench():
     return load_benchmark("bench_science")
 
 
-def _model(auc: float, fnr: float, kinds: dict[str, float]) -> dict:
+def _model(auc: float, fnr: float, kinds: dict[str, float], what: str = "") -> dict:
     return {
+        "description": what,
         "test": {"roc_auc": auc, "roc_auc_ci95": [auc - 0.001, min(auc + 0.001, 1.0)],
                  "fnr_at_1pct_fpr": fnr, "fnr_at_1pct_fpr_ci95": [fnr / 2, fnr * 2],
                  "fnr": fnr + 0.002, "fpr": 0.009},
@@ -34,11 +35,11 @@ def _model(auc: float, fnr: float, kinds: dict[str, float]) -> dict:
     }
 
 
-def _metrics(cnn: tuple[float, float], gbm: tuple[float, float]) -> dict:
+def _metrics(cnn: tuple[float, float], gbm: tuple[float, float], cnn_what: str = "") -> dict:
     return {
         "counts": {"test": {"real": 728, "bogus": 17554}}, "n_jobs": {"test": 12},
         "train_cutouts_per_s": 2441.3, "device": "cpu", "seconds": 212.4,
-        "models": {"cnn": _model(*cnn, {"cosmic_ray": 0.004, "hot_pixel": 0.011}),
+        "models": {"cnn": _model(*cnn, {"cosmic_ray": 0.004, "hot_pixel": 0.011}, cnn_what),
                    "gradient_boosting": _model(*gbm, {"cosmic_ray": 0.0, "noise": 0.02})},
     }
 
@@ -59,25 +60,28 @@ def test_targets_per_seed(bench, cnn, gbm, met):
 
 
 def test_table_shows_intervals_kinds_and_completeness_of_both_models(bench):
+    catalog = "SmallCNN ... input scaling limits, and 2 catalog features (qfit, sharpness)"
     result = {"seeds": {"0": bench.summarise(_metrics((0.9987, 0.0096), (0.9983, 0.0179))),
-                        "1": bench.summarise(_metrics((0.9940, 0.0110), (0.9983, 0.0179)))}}
+                        "1": bench.summarise(_metrics((0.9940, 0.0110), (0.9983, 0.0179),
+                                                      catalog))}}
     text = bench.table(result)
     lines = text.splitlines()
     assert "| 0 | CNN | 0.9987 [0.9977, 0.9997] | 0.96 [0.48, 1.92] | 1.2, 0.9 | AUC yes, " \
            "FNR yes, >= baseline yes |" in lines
-    assert "| 1 | CNN | 0.9940 [0.9930, 0.9950] | 1.10 [0.55, 2.20] | 1.3, 0.9 | AUC no, " \
-           "FNR no, >= baseline no |" in lines
+    assert "| 1 | CNN, pixels + catalog | 0.9940 [0.9930, 0.9950] | 1.10 [0.55, 2.20] | " \
+           "1.3, 0.9 | AUC no, FNR no, >= baseline no |" in lines
+    assert "| 1 | CNN, pixels + catalog | 0.4 | 1.1 | – |" in lines
     header = next(line for line in lines if line.startswith("| seed | model | cosmic_ray"))
     assert header == "| seed | model | cosmic_ray | hot_pixel | noise |"
     assert "| 0 | gradient boosting | 0.0 | – | 2.0 |" in lines  # a kind it never met: –
     assert "| 0 | gradient boosting | 100.0 (90) | 75.0 (20) |" in lines
 
 
-@pytest.mark.parametrize(("name", "fields", "dealt"), [
-    ("science.yaml", 48, {"train": 36, "validation": 6, "test": 6}),
-    ("science20.yaml", 20, {"train": 12, "validation": 4, "test": 4}),
+@pytest.mark.parametrize(("name", "fields", "dealt", "catalog"), [
+    ("science.yaml", 48, {"train": 36, "validation": 6, "test": 6}, True),
+    ("science20.yaml", 20, {"train": 12, "validation": 4, "test": 4}, False),
 ])
-def test_benchmark_configurations_split_whole_fields(name, fields, dealt):
+def test_benchmark_configurations_split_whole_fields(name, fields, dealt, catalog):
     """Valid params; realistic 4089 x 4089 jobs, every field at 3 epochs, dealt as the docs say."""
     params = load_params(ROOT / "benchmarks" / name)
     sim = params.simulate
@@ -86,3 +90,4 @@ def test_benchmark_configurations_split_whole_fields(name, fields, dealt):
     fractions = {s: getattr(params.splits, s) for s in ("train", "validation", "test")}
     assert deal_counts(fields, fractions) == dealt
     assert params.train.leakage_check is False and params.cutouts.layout == "shards"
+    assert (params.train.members, params.train.catalog) == (3, catalog)

@@ -161,3 +161,49 @@ def test_unusable_models_are_refused_before_any_job_is_read(trained, tmp_path, d
     assert code == 1 and f"cutouts: {model}:" in err and not out.exists()
     if damage == "contract":
         assert "cutout contract version 99" in err
+
+
+def test_a_model_reading_catalog_features_scores_new_jobs_as_on_its_test_split(
+        trained, scored, tmp_path, caplog):
+    """``train.catalog``: trained on the index read through Croissant, scored from the CSV
+    index of other jobs; the test split's ROC AUC is the same whichever way it is read."""
+    import shutil
+
+    from croissant_cutouts.tasks.evaluate.metrics import roc_auc
+    from croissant_cutouts.tasks.evaluate.score import score_dataset
+    from croissant_cutouts.tasks.evaluate.train import smoke_train
+
+    dataset = trained["root"] / "dataset"
+    params = PARAMS.train.model_copy(update={"catalog": True})
+    metrics = smoke_train(dataset, params=params, output=tmp_path / "cat" / "metrics.json")
+    cnn = metrics["models"]["cnn"]
+    assert "catalog features (flux" in cnn["description"]
+    model = tmp_path / "cat" / "model.pt"
+    names = _record({"model": model})["architecture_kwargs"]["catalog"]
+    assert {"qfit", "sharpness", "flux_fit"} <= set(names)
+    # the training dataset scored as new jobs are: the same test-split figures
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy, ignore=shutil.ignore_patterns("model.pt", "metrics.json"))
+    truth = score_dataset(copy, model)
+    pred = pd.read_csv(copy / "predictions.csv")
+    index = pd.read_csv(copy / "master_index.csv", usecols=["split", "label"])
+    test = (index["split"] == "test").to_numpy()
+    assert roc_auc(index["label"][test], pred["score"][test]) == pytest.approx(
+        cnn["test"]["roc_auc"], abs=1e-6)
+    assert truth["truth"]["roc_auc"] > 0.95
+    assert set(truth["catalog_missing"]) == set(names)
+    assert 0 <= min(truth["catalog_missing"].values()) < 0.5
+    # tonight's jobs, one catalog column gone from their index: scored, as missing values
+    out = scored["out"]
+    tonight = tmp_path / "tonight"
+    shutil.copytree(out, tonight)
+    score_dataset(tonight, model)
+    full = pd.read_csv(tonight / "predictions.csv")["score"]
+    index = pd.read_csv(tonight / "master_index.csv", low_memory=False)
+    index.drop(columns="qfit").to_csv(tonight / "master_index.csv", index=False)
+    with caplog.at_level("WARNING"):
+        summary = score_dataset(tonight, model)
+    assert "has no column qfit, which the model reads" in caplog.text
+    assert summary["catalog_missing"]["qfit"] == 1.0
+    without = pd.read_csv(tonight / "predictions.csv")["score"]
+    assert without.between(0, 1).all() and not np.allclose(without, full)

@@ -6,6 +6,8 @@
 - :mod:`.metrics`: what scikit-learn lacks (threshold at a false-positive rate,
   completeness by magnitude, false-positive rate per bogus kind), and the metric set.
 - :mod:`.bootstrap`: class-stratified percentile-bootstrap intervals of ROC AUC and FNR.
+- :mod:`.features`: the catalog features of the index (finder and PSF fit), as a matrix and
+  scaled for the network.
 - :mod:`.baselines`: majority class, score-image peak, gradient boosting on catalog columns.
 - :mod:`.plots`: the PNG plots and the cutout gallery.
 - :mod:`.report`: ``report.md``.
@@ -29,6 +31,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, [
     "baselines",
     "bootstrap",
     "data",
+    "features",
     "loader",
     "metrics",
     "model",

@@ -45,14 +45,15 @@ __all__ = [
 FORMAT = "croissant-cutouts model"
 #: Version of the model file's layout (the keys above); another version is refused.
 FORMAT_VERSION = 1
-#: Architectures a model file may name: constructor and the version this tool writes. A
-#: ``SmallCNN`` of version 1 (before ``scaling`` and ``crop``) is read too: its arguments
-#: build the same network (no scaling, the whole cutout).
+#: Architectures a model file may name: constructor and the version this tool writes.
+#: Earlier versions are read too: their arguments build the same network (``SmallCNN`` 1:
+#: before ``scaling`` and ``crop``, no scaling and the whole cutout; ``SmallCNN`` 2 and
+#: ``CNNEnsemble`` 1: before ``catalog``, pixels only).
 ARCHITECTURES: dict[str, tuple[type[nn.Module], int]] = {
-    "SmallCNN": (SmallCNN, 2),
-    "CNNEnsemble": (CNNEnsemble, 1),
+    "SmallCNN": (SmallCNN, 3),
+    "CNNEnsemble": (CNNEnsemble, 2),
 }
-_READS = {"SmallCNN": (1, 2), "CNNEnsemble": (1,)}
+_READS = {"SmallCNN": (1, 2, 3), "CNNEnsemble": (1, 2)}
 _REQUIRED = ("format", "format_version", "architecture", "architecture_version",
              "architecture_kwargs", "state_dict", "contract_version", "threshold")
 

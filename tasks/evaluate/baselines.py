@@ -5,8 +5,8 @@
 - **score_peak**: a threshold on the peak of the score image at the candidate
   (``score_peak`` index column, S/N units), the classic detection-significance cut.
 - **gradient_boosting**: scikit-learn's ``HistGradientBoostingClassifier`` on the catalog
-  features of the index (finder and PSF-fit columns; never positions, labels or truth),
-  missing values handled natively.
+  features of the index (:mod:`.features`: finder and PSF-fit columns; never positions,
+  labels or truth), missing values handled natively.
 
 Scores follow :mod:`tasks.evaluate.metrics`: higher means more likely real.
 """
@@ -16,39 +16,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from croissant_cutouts.tasks.evaluate.features import catalog_features, feature_matrix
+
 __all__ = [
-    "CATALOG_FEATURES",
-    "catalog_features",
     "gradient_boosting_scores",
     "majority_scores",
     "score_peak_scores",
 ]
-
-#: Index columns a catalog-feature classifier may use: measured by the pipeline's finder and
-#: PSF fit. Positions (x, y, ra, dec, centroids), provenance and truth columns are excluded.
-CATALOG_FEATURES = (
-    "flux",
-    "fwhm",
-    "elongation",
-    "flags",
-    "sharpness",
-    "roundness1",
-    "roundness2",
-    "npix",
-    "peak",
-    "finder_flux",
-    "mag",
-    "daofind_mag",
-    "flux_fit",
-    "flux_err",
-    "x_err",
-    "y_err",
-    "qfit",
-    "cfit",
-    "local_bkg",
-    "npixfit",
-)
-
 
 def majority_scores(y_train: np.ndarray, n: int) -> np.ndarray:
     """Constant score: the fraction of real candidates in ``y_train``, for ``n`` rows."""
@@ -63,18 +37,6 @@ def score_peak_scores(frame: pd.DataFrame) -> np.ndarray:
         return np.full(len(frame), -np.inf)
     peak = pd.to_numeric(frame["score_peak"], errors="coerce").to_numpy(np.float64)
     return np.where(np.isfinite(peak), peak, -np.inf)
-
-
-def catalog_features(frame: pd.DataFrame, rows: np.ndarray | None = None) -> list[str]:
-    """Catalog feature columns of ``frame`` with at least one finite value in ``rows``."""
-    sel = frame if rows is None else frame[rows]
-    names = []
-    for name in CATALOG_FEATURES:
-        if name in sel:
-            values = pd.to_numeric(sel[name], errors="coerce").to_numpy(np.float64)
-            if np.isfinite(values).any():
-                names.append(name)
-    return names
 
 
 def gradient_boosting_scores(
@@ -92,10 +54,7 @@ def gradient_boosting_scores(
     names = catalog_features(frame, train)
     if not names or len(np.unique(y[train])) < 2:
         return majority_scores(y[train], len(y)), names
-    x = np.column_stack(
-        [pd.to_numeric(frame[n], errors="coerce").to_numpy(np.float64) for n in names]
-    )
-    x[~np.isfinite(x)] = np.nan  # inf is not a value a tree can split on
+    x = feature_matrix(frame, names)  # NaN where missing or not finite, as trees want
     model = HistGradientBoostingClassifier(
         max_iter=200, early_stopping=False, random_state=seed
     )

@@ -469,6 +469,12 @@ class CutoutDataset(Dataset):
     limits : numpy.ndarray, shape (n, 4, 2), optional
         Each item's ZScale limits ``[vmin, vmax]`` per channel (:func:`limits_per_row`),
         for a model with ``scaling="limits"``: batches are then ``(x, y, limits)``.
+    catalog : pandas.DataFrame, optional
+        Each item's catalog features (n rows, one column per feature, NaN where missing;
+        :func:`~croissant_cutouts.tasks.evaluate.features.feature_matrix`), for a model that
+        reads them: batches are then ``(x, y, limits, catalog)``, ``catalog`` float32 (B, k)
+        and ``limits`` all NaN when not given. ``catalog_names`` lists its columns (empty
+        without).
 
     Notes
     -----
@@ -491,6 +497,7 @@ class CutoutDataset(Dataset):
         in_memory: bool | None = None,
         rows: Sequence[int | None] | np.ndarray | pd.Series | None = None,
         limits: np.ndarray | None = None,
+        catalog: pd.DataFrame | None = None,
     ) -> None:
         self.paths = [str(p) for p in paths]
         n = len(self.paths)
@@ -500,6 +507,10 @@ class CutoutDataset(Dataset):
         self.limits = None if limits is None else np.asarray(limits, np.float32)
         if self.limits is not None and self.limits.shape != (n, len(CHANNELS), 2):
             raise ValueError(f"limits of shape {self.limits.shape}; expected ({n}, 4, 2)")
+        self.catalog_names: list[str] = [] if catalog is None else [str(c) for c in catalog]
+        self.catalog = None if catalog is None else catalog.to_numpy(np.float32)
+        if self.catalog is not None and len(self.catalog) != n:
+            raise ValueError(f"catalog features of {len(self.catalog)} rows; expected {n}")
         self.rows = _shard_rows(rows, n)
         in_shard = self.rows >= 0
         codes, names = pd.factorize(np.asarray(self.paths, dtype=object)[in_shard], sort=True)
@@ -560,7 +571,8 @@ class CutoutDataset(Dataset):
         self, indices: Sequence[int] | np.ndarray
     ) -> tuple[torch.Tensor, ...]:
         """A whole batch: ``x`` float32 (B, 4, 64, 64), ``y`` float32 (B,), and with
-        ``limits`` the batch's limits, float32 (B, 4, 2)."""
+        ``limits`` the batch's limits, float32 (B, 4, 2), with ``catalog`` then its
+        features, float32 (B, k)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} items")
@@ -573,6 +585,10 @@ class CutoutDataset(Dataset):
         batch = (torch.from_numpy(x), torch.from_numpy(self.labels[idx]))
         if self.limits is not None:
             batch += (torch.from_numpy(self.limits[idx]),)
+        elif self.catalog is not None:  # the model's arguments are positional
+            batch += (torch.full((len(idx), len(CHANNELS), 2), torch.nan),)
+        if self.catalog is not None:
+            batch += (torch.from_numpy(self.catalog[idx]),)
         return batch
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:

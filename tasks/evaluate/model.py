@@ -3,8 +3,9 @@
 Conventions
 -----------
 - Input (B, 4, 64, 64) float32 in [0, 1], channel-first (science, reference, difference,
-  score). Labels: 1 real, 0 bogus. Scores are logits (float32, unbounded); probabilities are
-  ``sigmoid(logit)``.
+  score); with ``scaling="limits"`` also each job's ZScale limits (B, 4, 2), and with catalog
+  features their raw values (B, k), NaN where missing. Labels: 1 real, 0 bogus. Scores are
+  logits (float32, unbounded); probabilities are ``sigmoid(logit)``.
 - The real class is rare (typically 3-15 %), so the loss weighs real candidates by
   ``n_bogus / n_real`` of the training split.
 """
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from croissant_cutouts.tasks.config import TrainParams
 from croissant_cutouts.tasks.contract import CHANNELS, CUTOUT_SIZE
 from croissant_cutouts.tasks.evaluate.data import CutoutDataset, make_loader
+from croissant_cutouts.tasks.evaluate.features import CatalogScale
 from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
     roc_auc,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "SmallCNN",
     "TrainedCNN",
     "build_cnn",
+    "catalog_names",
     "dihedral",
     "predict_logits",
     "reads_limits",
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: Batch size used for inference (no gradients, so larger than training batches).
 EVAL_BATCH = 256
+#: Width of the catalog branch of :class:`SmallCNN` (its two hidden layers).
+CATALOG_WIDTH = 32
 
 
 # --------------------------------------------------------------------------- model
@@ -125,10 +130,17 @@ class SmallCNN(nn.Module):
         64): 32 reads rows and columns 16 .. 47, the candidate still at the centre, and
         costs a quarter of the full cutout's arithmetic. The input is always the whole
         (B, 4, 64, 64).
+    catalog : sequence of str
+        Catalog features the head reads beside the pixels (index column names,
+        :data:`~croissant_cutouts.tasks.evaluate.features.CATALOG_FEATURES`); empty: pixels
+        only. They pass through :class:`CatalogScale` (fitted on the training rows) and two
+        layers of 32 ReLU units (``CATALOG_WIDTH``), whose output joins the pooled maps
+        before the last layer.
     """
 
     def __init__(self, channels: int = len(CHANNELS), width: int = 16,
-                 scaling: str = "none", crop: int = CUTOUT_SIZE) -> None:
+                 scaling: str = "none", crop: int = CUTOUT_SIZE,
+                 catalog: Sequence[str] = ()) -> None:
         super().__init__()
         if scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {scaling!r}; expected one of {SCALINGS}")
@@ -140,6 +152,8 @@ class SmallCNN(nn.Module):
             self.kwargs["scaling"] = scaling
         if crop != CUTOUT_SIZE:
             self.kwargs["crop"] = crop
+        if catalog:
+            self.kwargs["catalog"] = list(catalog)
         self.margin = (CUTOUT_SIZE - crop) // 2
         self.scale = LimitScale() if scaling == "limits" else None
 
@@ -154,13 +168,21 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             block(channels, width), block(width, 2 * width), block(2 * width, 4 * width)
         )
-        self.head = nn.Linear(8 * width, 1)
+        self.catalog_scale = CatalogScale(len(catalog)) if catalog else None
+        self.catalog_layers = nn.Sequential(
+            nn.Linear(2 * len(catalog), CATALOG_WIDTH), nn.ReLU(inplace=True),
+            nn.Linear(CATALOG_WIDTH, CATALOG_WIDTH), nn.ReLU(inplace=True),
+        ) if catalog else None
+        self.head = nn.Linear(8 * width + (CATALOG_WIDTH if catalog else 0), 1)
 
-    def forward(self, x: torch.Tensor, limits: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, limits: torch.Tensor | None = None,
+                catalog: torch.Tensor | None = None) -> torch.Tensor:
         """Logits, shape (B,), of a batch of shape (B, 4, 64, 64) (channel-first).
 
         ``limits``: (B, 4, 2) float32, each cutout's job's ``[vmin, vmax]`` per channel
         (``zscale_limits.csv``); needed by a model with ``scaling="limits"``, else ignored.
+        ``catalog``: (B, k) float32, the raw catalog features named by the ``catalog``
+        argument, in that order, NaN where missing; needed by a model that reads them.
         """
         if self.margin:
             x = x[..., self.margin : -self.margin, self.margin : -self.margin]
@@ -174,8 +196,16 @@ class SmallCNN(nn.Module):
         maps = self.features(x)
         mid = maps.shape[-1] // 2
         centre = maps[:, :, mid - 1 : mid + 1, mid - 1 : mid + 1]
-        pooled = torch.cat([maps.mean(dim=(2, 3)), centre.mean(dim=(2, 3))], dim=1)
-        return self.head(pooled).squeeze(1)
+        parts = [maps.mean(dim=(2, 3)), centre.mean(dim=(2, 3))]
+        if self.catalog_scale is not None:
+            if catalog is None or catalog.shape[-1] != self.catalog_scale.centre.numel():
+                raise ValueError(
+                    f"this model reads {self.catalog_scale.centre.numel()} catalog features "
+                    f"({', '.join(self.kwargs['catalog'])}): call model(x, limits, catalog) "
+                    "with catalog of shape (B, k), NaN where missing"
+                )
+            parts.append(self.catalog_layers(self.catalog_scale(catalog)))
+        return self.head(torch.cat(parts, dim=1)).squeeze(1)
 
 
 class CNNEnsemble(nn.Module):
@@ -199,15 +229,24 @@ class CNNEnsemble(nn.Module):
         self.kwargs = {"members": members, **cnn_kwargs}
         self.members = nn.ModuleList(SmallCNN(**cnn_kwargs) for _ in range(members))
 
-    def forward(self, x: torch.Tensor, limits: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean logit of the members, shape (B,); ``limits`` as for :meth:`SmallCNN.forward`."""
-        return torch.stack([member(x, limits) for member in self.members]).mean(dim=0)
+    def forward(self, x: torch.Tensor, limits: torch.Tensor | None = None,
+                catalog: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean logit of the members, shape (B,); arguments as for :meth:`SmallCNN.forward`."""
+        return torch.stack([member(x, limits, catalog) for member in self.members]).mean(dim=0)
 
 
 def reads_limits(model: nn.Module) -> bool:
     """Whether ``model`` (a :class:`SmallCNN` or an ensemble of them) needs each cutout's
     ZScale limits: ``model(x, limits)``."""
     return any(isinstance(m, LimitScale) for m in model.modules())
+
+
+def catalog_names(model: nn.Module) -> list[str]:
+    """The catalog features ``model`` reads, in the order of its input; [] for pixels only."""
+    for member in model.modules():
+        if isinstance(member, SmallCNN):
+            return list(member.kwargs.get("catalog", []))
+    return []
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -234,16 +273,16 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits of every item of ``loader``, shape (n,), float32, in order.
 
-    Batches are ``(x, y)``, or ``(x, y, limits)`` for a model that reads limits
-    (:class:`CutoutDataset` with ``limits``).
+    Batches are ``(x, y)``, ``(x, y, limits)`` or ``(x, y, limits, catalog)`` as
+    :class:`CutoutDataset` gives them.
 
     The model is put in eval mode and run without gradients; ``x`` is moved to ``device``.
     """
     model.eval()
     out = []
     with torch.no_grad():
-        for x, _, *limits in loader:  # limits: with a CutoutDataset that has them
-            out.append(model(*_on(device, x, *limits)).float())
+        for x, _, *extra in loader:  # limits, catalog: with a CutoutDataset that has them
+            out.append(model(*_on(device, x, *extra)).float())
     return torch.cat(out).cpu().numpy() if out else np.empty(0, np.float32)
 
 
@@ -291,9 +330,11 @@ def _side_loaders(
     }
 
 
-def build_cnn(params: TrainParams) -> SmallCNN:
-    """The untrained :class:`SmallCNN` that ``params`` (width, scaling, crop) describe."""
-    return SmallCNN(width=params.width, scaling=params.scaling, crop=params.crop)
+def build_cnn(params: TrainParams, catalog: Sequence[str] = ()) -> SmallCNN:
+    """The untrained :class:`SmallCNN` that ``params`` (width, scaling, crop) describe,
+    reading the catalog features ``catalog`` (empty: pixels only)."""
+    return SmallCNN(width=params.width, scaling=params.scaling, crop=params.crop,
+                    catalog=catalog)
 
 
 def train_cnn(
@@ -375,7 +416,10 @@ def train_member(
         _Rows(data, train_idx), params.batch_size, True, params.seed, device
     )
     torch.manual_seed(params.seed)
-    model = build_cnn(params).to(device)
+    model = build_cnn(params, data.catalog_names)
+    if model.catalog_scale is not None:  # its scaling: the training rows' medians and spreads
+        model.catalog_scale.fit(data.catalog[train_idx])
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     y_val = torch.from_numpy(labels[sides["validation"]].astype(np.float32)).to(device)
@@ -438,12 +482,12 @@ def _train_epoch(
     model.train()
     # float64 sum on the device: no host sync per step; same sums as Python floats
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y, *limits in loader:
+    for x, y, *extra in loader:  # limits, catalog: with a CutoutDataset that has them
         if turns is not None:
             x = dihedral(x, turns)
-        x, y, *limits = _on(device, x, y, *limits)
+        x, y, *extra = _on(device, x, y, *extra)
         optimizer.zero_grad()
-        loss = loss_fn(model(x, *limits), y)
+        loss = loss_fn(model(x, *extra), y)
         loss.backward()
         optimizer.step()
         total += loss.detach().double() * len(y)

@@ -24,6 +24,7 @@ from croissant_cutouts.tasks.evaluate.data import (
     cap_by_job,
     read_records,
 )
+from croissant_cutouts.tasks.evaluate.features import catalog_features, feature_matrix
 from croissant_cutouts.tasks.evaluate.limits import limits_per_row, read_limits
 
 __all__ = ["Prepared", "evaluation_sides", "prepare_rows", "split_sides"]
@@ -187,7 +188,11 @@ def prepare_rows(
     limits = None
     if params.scaling == "limits":  # the model reads each cutout's job's ZScale limits
         limits = limits_per_row(read_limits(croissant_path, root), frame["job_id"])
-    data = CutoutDataset(frame["cutout_path"].to_numpy(), y, in_memory, rows, limits)
+    catalog = None
+    if params.catalog:  # the features the training rows have, as the CNN's head will read them
+        names = catalog_features(frame, sides["train"])
+        catalog = pd.DataFrame(feature_matrix(frame, names), columns=names)
+    data = CutoutDataset(frame["cutout_path"].to_numpy(), y, in_memory, rows, limits, catalog)
     return Prepared(
         frame, y, sides, counts, split_by, unlabelled["all"], dropped, data, sharded,
         evaluated_on, threshold_on,

@@ -11,7 +11,8 @@ cutout and writes, atomically:
   empty for a job without truth);
 - ``predictions.json``: the model (file, sha256, threshold, the dataset it was trained on),
   counts, and, when the jobs carry truth of both classes, ROC AUC with its bootstrap 95 %
-  interval and the false-negative and false-positive rates at the threshold.
+  interval and the false-negative and false-positive rates at the threshold; for a model
+  that reads catalog features, the fraction of rows missing each (``catalog_missing``).
 """
 
 from __future__ import annotations
@@ -39,9 +40,15 @@ from croissant_cutouts.tasks.evaluate.data import (
     check_record_paths,
     make_loader,
 )
+from croissant_cutouts.tasks.evaluate.features import feature_matrix
 from croissant_cutouts.tasks.evaluate.limits import limits_per_row
 from croissant_cutouts.tasks.evaluate.metrics import rates_at_threshold, roc_auc
-from croissant_cutouts.tasks.evaluate.model import EVAL_BATCH, predict_logits, reads_limits
+from croissant_cutouts.tasks.evaluate.model import (
+    EVAL_BATCH,
+    catalog_names,
+    predict_logits,
+    reads_limits,
+)
 from croissant_cutouts.tasks.infra.atomic import atomic_write_text
 from croissant_cutouts.tasks.infra.caching import ContentPolicy
 from croissant_cutouts.tasks.infra.digests import sha256_file
@@ -56,10 +63,15 @@ PREDICTION_COLUMNS = ("cutout_id", "job_id", "x", "y", "score", "real", "label")
 _READ = ("cutout_id", "job_id", "x", "y", "label", "cutout_filename", "row")
 
 
-def _index(folder: Path) -> pd.DataFrame:
-    """The columns of ``master_index.csv`` scoring needs; paths checked to stay inside."""
+def _index(folder: Path, features: list[str]) -> pd.DataFrame:
+    """The columns of ``master_index.csv`` scoring needs (``features`` where the index has
+    them); paths checked to stay inside ``folder``."""
+    wanted = {*_READ, *features}
     dtypes = {c.name: c.dtype for c in INDEX_SCHEMA if c.name in _READ}
-    index = pd.read_csv(folder / INDEX_FILE, usecols=list(_READ), dtype=dtypes)
+    index = pd.read_csv(folder / INDEX_FILE, usecols=lambda c: c in wanted, dtype=dtypes)
+    absent = [c for c in _READ if c not in index]
+    if absent:
+        raise ValueError(f"{folder / INDEX_FILE}: no column {', '.join(absent)}")
     check_record_paths(index, "cutout_filename", folder, folder / INDEX_FILE)
     return index
 
@@ -117,14 +129,11 @@ def score_dataset(
     """
     folder, model_path = Path(folder), Path(model_path)
     model, meta = load_model(model_path, device)
-    index = _index(folder)
-    limits = None
-    if reads_limits(model):  # the job's ZScale limits, as the index step wrote them
-        limits = limits_per_row(pd.read_csv(folder / LIMITS_FILE, dtype={"job_id": str}),
-                                index["job_id"])
+    index = _index(folder, catalog_names(model))
+    limits, catalog = _model_inputs(folder, model, index)
     cutouts = CutoutDataset([str(folder / f) for f in index["cutout_filename"]],
                             np.zeros(len(index)), in_memory=False, rows=index["row"],
-                            limits=limits)
+                            limits=limits, catalog=catalog)
     logits = predict_logits(model, make_loader(cutouts, batch_size), device)
     threshold = float(meta["threshold"])
     table = index[["cutout_id", "job_id", "x", "y"]].assign(
@@ -141,12 +150,33 @@ def score_dataset(
         "called_real": int((logits > threshold).sum()),
         "truth": _truth(index["label"], logits, threshold, seed=0),
     }
+    if catalog is not None:
+        summary["catalog_missing"] = {k: float(v) for k, v in catalog.isna().mean().items()}
     atomic_write_text(folder / PREDICTIONS_SUMMARY,
                       json.dumps(summary, indent=2, default=_plain) + "\n")
     auc = summary["truth"].get("roc_auc")
     log.info("scored %d cutouts with %s: %d called real%s", len(index), model_path.name,
              summary["called_real"], f"; ROC AUC against truth {auc:.4f}" if auc else "")
     return summary
+
+
+def _model_inputs(
+    folder: Path, model: Any, index: pd.DataFrame
+) -> tuple[np.ndarray | None, pd.DataFrame | None]:
+    """What ``model`` reads beside the pixels, per index row: the job's ZScale limits (as the
+    index step wrote them) and the catalog features (NaN where the index or a job lacks them;
+    a column missing from the whole index is logged)."""
+    limits = catalog = None
+    if reads_limits(model):
+        limits = limits_per_row(pd.read_csv(folder / LIMITS_FILE, dtype={"job_id": str}),
+                                index["job_id"])
+    if names := catalog_names(model):
+        catalog = pd.DataFrame(feature_matrix(index, names), columns=names)
+        absent = [name for name in names if name not in index]
+        if absent:
+            log.warning("%s has no column %s, which the model reads: scored as missing values",
+                        folder / INDEX_FILE, ", ".join(absent))
+    return limits, catalog
 
 
 def _model_summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:

@@ -396,7 +396,8 @@ def _fit(prep: Prepared, params: TrainParams, device: Any) -> _Fitted:
     prob = 1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700)))
     seed = params.seed
     models: dict[str, Any] = {
-        "cnn": _judge(prep, logits, prob, _cnn_description(params), seed),
+        "cnn": _judge(prep, logits, prob, _cnn_description(params, prep.data.catalog_names),
+                      seed),
     }
     boost, features = gradient_boosting_scores(prep.frame, y, sides["train"], params.seed)
     models["gradient_boosting"] = _judge(
@@ -441,10 +442,13 @@ def _calls_by_group(
     return called, completeness, by_kind
 
 
-def _cnn_description(params: TrainParams) -> str:
-    """The CNN's line in the models table: members, input scaling, crop; score and probability."""
+def _cnn_description(params: TrainParams, catalog: list[str]) -> str:
+    """The CNN's line in the models table: members, input scaling, crop, catalog features;
+    score and probability."""
     what = f"SmallCNN (width {params.width}) on the central {params.crop} x {params.crop} " \
         f"pixels of the four channels, input scaling {params.scaling}"
+    if catalog:
+        what += f", and {len(catalog)} catalog features ({', '.join(catalog)})"
     if params.members > 1:
         what = f"ensemble of {params.members} x {what} (mean logit)"
     return what + "; score: logit, probability: sigmoid"
