@@ -148,3 +148,15 @@ def test_a_saved_catalog_model_scores_as_trained(noise_with_a_telling_feature, t
     loader = make_loader(data, 128)
     np.testing.assert_array_equal(predict_logits(model, loader),
                                   predict_logits(ensemble, loader))
+
+
+def test_a_network_that_reads_limits_still_asks_for_them_beside_a_catalog(
+        noise_with_a_telling_feature):
+    path, y, catalog, _ = noise_with_a_telling_feature
+    data = CutoutDataset([path] * 3, y[:3], rows=np.arange(3), catalog=catalog[:3])
+    *_, limits, features = data.__getitems__([0, 1, 2])
+    assert limits is None and features.shape == (3, 2) and features.dtype == torch.float32
+    assert data[1][2] is None and data[1][3].shape == (2,)
+    net = SmallCNN(width=4, scaling="limits", crop=16, catalog=["qfit", "flux"])
+    with pytest.raises(ValueError, match="reads each cutout's ZScale limits"):
+        predict_logits(net, make_loader(data, 2))

@@ -473,7 +473,7 @@ class CutoutDataset(Dataset):
         Each item's catalog features (n rows, one column per feature, NaN where missing;
         :func:`~croissant_cutouts.tasks.evaluate.features.feature_matrix`), for a model that
         reads them: batches are then ``(x, y, limits, catalog)``, ``catalog`` float32 (B, k)
-        and ``limits`` all NaN when not given. ``catalog_names`` lists its columns (empty
+        and ``limits`` None when not given. ``catalog_names`` lists its columns (empty
         without).
 
     Notes
@@ -569,10 +569,10 @@ class CutoutDataset(Dataset):
 
     def __getitems__(
         self, indices: Sequence[int] | np.ndarray
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor | None, ...]:
         """A whole batch: ``x`` float32 (B, 4, 64, 64), ``y`` float32 (B,), and with
         ``limits`` the batch's limits, float32 (B, 4, 2), with ``catalog`` then its
-        features, float32 (B, k)."""
+        features, float32 (B, k) (after ``None`` where there are no limits)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} items")
@@ -586,13 +586,13 @@ class CutoutDataset(Dataset):
         if self.limits is not None:
             batch += (torch.from_numpy(self.limits[idx]),)
         elif self.catalog is not None:  # the model's arguments are positional
-            batch += (torch.full((len(idx), len(CHANNELS), 2), torch.nan),)
+            batch += (None,)
         if self.catalog is not None:
             batch += (torch.from_numpy(self.catalog[idx]),)
         return batch
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        return tuple(part[0] for part in self.__getitems__([i]))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, ...]:
+        return tuple(part if part is None else part[0] for part in self.__getitems__([i]))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

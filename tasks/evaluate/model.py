@@ -286,9 +286,10 @@ def predict_logits(
     return torch.cat(out).cpu().numpy() if out else np.empty(0, np.float32)
 
 
-def _on(device: torch.device | str, *tensors: torch.Tensor) -> list[torch.Tensor]:
-    """``tensors`` moved to ``device`` (non-blocking: pinned batches overlap the copy)."""
-    return [t.to(device, non_blocking=True) for t in tensors]
+def _on(device: torch.device | str, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """``tensors`` moved to ``device`` (non-blocking: pinned batches overlap the copy); a
+    ``None`` (no limits beside catalog features) stays ``None``."""
+    return [t if t is None else t.to(device, non_blocking=True) for t in tensors]
 
 
 class _Rows(Dataset):
@@ -300,10 +301,10 @@ class _Rows(Dataset):
     def __len__(self) -> int:
         return len(self.idx)
 
-    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor | None, ...]:
         return self.base.__getitems__(self.idx[np.asarray(indices, np.int64)])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, ...]:
         return self.base[int(self.idx[i])]
 
 
