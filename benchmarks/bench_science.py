@@ -15,7 +15,7 @@ good as the baseline on both).
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep  # one seed, keep the data
 
 On 2 AMD EPYC vCPUs one seed takes about 50 minutes: simulating 20-23 (the 144 jobs, 2 at a
-time), cutting 3, the train step 25-27 (three networks of 8 epochs at 2,520-2,760 cutouts a
+time), cutting 3, the train step 25-27 (three networks of 8 epochs at 2,500-2,760 cutouts a
 second, the baselines, the plots). Disk: the jobs of one seed (about 46 GB) are deleted once
 built; each dataset (shards, about 13 GB) is deleted after its metrics are read unless
 ``--keep``.
