@@ -129,8 +129,9 @@ def score_dataset(
     """
     folder, model_path = Path(folder), Path(model_path)
     model, meta = load_model(model_path, device)
-    index = _index(folder, catalog_names(model))
-    limits, catalog = _model_inputs(folder, model, index)
+    names = catalog_names(model)
+    index = _index(folder, names)
+    limits, catalog = _model_inputs(folder, model, names, index)
     cutouts = CutoutDataset([str(folder / f) for f in index["cutout_filename"]],
                             np.zeros(len(index)), in_memory=False, rows=index["row"],
                             limits=limits, catalog=catalog)
@@ -161,16 +162,16 @@ def score_dataset(
 
 
 def _model_inputs(
-    folder: Path, model: Any, index: pd.DataFrame
+    folder: Path, model: Any, names: list[str], index: pd.DataFrame
 ) -> tuple[np.ndarray | None, pd.DataFrame | None]:
     """What ``model`` reads beside the pixels, per index row: the job's ZScale limits (as the
-    index step wrote them) and the catalog features (NaN where the index or a job lacks them;
-    a column missing from the whole index is logged)."""
+    index step wrote them) and the catalog features ``names`` (NaN where the index or a job
+    lacks them; a column missing from the whole index is logged)."""
     limits = catalog = None
     if reads_limits(model):
         limits = limits_per_row(pd.read_csv(folder / LIMITS_FILE, dtype={"job_id": str}),
                                 index["job_id"])
-    if names := catalog_names(model):
+    if names:
         catalog = pd.DataFrame(feature_matrix(index, names), columns=names)
         absent = [name for name in names if name not in index]
         if absent:
