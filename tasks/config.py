@@ -417,6 +417,13 @@ class TrainParams(_Section):
         description="Turn and flip each training cutout at random (8 orientations): real/bogus "
         "does not depend on the orientation of the sky.",
     )
+    orientations: Literal[1, 8] = Field(
+        8,
+        description="Orientations of each cutout whose logits the trained CNN averages when "
+        "it scores (test-time augmentation): 8, the turns and flips that augment draws "
+        "from; 1, the cutout as stored. 8 costs eight times the inference arithmetic; "
+        "without augment the default is 1.",
+    )
     keep_best: bool = Field(
         False,
         description="Keep the weights of the epoch with the best validation ROC AUC (early "
@@ -458,6 +465,24 @@ class TrainParams(_Section):
                 "section (train, validation, test fractions and seed) and written to the index"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_orientation_without_augment(cls, value: object) -> object:
+        """Without augment, orientations defaults to 1."""
+        if isinstance(value, dict) and value.get("augment") is False:
+            return {"orientations": 1, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _orientations_need_augment(self) -> TrainParams:
+        if not self.augment and self.orientations != 1:
+            raise ValueError(
+                f"train.orientations: {self.orientations} averages turned and flipped cutouts, "
+                "which a network trained with augment: false never saw; set augment: true or "
+                "orientations: 1"
+            )
+        return self
 
 
 class SplitParams(_Section):

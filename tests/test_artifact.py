@@ -128,7 +128,7 @@ def test_an_ensemble_with_scaling_and_crop_loads_and_scores_as_saved(tmp_path):
     path = save_model(tmp_path / "model.pt",
                       model_record(ensemble, -1.5, "validation", DATASET))
     model, meta = load_model(path)
-    assert meta["architecture"] == "CNNEnsemble" and meta["architecture_version"] == 2
+    assert meta["architecture"] == "CNNEnsemble" and meta["architecture_version"] == 3
     assert meta["architecture_kwargs"] == {"members": 3, "width": 8, "scaling": "limits",
                                            "crop": 32}
     x, limits = torch.rand(5, 4, 64, 64), torch.rand(5, 4, 2).cumsum(dim=2)
@@ -138,10 +138,10 @@ def test_an_ensemble_with_scaling_and_crop_loads_and_scores_as_saved(tmp_path):
         torch.testing.assert_close(model(x, limits), expected)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_earlier_small_cnn_file_still_loads_as_the_same_network(tmp_path, version):
     record = _record()
-    record["architecture_version"] = version  # 1: before scaling and crop; 2: before catalog
+    record["architecture_version"] = version  # before scaling and crop, catalog, orientations
     path = save_model(tmp_path / "model.pt", record)
     model, _ = load_model(path)
     x = torch.rand(2, 4, 64, 64)
@@ -150,6 +150,6 @@ def test_an_earlier_small_cnn_file_still_loads_as_the_same_network(tmp_path, ver
     with torch.no_grad():
         assert torch.equal(model(x), original.eval()(x))
     assert model.kwargs == {"channels": 4, "width": 8}  # no scaling, the whole cutout
-    record["architecture"], record["architecture_version"] = "CNNEnsemble", 3
-    with pytest.raises(ModelError, match="'CNNEnsemble' version 3 is not one"):
+    record["architecture"], record["architecture_version"] = "CNNEnsemble", 4
+    with pytest.raises(ModelError, match="'CNNEnsemble' version 4 is not one"):
         load_model(save_model(tmp_path / "e.pt", record))

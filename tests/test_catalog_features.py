@@ -142,7 +142,7 @@ def test_a_saved_catalog_model_scores_as_trained(noise_with_a_telling_feature, t
     saved = save_model(tmp_path / "model.pt",
                        model_record(ensemble.eval(), 0.0, "validation", DATASET))
     model, meta = load_model(saved)
-    assert meta["architecture_version"] == 2
+    assert meta["architecture_version"] == 3
     assert meta["architecture_kwargs"]["catalog"] == ["qfit", "flux"]
     assert torch.equal(model.members[1].catalog_scale.scale, runs[1].model.catalog_scale.scale)
     loader = make_loader(data, 128)

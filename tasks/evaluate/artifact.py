@@ -48,12 +48,13 @@ FORMAT_VERSION = 1
 #: Architectures a model file may name: constructor and the version this tool writes.
 #: Earlier versions are read too: their arguments build the same network (``SmallCNN`` 1:
 #: before ``scaling`` and ``crop``, no scaling and the whole cutout; ``SmallCNN`` 2 and
-#: ``CNNEnsemble`` 1: before ``catalog``, pixels only).
+#: ``CNNEnsemble`` 1: before ``catalog``, pixels only; ``SmallCNN`` 3 and ``CNNEnsemble`` 2:
+#: before ``orientations``, one orientation).
 ARCHITECTURES: dict[str, tuple[type[nn.Module], int]] = {
-    "SmallCNN": (SmallCNN, 3),
-    "CNNEnsemble": (CNNEnsemble, 2),
+    "SmallCNN": (SmallCNN, 4),
+    "CNNEnsemble": (CNNEnsemble, 3),
 }
-_READS = {"SmallCNN": (1, 2, 3), "CNNEnsemble": (1, 2)}
+_READS = {"SmallCNN": (1, 2, 3, 4), "CNNEnsemble": (1, 2, 3)}
 _REQUIRED = ("format", "format_version", "architecture", "architecture_version",
              "architecture_kwargs", "state_dict", "contract_version", "threshold")
 

@@ -40,9 +40,11 @@ __all__ = [
     "build_cnn",
     "catalog_names",
     "dihedral",
+    "dihedral_views",
     "predict_logits",
     "reads_limits",
     "resolve_device",
+    "set_orientations",
     "train_cnn",
     "train_member",
 ]
@@ -61,6 +63,9 @@ CATALOG_WIDTH = 32
 
 #: Input scalings :class:`SmallCNN` may apply to a batch before its first convolution.
 SCALINGS = ("none", "limits")
+#: Orientations :class:`SmallCNN` may average its logit over in eval mode: 1 (the cutout as
+#: stored) or 8 (the dihedral group, :func:`dihedral_views`).
+ORIENTATIONS = (1, 8)
 
 
 class LimitScale(nn.Module):
@@ -136,11 +141,16 @@ class SmallCNN(nn.Module):
         only. They pass through :class:`CatalogScale` (fitted on the training rows) and two
         layers of 32 ReLU units (``CATALOG_WIDTH``), whose output joins the pooled maps
         before the last layer.
+    orientations : {1, 8}
+        In eval mode, the logit is the mean over this many orientations of each cutout: 8,
+        every quarter turn with and without a left-right flip (:func:`dihedral_views`, the
+        orientations the training augmentation draws from); 1, the cutout as stored. In
+        training mode always 1. Costs that many times the inference arithmetic.
     """
 
     def __init__(self, channels: int = len(CHANNELS), width: int = 16,
                  scaling: str = "none", crop: int = CUTOUT_SIZE,
-                 catalog: Sequence[str] = ()) -> None:
+                 catalog: Sequence[str] = (), orientations: int = 1) -> None:
         super().__init__()
         if scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {scaling!r}; expected one of {SCALINGS}")
@@ -154,6 +164,8 @@ class SmallCNN(nn.Module):
             self.kwargs["crop"] = crop
         if catalog:
             self.kwargs["catalog"] = list(catalog)
+        self.orientations = 1
+        set_orientations(self, orientations)
         self.margin = (CUTOUT_SIZE - crop) // 2
         self.scale = LimitScale() if scaling == "limits" else None
 
@@ -184,8 +196,18 @@ class SmallCNN(nn.Module):
         ``catalog``: (B, k) float32, the raw catalog features named by the ``catalog``
         argument, in that order, NaN where missing; needed by a model that reads them.
         """
-        if self.margin:
+        if self.margin:  # the crop is centred: it commutes with turns and flips
             x = x[..., self.margin : -self.margin, self.margin : -self.margin]
+        if self.orientations == 1 or self.training:
+            return self._logits(x, limits, catalog)
+        n, k = x.shape[0], self.orientations
+        extra = [None if t is None else t.repeat(k, *[1] * (t.dim() - 1))
+                 for t in (limits, catalog)]
+        return self._logits(dihedral_views(x), *extra).view(k, n).mean(dim=0)
+
+    def _logits(self, x: torch.Tensor, limits: torch.Tensor | None,
+                catalog: torch.Tensor | None) -> torch.Tensor:
+        """Logits (B,) of the cropped batch ``x`` as it lies (no orientations averaged)."""
         if self.scale is not None:
             if limits is None:
                 raise ValueError(
@@ -233,6 +255,26 @@ class CNNEnsemble(nn.Module):
                 catalog: torch.Tensor | None = None) -> torch.Tensor:
         """Mean logit of the members, shape (B,); arguments as for :meth:`SmallCNN.forward`."""
         return torch.stack([member(x, limits, catalog) for member in self.members]).mean(dim=0)
+
+
+def set_orientations(model: nn.Module, orientations: int) -> nn.Module:
+    """Make every :class:`SmallCNN` of ``model`` average its eval-mode logit over
+    ``orientations`` (1 or 8) orientations of each cutout, and record it in its ``kwargs``
+    (so ``model.pt`` builds it again the same way); returns ``model``.
+
+    An ensemble's ``kwargs`` follow too. The weights do not change: a network trained with
+    :func:`dihedral` augmentation may be scored either way.
+    """
+    if orientations not in ORIENTATIONS:
+        raise ValueError(f"orientations must be one of {ORIENTATIONS}, got {orientations!r}")
+    for part in model.modules():
+        if isinstance(part, SmallCNN):
+            part.orientations = orientations
+        if isinstance(part, SmallCNN | CNNEnsemble):
+            part.kwargs.pop("orientations", None)
+            if orientations != 1:  # a model of the default keeps the kwargs it always had
+                part.kwargs["orientations"] = orientations
+    return model
 
 
 def reads_limits(model: nn.Module) -> bool:
@@ -351,22 +393,25 @@ def train_cnn(
     Member ``k`` (0-based) is :func:`train_member` with seed ``params.seed + k``, so a
     one-member run is exactly the single CNN of that seed. For more members the logits of
     every side but ``train`` are the ensemble's (the mean of the members' logits, computed
-    by the assembled :class:`CNNEnsemble` itself, as a saved model computes them); the loss
+    by the assembled :class:`CNNEnsemble` itself, as a saved model computes them, each
+    member averaging ``params.orientations`` orientations; members are trained and
+    validated in one orientation); the loss
     history is the members' mean per epoch, ``best_epoch`` a list per member and
     ``train_seconds`` their sum.
     """
     n = params.members
     if n == 1:
         return train_member(data, labels, sides, params, device, what)
-    runs = [
-        train_member(data, labels, sides, params.model_copy(update={"seed": params.seed + k}),
+    runs = [  # members score as stored; the ensemble then averages their orientations
+        train_member(data, labels, sides,
+                     params.model_copy(update={"seed": params.seed + k, "orientations": 1}),
                      device, f"{what}, member {k + 1}/{n}")
         for k in range(n)
     ]
     ensemble = CNNEnsemble(n, **{k: v for k, v in runs[0].model.kwargs.items()})
     for member, run in zip(ensemble.members, runs, strict=True):
         member.load_state_dict(run.model.state_dict())
-    ensemble = ensemble.to(device).eval()
+    ensemble = set_orientations(ensemble, params.orientations).to(device).eval()
     logits = {name: predict_logits(ensemble, loader, device)
               for name, loader in _side_loaders(data, sides, device).items()}
     history = {key: np.mean([r.history[key] for r in runs], axis=0).tolist()
@@ -392,7 +437,9 @@ def train_member(
     class is missing there), ``params.epochs`` passes in the order of a ``torch.Generator``
     seeded with ``params.seed`` (:class:`IndexBatches`), weights from
     ``torch.manual_seed(params.seed)``. After each epoch the mean loss on the
-    ``validation`` rows is recorded; after the last, the logits of every side but ``train``.
+    ``validation`` rows is recorded (cutouts as stored); after the last, the logits of every
+    side but ``train``, averaged over ``params.orientations`` orientations
+    (:func:`set_orientations`).
 
     Parameters
     ----------
@@ -402,7 +449,9 @@ def train_member(
         ``train``, ``validation`` and any further sides to predict (``test``).
     on_epoch : callable, optional
         Called after every epoch with the epoch (1-based) and the logits of every side but
-        ``train`` at that epoch's weights (learning curves; costs one inference pass each).
+        ``train`` at that epoch's weights, averaged over ``params.orientations`` as the
+        returned ones are (learning curves; costs an inference pass of each side per
+        orientation).
     """
     train_idx = np.flatnonzero(sides["train"])
     y_train = labels[train_idx]
@@ -435,10 +484,7 @@ def train_member(
             total = _train_epoch(model, train_loader, optimizer, loss_fn, turned, device)
             history["train"].append(total / max(len(train_idx), 1))
             seconds += time.perf_counter() - started
-            judged = loaders if on_epoch is not None else {"validation": loaders["validation"]}
-            epoch_logits = {name: predict_logits(model, loader, device)
-                            for name, loader in judged.items()}
-            val_logits = epoch_logits["validation"]
+            val_logits = predict_logits(model, loaders["validation"], device)  # as stored
             val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), y_val).item())
             history["validation"].append(val_loss)
             val_auc = roc_auc(labels[sides["validation"]], val_logits)
@@ -451,8 +497,10 @@ def train_member(
                 val_loss,
                 val_auc,
             )
-            if on_epoch is not None:
-                on_epoch(epoch, epoch_logits)
+            scored: dict[str, np.ndarray] = {}
+            if on_epoch is not None:  # what the model would score with this epoch's weights
+                scored = _score_sides(model, loaders, params.orientations, device, val_logits)
+                on_epoch(epoch, scored)
             score = -math.inf if math.isnan(val_auc) else val_auc
             if params.keep_best and (best is None or score > best[0]):
                 weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -462,10 +510,30 @@ def train_member(
     if best is not None and best[1] != params.epochs:
         best_epoch = best[1]
         model.load_state_dict(best[2])
-        epoch_logits = {}  # scored at other weights
-    logits = {name: epoch_logits[name] if name in epoch_logits
-              else predict_logits(model, loader, device) for name, loader in loaders.items()}
+        scored = {}  # scored at other weights
+    logits = scored or _score_sides(model, loaders, params.orientations, device,
+                                    val_logits if best_epoch == params.epochs else None)
+    set_orientations(model, params.orientations)
     return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch, model.eval())
+
+
+def _score_sides(
+    model: nn.Module,
+    loaders: dict[str, DataLoader],
+    orientations: int,
+    device: torch.device,
+    as_stored: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Logits of every side of ``loaders``, averaged over ``orientations`` orientations;
+    ``model`` is left scoring in one. ``as_stored``: the validation logits in one orientation
+    at the current weights, reused when one orientation is asked for."""
+    set_orientations(model, orientations)
+    try:
+        return {name: as_stored if name == "validation" and orientations == 1
+                and as_stored is not None else predict_logits(model, loader, device)
+                for name, loader in loaders.items()}
+    finally:
+        set_orientations(model, 1)
 
 
 def _train_epoch(
@@ -493,6 +561,18 @@ def _train_epoch(
         optimizer.step()
         total += loss.detach().double() * len(y)
     return float(total.item())  # .item() syncs
+
+
+def dihedral_views(x: torch.Tensor) -> torch.Tensor:
+    """The 8 orientations of each cutout of a batch (B, C, H, W), stacked: (8 B, C, H, W).
+
+    View ``v`` of cutout ``i`` is row ``v * B + i``: views 0..3 are quarter turns by 0..3
+    (:func:`torch.rot90` on the last two axes), views 4..7 the same of the left-right
+    flipped cutout; together the dihedral group that :func:`dihedral` draws from.
+    """
+    flipped = x.flip(-1)
+    return torch.cat([torch.rot90(img, turn, dims=(-2, -1))
+                      for img in (x, flipped) for turn in range(4)])
 
 
 def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

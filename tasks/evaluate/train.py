@@ -443,12 +443,14 @@ def _calls_by_group(
 
 
 def _cnn_description(params: TrainParams, catalog: list[str]) -> str:
-    """The CNN's line in the models table: members, input scaling, crop, catalog features;
-    score and probability."""
+    """The CNN's line in the models table: members, input scaling, crop, catalog features,
+    orientations; score and probability."""
     what = f"SmallCNN (width {params.width}) on the central {params.crop} x {params.crop} " \
         f"pixels of the four channels, input scaling {params.scaling}"
     if catalog:
         what += f", and {len(catalog)} catalog features ({', '.join(catalog)})"
+    if params.orientations > 1:
+        what += f", logit averaged over {params.orientations} orientations"
     if params.members > 1:
         what = f"ensemble of {params.members} x {what} (mean logit)"
     return what + "; score: logit, probability: sigmoid"
