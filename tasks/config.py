@@ -418,11 +418,10 @@ class TrainParams(_Section):
         "does not depend on the orientation of the sky.",
     )
     orientations: Literal[1, 8] = Field(
-        8,
+        1,
         description="Orientations of each cutout whose logits the trained CNN averages when "
-        "it scores (test-time augmentation): 8, the turns and flips that augment draws "
-        "from; 1, the cutout as stored. 8 costs eight times the inference arithmetic; "
-        "without augment the default is 1.",
+        "it scores (test-time augmentation): 1, the cutout as stored; 8, the turns and flips "
+        "that augment draws from (needs augment), at eight times the inference arithmetic.",
     )
     keep_best: bool = Field(
         False,
@@ -464,14 +463,6 @@ class TrainParams(_Section):
                 "train.val_fraction moved: the dataset's splits are set in the `splits` "
                 "section (train, validation, test fractions and seed) and written to the index"
             )
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_orientation_without_augment(cls, value: object) -> object:
-        """Without augment, orientations defaults to 1."""
-        if isinstance(value, dict) and value.get("augment") is False:
-            return {"orientations": 1, **value}
         return value
 
     @model_validator(mode="after")

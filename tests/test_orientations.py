@@ -83,9 +83,9 @@ def test_orientations_are_recorded_and_a_saved_model_scores_as_it_did(tmp_path):
         set_orientations(model, 4)
 
 
-def test_orientations_follow_augmentation_in_the_parameters():
-    assert TrainParams().orientations == 8
-    assert TrainParams(augment=False).orientations == 1
+def test_eight_orientations_need_augmentation():
+    assert TrainParams().orientations == 1
+    assert TrainParams(orientations=8).orientations == 8
     assert TrainParams(augment=False, orientations=1).orientations == 1
     with pytest.raises(ValidationError, match="never saw"):
         TrainParams(augment=False, orientations=8)
@@ -103,7 +103,8 @@ def test_an_ensemble_is_trained_in_one_orientation_and_scores_in_eight(tmp_path)
     data = CutoutDataset([str(path)] * len(y), y, rows=np.arange(len(y)))
     sides = {"train": np.arange(len(y)) < 48, "validation": (np.arange(len(y)) >= 48)
              & (np.arange(len(y)) < 64), "test": np.arange(len(y)) >= 64}
-    params = TrainParams(epochs=1, width=4, crop=32, members=2, scaling="none", device="cpu")
+    params = TrainParams(epochs=1, width=4, crop=32, members=2, scaling="none", device="cpu",
+                         orientations=8)
     run = train_cnn(data, y, sides, params, torch.device("cpu"))
     assert run.model.kwargs["orientations"] == 8
     loader = make_loader(CutoutDataset([str(path)] * 16, y[64:], rows=np.arange(64, 80)), 8)

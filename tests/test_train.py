@@ -700,9 +700,12 @@ def test_smoke_train_an_ensemble_saves_and_scores_as_one_model(dataset, index, t
         metrics["models"]["gradient_boosting"]["test"]["roc_auc"])
 
 
-def test_train_member_reports_every_epoch_to_its_hook(dataset):
-    """on_epoch sees each epoch's logits of every held-out side; the last are those returned."""
-    params = FAST.model_copy(update={"epochs": 2, "scaling": "none"})
+@pytest.mark.parametrize("orientations", [1, 8])
+def test_train_member_reports_every_epoch_to_its_hook(dataset, orientations):
+    """on_epoch sees each epoch's logits of every held-out side, scored as the returned ones
+    are (in that many orientations); the last are those returned."""
+    params = FAST.model_copy(update={"epochs": 2, "scaling": "none",
+                                     "orientations": orientations})
     prep = prepare_rows(dataset / "croissant.json", params, root=dataset)
     seen: list[tuple[int, dict]] = []
     run = train_member(prep.data, prep.y, prep.sides, params, torch.device("cpu"),
@@ -714,6 +717,11 @@ def test_train_member_reports_every_epoch_to_its_hook(dataset):
     assert not np.array_equal(seen[0][1]["test"], seen[1][1]["test"])  # it learnt in between
     for side in ("validation", "test"):
         np.testing.assert_array_equal(seen[-1][1][side], run.logits[side])
+    from croissant_cutouts.tasks.evaluate.model import _side_loaders, predict_logits
+
+    assert run.model.orientations == orientations  # and scores so, as the hook saw it:
+    again = predict_logits(run.model, _side_loaders(prep.data, prep.sides, "cpu")["test"])
+    np.testing.assert_allclose(again, run.logits["test"], rtol=1e-5, atol=1e-5)
 
 
 def test_learning_curve_benchmark_on_the_learnable_dataset(dataset, tmp_path):

@@ -32,6 +32,7 @@ from croissant_cutouts.tasks.evaluate.metrics import (  # some re-exported
 from croissant_cutouts.tasks.infra.progress import progress_bar
 
 __all__ = [
+    "ORIENTATIONS",
     "SCALINGS",
     "CNNEnsemble",
     "LimitScale",
