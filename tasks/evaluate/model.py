@@ -165,7 +165,6 @@ class SmallCNN(nn.Module):
             self.kwargs["crop"] = crop
         if catalog:
             self.kwargs["catalog"] = list(catalog)
-        self.orientations = 1
         set_orientations(self, orientations)
         self.margin = (CUTOUT_SIZE - crop) // 2
         self.scale = LimitScale() if scaling == "limits" else None
