@@ -406,7 +406,12 @@ class TrainParams(_Section):
 
     epochs: int = Field(8, ge=1, description="Passes over the training split.")
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (the peak, with a schedule).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="Learning rate over training: constant (lr throughout) or cosine (from lr "
+        "down to 0 along half a cosine over every step of every epoch).",
+    )
     seed: int = Field(0, ge=0, description="Seed of the weights, batch order and baselines.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
     max_cutouts: int | None = Field(

@@ -42,6 +42,7 @@ __all__ = [
     "catalog_names",
     "dihedral",
     "dihedral_views",
+    "lr_schedule",
     "predict_logits",
     "reads_limits",
     "resolve_device",
@@ -433,7 +434,8 @@ def train_member(
 
     Returns the logits of the other sides.
 
-    Adam, ``BCEWithLogitsLoss(pos_weight=n_bogus / n_real)`` of the training rows (1 when a
+    Adam (learning rate ``params.lr`` along ``params.lr_schedule``, :func:`lr_schedule`),
+    ``BCEWithLogitsLoss(pos_weight=n_bogus / n_real)`` of the training rows (1 when a
     class is missing there), ``params.epochs`` passes in the order of a ``torch.Generator``
     seeded with ``params.seed`` (:class:`IndexBatches`), weights from
     ``torch.manual_seed(params.seed)``. After each epoch the mean loss on the
@@ -471,6 +473,7 @@ def train_member(
         model.catalog_scale.fit(data.catalog[train_idx])
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    schedule = lr_schedule(optimizer, params.lr_schedule, params.epochs * len(train_loader))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     y_val = torch.from_numpy(labels[sides["validation"]].astype(np.float32)).to(device)
     history: dict[str, list[float]] = {"train": [], "validation": []}
@@ -481,7 +484,8 @@ def train_member(
         for epoch in range(1, params.epochs + 1):
             started = time.perf_counter()
             turned = turns if params.augment else None
-            total = _train_epoch(model, train_loader, optimizer, loss_fn, turned, device)
+            total = _train_epoch(model, train_loader, optimizer, loss_fn, turned, device,
+                                 schedule)
             history["train"].append(total / max(len(train_idx), 1))
             seconds += time.perf_counter() - started
             val_logits = predict_logits(model, loaders["validation"], device)  # as stored
@@ -517,6 +521,22 @@ def train_member(
     return TrainedCNN(logits, history, seconds, len(train_idx), best_epoch, model.eval())
 
 
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, kind: str, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule ``kind`` over ``steps`` optimizer steps; None for constant.
+
+    ``"cosine"``: :class:`torch.optim.lr_scheduler.CosineAnnealingLR` from the optimizer's
+    learning rate at step 0 down to 0 after ``steps`` steps (half a cosine), stepped once per
+    batch, so the last epochs take small steps.
+    """
+    if kind == "constant":
+        return None
+    if kind != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {kind!r}; expected constant or cosine")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+
+
 def _score_sides(
     model: nn.Module,
     loaders: dict[str, DataLoader],
@@ -543,10 +563,12 @@ def _train_epoch(
     loss_fn: nn.Module,
     turns: torch.Generator | None,
     device: torch.device,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     """One pass over ``loader``; the sum over cutouts of the training loss.
 
     ``turns``: the generator of :func:`dihedral` augmentation draws (None: no augmentation).
+    ``schedule``: stepped after every optimizer step (None: the learning rate stays).
     """
     model.train()
     # float64 sum on the device: no host sync per step; same sums as Python floats
@@ -559,6 +581,8 @@ def _train_epoch(
         loss = loss_fn(model(x, *extra), y)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         total += loss.detach().double() * len(y)
     return float(total.item())  # .item() syncs
 
