@@ -13,12 +13,14 @@ good as the baseline on both).
 
     .venv/bin/python benchmarks/bench_science.py                   # 3 seeds
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep  # one seed, keep the data
+    .venv/bin/python benchmarks/bench_science.py --seeds 0,1 --metrics 2=dataset-2/metrics.json
 
 On 2 AMD EPYC vCPUs one seed takes about 50 minutes: simulating 20-23 (the 144 jobs, 2 at a
 time), cutting 3, the train step 25-27 (three networks of 8 epochs at 2,500-2,760 cutouts a
 second, the baselines, the plots). Disk: the jobs of one seed (about 46 GB) are deleted once
 built; each dataset (shards, about 13 GB) is deleted after its metrics are read unless
-``--keep``.
+``--keep``. ``--metrics SEED=PATH`` puts a seed whose dataset was built and trained
+before (its ``metrics.json``) in the table instead of building it again.
 
 Writes ``benchmarks/results/science.json`` and ``benchmarks/results/science.md`` (or
 ``--out``), and prints the table; exit status 1 when a target is missed on any seed.
@@ -70,6 +72,17 @@ def build(seed: int, params: Path, work: Path) -> tuple[dict, dict[str, float]]:
     shutil.rmtree(jobs)
     metrics = json.loads((dataset / "metrics.json").read_text())
     return metrics, seconds
+
+
+def given_metrics(specs: list[str]) -> dict[str, dict]:
+    """The ``metrics.json`` of each ``SEED=PATH`` of ``--metrics``, by seed."""
+    out = {}
+    for spec in specs:
+        seed, sep, path = spec.partition("=")
+        if not sep or not seed.strip().isdigit():
+            sys.exit(f"--metrics {spec!r}: expected SEED=PATH, e.g. 2=dataset-2/metrics.json")
+        out[seed.strip()] = {**json.loads(Path(path).read_text()), "from": str(Path(path))}
+    return out
 
 
 def summarise(metrics: dict) -> dict:
@@ -177,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=HERE / "results" / "work" / "science")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "science.json")
     ap.add_argument("--keep", action="store_true", help="keep each seed's dataset")
+    ap.add_argument("--metrics", action="append", default=[], metavar="SEED=PATH",
+                    help="a seed built before: summarise its metrics.json instead of building")
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     result: dict = {
@@ -185,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                     "processor": platform.processor()},
         "seeds": {},
     }
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    given = given_metrics(args.metrics)
+    for seed, metrics in given.items():
+        result["seeds"][seed] = {**summarise(metrics), "metrics_from": metrics["from"]}
+    write_result(args.out, result)
+    for seed in [int(s) for s in args.seeds.split(",") if s.strip() and s.strip() not in given]:
         metrics, seconds = build(seed, args.params, args.workdir)
         result["seeds"][str(seed)] = {**summarise(metrics), "seconds": seconds}
         write_result(args.out, result)  # after each seed: a long run keeps what it has

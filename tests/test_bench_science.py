@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,18 @@ def test_benchmark_configurations_split_whole_fields(name, fields, dealt, catalo
     assert deal_counts(fields, fractions) == dealt
     assert params.train.leakage_check is False and params.cutouts.layout == "shards"
     assert (params.train.members, params.train.catalog) == (3, catalog)
+
+
+def test_a_seed_built_before_is_summarised_from_its_metrics(bench, tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(_metrics((0.9994, 0.0083), (0.9979, 0.0473))))
+    out = tmp_path / "science.json"
+    assert bench.main(["--seeds", "2", "--metrics", f"2={path}", "--out", str(out),
+                       "--workdir", str(tmp_path / "work")]) == 0  # seed 2 is not built
+    result = json.loads(out.read_text())
+    assert list(result["seeds"]) == ["2"]
+    assert result["seeds"]["2"]["metrics_from"] == str(path)
+    assert "| 2 | CNN | 0.9994 [0.9984, 1.0000] | 0.83 [0.41, 1.66]" in out.with_suffix(
+        ".md").read_text()
+    with pytest.raises(SystemExit, match="expected SEED=PATH"):
+        bench.main(["--metrics", str(path), "--out", str(out)])
