@@ -81,7 +81,11 @@ def given_metrics(specs: list[str]) -> dict[str, dict]:
         seed, sep, path = spec.partition("=")
         if not sep or not seed.strip().isdigit():
             sys.exit(f"--metrics {spec!r}: expected SEED=PATH, e.g. 2=dataset-2/metrics.json")
-        out[seed.strip()] = {**json.loads(Path(path).read_text()), "from": str(Path(path))}
+        try:
+            metrics = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            sys.exit(f"--metrics {spec!r}: cannot read {path}: {err}")
+        out[seed.strip()] = {**metrics, "from": str(Path(path))}
     return out
 
 

@@ -107,3 +107,8 @@ def test_a_seed_built_before_is_summarised_from_its_metrics(bench, tmp_path):
         ".md").read_text()
     with pytest.raises(SystemExit, match="expected SEED=PATH"):
         bench.main(["--metrics", str(path), "--out", str(out)])
+    (tmp_path / "cut.json").write_text('{"counts": ')
+    for spec, why in [(f"2={tmp_path / 'none.json'}", "No such file"),
+                      (f"2={tmp_path / 'cut.json'}", "Expecting value")]:
+        with pytest.raises(SystemExit, match=f"cannot read .*{why}"):
+            bench.main(["--metrics", spec, "--out", str(out)])
