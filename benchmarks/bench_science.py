@@ -80,13 +80,14 @@ def given_metrics(specs: list[str]) -> dict[str, dict]:
     out = {}
     for spec in specs:
         seed, sep, path = spec.partition("=")
-        if not sep or not seed.strip().isdigit():
+        seed, file = seed.strip(), Path(path)
+        if not sep or not seed.isdigit():
             sys.exit(f"--metrics {spec!r}: expected SEED=PATH, e.g. 2=dataset-2/metrics.json")
         try:
-            metrics = json.loads(Path(path).read_text())
+            metrics = json.loads(file.read_text())
         except (OSError, ValueError) as err:
             sys.exit(f"--metrics {spec!r}: cannot read {path}: {err}")
-        out[seed.strip()] = {**metrics, "from": str(Path(path))}
+        out[seed] = {**metrics, "from": str(file)}
     return out
 
 
