@@ -15,13 +15,12 @@ good as the baseline on both).
     .venv/bin/python benchmarks/bench_science.py --seeds 0 --keep  # one seed, keep the data
     .venv/bin/python benchmarks/bench_science.py --seeds 0,1 --metrics 2=dataset-2/metrics.json
 
-On 2 AMD EPYC vCPUs one seed takes 50 to 70 minutes, with the machine's speed: simulating
-20-35 (the 144 jobs, 2 at a time), cutting 3-4, the train step 25-34 (three networks of 8
-epochs at 2,000-2,760 cutouts a second, the baselines, the plots). Disk: the jobs of one
-seed (about 46 GB) are deleted once built; each dataset (shards, about 13 GB) is deleted
-after its metrics are read unless ``--keep``. ``--metrics SEED=PATH`` puts a seed whose
-dataset was built and trained before (its ``metrics.json``) in the table instead of
-building it again; ``benchmarks/science-metrics/`` keeps those of the documented run.
+One seed takes about an hour on 2 CPU cores (measured timings: docs/evaluation.md, "At
+realistic density"). Disk: the jobs of one seed (about 46 GB) are deleted once built; each
+dataset (shards, about 13 GB) is deleted after its metrics are read unless ``--keep``.
+``--metrics SEED=PATH`` puts a seed whose dataset was built and trained before (its
+``metrics.json``) in the table instead of building it again;
+``benchmarks/science-metrics/`` keeps those of the documented run.
 
 Writes ``benchmarks/results/science.json`` and ``benchmarks/results/science.md`` (or
 ``--out``), and prints the table; exit status 1 when a target is missed on any seed.
